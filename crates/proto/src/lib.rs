@@ -11,6 +11,7 @@
 //! - [`crypto`]: network keys, the ChaCha20-Poly1305 envelope, replay windows.
 //! - [`clock`]: the clock estimator (offset *and* skew from 4-timestamp probes).
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
+//! - [`jitter`]: the jitter buffer keyed by sequence number and media time.
 //! - [`source`]: [`SourceSession`], pacing, fan-out, retransmission, FEC.
 //! - [`player`]: [`PlayerSession`], jitter buffer, loss recovery, playout scheduling.
 //! - [`playout`]: the drift controller that turns "where the stream should be" into
@@ -26,16 +27,17 @@
 pub mod clock;
 pub mod crypto;
 pub mod fec;
+pub mod jitter;
 pub mod player;
 pub mod playout;
 pub mod source;
 pub mod time;
 pub mod wire;
 
-//T pub use clock::{ClockEstimate, ClockEstimator};
+pub use clock::{ClockEstimate, ClockEstimator};
 pub use crypto::{NetworkKey, Security};
-//T pub use player::{PlayerConfig, PlayerSession};
-//T pub use source::{SourceConfig, SourceSession};
+pub use player::{PlayerConfig, PlayerSession};
+pub use source::{SourceConfig, SourceSession};
 pub use time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
 pub use wire::{Codec, Mode, Packet};
 

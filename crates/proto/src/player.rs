@@ -1,0 +1,770 @@
+//! The player session: joins a stream, locks its clock to the stream clock, buffers,
+//! recovers losses, and says which samples go to the DAC at any local instant.
+//!
+//! # Driving it
+//! ```text
+//! network thread:
+//!     on datagram:  player.handle_datagram(now, from, &mut buf[..n]);
+//!     on deadline:  player.handle_timeout(now);
+//!     while let Some(t) = player.poll_transmit(now, &mut out) { send(to player.source(), ..) }
+//!     while let Some(e) = player.poll_event() { ... }
+//!     sleep until player.poll_timeout()
+//! media side, once per device callback (dac_time = when its first frame is heard):
+//!     if let Some(r) = player.render(now, dac_time, frames) {
+//!         while let Some(p) = player.next_frame(r.end(frames) + margin) { decode or conceal p }
+//!         resample from r.position by r.step
+//!     } else { silence }
+//! ```
+//! The player is one object: in the node the two sides share it behind the media thread's
+//! ownership (the audio callback itself only reads decoded PCM from a ring).
+//!
+//! # Timing
+//! A sample with presentation time `P` (stream clock) is heard at the local instant where
+//! `stream(t) = P + device_offset + extra`, with `extra` the zone's latency override (sync
+//! mode) or the adaptive latency (live mode). `stream(t)` comes from the [`ClockEstimator`];
+//! the [`PlayoutScheduler`] turns the resulting target position into a smooth read position.
+//!
+//! # Loss recovery
+//! A gap in sequence numbers marks packets missing. FEC repairs rebuild them when enough
+//! shards arrive; otherwise a NACK goes out after a reordering grace period and is repeated
+//! every round trip while the packet can still arrive before it is due. What is still missing
+//! at playout is handed out as [`Playout::Missing`] for the codec's concealment.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::clock::{ClockConfig, ClockEstimate, ClockEstimator, ClockSample};
+use crate::crypto::{ReplayGuard, Security};
+use crate::fec::{FecDecoder, block_of};
+use crate::jitter::{Inserted, JitterBuffer, Origin, Playout};
+use crate::playout::{PlayoutConfig, PlayoutScheduler, Render};
+use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
+use crate::wire::{self, AudioFrame, Codec, Mode, Packet, RefuseReason, RxErrorCounts};
+use crate::Transmit;
+
+/// Configuration of a player.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlayerConfig {
+    /// The source's address (clock probes, NACKs, reports and hellos go there).
+    pub source: SocketAddr,
+    /// Stream to join (0: the source's first).
+    pub stream_id: u32,
+    /// This player's name, sent in its `Hello`.
+    pub name: String,
+    /// Send `Hello`s to be added to the source's unicast fan-out. `false` for multicast
+    /// listeners, which wait for the periodic announce.
+    pub join: bool,
+    /// Per-device offset: positive plays later, negative earlier (to compensate a speaker's
+    /// own hidden latency).
+    pub device_offset: Nanos,
+    /// Sync mode: play at this group latency instead of the source's (zones).
+    pub latency_override: Option<Nanos>,
+    /// Steady-state clock probe interval.
+    pub probe_interval: Nanos,
+    /// Probe interval during the burst after joining.
+    pub burst_interval: Nanos,
+    /// Probes in the join burst.
+    pub burst_probes: u32,
+    /// Receiver report interval.
+    pub report_interval: Nanos,
+    /// The source is considered lost after this much silence.
+    pub source_timeout: Nanos,
+    /// `Hello` repeat interval while joining.
+    pub hello_interval: Nanos,
+    /// Jitter buffer size in packets.
+    pub buffer_packets: usize,
+    /// Live mode: safety margin added to the measured arrival spread.
+    pub live_margin: Nanos,
+    /// Send NACKs for missing packets.
+    pub nack: bool,
+    /// Clock estimator tunables.
+    pub clock: ClockConfig,
+}
+
+impl PlayerConfig {
+    /// Defaults for joining the stream at `source`.
+    pub fn new(source: SocketAddr) -> Self {
+        PlayerConfig {
+            source,
+            stream_id: 0,
+            name: String::new(),
+            join: true,
+            device_offset: Nanos::ZERO,
+            latency_override: None,
+            probe_interval: Nanos::from_millis(100),
+            burst_interval: Nanos::from_millis(10),
+            burst_probes: 20,
+            report_interval: Nanos::from_secs(1),
+            source_timeout: Nanos::from_secs(2),
+            hello_interval: Nanos::from_millis(500),
+            buffer_packets: 1024,
+            live_margin: Nanos::from_micros(250),
+            nack: true,
+            clock: ClockConfig::default(),
+        }
+    }
+}
+
+/// The stream as announced by its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Stream id.
+    pub stream_id: u32,
+    /// Random id of this run of the source.
+    pub instance: u32,
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: u8,
+    /// Codec.
+    pub codec: Codec,
+    /// Frames per packet.
+    pub frames_per_packet: u16,
+    /// Playout mode.
+    pub mode: Mode,
+    /// Source's group latency.
+    pub group_latency: Nanos,
+    /// FEC block shape.
+    pub fec: Option<(u8, u8)>,
+    /// Stream name.
+    pub name: String,
+}
+
+/// Something the driver may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlayerEvent {
+    /// The stream was announced (first time, or after the source restarted).
+    Joined(StreamInfo),
+    /// The source refused us.
+    Refused {
+        /// Why.
+        reason: RefuseReason,
+        /// The source's message.
+        message: String,
+    },
+    /// The source fell silent.
+    SourceLost,
+    /// The source is heard again (same run).
+    SourceBack,
+    /// The source ended the stream.
+    Ended,
+}
+
+/// Counters of a player.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlayerStats {
+    /// Audio packets received (first copies).
+    pub received: u64,
+    /// Duplicate packets (already held).
+    pub duplicates: u64,
+    /// Packets found missing when later ones arrived.
+    pub lost: u64,
+    /// Missing packets rebuilt by FEC.
+    pub recovered_fec: u64,
+    /// Missing packets recovered by retransmission.
+    pub recovered_retx: u64,
+    /// Missing packets that simply arrived late (reordering).
+    pub reordered: u64,
+    /// Packets arriving after their playout.
+    pub late: u64,
+    /// Packets concealed at playout.
+    pub concealed: u64,
+    /// Packets skipped by a forward resync.
+    pub skipped: u64,
+    /// NACK datagrams sent.
+    pub nacks_sent: u64,
+    /// Hard resyncs of the playout position.
+    pub resyncs: u64,
+    /// Datagrams dropped, by reason.
+    pub rx_errors: RxErrorCounts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// No stream description yet.
+    Joining,
+    /// Hearing the source.
+    Streaming,
+    /// The source went silent.
+    Lost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outgoing {
+    Hello,
+    Probe,
+    Report,
+    Nack { base: SeqNo, mask: u64 },
+    Bye,
+}
+
+/// Live-mode latency: the spread of arrivals plus how far ahead the device asks for audio.
+#[derive(Debug)]
+struct LiveLatency {
+    buckets: [(i64, Nanos); 10],
+    lead: Nanos,
+    samples: u64,
+    current: Option<Nanos>,
+    lower_since: Option<LocalTime>,
+}
+
+impl LiveLatency {
+    const BUCKET: i64 = 200_000_000;
+
+    fn new() -> Self {
+        LiveLatency { buckets: [(i64::MIN, Nanos::ZERO); 10], lead: Nanos::ZERO, samples: 0, current: None, lower_since: None }
+    }
+
+    fn arrival(&mut self, now: LocalTime, lateness: Nanos) {
+        let b = now.0 as i64 / Self::BUCKET;
+        let slot = &mut self.buckets[(b as usize) % self.buckets.len()];
+        if slot.0 != b {
+            *slot = (b, lateness);
+        } else if lateness > slot.1 {
+            slot.1 = lateness;
+        }
+        self.samples += 1;
+    }
+
+    fn spread(&self, now: LocalTime) -> Nanos {
+        let b = now.0 as i64 / Self::BUCKET;
+        self.buckets.iter().filter(|(k, _)| b - *k < self.buckets.len() as i64).map(|x| x.1).max().unwrap_or(Nanos::ZERO)
+    }
+
+    /// Updates the latency at a render; returns it once enough arrivals were seen.
+    fn update(&mut self, now: LocalTime, lead: Nanos, margin: Nanos) -> Option<Nanos> {
+        self.lead = if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
+        if self.samples < 20 {
+            return None;
+        }
+        let wanted = self.spread(now) + self.lead + margin;
+        let current = match self.current {
+            None => wanted,
+            Some(c) if wanted > c => wanted,
+            Some(c) if wanted + margin < c => {
+                // Come down slowly (100 µs/s, inaudible) after 2 s of lower need.
+                let since = *self.lower_since.get_or_insert(now);
+                if now - since > Nanos::from_secs(2) { c - Nanos::from_micros(1) } else { c }
+            }
+            Some(c) => {
+                self.lower_since = None;
+                c
+            }
+        };
+        self.current = Some(current);
+        Some(current)
+    }
+}
+
+/// The receiving side of one stream (see the module docs).
+#[derive(Debug)]
+pub struct PlayerSession {
+    config: PlayerConfig,
+    security: Security,
+    sender: u32,
+    packet_number: u64,
+    link: Link,
+    info: Option<StreamInfo>,
+    source_sender: Option<u32>,
+    last_heard: LocalTime,
+    clock: ClockEstimator,
+    probe_id: u32,
+    probes_sent: u32,
+    next_probe: LocalTime,
+    next_report: LocalTime,
+    next_hello: LocalTime,
+    srtt: Option<Nanos>,
+    jitter: JitterBuffer,
+    fec: FecDecoder,
+    fec_scratch: Vec<(SeqNo, MediaTime, StreamTime, u16, Codec, u8, Vec<u8>)>,
+    reference: Option<(MediaTime, StreamTime)>,
+    scheduler: Option<PlayoutScheduler>,
+    live: LiveLatency,
+    extra: Nanos,
+    lead: Nanos,
+    outgoing: VecDeque<Outgoing>,
+    events: VecDeque<PlayerEvent>,
+    replay: ReplayGuard,
+    stats: PlayerStats,
+}
+
+impl PlayerSession {
+    /// A new player. `random` seeds its sender id; `now` is the local time.
+    pub fn new(config: PlayerConfig, security: Security, random: u64, now: LocalTime) -> Self {
+        let mut outgoing = VecDeque::new();
+        if config.join {
+            outgoing.push_back(Outgoing::Hello);
+        }
+        PlayerSession {
+            security,
+            sender: (random as u32).max(1),
+            packet_number: 0,
+            link: Link::Joining,
+            info: None,
+            source_sender: None,
+            last_heard: now,
+            clock: ClockEstimator::new(config.clock),
+            probe_id: 0,
+            probes_sent: 0,
+            next_probe: now,
+            next_report: now + config.report_interval,
+            next_hello: now + config.hello_interval,
+            srtt: None,
+            jitter: JitterBuffer::new(config.buffer_packets, config.stream_id, 1),
+            fec: FecDecoder::new(64),
+            fec_scratch: Vec::new(),
+            reference: None,
+            scheduler: None,
+            live: LiveLatency::new(),
+            extra: Nanos::ZERO,
+            lead: Nanos::ZERO,
+            outgoing,
+            events: VecDeque::new(),
+            replay: ReplayGuard::default(),
+            stats: PlayerStats::default(),
+            config,
+        }
+    }
+
+    /// The source's address.
+    pub fn source(&self) -> SocketAddr {
+        self.config.source
+    }
+    /// The stream, once announced.
+    pub fn info(&self) -> Option<&StreamInfo> {
+        self.info.as_ref()
+    }
+    /// The clock estimate, once a probe came back.
+    pub fn clock(&self) -> Option<&ClockEstimate> {
+        self.clock.estimate()
+    }
+    /// Counters.
+    pub fn stats(&self) -> PlayerStats {
+        let mut s = self.stats;
+        s.resyncs = self.scheduler.as_ref().map_or(0, |p| p.resyncs());
+        s
+    }
+    /// Packets buffered ahead of playout (present or missing).
+    pub fn buffered(&self) -> u64 {
+        self.jitter.depth()
+    }
+    /// Latency added to presentation times: the zone override (sync) or the adaptive
+    /// latency (live).
+    pub fn extra_latency(&self) -> Nanos {
+        self.extra
+    }
+    /// Capture-to-playout latency this player plays at.
+    pub fn latency(&self) -> Option<Nanos> {
+        self.info.as_ref().map(|i| i.group_latency + self.extra + self.config.device_offset)
+    }
+    /// True while the source is heard.
+    pub fn is_streaming(&self) -> bool {
+        self.link == Link::Streaming
+    }
+
+    /// Changes the per-device offset (takes effect at the next render, by slewing or a jump).
+    pub fn set_device_offset(&mut self, offset: Nanos) {
+        self.config.device_offset = offset;
+    }
+
+    /// Changes the sync-mode latency override.
+    pub fn set_latency_override(&mut self, latency: Option<Nanos>) {
+        self.config.latency_override = latency;
+    }
+
+    /// Leaves the stream: a `Bye` goes to the source.
+    pub fn close(&mut self) {
+        self.outgoing.push_back(Outgoing::Bye);
+    }
+
+    fn reset_stream(&mut self) {
+        self.jitter.clear();
+        self.fec = FecDecoder::new(64);
+        self.reference = None;
+        self.scheduler = None;
+        self.clock.reset();
+        self.probes_sent = 0;
+        self.live = LiveLatency::new();
+        self.info = None;
+    }
+
+    /// Feeds a received datagram (decrypted in place in `buf`).
+    pub fn handle_datagram(&mut self, now: LocalTime, from: SocketAddr, buf: &mut [u8]) {
+        let (preamble, packet) = match wire::decode(buf, &self.security, &mut self.replay) {
+            Ok(x) => x,
+            Err(e) => {
+                self.stats.rx_errors.count(e);
+                return;
+            }
+        };
+        if from != self.config.source && !matches!(packet, Packet::Audio(_) | Packet::Repair(_) | Packet::Announce(_)) {
+            return;
+        }
+        // A new sender id on the stream means the source restarted: start over.
+        if let Some(s) = self.source_sender {
+            if s != preamble.sender && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_)) {
+                self.reset_stream();
+                self.link = Link::Joining;
+                if self.config.join {
+                    self.outgoing.push_back(Outgoing::Hello);
+                }
+            }
+        }
+        self.source_sender = Some(preamble.sender);
+        self.last_heard = now;
+        if self.link == Link::Lost {
+            self.link = if self.info.is_some() { Link::Streaming } else { Link::Joining };
+            self.events.push_back(PlayerEvent::SourceBack);
+            self.probes_sent = 0;
+            self.next_probe = now;
+        }
+        match packet {
+            Packet::Announce(a) => self.on_announce(now, &a),
+            Packet::Refuse(r) => {
+                self.events.push_back(PlayerEvent::Refused { reason: r.reason, message: r.message.to_owned() });
+            }
+            Packet::ClockReply(r) => {
+                let sample = ClockSample { t1: LocalTime(r.t1), t2: r.t2, t3: r.t3, t4: now };
+                if r.t1 <= now.0 && self.clock.add(sample) {
+                    let rtt = sample.rtt();
+                    self.srtt = Some(match self.srtt {
+                        None => rtt,
+                        Some(s) => s + Nanos((rtt - s).0 / 8),
+                    });
+                }
+            }
+            Packet::Audio(frame) => self.on_audio(now, &frame),
+            Packet::Repair(r) => {
+                if self.info.as_ref().is_some_and(|i| i.stream_id == r.stream_id) {
+                    if let Some(block) = self.fec.add_repair(&r) {
+                        self.try_fec(now, block);
+                    }
+                }
+            }
+            Packet::Bye(b) => {
+                if self.info.as_ref().is_some_and(|i| i.stream_id == b.stream_id) {
+                    self.events.push_back(PlayerEvent::Ended);
+                    self.link = Link::Lost;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_announce(&mut self, now: LocalTime, a: &wire::Announce<'_>) {
+        if self.config.stream_id != 0 && a.stream_id != self.config.stream_id {
+            return;
+        }
+        if let Some(i) = &self.info {
+            if i.instance == a.instance && i.stream_id == a.stream_id {
+                self.link = Link::Streaming;
+                return;
+            }
+            self.reset_stream();
+        }
+        let info = StreamInfo {
+            stream_id: a.stream_id,
+            instance: a.instance,
+            sample_rate: a.sample_rate,
+            channels: a.channels,
+            codec: a.codec,
+            frames_per_packet: a.frames_per_packet,
+            mode: a.mode,
+            group_latency: a.group_latency,
+            fec: (a.fec_data > 0).then_some((a.fec_data, a.fec_repair)),
+            name: a.name.to_owned(),
+        };
+        self.jitter = JitterBuffer::new(self.config.buffer_packets, a.stream_id, a.frames_per_packet);
+        let mut pc = PlayoutConfig::new(a.sample_rate);
+        if a.mode == Mode::Live {
+            pc.resync_threshold = Nanos::from_millis(2);
+        }
+        self.scheduler = Some(PlayoutScheduler::new(pc));
+        self.events.push_back(PlayerEvent::Joined(info.clone()));
+        self.info = Some(info);
+        self.link = Link::Streaming;
+        if self.probes_sent == 0 {
+            self.next_probe = now;
+        }
+    }
+
+    fn nack_delay(&self) -> Nanos {
+        // Grace for reordering: a few times the path's jitter, at least 1 ms.
+        let rtt = self.srtt.unwrap_or(Nanos::from_millis(2));
+        Nanos::from_millis(1).max(Nanos(rtt.0 / 4))
+    }
+
+    fn on_audio(&mut self, now: LocalTime, frame: &AudioFrame<'_>) {
+        let Some(info) = &self.info else { return };
+        if frame.stream_id != info.stream_id || frame.frames != info.frames_per_packet {
+            return;
+        }
+        let mode = info.mode;
+        let origin = if frame.retransmit { Origin::Retransmit } else { Origin::Original };
+        let first_nack = now + self.nack_delay();
+        let result = self.jitter.insert(now, frame, origin, first_nack);
+        match result {
+            Inserted::New { gap } => {
+                self.stats.received += 1;
+                self.stats.lost += gap;
+            }
+            Inserted::Restarted => {
+                self.stats.received += 1;
+                self.fec = FecDecoder::new(64);
+            }
+            Inserted::FilledGap => match origin {
+                Origin::Retransmit => self.stats.recovered_retx += 1,
+                _ => {
+                    self.stats.received += 1;
+                    self.stats.reordered += 1;
+                }
+            },
+            Inserted::Duplicate => self.stats.duplicates += 1,
+            Inserted::Late => self.stats.late += 1,
+        }
+        if self.reference.is_none() {
+            self.reference = Some((frame.media, frame.presentation));
+        }
+        if mode == Mode::Live && !frame.retransmit {
+            if let Some(c) = self.clock.estimate() {
+                let arrival = c.to_stream(now);
+                self.live.arrival(now, arrival - frame.presentation);
+            }
+        }
+        if matches!(result, Inserted::New { .. } | Inserted::FilledGap) {
+            if let (Some((d, _)), Some(block)) = (info.fec, self.fec.block_for(frame.seq)) {
+                if block_of(frame.seq, d) == block {
+                    self.try_fec(now, block);
+                }
+            }
+        }
+    }
+
+    fn try_fec(&mut self, now: LocalTime, block: SeqNo) {
+        let Some(info) = &self.info else { return };
+        let stream_id = info.stream_id;
+        let jitter = &self.jitter;
+        let scratch = &mut self.fec_scratch;
+        scratch.clear();
+        self.fec.recover(stream_id, block, |s| jitter.get(s), |f| {
+            scratch.push((f.seq, f.media, f.presentation, f.frames, f.codec, f.channels, f.payload.to_vec()));
+        });
+        let restored = std::mem::take(&mut self.fec_scratch);
+        for (seq, media, presentation, frames, codec, channels, payload) in &restored {
+            let frame = AudioFrame {
+                stream_id,
+                seq: *seq,
+                media: *media,
+                presentation: *presentation,
+                codec: *codec,
+                channels: *channels,
+                frames: *frames,
+                retransmit: false,
+                payload,
+            };
+            if self.jitter.insert(now, &frame, Origin::Fec, now) == Inserted::FilledGap {
+                self.stats.recovered_fec += 1;
+            }
+        }
+        self.fec_scratch = restored;
+    }
+
+    /// Local instant at which media time `media` is due at the DAC (if locked).
+    pub fn due_at(&self, media: MediaTime) -> Option<LocalTime> {
+        let info = self.info.as_ref()?;
+        let (m0, p0) = self.reference?;
+        let clock = self.clock.estimate()?;
+        let dt = Nanos((((media.0 as i128) - (m0.0 as i128)) * 1_000_000_000 / i128::from(info.sample_rate)) as i64);
+        Some(clock.to_local(p0 + dt + self.config.device_offset + self.extra))
+    }
+
+    /// Timers: probes, reports, hellos, NACKs, source loss.
+    pub fn handle_timeout(&mut self, now: LocalTime) {
+        if self.link != Link::Lost && now - self.last_heard > self.config.source_timeout {
+            self.link = Link::Lost;
+            self.events.push_back(PlayerEvent::SourceLost);
+        }
+        if now >= self.next_probe {
+            self.outgoing.push_back(Outgoing::Probe);
+            self.probes_sent += 1;
+            let interval = if self.probes_sent < self.config.burst_probes {
+                self.config.burst_interval
+            } else if self.link == Link::Lost {
+                self.config.hello_interval
+            } else {
+                self.config.probe_interval
+            };
+            self.next_probe = now + interval;
+        }
+        if now >= self.next_report {
+            self.next_report = now + self.config.report_interval;
+            if self.info.is_some() && self.link == Link::Streaming {
+                self.outgoing.push_back(Outgoing::Report);
+            }
+        }
+        if now >= self.next_hello {
+            self.next_hello = now + self.config.hello_interval;
+            if self.config.join && self.link != Link::Streaming {
+                self.outgoing.push_back(Outgoing::Hello);
+            }
+        }
+        if self.config.nack && self.link == Link::Streaming {
+            self.schedule_nacks(now);
+        }
+    }
+
+    fn schedule_nacks(&mut self, now: LocalTime) {
+        let rtt = self.srtt.unwrap_or(Nanos::from_millis(5));
+        let retry = Nanos::from_millis(2).max(rtt + Nanos(rtt.0 / 2));
+        // Deadline: a missing packet is useful until the device asks for it.
+        let Some(n) = self.jitter.next_out() else { return };
+        let base_due = self.due_at(self.jitter.media_of(n));
+        let fpp = self.info.as_ref().map_or(1, |i| i.frames_per_packet);
+        let rate = self.info.as_ref().map_or(48_000, |i| i.sample_rate);
+        let lead = self.lead;
+        let mut nack: Option<(SeqNo, u64)> = None;
+        let mut nacks = Vec::new();
+        for (seq, m) in self.jitter.missing_mut() {
+            if m.next_nack > now {
+                continue;
+            }
+            let due = base_due.map(|d| d + Nanos::from_frames((seq.0 - n.0) * u64::from(fpp), rate) - lead);
+            if due.is_some_and(|d| d - now < rtt) {
+                // Too late for a retransmission to help: leave it to concealment.
+                m.next_nack = LocalTime(u64::MAX);
+                continue;
+            }
+            m.nacks += 1;
+            m.next_nack = now + retry;
+            match &mut nack {
+                Some((base, mask)) if seq.0 >= base.0 && seq.0 - base.0 < 64 => *mask |= 1 << (seq.0 - base.0),
+                _ => {
+                    if let Some(x) = nack.take() {
+                        nacks.push(x);
+                    }
+                    nack = Some((seq, 1));
+                }
+            }
+        }
+        nacks.extend(nack);
+        nacks.sort_unstable_by_key(|x| x.0);
+        // `missing_mut` walks the ring in slot order; merge neighbours across the wrap.
+        let mut merged: Vec<(SeqNo, u64)> = Vec::with_capacity(nacks.len());
+        for (base, mask) in nacks {
+            for i in 0..64 {
+                if mask & (1 << i) == 0 {
+                    continue;
+                }
+                let seq = base.0 + i;
+                match merged.last_mut() {
+                    Some((b, m)) if seq - b.0 < 64 => *m |= 1 << (seq - b.0),
+                    _ => merged.push((SeqNo(seq), 1)),
+                }
+            }
+        }
+        for (base, mask) in merged {
+            self.outgoing.push_back(Outgoing::Nack { base, mask });
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) must run.
+    pub fn poll_timeout(&self) -> Option<LocalTime> {
+        let mut t = self.next_probe.min(self.next_report).min(self.next_hello);
+        if self.link != Link::Lost {
+            t = t.min(self.last_heard + self.config.source_timeout + Nanos(1));
+        }
+        if self.config.nack && self.link == Link::Streaming {
+            if let Some(n) = self.jitter.next_nack() {
+                t = t.min(n);
+            }
+        }
+        Some(t)
+    }
+
+    /// Encodes the next datagram for the source into `buf`.
+    pub fn poll_transmit(&mut self, now: LocalTime, buf: &mut [u8]) -> Option<Transmit> {
+        let out = self.outgoing.pop_front()?;
+        self.packet_number += 1;
+        let stream_id = self.info.as_ref().map_or(self.config.stream_id, |i| i.stream_id);
+        let packet = match out {
+            Outgoing::Hello => Packet::Hello(wire::Hello { stream_id: self.config.stream_id, name: &self.config.name }),
+            Outgoing::Probe => {
+                self.probe_id = self.probe_id.wrapping_add(1);
+                Packet::ClockProbe(wire::ClockProbe { id: self.probe_id, t1: now.0 })
+            }
+            Outgoing::Report => {
+                let c = self.clock.estimate();
+                Packet::Report(wire::Report {
+                    stream_id,
+                    received: self.stats.received,
+                    lost: self.stats.lost,
+                    recovered_fec: self.stats.recovered_fec,
+                    recovered_retx: self.stats.recovered_retx,
+                    concealed: self.stats.concealed,
+                    offset_ns: c.map_or(0, |c| c.offset.0),
+                    skew_ppb: c.map_or(0, |c| (c.skew * 1e9) as i64),
+                    uncertainty_ns: c.map_or(0, |c| c.uncertainty.0 as u64),
+                    buffer_ns: self.latency().map_or(0, |l| l.0.max(0) as u64),
+                })
+            }
+            Outgoing::Nack { base, mask } => {
+                self.stats.nacks_sent += 1;
+                Packet::Nack(wire::Nack { stream_id, base, mask })
+            }
+            Outgoing::Bye => Packet::Bye(wire::Bye { stream_id }),
+        };
+        let len = wire::encode(&packet, self.sender, self.packet_number, &self.security, buf).ok()?;
+        Some(Transmit { destination: crate::Destination::To(self.config.source), len })
+    }
+
+    /// Drains events.
+    pub fn poll_event(&mut self) -> Option<PlayerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Plans one device callback: `frames` output frames, the first heard at local instant
+    /// `dac_time`, asked for at `now`. `None` means "play silence" (not locked, or no stream).
+    pub fn render(&mut self, now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render> {
+        let info = self.info.as_ref()?;
+        if self.link != Link::Streaming {
+            return None;
+        }
+        let rate = info.sample_rate;
+        let lead = (dac_time - now) + Nanos::from_frames(u64::from(frames), rate);
+        self.lead = if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
+        self.extra = match info.mode {
+            Mode::Sync => self.config.latency_override.map_or(Nanos::ZERO, |l| l - info.group_latency),
+            Mode::Live => self.live.update(now, lead, self.config.live_margin)?,
+        };
+        let clock = self.clock.estimate()?;
+        if clock.samples < 3 {
+            return None;
+        }
+        let (m0, p0) = self.reference?;
+        let stream_now = clock.to_stream(dac_time);
+        let since = stream_now - (p0 + self.config.device_offset + self.extra);
+        let target = m0.0 as f64 + since.0 as f64 * f64::from(rate) / 1e9;
+        let render = self.scheduler.as_mut()?.schedule(dac_time, frames, target);
+        if render.position > 0.0 {
+            let skipped = self.jitter.skip_before(MediaTime(render.position.floor() as u64));
+            if render.resynced && self.stats.received > 0 {
+                self.stats.skipped += skipped;
+            }
+        }
+        Some(render)
+    }
+
+    /// The next packet to decode (or conceal) for playout up to media position `until`.
+    pub fn next_frame(&mut self, until: f64) -> Option<Playout<'_>> {
+        if self.link != Link::Streaming || until <= 0.0 {
+            return None;
+        }
+        let p = self.jitter.pop(MediaTime(until.ceil() as u64))?;
+        match p {
+            Playout::Frame(f) => self.reference = Some((f.media, f.presentation)),
+            Playout::Missing { .. } => self.stats.concealed += 1,
+        }
+        Some(p)
+    }
+}
