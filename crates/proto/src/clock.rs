@@ -9,9 +9,9 @@
 //!
 //! Queueing only ever *adds* delay, so the forward points lie on or above the line
 //! `θ(t) + D→` and the backward points on or below `θ(t) − D←`, where `D` are the paths' base
-//! delays. The estimator fits each envelope separately with the support line of the points'
-//! convex hull that is tightest at the window's mean time (the linear-programming fit of Moon,
-//! Skelly and Towsley), and averages the two lines: offset *and* skew, with no lag on a
+//! delays. The estimator fits each envelope separately with a support line of the points'
+//! convex hull (after the linear-programming fit of Moon, Skelly and Towsley, with the slope
+//! averaged over the middle of the window for stability), and averages the two lines: offset *and* skew, with no lag on a
 //! drifting clock (a median of offsets lags by half its window), and using the *least delayed*
 //! packet of each direction independently (a min-RTT filter needs both directions lucky in the
 //! same probe). Assuming `D→ = D←` is the physical limit of any two-way method: an asymmetric
@@ -209,9 +209,9 @@ impl ClockEstimator {
     }
 }
 
-/// The support line `y = a + b·x` of the points' lower (or, with `upper`, upper) convex hull
-/// that is tightest at the points' mean `x`: the solution of
-/// `min Σ (yᵢ − a − b·xᵢ)` subject to every point lying on the right side of the line.
+/// A support line `y = a + b·x` of the points' lower (or, with `upper`, upper) convex hull:
+/// every point lies on its side. Its slope is the hull's mean slope over the middle half of
+/// the window's time span, which is far steadier than the slope of any single hull edge.
 fn support_line(
     points: &mut [(f64, f64)],
     hull: &mut Vec<(f64, f64)>,
@@ -224,6 +224,10 @@ fn support_line(
         }
     }
     points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    // Spans shorter than this give a meaningless slope from timestamp noise.
+    const MIN_SPAN_NS: f64 = 20e6;
+    let sign = if upper { -1.0 } else { 1.0 };
+    let prior = prior_slope * sign;
     hull.clear();
     for &p in points.iter() {
         while hull.len() >= 2 {
@@ -241,27 +245,29 @@ fn support_line(
         }
         hull.push(p);
     }
-    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / points.len() as f64;
-    // Edges shorter than this give a meaningless slope from timestamp noise.
-    const MIN_EDGE_NS: f64 = 1e6;
-    let sign = if upper { -1.0 } else { 1.0 };
-    let prior = prior_slope * sign;
-    let (a, b) = match hull.len() {
-        0 => (0.0, prior),
-        1 => (hull[0].1 - prior * hull[0].0, prior),
-        _ => {
-            let i = hull.windows(2).position(|w| w[1].0 >= mean_x).unwrap_or(hull.len() - 2);
-            let (p, q) = (hull[i], hull[i + 1]);
-            if q.0 - p.0 < MIN_EDGE_NS {
-                let v = if (p.0 - mean_x).abs() < (q.0 - mean_x).abs() { p } else { q };
-                (v.1 - prior * v.0, prior)
-            } else {
-                let b = (q.1 - p.1) / (q.0 - p.0);
-                (p.1 - b * p.0, b)
-            }
-        }
+    let n = hull.len();
+    let (a, b) = if n == 0 {
+        (0.0, prior)
+    } else if n == 1 || hull[n - 1].0 - hull[0].0 < MIN_SPAN_NS {
+        (hull.iter().map(|p| p.1 - prior * p.0).fold(f64::INFINITY, f64::min), prior)
+    } else {
+        // Slope: the hull's mean slope over the middle half of the window (a chord, far more
+        // stable than any single edge); then the support line of that slope (it touches the
+        // hull at one vertex, so every point stays on its side).
+        let quarter = (hull[n - 1].0 - hull[0].0) / 4.0;
+        let (lo, hi) = (hull[0].0 + quarter, hull[n - 1].0 - quarter);
+        let b = (hull_at(hull, hi) - hull_at(hull, lo)) / (hi - lo);
+        let a = hull.iter().map(|p| p.1 - b * p.0).fold(f64::INFINITY, f64::min);
+        (a, b)
     };
     (a * sign, b * sign)
+}
+
+/// The lower hull's value at `x` (piecewise linear between vertices; `x` within its span).
+fn hull_at(hull: &[(f64, f64)], x: f64) -> f64 {
+    let i = hull.windows(2).position(|w| w[1].0 >= x).unwrap_or(hull.len() - 2);
+    let (p, q) = (hull[i], hull[i + 1]);
+    p.1 + (q.1 - p.1) * (x - p.0) / (q.0 - p.0)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl PlayerConfig {
             latency_override: None,
             probe_interval: Nanos::from_millis(100),
             burst_interval: Nanos::from_millis(10),
-            burst_probes: 20,
+            burst_probes: 100,
             report_interval: Nanos::from_secs(1),
             source_timeout: Nanos::from_secs(2),
             hello_interval: Nanos::from_millis(500),
@@ -745,7 +745,7 @@ impl PlayerSession {
         let stream_now = clock.to_stream(dac_time);
         let since = stream_now - (p0 + self.config.device_offset + self.extra);
         let target = m0.0 as f64 + since.0 as f64 * f64::from(rate) / 1e9;
-        let render = self.scheduler.as_mut()?.schedule(dac_time, frames, target);
+        let render = self.scheduler.as_mut()?.schedule(dac_time, frames, target, 1.0 + clock.skew);
         if render.position > 0.0 {
             let skipped = self.jitter.skip_before(MediaTime(render.position.floor() as u64));
             if render.resynced && self.stats.received > 0 {

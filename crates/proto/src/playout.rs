@@ -7,9 +7,10 @@
 //! media frames) and returns it with a `step`: media frames to advance per output frame, for
 //! the resampler. The step is
 //!
-//! - a **feed-forward** rate, measured as the target's advance per DAC frame over the last
-//!   couple of seconds (this absorbs the DAC's crystal error and the stream clock's skew
-//!   together, whatever their size), plus
+//! - a **feed-forward** rate: the stream clock's rate against the local clock (the clock
+//!   estimate's skew, given by the caller) times the local time per DAC frame, measured from
+//!   the callbacks' timestamps over the last couple of seconds (the DAC's crystal error,
+//!   whatever its size), plus
 //! - a **proportional correction** that pulls the cursor onto the target over
 //!   `correction_time` (a 20 µs error becomes a ~40 ppm nudge: inaudible),
 //!
@@ -45,7 +46,7 @@ impl PlayoutConfig {
             sample_rate,
             nominal_step: 1.0,
             resync_threshold: Nanos::from_millis(3),
-            correction_time: 0.5,
+            correction_time: 0.3,
             max_correction_ppm: 1000.0,
             rate_window: Nanos::from_secs(2),
         }
@@ -78,7 +79,7 @@ pub struct PlayoutScheduler {
     config: PlayoutConfig,
     cursor: Option<f64>,
     dac_frames: u64,
-    history: VecDeque<(LocalTime, u64, f64)>,
+    history: VecDeque<(LocalTime, u64)>,
     resyncs: u64,
 }
 
@@ -100,28 +101,27 @@ impl PlayoutScheduler {
         self.resyncs
     }
 
-    /// The measured rate: target media frames per DAC frame.
-    pub fn measured_step(&self) -> Option<f64> {
-        let (&(t0, f0, p0), &(t1, f1, p1)) = (self.history.front()?, self.history.back()?);
-        (t1 - t0 >= Nanos::from_millis(60) && f1 > f0).then(|| (p1 - p0) / (f1 - f0) as f64)
+    /// The DAC's measured period: local nanoseconds per output frame.
+    pub fn dac_period_ns(&self) -> Option<f64> {
+        let (&(t0, f0), &(t1, f1)) = (self.history.front()?, self.history.back()?);
+        (t1 - t0 >= Nanos::from_millis(60) && f1 > f0).then(|| (t1 - t0).0 as f64 / (f1 - f0) as f64)
     }
 
     /// Plans one callback of `frames` output frames whose first frame reaches the DAC at
     /// `dac_time`, when the stream should be at media position `target` at that instant.
-    pub fn schedule(&mut self, dac_time: LocalTime, frames: u32, target: f64) -> Render {
-        // Measure the target's advance per DAC frame, sampling every 20 ms.
-        if self.history.back().is_none_or(|&(t, _, _)| dac_time - t >= Nanos::from_millis(20)) {
-            self.history.push_back((dac_time, self.dac_frames, target));
-            while self
-                .history
-                .front()
-                .is_some_and(|&(t, _, _)| dac_time - t > self.config.rate_window)
-            {
+    /// `stream_rate` is the stream clock's rate against the local clock (`1 + skew`).
+    pub fn schedule(&mut self, dac_time: LocalTime, frames: u32, target: f64, stream_rate: f64) -> Render {
+        // Measure the DAC's rate against the local clock, sampling every 20 ms.
+        if self.history.back().is_none_or(|&(t, _)| dac_time - t >= Nanos::from_millis(20)) {
+            self.history.push_back((dac_time, self.dac_frames));
+            while self.history.front().is_some_and(|&(t, _)| dac_time - t > self.config.rate_window) {
                 self.history.pop_front();
             }
         }
         self.dac_frames += u64::from(frames);
-        let ff = self.measured_step().unwrap_or(self.config.nominal_step);
+        let nominal_period = 1e9 / f64::from(self.config.sample_rate);
+        let dac_period = self.dac_period_ns().unwrap_or(nominal_period);
+        let ff = self.config.nominal_step * stream_rate * dac_period / nominal_period;
         let threshold = self.config.resync_threshold.as_secs_f64() * f64::from(self.config.sample_rate);
         let (cursor, error, resynced) = match self.cursor {
             Some(c) if (c - target).abs() <= threshold => (c, c - target, false),
@@ -162,7 +162,7 @@ mod tests {
             let target = local_s * rate * (1.0 + stream_ppm * 1e-6) + 1_000.0;
             let target = if first { target + initial_offset_frames } else { target };
             first = false;
-            let r = s.schedule(LocalTime((local_s * 1e9) as u64 + 1), block, target);
+            let r = s.schedule(LocalTime((local_s * 1e9) as u64 + 1), block, target, 1.0 + stream_ppm * 1e-6);
             errors.push((r.position - target) / rate * 1e6);
             dac_frame += u64::from(block);
         }
@@ -182,14 +182,14 @@ mod tests {
     #[test]
     fn small_errors_slew_large_errors_jump() {
         let mut s = PlayoutScheduler::new(PlayoutConfig::new(48_000));
-        let r = s.schedule(LocalTime(0), 480, 100.0);
+        let r = s.schedule(LocalTime(0), 480, 100.0, 1.0);
         assert!(r.resynced);
         // 1 ms off: within the threshold, corrected by slewing at the clamp.
-        let r = s.schedule(LocalTime(10_000_000), 480, 628.0);
+        let r = s.schedule(LocalTime(10_000_000), 480, 628.0, 1.0);
         assert!(!r.resynced);
         assert!((r.step - 1.0 - 1e-3).abs() < 1e-9, "clamped to +1000 ppm: {}", r.step);
         // 10 ms off: jump.
-        let r = s.schedule(LocalTime(20_000_000), 480, 2000.0);
+        let r = s.schedule(LocalTime(20_000_000), 480, 2000.0, 1.0);
         assert!(r.resynced);
         assert_eq!(r.position, 2000.0);
         assert_eq!(s.resyncs(), 2);
