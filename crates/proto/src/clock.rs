@@ -9,9 +9,10 @@
 //!
 //! Queueing only ever *adds* delay, so the forward points lie on or above the line
 //! `θ(t) + D→` and the backward points on or below `θ(t) − D←`, where `D` are the paths' base
-//! delays. The estimator fits each envelope separately with a support line of the points'
-//! convex hull (after the linear-programming fit of Moon, Skelly and Towsley, with the slope
-//! averaged over the middle of the window for stability), and averages the two lines: offset *and* skew, with no lag on a
+//! delays. The estimator finds the skew from the slope of the points' convex hulls (after the
+//! linear-programming fit of Moon, Skelly and Towsley, with the slope averaged over the middle
+//! of the window for stability), lays a support line of that slope under the forward points
+//! and over the backward points, and takes the offset midway between the two lines: offset *and* skew, with no lag on a
 //! drifting clock (a median of offsets lags by half its window), and using the *least delayed*
 //! packet of each direction independently (a min-RTT filter needs both directions lucky in the
 //! same probe). Assuming `D→ = D←` is the physical limit of any two-way method: an asymmetric
@@ -44,7 +45,9 @@ impl ClockSample {
     }
     /// The classic NTP offset estimate of this sample alone (stream − local).
     pub fn offset(&self) -> Nanos {
-        Nanos((self.t2.offset_from(self.t1).0 / 2).saturating_add(self.t3.offset_from(self.t4).0 / 2))
+        Nanos(
+            (self.t2.offset_from(self.t1).0 / 2).saturating_add(self.t3.offset_from(self.t4).0 / 2),
+        )
     }
 }
 
@@ -106,15 +109,35 @@ impl Default for ClockConfig {
 }
 
 /// Estimates offset and skew of the stream clock from probe samples (see the module docs).
+///
+/// Besides full probes, any packet stamped with its departure time on the stream clock (every
+/// audio packet is) is a *backward* observation: [`add_oneway`](Self::add_oneway) feeds it.
+/// A stream sends hundreds per second, so the backward envelope is found far more precisely
+/// than probes alone allow.
 #[derive(Debug)]
 pub struct ClockEstimator {
     config: ClockConfig,
-    samples: VecDeque<ClockSample>,
+    /// `(t1, t2 − t1)` of each probe, sorted by `t1`.
+    forward: VecDeque<(LocalTime, Nanos)>,
+    /// `(t4, t3 − t4)`: probe replies and one-way packets, sorted by `t4`, the best of each
+    /// [`ONEWAY_BIN`] kept.
+    backward: VecDeque<(LocalTime, Nanos)>,
+    /// `(t4, round trip)` of each probe.
+    rtts: VecDeque<(LocalTime, Nanos)>,
+    newest: LocalTime,
     estimate: Option<ClockEstimate>,
-    forward: Vec<(f64, f64)>,
-    backward: Vec<(f64, f64)>,
+    fwd_points: Vec<(f64, f64)>,
+    back_points: Vec<(f64, f64)>,
     hull: Vec<(f64, f64)>,
     rejected: u64,
+}
+
+/// One-way observations closer together than this share one slot (the least delayed wins).
+pub const ONEWAY_BIN: Nanos = Nanos::from_millis(5);
+
+fn insert_sorted(q: &mut VecDeque<(LocalTime, Nanos)>, item: (LocalTime, Nanos)) {
+    let i = q.iter().rposition(|x| x.0 <= item.0).map_or(0, |i| i + 1);
+    q.insert(i, item);
 }
 
 impl ClockEstimator {
@@ -122,34 +145,39 @@ impl ClockEstimator {
     pub fn new(config: ClockConfig) -> Self {
         ClockEstimator {
             config,
-            samples: VecDeque::with_capacity(config.max_samples),
+            forward: VecDeque::with_capacity(config.max_samples),
+            backward: VecDeque::new(),
+            rtts: VecDeque::with_capacity(config.max_samples),
+            newest: LocalTime(0),
             estimate: None,
-            forward: Vec::with_capacity(config.max_samples),
-            backward: Vec::with_capacity(config.max_samples),
-            hull: Vec::with_capacity(config.max_samples),
+            fwd_points: Vec::new(),
+            back_points: Vec::new(),
+            hull: Vec::new(),
             rejected: 0,
         }
     }
 
     /// Forgets every sample (the source changed).
     pub fn reset(&mut self) {
-        self.samples.clear();
+        self.forward.clear();
+        self.backward.clear();
+        self.rtts.clear();
         self.estimate = None;
     }
 
-    /// The current estimate, once at least one sample arrived.
+    /// The current estimate, once at least one probe came back.
     pub fn estimate(&self) -> Option<&ClockEstimate> {
         self.estimate.as_ref()
     }
 
-    /// Samples in the window.
+    /// Probes in the window.
     pub fn len(&self) -> usize {
-        self.samples.len()
+        self.rtts.len()
     }
 
-    /// No samples yet.
+    /// No probes yet.
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.rtts.is_empty()
     }
 
     /// Samples refused as inconsistent (negative round trip or turnaround).
@@ -157,79 +185,112 @@ impl ClockEstimator {
         self.rejected
     }
 
-    /// Adds a sample and updates the estimate. Returns `false` (and ignores it) when the
+    /// Adds a probe and updates the estimate. Returns `false` (and ignores it) when the
     /// sample is physically impossible.
     pub fn add(&mut self, s: ClockSample) -> bool {
         if s.t4 < s.t1 || s.t3 < s.t2 || s.rtt() < Nanos::ZERO {
             self.rejected += 1;
             return false;
         }
-        let newest = self.samples.iter().map(|x| x.t4).max().unwrap_or(s.t4).max(s.t4);
-        self.samples.push_back(s);
-        while self.samples.len() > self.config.max_samples
-            || self.samples.front().is_some_and(|o| newest - o.t4 > self.config.window)
-        {
-            self.samples.pop_front();
-        }
-        self.recompute(newest);
+        insert_sorted(&mut self.forward, (s.t1, s.t2.offset_from(s.t1)));
+        self.push_backward(s.t4, s.t3.offset_from(s.t4));
+        insert_sorted(&mut self.rtts, (s.t4, s.rtt()));
+        self.trim();
+        self.recompute();
         true
     }
 
-    fn recompute(&mut self, newest: LocalTime) {
-        let first = *self.samples.front().expect("recompute runs after a push");
-        let x0 = first.t1;
-        let y0 = first.offset();
-        let prior = self.estimate.map_or(0.0, |e| e.skew);
-        self.forward.clear();
-        self.backward.clear();
-        let mut min_rtt = Nanos::MAX;
-        let mut oldest = newest;
-        for s in &self.samples {
-            self.forward.push(((s.t1 - x0).0 as f64, (s.t2.offset_from(s.t1) - y0).0 as f64));
-            self.backward.push(((s.t4 - x0).0 as f64, (s.t3.offset_from(s.t4) - y0).0 as f64));
-            min_rtt = min_rtt.min(s.rtt());
-            oldest = if s.t1 < oldest { s.t1 } else { oldest };
+    /// Adds a one-way observation: a packet left the source at `sent` (stream clock) and
+    /// arrived at `arrived` (local clock). Takes effect at the next probe.
+    pub fn add_oneway(&mut self, sent: StreamTime, arrived: LocalTime) {
+        if self.forward.is_empty() {
+            return;
         }
-        let (af, bf) = support_line(&mut self.forward, &mut self.hull, false, prior);
-        let (ab, bb) = support_line(&mut self.backward, &mut self.hull, true, prior);
-        let skew = ((bf + bb) / 2.0).clamp(-self.config.max_skew, self.config.max_skew);
+        self.push_backward(arrived, sent.offset_from(arrived));
+        self.trim();
+    }
+
+    fn push_backward(&mut self, t4: LocalTime, y: Nanos) {
+        self.newest = self.newest.max(t4);
+        let bin = |t: LocalTime| t.0 / ONEWAY_BIN.0 as u64;
+        match self.backward.back_mut() {
+            Some(last) if bin(last.0) == bin(t4) => {
+                if y > last.1 {
+                    *last = (t4, y);
+                }
+            }
+            Some(last) if last.0 > t4 => insert_sorted(&mut self.backward, (t4, y)),
+            _ => self.backward.push_back((t4, y)),
+        }
+    }
+
+    fn trim(&mut self) {
+        let (newest, window) = (self.newest, self.config.window);
+        let max = self.config.max_samples;
+        for q in [&mut self.forward, &mut self.rtts] {
+            while q.len() > max || q.front().is_some_and(|o| newest - o.0 > window) {
+                q.pop_front();
+            }
+        }
+        while self.backward.front().is_some_and(|o| newest - o.0 > window) {
+            self.backward.pop_front();
+        }
+    }
+
+    fn recompute(&mut self) {
+        let Some(&(x0, y0)) = self.forward.front() else { return };
+        let prior = self.estimate.map_or(0.0, |e| e.skew);
+        let rel = |&(x, y): &(LocalTime, Nanos)| ((x - x0).0 as f64, (y - y0).0 as f64);
+        self.fwd_points.clear();
+        self.fwd_points.extend(self.forward.iter().map(rel));
+        self.back_points.clear();
+        self.back_points.extend(self.backward.iter().map(rel));
+        let bf = hull_slope(&mut self.fwd_points, &mut self.hull, false);
+        let bb = hull_slope(&mut self.back_points, &mut self.hull, true);
+        // One slope for both envelopes, weighting each hull's slope by its precision: an
+        // envelope's distance from the true line falls as 1/n with n points, so its weight is
+        // n². One-way packets make the backward envelope far denser than the probes' forward one.
+        let skew = match (bf, bb) {
+            (Some(f), Some(b)) => {
+                let wf = (self.fwd_points.len() as f64).powi(2);
+                let wb = (self.back_points.len() as f64).powi(2);
+                (wf * f + wb * b) / (wf + wb)
+            }
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => prior,
+        }
+        .clamp(-self.config.max_skew, self.config.max_skew);
+        let af = support_intercept(&self.fwd_points, skew, false);
+        let ab = support_intercept(&self.back_points, skew, true);
+        let newest = self.newest;
         let xr = (newest - x0).0 as f64;
-        let lower = af + bf * xr;
-        let upper = ab + bb * xr;
+        let lower = af + skew * xr;
+        let upper = ab + skew * xr;
         let theta = (lower + upper) / 2.0;
+        let oldest = self.rtts.front().map_or(newest, |r| r.0);
         self.estimate = Some(ClockEstimate {
             reference: newest,
             offset: y0 + Nanos(theta.round() as i64),
             skew,
             uncertainty: Nanos(((lower - upper) / 2.0).max(0.0).round() as i64),
-            min_rtt,
-            samples: self.samples.len(),
+            min_rtt: self.rtts.iter().map(|r| r.1).min().unwrap_or(Nanos::ZERO),
+            samples: self.rtts.len(),
             span: newest - oldest,
         });
     }
 }
 
-/// A support line `y = a + b·x` of the points' lower (or, with `upper`, upper) convex hull:
-/// every point lies on its side. Its slope is the hull's mean slope over the middle half of
-/// the window's time span, which is far steadier than the slope of any single hull edge.
-fn support_line(
-    points: &mut [(f64, f64)],
-    hull: &mut Vec<(f64, f64)>,
-    upper: bool,
-    prior_slope: f64,
-) -> (f64, f64) {
-    if upper {
-        for p in points.iter_mut() {
-            p.1 = -p.1;
-        }
-    }
-    points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+/// The slope of the points' lower (or, with `upper`, upper) convex hull, averaged over the
+/// middle half of the window's time span: far steadier than the slope of any single hull edge.
+/// `None` when the points span too little time for a meaningful slope.
+fn hull_slope(points: &mut [(f64, f64)], hull: &mut Vec<(f64, f64)>, upper: bool) -> Option<f64> {
     // Spans shorter than this give a meaningless slope from timestamp noise.
     const MIN_SPAN_NS: f64 = 20e6;
     let sign = if upper { -1.0 } else { 1.0 };
-    let prior = prior_slope * sign;
+    points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then((sign * a.1).total_cmp(&(sign * b.1))));
     hull.clear();
-    for &p in points.iter() {
+    for &(x, y) in points.iter() {
+        let p = (x, sign * y);
         while hull.len() >= 2 {
             let (o, a) = (hull[hull.len() - 2], hull[hull.len() - 1]);
             let cross = (a.0 - o.0) * (p.1 - o.1) - (a.1 - o.1) * (p.0 - o.0);
@@ -246,21 +307,18 @@ fn support_line(
         hull.push(p);
     }
     let n = hull.len();
-    let (a, b) = if n == 0 {
-        (0.0, prior)
-    } else if n == 1 || hull[n - 1].0 - hull[0].0 < MIN_SPAN_NS {
-        (hull.iter().map(|p| p.1 - prior * p.0).fold(f64::INFINITY, f64::min), prior)
-    } else {
-        // Slope: the hull's mean slope over the middle half of the window (a chord, far more
-        // stable than any single edge); then the support line of that slope (it touches the
-        // hull at one vertex, so every point stays on its side).
-        let quarter = (hull[n - 1].0 - hull[0].0) / 4.0;
-        let (lo, hi) = (hull[0].0 + quarter, hull[n - 1].0 - quarter);
-        let b = (hull_at(hull, hi) - hull_at(hull, lo)) / (hi - lo);
-        let a = hull.iter().map(|p| p.1 - b * p.0).fold(f64::INFINITY, f64::min);
-        (a, b)
-    };
-    (a * sign, b * sign)
+    if n < 2 || hull[n - 1].0 - hull[0].0 < MIN_SPAN_NS {
+        return None;
+    }
+    let quarter = (hull[n - 1].0 - hull[0].0) / 4.0;
+    let (lo, hi) = (hull[0].0 + quarter, hull[n - 1].0 - quarter);
+    Some(sign * (hull_at(hull, hi) - hull_at(hull, lo)) / (hi - lo))
+}
+
+/// The intercept of the support line of slope `b` below (or, with `upper`, above) every point.
+fn support_intercept(points: &[(f64, f64)], b: f64, upper: bool) -> f64 {
+    let it = points.iter().map(|p| p.1 - b * p.0);
+    if upper { it.fold(f64::NEG_INFINITY, f64::max) } else { it.fold(f64::INFINITY, f64::min) }
 }
 
 /// The lower hull's value at `x` (piecewise linear between vertices; `x` within its span).
@@ -275,7 +333,14 @@ mod tests {
     use super::*;
 
     /// A deterministic toy: local clock = true time; stream = true·(1+skew) + offset.
-    fn sample(true_t: f64, offset: f64, skew: f64, d_fwd: f64, d_back: f64, turn: f64) -> ClockSample {
+    fn sample(
+        true_t: f64,
+        offset: f64,
+        skew: f64,
+        d_fwd: f64,
+        d_back: f64,
+        turn: f64,
+    ) -> ClockSample {
         let stream = |t: f64| StreamTime((t * (1.0 + skew) + offset).round() as u64);
         ClockSample {
             t1: LocalTime(true_t.round() as u64),
@@ -366,7 +431,12 @@ mod tests {
     #[test]
     fn rejects_impossible_samples() {
         let mut est = ClockEstimator::new(ClockConfig::default());
-        let bad = ClockSample { t1: LocalTime(10), t2: StreamTime(100), t3: StreamTime(50), t4: LocalTime(20) };
+        let bad = ClockSample {
+            t1: LocalTime(10),
+            t2: StreamTime(100),
+            t3: StreamTime(50),
+            t4: LocalTime(20),
+        };
         assert!(!est.add(bad));
         assert_eq!(est.rejected(), 1);
         assert!(est.estimate().is_none());
@@ -380,5 +450,36 @@ mod tests {
             est.add(sample(1e9 + i as f64 * 1e9, 0.0, 0.0, 1e5, 1e5, 0.0));
         }
         assert_eq!(est.len(), 11);
+    }
+
+    #[test]
+    fn one_way_packets_sharpen_the_backward_envelope() {
+        // Probes alone every 100 ms over heavy jitter, versus the same plus one-way packets
+        // every 5 ms: the one-way stream finds the backward minimum far better.
+        let (off, skew) = (1.5e9, 80e-6);
+        let mut rng = 9u64;
+        let mut errs = [0.0f64; 2];
+        for (k, with_oneway) in [false, true].into_iter().enumerate() {
+            let mut est = ClockEstimator::new(ClockConfig::default());
+            for i in 0..600 {
+                let t = 5e9 + i as f64 * 1e8;
+                let df = 1e6 - 5e6 * (1.0 - lcg(&mut rng)).ln();
+                let db = 1e6 - 5e6 * (1.0 - lcg(&mut rng)).ln();
+                est.add(sample(t, off, skew, df, db, 0.0));
+                if with_oneway {
+                    for j in 1..20 {
+                        let sent = t + j as f64 * 5e6;
+                        let d = 1e6 - 5e6 * (1.0 - lcg(&mut rng)).ln();
+                        let stream = StreamTime((sent * (1.0 + skew) + off).round() as u64);
+                        est.add_oneway(stream, LocalTime((sent + d).round() as u64));
+                    }
+                }
+            }
+            let e = est.estimate().unwrap();
+            let t = e.reference.0 as f64;
+            errs[k] = (e.offset.0 as f64 - true_offset(t, off, skew)).abs();
+        }
+        eprintln!("ERRS {errs:?}");
+        assert!(errs[1] < 20_000.0, "with one-way packets: {} ns", errs[1]);
     }
 }

@@ -86,7 +86,13 @@ impl NetworkKey {
     }
 
     /// Encrypts `body` in place and returns the tag to append.
-    pub(crate) fn seal(&self, sender: u32, packet_number: u64, aad: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+    pub(crate) fn seal(
+        &self,
+        sender: u32,
+        packet_number: u64,
+        aad: &[u8],
+        body: &mut [u8],
+    ) -> [u8; TAG_LEN] {
         let nonce = nonce(sender, packet_number);
         let tag = self
             .cipher
@@ -97,7 +103,14 @@ impl NetworkKey {
 
     /// Authenticates and decrypts `body` in place; `false` if authentication failed (the body is
     /// then garbage and must be dropped).
-    pub(crate) fn open(&self, sender: u32, packet_number: u64, aad: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+    pub(crate) fn open(
+        &self,
+        sender: u32,
+        packet_number: u64,
+        aad: &[u8],
+        body: &mut [u8],
+        tag: &[u8],
+    ) -> bool {
         let nonce = nonce(sender, packet_number);
         let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else { return false };
         self.cipher.decrypt_in_place_detached(&nonce, aad, body, &Tag::from(tag)).is_ok()

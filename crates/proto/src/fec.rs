@@ -59,6 +59,7 @@ pub fn read_shard(stream_id: u32, seq: SeqNo, shard: &[u8]) -> Option<AudioFrame
         seq,
         media: MediaTime(u64_at(0)),
         presentation: StreamTime(u64_at(8)),
+        sent: StreamTime(0),
         codec,
         channels: shard[19],
         frames: u16_at(16),
@@ -87,7 +88,10 @@ pub struct FecEncoder {
 
 impl core::fmt::Debug for FecEncoder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("FecEncoder").field("data", &self.data).field("repair", &self.repair).finish()
+        f.debug_struct("FecEncoder")
+            .field("data", &self.data)
+            .field("repair", &self.repair)
+            .finish()
     }
 }
 
@@ -139,8 +143,9 @@ impl FecEncoder {
         let (data, repair) = (self.data as usize, self.repair as usize);
         let encoder = match self.encoder.as_mut() {
             Some(e) => e.reset(data, repair, shard_bytes).map(|()| e),
-            None => ReedSolomonEncoder::new(data, repair, shard_bytes)
-                .map(|e| self.encoder.insert(e)),
+            None => {
+                ReedSolomonEncoder::new(data, repair, shard_bytes).map(|e| self.encoder.insert(e))
+            }
         };
         let encoder = encoder.expect("shard counts and an even shard length are supported");
         for f in &mut self.frames {
@@ -269,8 +274,9 @@ impl FecDecoder {
         }
         let decoder = match self.decoder.as_mut() {
             Some(d) => d.reset(data, repair, b.shard_len).map(|()| d),
-            None => ReedSolomonDecoder::new(data, repair, b.shard_len)
-                .map(|d| self.decoder.insert(d)),
+            None => {
+                ReedSolomonDecoder::new(data, repair, b.shard_len).map(|d| self.decoder.insert(d))
+            }
         };
         let Ok(decoder) = decoder else { return 0 };
         for (i, frame) in present.iter().enumerate() {
@@ -314,6 +320,7 @@ mod tests {
             seq: SeqNo(seq),
             media: MediaTime(seq * 240),
             presentation: StreamTime(1_000_000 + seq * 5_000_000),
+            sent: StreamTime(0),
             codec: Codec::Opus,
             channels: 2,
             frames: 240,
@@ -337,7 +344,14 @@ mod tests {
             let mut dec = FecDecoder::new(4);
             for r in 0..2u8 {
                 let shard = enc.repair_shard(r).to_vec();
-                let rep = Repair { stream_id: 1, block: SeqNo(16), data: 8, repair: 2, index: r, shard: &shard };
+                let rep = Repair {
+                    stream_id: 1,
+                    block: SeqNo(16),
+                    data: 8,
+                    repair: 2,
+                    index: r,
+                    shard: &shard,
+                };
                 assert_eq!(dec.add_repair(&rep), Some(SeqNo(16)));
                 assert_eq!(dec.add_repair(&rep), None, "duplicate shard");
             }
@@ -370,8 +384,20 @@ mod tests {
         }
         let shard = enc.repair_shard(0).to_vec();
         let mut dec = FecDecoder::new(4);
-        dec.add_repair(&Repair { stream_id: 1, block: SeqNo(0), data: 4, repair: 1, index: 0, shard: &shard });
-        let n = dec.recover(1, SeqNo(0), |s| (s.0 >= 2).then(|| frame(s.0, &p)), |_| panic!("nothing to restore"));
+        dec.add_repair(&Repair {
+            stream_id: 1,
+            block: SeqNo(0),
+            data: 4,
+            repair: 1,
+            index: 0,
+            shard: &shard,
+        });
+        let n = dec.recover(
+            1,
+            SeqNo(0),
+            |s| (s.0 >= 2).then(|| frame(s.0, &p)),
+            |_| panic!("nothing to restore"),
+        );
         assert_eq!(n, 0);
     }
 

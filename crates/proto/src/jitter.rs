@@ -153,7 +153,13 @@ impl JitterBuffer {
     }
 
     /// Stores a packet.
-    pub fn insert(&mut self, now: LocalTime, frame: &AudioFrame<'_>, origin: Origin, first_nack: LocalTime) -> Inserted {
+    pub fn insert(
+        &mut self,
+        now: LocalTime,
+        frame: &AudioFrame<'_>,
+        origin: Origin,
+        first_nack: LocalTime,
+    ) -> Inserted {
         let seq = frame.seq;
         let cap = self.slots.len() as u64;
         let mut result = Inserted::New { gap: 0 };
@@ -185,7 +191,8 @@ impl JitterBuffer {
                 let i = self.index(SeqNo(s));
                 let slot = &mut self.slots[i];
                 slot.seq = SeqNo(s);
-                slot.state = State::Missing(Missing { since: now, next_nack: first_nack, nacks: 0 });
+                slot.state =
+                    State::Missing(Missing { since: now, next_nack: first_nack, nacks: 0 });
             }
             if result != Inserted::Restarted {
                 result = Inserted::New { gap };
@@ -215,6 +222,7 @@ impl JitterBuffer {
                 seq,
                 media: slot.media,
                 presentation: slot.presentation,
+                sent: StreamTime(0),
                 codec: slot.codec,
                 channels: slot.channels,
                 frames: slot.frames,
@@ -301,6 +309,7 @@ impl JitterBuffer {
                 seq: n,
                 media: slot.media,
                 presentation: slot.presentation,
+                sent: StreamTime(0),
                 codec: slot.codec,
                 channels: slot.channels,
                 frames: slot.frames,
@@ -323,6 +332,7 @@ mod tests {
             seq: SeqNo(seq),
             media: MediaTime(seq * 4),
             presentation: StreamTime(seq * 100),
+            sent: StreamTime(0),
             codec: Codec::Pcm16,
             channels: 1,
             frames: 4,
@@ -343,7 +353,10 @@ mod tests {
         assert_eq!(jb.insert(t, &frame(12, &p), Origin::Original, t), Inserted::Duplicate);
         assert_eq!(jb.origin(SeqNo(12)), Some(Origin::Retransmit));
         assert!(matches!(jb.pop(MediaTime(100)), Some(Playout::Frame(f)) if f.seq == SeqNo(10)));
-        assert_eq!(jb.pop(MediaTime(100)), Some(Playout::Missing { seq: SeqNo(11), media: MediaTime(44), frames: 4 }));
+        assert_eq!(
+            jb.pop(MediaTime(100)),
+            Some(Playout::Missing { seq: SeqNo(11), media: MediaTime(44), frames: 4 })
+        );
         assert!(matches!(jb.pop(MediaTime(100)), Some(Playout::Frame(f)) if f.seq == SeqNo(12)));
         assert_eq!(jb.pop(MediaTime(52)), None, "13 starts at media 52");
         assert_eq!(jb.insert(t, &frame(11, &p), Origin::Original, t), Inserted::Late);

@@ -33,6 +33,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::Transmit;
 use crate::clock::{ClockConfig, ClockEstimate, ClockEstimator, ClockSample};
 use crate::crypto::{ReplayGuard, Security};
 use crate::fec::{FecDecoder, block_of};
@@ -40,7 +41,6 @@ use crate::jitter::{Inserted, JitterBuffer, Origin, Playout};
 use crate::playout::{PlayoutConfig, PlayoutScheduler, Render};
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
 use crate::wire::{self, AudioFrame, Codec, Mode, Packet, RefuseReason, RxErrorCounts};
-use crate::Transmit;
 
 /// Configuration of a player.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,7 +91,7 @@ impl PlayerConfig {
             join: true,
             device_offset: Nanos::ZERO,
             latency_override: None,
-            probe_interval: Nanos::from_millis(100),
+            probe_interval: Nanos::from_millis(50),
             burst_interval: Nanos::from_millis(10),
             burst_probes: 100,
             report_interval: Nanos::from_secs(1),
@@ -213,7 +213,13 @@ impl LiveLatency {
     const BUCKET: i64 = 200_000_000;
 
     fn new() -> Self {
-        LiveLatency { buckets: [(i64::MIN, Nanos::ZERO); 10], lead: Nanos::ZERO, samples: 0, current: None, lower_since: None }
+        LiveLatency {
+            buckets: [(i64::MIN, Nanos::ZERO); 10],
+            lead: Nanos::ZERO,
+            samples: 0,
+            current: None,
+            lower_since: None,
+        }
     }
 
     fn arrival(&mut self, now: LocalTime, lateness: Nanos) {
@@ -229,12 +235,18 @@ impl LiveLatency {
 
     fn spread(&self, now: LocalTime) -> Nanos {
         let b = now.0 as i64 / Self::BUCKET;
-        self.buckets.iter().filter(|(k, _)| b - *k < self.buckets.len() as i64).map(|x| x.1).max().unwrap_or(Nanos::ZERO)
+        self.buckets
+            .iter()
+            .filter(|(k, _)| b - *k < self.buckets.len() as i64)
+            .map(|x| x.1)
+            .max()
+            .unwrap_or(Nanos::ZERO)
     }
 
     /// Updates the latency at a render; returns it once enough arrivals were seen.
     fn update(&mut self, now: LocalTime, lead: Nanos, margin: Nanos) -> Option<Nanos> {
-        self.lead = if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
+        self.lead =
+            if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
         if self.samples < 20 {
             return None;
         }
@@ -398,12 +410,16 @@ impl PlayerSession {
                 return;
             }
         };
-        if from != self.config.source && !matches!(packet, Packet::Audio(_) | Packet::Repair(_) | Packet::Announce(_)) {
+        if from != self.config.source
+            && !matches!(packet, Packet::Audio(_) | Packet::Repair(_) | Packet::Announce(_))
+        {
             return;
         }
         // A new sender id on the stream means the source restarted: start over.
         if let Some(s) = self.source_sender {
-            if s != preamble.sender && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_)) {
+            if s != preamble.sender
+                && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_))
+            {
                 self.reset_stream();
                 self.link = Link::Joining;
                 if self.config.join {
@@ -422,7 +438,10 @@ impl PlayerSession {
         match packet {
             Packet::Announce(a) => self.on_announce(now, &a),
             Packet::Refuse(r) => {
-                self.events.push_back(PlayerEvent::Refused { reason: r.reason, message: r.message.to_owned() });
+                self.events.push_back(PlayerEvent::Refused {
+                    reason: r.reason,
+                    message: r.message.to_owned(),
+                });
             }
             Packet::ClockReply(r) => {
                 let sample = ClockSample { t1: LocalTime(r.t1), t2: r.t2, t3: r.t3, t4: now };
@@ -475,7 +494,8 @@ impl PlayerSession {
             fec: (a.fec_data > 0).then_some((a.fec_data, a.fec_repair)),
             name: a.name.to_owned(),
         };
-        self.jitter = JitterBuffer::new(self.config.buffer_packets, a.stream_id, a.frames_per_packet);
+        self.jitter =
+            JitterBuffer::new(self.config.buffer_packets, a.stream_id, a.frames_per_packet);
         let mut pc = PlayoutConfig::new(a.sample_rate);
         if a.mode == Mode::Live {
             pc.resync_threshold = Nanos::from_millis(2);
@@ -496,6 +516,7 @@ impl PlayerSession {
     }
 
     fn on_audio(&mut self, now: LocalTime, frame: &AudioFrame<'_>) {
+        self.clock.add_oneway(frame.sent, now);
         let Some(info) = &self.info else { return };
         if frame.stream_id != info.stream_id || frame.frames != info.frames_per_packet {
             return;
@@ -547,9 +568,22 @@ impl PlayerSession {
         let jitter = &self.jitter;
         let scratch = &mut self.fec_scratch;
         scratch.clear();
-        self.fec.recover(stream_id, block, |s| jitter.get(s), |f| {
-            scratch.push((f.seq, f.media, f.presentation, f.frames, f.codec, f.channels, f.payload.to_vec()));
-        });
+        self.fec.recover(
+            stream_id,
+            block,
+            |s| jitter.get(s),
+            |f| {
+                scratch.push((
+                    f.seq,
+                    f.media,
+                    f.presentation,
+                    f.frames,
+                    f.codec,
+                    f.channels,
+                    f.payload.to_vec(),
+                ));
+            },
+        );
         let restored = std::mem::take(&mut self.fec_scratch);
         for (seq, media, presentation, frames, codec, channels, payload) in &restored {
             let frame = AudioFrame {
@@ -557,6 +591,7 @@ impl PlayerSession {
                 seq: *seq,
                 media: *media,
                 presentation: *presentation,
+                sent: StreamTime(0),
                 codec: *codec,
                 channels: *channels,
                 frames: *frames,
@@ -575,7 +610,10 @@ impl PlayerSession {
         let info = self.info.as_ref()?;
         let (m0, p0) = self.reference?;
         let clock = self.clock.estimate()?;
-        let dt = Nanos((((media.0 as i128) - (m0.0 as i128)) * 1_000_000_000 / i128::from(info.sample_rate)) as i64);
+        let dt = Nanos(
+            (((media.0 as i128) - (m0.0 as i128)) * 1_000_000_000 / i128::from(info.sample_rate))
+                as i64,
+        );
         Some(clock.to_local(p0 + dt + self.config.device_offset + self.extra))
     }
 
@@ -629,7 +667,8 @@ impl PlayerSession {
             if m.next_nack > now {
                 continue;
             }
-            let due = base_due.map(|d| d + Nanos::from_frames((seq.0 - n.0) * u64::from(fpp), rate) - lead);
+            let due = base_due
+                .map(|d| d + Nanos::from_frames((seq.0 - n.0) * u64::from(fpp), rate) - lead);
             if due.is_some_and(|d| d - now < rtt) {
                 // Too late for a retransmission to help: leave it to concealment.
                 m.next_nack = LocalTime(u64::MAX);
@@ -638,7 +677,9 @@ impl PlayerSession {
             m.nacks += 1;
             m.next_nack = now + retry;
             match &mut nack {
-                Some((base, mask)) if seq.0 >= base.0 && seq.0 - base.0 < 64 => *mask |= 1 << (seq.0 - base.0),
+                Some((base, mask)) if seq.0 >= base.0 && seq.0 - base.0 < 64 => {
+                    *mask |= 1 << (seq.0 - base.0)
+                }
                 _ => {
                     if let Some(x) = nack.take() {
                         nacks.push(x);
@@ -688,7 +729,10 @@ impl PlayerSession {
         self.packet_number += 1;
         let stream_id = self.info.as_ref().map_or(self.config.stream_id, |i| i.stream_id);
         let packet = match out {
-            Outgoing::Hello => Packet::Hello(wire::Hello { stream_id: self.config.stream_id, name: &self.config.name }),
+            Outgoing::Hello => Packet::Hello(wire::Hello {
+                stream_id: self.config.stream_id,
+                name: &self.config.name,
+            }),
             Outgoing::Probe => {
                 self.probe_id = self.probe_id.wrapping_add(1);
                 Packet::ClockProbe(wire::ClockProbe { id: self.probe_id, t1: now.0 })
@@ -714,7 +758,8 @@ impl PlayerSession {
             }
             Outgoing::Bye => Packet::Bye(wire::Bye { stream_id }),
         };
-        let len = wire::encode(&packet, self.sender, self.packet_number, &self.security, buf).ok()?;
+        let len =
+            wire::encode(&packet, self.sender, self.packet_number, &self.security, buf).ok()?;
         Some(Transmit { destination: crate::Destination::To(self.config.source), len })
     }
 
@@ -732,9 +777,12 @@ impl PlayerSession {
         }
         let rate = info.sample_rate;
         let lead = (dac_time - now) + Nanos::from_frames(u64::from(frames), rate);
-        self.lead = if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
+        self.lead =
+            if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
         self.extra = match info.mode {
-            Mode::Sync => self.config.latency_override.map_or(Nanos::ZERO, |l| l - info.group_latency),
+            Mode::Sync => {
+                self.config.latency_override.map_or(Nanos::ZERO, |l| l - info.group_latency)
+            }
             Mode::Live => self.live.update(now, lead, self.config.live_margin)?,
         };
         let clock = self.clock.estimate()?;

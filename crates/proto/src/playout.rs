@@ -86,7 +86,13 @@ pub struct PlayoutScheduler {
 impl PlayoutScheduler {
     /// A scheduler that has not played yet.
     pub fn new(config: PlayoutConfig) -> Self {
-        PlayoutScheduler { config, cursor: None, dac_frames: 0, history: VecDeque::with_capacity(256), resyncs: 0 }
+        PlayoutScheduler {
+            config,
+            cursor: None,
+            dac_frames: 0,
+            history: VecDeque::with_capacity(256),
+            resyncs: 0,
+        }
     }
 
     /// Forgets the position and the measured rate (new stream, device restarted).
@@ -104,17 +110,25 @@ impl PlayoutScheduler {
     /// The DAC's measured period: local nanoseconds per output frame.
     pub fn dac_period_ns(&self) -> Option<f64> {
         let (&(t0, f0), &(t1, f1)) = (self.history.front()?, self.history.back()?);
-        (t1 - t0 >= Nanos::from_millis(60) && f1 > f0).then(|| (t1 - t0).0 as f64 / (f1 - f0) as f64)
+        (t1 - t0 >= Nanos::from_millis(60) && f1 > f0)
+            .then(|| (t1 - t0).0 as f64 / (f1 - f0) as f64)
     }
 
     /// Plans one callback of `frames` output frames whose first frame reaches the DAC at
     /// `dac_time`, when the stream should be at media position `target` at that instant.
     /// `stream_rate` is the stream clock's rate against the local clock (`1 + skew`).
-    pub fn schedule(&mut self, dac_time: LocalTime, frames: u32, target: f64, stream_rate: f64) -> Render {
+    pub fn schedule(
+        &mut self,
+        dac_time: LocalTime,
+        frames: u32,
+        target: f64,
+        stream_rate: f64,
+    ) -> Render {
         // Measure the DAC's rate against the local clock, sampling every 20 ms.
         if self.history.back().is_none_or(|&(t, _)| dac_time - t >= Nanos::from_millis(20)) {
             self.history.push_back((dac_time, self.dac_frames));
-            while self.history.front().is_some_and(|&(t, _)| dac_time - t > self.config.rate_window) {
+            while self.history.front().is_some_and(|&(t, _)| dac_time - t > self.config.rate_window)
+            {
                 self.history.pop_front();
             }
         }
@@ -122,7 +136,8 @@ impl PlayoutScheduler {
         let nominal_period = 1e9 / f64::from(self.config.sample_rate);
         let dac_period = self.dac_period_ns().unwrap_or(nominal_period);
         let ff = self.config.nominal_step * stream_rate * dac_period / nominal_period;
-        let threshold = self.config.resync_threshold.as_secs_f64() * f64::from(self.config.sample_rate);
+        let threshold =
+            self.config.resync_threshold.as_secs_f64() * f64::from(self.config.sample_rate);
         let (cursor, error, resynced) = match self.cursor {
             Some(c) if (c - target).abs() <= threshold => (c, c - target, false),
             Some(c) => {
@@ -162,7 +177,12 @@ mod tests {
             let target = local_s * rate * (1.0 + stream_ppm * 1e-6) + 1_000.0;
             let target = if first { target + initial_offset_frames } else { target };
             first = false;
-            let r = s.schedule(LocalTime((local_s * 1e9) as u64 + 1), block, target, 1.0 + stream_ppm * 1e-6);
+            let r = s.schedule(
+                LocalTime((local_s * 1e9) as u64 + 1),
+                block,
+                target,
+                1.0 + stream_ppm * 1e-6,
+            );
             errors.push((r.position - target) / rate * 1e6);
             dac_frame += u64::from(block);
         }

@@ -31,7 +31,8 @@ use crate::crypto::{ReplayGuard, Security};
 use crate::fec::FecEncoder;
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
 use crate::wire::{
-    self, Announce, AudioFrame, Codec, MAX_PAYLOAD, Mode, Packet, RefuseReason, Repair, RxErrorCounts,
+    self, Announce, AudioFrame, Codec, MAX_PAYLOAD, Mode, Packet, RefuseReason, Repair,
+    RxErrorCounts,
 };
 use crate::{Destination, Transmit};
 
@@ -116,13 +117,19 @@ impl SourceConfig {
                 let max = MAX_PAYLOAD / (usize::from(self.channels) * bytes);
                 return bad(
                     "frames_per_packet",
-                    format!("{size} bytes of PCM do not fit one datagram: use at most {max} frames per packet"),
+                    format!(
+                        "{size} bytes of PCM do not fit one datagram: use at most {max} frames per packet"
+                    ),
                 );
             }
         }
         if let Some((d, r)) = self.fec {
             if d == 0 || r == 0 || u32::from(d) + u32::from(r) > 64 {
-                return bad("fec", "use 1..=63 data and 1..=63 repair packets per block, 64 at most together".into());
+                return bad(
+                    "fec",
+                    "use 1..=63 data and 1..=63 repair packets per block, 64 at most together"
+                        .into(),
+                );
             }
         }
         if self.group_latency < Nanos::ZERO || self.group_latency > Nanos::from_secs(60) {
@@ -236,12 +243,19 @@ enum Pending {
     Bye,
 }
 
-fn audio_frame<'a>(config: &SourceConfig, slot: &'a Slot, seq: SeqNo, retransmit: bool) -> AudioFrame<'a> {
+fn audio_frame<'a>(
+    config: &SourceConfig,
+    slot: &'a Slot,
+    seq: SeqNo,
+    retransmit: bool,
+    now: LocalTime,
+) -> AudioFrame<'a> {
     AudioFrame {
         stream_id: config.stream_id,
         seq,
         media: slot.media,
         presentation: slot.presentation,
+        sent: StreamTime(now.0),
         codec: config.codec,
         channels: config.channels,
         frames: slot.frames,
@@ -288,14 +302,24 @@ pub struct SourceSession {
 impl SourceSession {
     /// A new stream. `random` seeds the sender id and stream instance (pass OS randomness in
     /// the node, a seed in simulation). `now` is the local time at creation.
-    pub fn new(config: SourceConfig, security: Security, random: u64, now: LocalTime) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: SourceConfig,
+        security: Security,
+        random: u64,
+        now: LocalTime,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let slots = (config.history.0 / config.frame_duration().0.max(1)) as usize + 64;
         let fec = config.fec.map(|(d, r)| FecEncoder::new(d, r));
         let receivers = config
             .receivers
             .iter()
-            .map(|&addr| Receiver { addr, name: String::new(), last_heard: now, report: wire::Report::default() })
+            .map(|&addr| Receiver {
+                addr,
+                name: String::new(),
+                last_heard: now,
+                report: wire::Report::default(),
+            })
             .collect();
         Ok(SourceSession {
             security,
@@ -376,7 +400,8 @@ impl SourceSession {
         let expected = self.config.codec.pcm_bytes().map_or(0, |b| {
             usize::from(self.config.frames_per_packet) * usize::from(self.config.channels) * b
         });
-        let ok = if expected > 0 { payload.len() == expected } else { payload.len() <= MAX_PAYLOAD };
+        let ok =
+            if expected > 0 { payload.len() == expected } else { payload.len() <= MAX_PAYLOAD };
         if ok { Ok(()) } else { Err(PushError::BadPayload { len: payload.len(), expected }) }
     }
 
@@ -393,14 +418,25 @@ impl SourceSession {
 
     /// Sends a captured frame now. `captured` is the local instant of its first frame at the
     /// ADC; it must be heard `group_latency` after that.
-    pub fn push_captured(&mut self, now: LocalTime, captured: LocalTime, payload: &[u8]) -> Result<SeqNo, PushError> {
+    pub fn push_captured(
+        &mut self,
+        now: LocalTime,
+        captured: LocalTime,
+        payload: &[u8],
+    ) -> Result<SeqNo, PushError> {
         self.check_payload(payload)?;
         self.t0.get_or_insert(captured);
         let seq = self.next_seq;
         self.store(seq, now, StreamTime(captured.0), payload)
     }
 
-    fn store(&mut self, seq: SeqNo, send_at: LocalTime, captured: StreamTime, payload: &[u8]) -> Result<SeqNo, PushError> {
+    fn store(
+        &mut self,
+        seq: SeqNo,
+        send_at: LocalTime,
+        captured: StreamTime,
+        payload: &[u8],
+    ) -> Result<SeqNo, PushError> {
         let n = self.slots.len();
         if self.next_seq.0 - self.next_send.0 >= n as u64 - 1 {
             return Err(PushError::Full);
@@ -421,7 +457,6 @@ impl SourceSession {
         let slot = &self.slots[(seq.0 % self.slots.len() as u64) as usize];
         (slot.seq == Some(seq)).then_some(slot)
     }
-
 
     /// Ends the stream: a `Bye` goes to every receiver.
     pub fn close(&mut self) {
@@ -444,7 +479,12 @@ impl SourceSession {
             Packet::Hello(h) => self.on_hello(now, from, h.stream_id, h.name),
             Packet::ClockProbe(p) => {
                 if self.control.len() < 4096 {
-                    self.control.push_back(Pending::Reply { to: from, id: p.id, t1: p.t1, t2: StreamTime(now.0) });
+                    self.control.push_back(Pending::Reply {
+                        to: from,
+                        id: p.id,
+                        t1: p.t1,
+                        t2: StreamTime(now.0),
+                    });
                 }
             }
             Packet::Nack(n) if n.stream_id == self.config.stream_id => {
@@ -472,7 +512,8 @@ impl SourceSession {
             Packet::Bye(b) if b.stream_id == self.config.stream_id => {
                 if let Some(i) = self.receivers.iter().position(|x| x.addr == from) {
                     self.receivers.remove(i);
-                    self.events.push_back(SourceEvent::ReceiverLeft { addr: from, timed_out: false });
+                    self.events
+                        .push_back(SourceEvent::ReceiverLeft { addr: from, timed_out: false });
                 }
             }
             _ => {}
@@ -487,7 +528,11 @@ impl SourceSession {
 
     fn on_hello(&mut self, now: LocalTime, from: SocketAddr, stream_id: u32, name: &str) {
         if stream_id != 0 && stream_id != self.config.stream_id {
-            self.control.push_back(Pending::Refuse { to: from, stream_id, reason: RefuseReason::UnknownStream });
+            self.control.push_back(Pending::Refuse {
+                to: from,
+                stream_id,
+                reason: RefuseReason::UnknownStream,
+            });
             return;
         }
         if let Some(rx) = self.receivers.iter_mut().find(|x| x.addr == from) {
@@ -496,7 +541,11 @@ impl SourceSession {
                 rx.name = name.to_owned();
             }
         } else if self.receivers.len() >= self.config.max_receivers {
-            self.control.push_back(Pending::Refuse { to: from, stream_id, reason: RefuseReason::ServerFull });
+            self.control.push_back(Pending::Refuse {
+                to: from,
+                stream_id,
+                reason: RefuseReason::ServerFull,
+            });
             self.events.push_back(SourceEvent::ReceiverRefused { addr: from });
             return;
         } else {
@@ -506,7 +555,8 @@ impl SourceSession {
                 last_heard: now,
                 report: wire::Report::default(),
             });
-            self.events.push_back(SourceEvent::ReceiverJoined { addr: from, name: name.to_owned() });
+            self.events
+                .push_back(SourceEvent::ReceiverJoined { addr: from, name: name.to_owned() });
         }
         self.control.push_back(Pending::Announce { to: Destination::To(from) });
     }
@@ -515,7 +565,10 @@ impl SourceSession {
     pub fn handle_timeout(&mut self, now: LocalTime) {
         if now >= self.next_announce {
             self.next_announce = now + self.config.announce_interval;
-            if self.receivers.iter().any(|r| !self.config.receivers.contains(&r.addr)) || self.config.multicast.is_some() || !self.config.receivers.is_empty() {
+            if self.receivers.iter().any(|r| !self.config.receivers.contains(&r.addr))
+                || self.config.multicast.is_some()
+                || !self.config.receivers.is_empty()
+            {
                 self.control.push_back(Pending::Announce { to: Destination::Fanout });
             }
         }
@@ -548,7 +601,8 @@ impl SourceSession {
         !self.control.is_empty()
             || !self.repairs.is_empty()
             || !self.retransmits.is_empty()
-            || (self.next_send < self.next_seq && self.slot(self.next_send).is_some_and(|s| s.send_at <= now))
+            || (self.next_send < self.next_seq
+                && self.slot(self.next_send).is_some_and(|s| s.send_at <= now))
     }
 
     /// Encodes the next datagram due at `now` into `buf`. Order: clock replies and control,
@@ -567,7 +621,7 @@ impl SourceSession {
             {
                 let seq = self.next_send;
                 self.next_send = seq.next();
-                return self.send_audio(seq, buf);
+                return self.send_audio(now, seq, buf);
             } else if let Some(p) = self.repairs.pop_front() {
                 (p, Destination::Fanout)
             } else if let Some(p) = self.retransmits.pop_front() {
@@ -593,13 +647,13 @@ impl SourceSession {
         self.packet_number
     }
 
-    fn send_audio(&mut self, seq: SeqNo, buf: &mut [u8]) -> Option<Transmit> {
+    fn send_audio(&mut self, now: LocalTime, seq: SeqNo, buf: &mut [u8]) -> Option<Transmit> {
         let pn = self.next_pn();
         let slot = &self.slots[(seq.0 % self.slots.len() as u64) as usize];
         if slot.seq != Some(seq) {
             return None;
         }
-        let frame = audio_frame(&self.config, slot, seq, false);
+        let frame = audio_frame(&self.config, slot, seq, false, now);
         let len = wire::encode(&Packet::Audio(frame), self.sender, pn, &self.security, buf).ok()?;
         if let Some(fec) = self.fec.as_mut() {
             if let Some(block) = fec.push(&frame) {
@@ -612,7 +666,12 @@ impl SourceSession {
         Some(self.sent(Destination::Fanout, len))
     }
 
-    fn encode_pending(&mut self, now: LocalTime, pending: Pending, buf: &mut [u8]) -> Option<usize> {
+    fn encode_pending(
+        &mut self,
+        now: LocalTime,
+        pending: Pending,
+        buf: &mut [u8],
+    ) -> Option<usize> {
         let pn = self.next_pn();
         let (sender, stream_id) = (self.sender, self.config.stream_id);
         let packet = match pending {
@@ -644,7 +703,7 @@ impl SourceSession {
             }
             Pending::Retransmit { seq, .. } => {
                 let slot = self.slot(seq)?;
-                let packet = Packet::Audio(audio_frame(&self.config, slot, seq, true));
+                let packet = Packet::Audio(audio_frame(&self.config, slot, seq, true, now));
                 let len = wire::encode(&packet, sender, pn, &self.security, buf).ok()?;
                 self.stats.retransmits += 1;
                 return Some(len);

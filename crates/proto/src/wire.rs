@@ -263,6 +263,8 @@ pub struct AudioFrame<'a> {
     pub media: MediaTime,
     /// When the first frame must be heard, on the stream clock.
     pub presentation: StreamTime,
+    /// When this packet left the source (stream clock): a one-way clock observation for free.
+    pub sent: StreamTime,
     /// Encoding of `payload`.
     pub codec: Codec,
     /// Channel count.
@@ -555,6 +557,7 @@ struct AudioBody<'a> {
     seq: u64,
     media: u64,
     presentation_ns: u64,
+    sent_ns: u64,
     codec: u8,
     channels: u8,
     frames: u16,
@@ -680,6 +683,7 @@ fn encode_body(packet: &Packet<'_>, out: &mut [u8]) -> Result<usize, EncodeError
                     seq: a.seq.0,
                     media: a.media.0,
                     presentation_ns: a.presentation.0,
+                    sent_ns: a.sent.0,
                     codec: a.codec as u8,
                     channels: a.channels,
                     frames: a.frames,
@@ -910,6 +914,7 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
                 seq: SeqNo(b.seq.to_native()),
                 media: MediaTime(b.media.to_native()),
                 presentation: StreamTime(b.presentation_ns.to_native()),
+                sent: StreamTime(b.sent_ns.to_native()),
                 codec,
                 channels: b.channels,
                 frames,
@@ -923,7 +928,10 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
                 return Err(RxError::InvalidField("repair"));
             }
             let shard: &[u8] = &b.shard;
-            if shard.is_empty() || shard.len() % 2 != 0 || shard.len() > MAX_PAYLOAD + crate::fec::SHARD_HEADER {
+            if shard.is_empty()
+                || shard.len() % 2 != 0
+                || shard.len() > MAX_PAYLOAD + crate::fec::SHARD_HEADER
+            {
                 return Err(RxError::InvalidField("shard"));
             }
             Packet::Repair(Repair {

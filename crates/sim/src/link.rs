@@ -23,7 +23,9 @@ pub enum Loss {
     /// Each packet lost independently with this probability.
     Bernoulli(f64),
     /// Two-state burst model: in the good state packets are lost with `loss_good`, in the bad
-    /// state with `loss_bad`; the state flips with `p_good_bad` / `p_bad_good` per packet.
+    /// state with `loss_bad`; the state flips with `p_good_bad` / `p_bad_good` per
+    /// [`GE_STEP`] of time (a radio's interference lasts milliseconds, whatever the traffic:
+    /// a sparse flow must not see one burst stretched over seconds).
     GilbertElliott {
         /// Good → bad transition probability per packet.
         p_good_bad: f64,
@@ -50,6 +52,9 @@ impl Loss {
     }
 }
 
+/// The time step of the Gilbert–Elliott chain, seconds (one 5 ms audio packet).
+pub const GE_STEP: f64 = 0.005;
+
 /// One direction of a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LinkModel {
@@ -70,7 +75,14 @@ pub struct LinkModel {
 impl LinkModel {
     /// A perfect path with a fixed delay.
     pub fn fixed(base: f64) -> Self {
-        LinkModel { base, jitter: Jitter::None, loss: Loss::None, duplicate: 0.0, reorder: 0.0, reorder_delay: 0.0 }
+        LinkModel {
+            base,
+            jitter: Jitter::None,
+            loss: Loss::None,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: 0.0,
+        }
     }
 }
 
@@ -81,6 +93,7 @@ pub struct Link {
     pub model: LinkModel,
     rng: Rng,
     bad: bool,
+    last: f64,
     /// Packets offered.
     pub offered: u64,
     /// Packets dropped.
@@ -90,21 +103,29 @@ pub struct Link {
 impl Link {
     /// A path with its own random stream.
     pub fn new(model: LinkModel, rng: Rng) -> Self {
-        Link { model, rng, bad: false, offered: 0, dropped: 0 }
+        Link { model, rng, bad: false, last: 0.0, offered: 0, dropped: 0 }
     }
 
-    /// Fates of one packet: the delays (seconds) of each delivered copy (none if lost).
-    pub fn transmit(&mut self, out: &mut Vec<f64>) {
+    /// Fates of one packet sent at `now` (seconds): the delays (seconds) of each delivered copy
+    /// (none if lost).
+    pub fn transmit(&mut self, now: f64, out: &mut Vec<f64>) {
         out.clear();
         self.offered += 1;
         let lost = match self.model.loss {
             Loss::None => false,
             Loss::Bernoulli(p) => self.rng.chance(p),
             Loss::GilbertElliott { p_good_bad, p_bad_good, loss_good, loss_bad } => {
-                let flip = if self.bad { p_bad_good } else { p_good_bad };
-                if self.rng.chance(flip) {
-                    self.bad = !self.bad;
-                }
+                // Advance the two-state chain by the elapsed steps (closed form).
+                let steps = ((now - self.last) / GE_STEP).max(0.0);
+                self.last = now;
+                let bad_share = p_good_bad / (p_good_bad + p_bad_good);
+                let memory = (1.0 - p_good_bad - p_bad_good).powf(steps);
+                let p_bad = if self.bad {
+                    bad_share + (1.0 - bad_share) * memory
+                } else {
+                    bad_share * (1.0 - memory)
+                };
+                self.bad = self.rng.chance(p_bad);
                 self.rng.chance(if self.bad { loss_bad } else { loss_good })
             }
         };
@@ -133,12 +154,17 @@ mod tests {
 
     #[test]
     fn gilbert_elliott_hits_its_mean_in_bursts() {
-        let loss = Loss::GilbertElliott { p_good_bad: 0.0095, p_bad_good: 0.28, loss_good: 0.0, loss_bad: 0.9 };
+        let loss = Loss::GilbertElliott {
+            p_good_bad: 0.0095,
+            p_bad_good: 0.28,
+            loss_good: 0.0,
+            loss_bad: 0.9,
+        };
         let mut link = Link::new(LinkModel { loss, ..LinkModel::fixed(0.001) }, Rng::new(3));
         let mut out = Vec::new();
         let mut lost = Vec::new();
-        for _ in 0..400_000 {
-            link.transmit(&mut out);
+        for i in 0..400_000 {
+            link.transmit(i as f64 * GE_STEP, &mut out);
             lost.push(out.is_empty());
         }
         let rate = link.dropped as f64 / link.offered as f64;

@@ -31,7 +31,8 @@ fn parse() -> Result<Args, String> {
             "--scenario" => a.only.push(value("--scenario")?),
             "--seconds" => {
                 let v = value("--seconds")?;
-                a.seconds = Some(v.parse().map_err(|_| format!("--seconds: `{v}` is not a number"))?);
+                a.seconds =
+                    Some(v.parse().map_err(|_| format!("--seconds: `{v}` is not a number"))?);
             }
             "--seed" => {
                 let v = value("--seed")?;
@@ -75,10 +76,23 @@ fn main() -> ExitCode {
     if !args.json {
         println!(
             "{:<11} {:>3} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-            "scenario", "pl", "sim_s", "sync_p99", "sync_max", "err_p99", "err_max", "lat_ms", "resid%", "conc%", "conv_ms", "wall_s"
+            "scenario",
+            "pl",
+            "sim_s",
+            "sync_p99",
+            "sync_max",
+            "err_p99",
+            "err_max",
+            "lat_ms",
+            "resid%",
+            "conc%",
+            "conv_ms",
+            "wall_s"
         );
     }
-    for mut s in all.into_iter().filter(|s| args.only.is_empty() || args.only.iter().any(|n| n == s.name)) {
+    for mut s in
+        all.into_iter().filter(|s| args.only.is_empty() || args.only.iter().any(|n| n == s.name))
+    {
         if let Some(secs) = args.seconds {
             s.seconds = secs;
         }
@@ -107,7 +121,9 @@ fn main() -> ExitCode {
         }
     }
     if !args.json {
-        println!("(µs for sync/err; resid% = packets lost after FEC+NACK; conc% = concealed or skipped)");
+        println!(
+            "(µs for sync/err; resid% = packets lost after FEC+NACK; conc% = concealed or skipped)"
+        );
     }
     ExitCode::SUCCESS
 }

@@ -115,7 +115,8 @@ impl Outcome {
                     let t = p.samples[i].0;
                     converge_ms = converge_ms.max((t - p.joined_at) as f64 / 1e6);
                     conv_times.push(t);
-                    error_max = p.samples[i..].iter().fold(error_max, |m, x| m.max(f64::from(x.1.abs())));
+                    error_max =
+                        p.samples[i..].iter().fold(error_max, |m, x| m.max(f64::from(x.1.abs())));
                 }
                 None => {
                     converge_ms = f64::INFINITY;
@@ -126,7 +127,8 @@ impl Outcome {
         // Pairwise skew at each measurement instant, between converged players.
         let mut pairs = Vec::new();
         let mut cursor = vec![0usize; players.len()];
-        let mut instants: Vec<u64> = players.iter().flat_map(|p| p.samples.iter().map(|x| x.0)).collect();
+        let mut instants: Vec<u64> =
+            players.iter().flat_map(|p| p.samples.iter().map(|x| x.0)).collect();
         instants.sort_unstable();
         instants.dedup();
         let mut now_err: Vec<Option<f32>> = vec![None; players.len()];
@@ -166,7 +168,11 @@ impl Outcome {
             residual_loss_pct: pct(concealed),
             concealed_pct: pct(concealed + skipped),
             converge_ms,
-            network_loss_pct: if offered == 0 { 0.0 } else { 100.0 * dropped as f64 / offered as f64 },
+            network_loss_pct: if offered == 0 {
+                0.0
+            } else {
+                100.0 * dropped as f64 / offered as f64
+            },
             recovered_fec: players.iter().map(|p| p.stats.recovered_fec).sum(),
             recovered_retx: players.iter().map(|p| p.stats.recovered_retx).sum(),
             nacks: players.iter().map(|p| p.stats.nacks_sent).sum(),

@@ -32,7 +32,7 @@ pub fn lan() -> Scenario {
         dac_noise: 2e-6,
         joins: Vec::new(),
         encrypted: true,
-        probe_interval: Nanos::from_millis(100),
+        probe_interval: Nanos::from_millis(50),
     }
 }
 
@@ -41,7 +41,12 @@ pub fn all() -> Vec<Scenario> {
     let wifi_link = LinkModel {
         base: 0.002,
         jitter: Jitter::Exponential(0.010),
-        loss: Loss::GilbertElliott { p_good_bad: 0.0095, p_bad_good: 0.28, loss_good: 0.0, loss_bad: 0.9 },
+        loss: Loss::GilbertElliott {
+            p_good_bad: 0.0095,
+            p_bad_good: 0.28,
+            loss_good: 0.0,
+            loss_bad: 0.9,
+        },
         duplicate: 0.001,
         reorder: 0.0,
         reorder_delay: 0.0,

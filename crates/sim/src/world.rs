@@ -16,7 +16,9 @@ use tutti_proto::jitter::Playout;
 use tutti_proto::player::PlayerSession;
 use tutti_proto::source::SourceSession;
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{Destination, LocalTime, Mode, Nanos, NetworkKey, PlayerConfig, Security, SeqNo, SourceConfig};
+use tutti_proto::{
+    Destination, LocalTime, Mode, Nanos, NetworkKey, PlayerConfig, Security, SeqNo, SourceConfig,
+};
 
 use crate::link::{Link, LinkModel};
 use crate::metrics::{Outcome, PlayerRecord};
@@ -194,7 +196,9 @@ pub fn run(s: &Scenario) -> Outcome {
     let wall = std::time::Instant::now();
     let mut rng = Rng::new(s.seed);
     let security = if s.encrypted {
-        Security::encrypted(NetworkKey::from_bytes(rng.next_u64().to_le_bytes().repeat(4).try_into().expect("32 bytes")))
+        Security::encrypted(NetworkKey::from_bytes(
+            rng.next_u64().to_le_bytes().repeat(4).try_into().expect("32 bytes"),
+        ))
     } else {
         Security::Plaintext
     };
@@ -214,12 +218,22 @@ pub fn run(s: &Scenario) -> Outcome {
     let payload_len = usize::from(s.frames_per_packet) * usize::from(channels) * 2;
     let source = SourceSession::new(cfg, security.clone(), rng.next_u64(), source_clock.local(0))
         .expect("scenario source config is valid");
-    let mut nodes = vec![Node { addr: addr(5000), clock: source_clock, wake: None, role: Role::Source(Box::new(source)) }];
+    let mut nodes = vec![Node {
+        addr: addr(5000),
+        clock: source_clock,
+        wake: None,
+        role: Role::Source(Box::new(source)),
+    }];
     let mut down = Vec::new();
     let mut up = Vec::new();
     let mut joins = Vec::new();
     for p in 0..s.players {
-        nodes.push(Node { addr: addr(6000 + p as u16), clock: clock(&mut rng), wake: None, role: Role::Waiting });
+        nodes.push(Node {
+            addr: addr(6000 + p as u16),
+            clock: clock(&mut rng),
+            wake: None,
+            role: Role::Waiting,
+        });
         down.push(Link::new(s.down, rng.fork(2 * p as u64)));
         up.push(Link::new(s.up, rng.fork(2 * p as u64 + 1)));
         joins.push(s.joins.get(p).copied().unwrap_or(0.0));
@@ -315,7 +329,8 @@ impl World<'_> {
         let now = self.nodes[0].clock.local(self.now);
         payload(SeqNo(n), self.payload_len, &mut self.scratch);
         if let Role::Source(src) = &mut self.nodes[0].role {
-            src.push_captured(now, captured, &self.scratch).expect("captured frames match the stream format");
+            src.push_captured(now, captured, &self.scratch)
+                .expect("captured frames match the stream format");
         }
         self.service(0);
         let next = self.capture_time(self.captured);
@@ -359,7 +374,8 @@ impl World<'_> {
                 if self.s.mode == Mode::Sync {
                     while src.wants_frame(local, Nanos::from_millis(20)) {
                         payload(src.next_seq(), self.payload_len, &mut self.scratch);
-                        src.push_paced(local, &self.scratch).expect("paced frames match the stream format");
+                        src.push_paced(local, &self.scratch)
+                            .expect("paced frames match the stream format");
                     }
                 }
                 src.handle_timeout(local);
@@ -402,7 +418,7 @@ impl World<'_> {
     fn send(&mut self, from: usize, to: SocketAddr, data: Vec<u8>) {
         let Some(j) = self.nodes.iter().position(|n| n.addr == to) else { return };
         let link = if from == 0 { &mut self.down[j - 1] } else { &mut self.up[from - 1] };
-        link.transmit(&mut self.fates);
+        link.transmit(self.now as f64 / 1e9, &mut self.fates);
         let from_addr = self.nodes[from].addr;
         let fates = std::mem::take(&mut self.fates);
         if let Some((&last, rest)) = fates.split_last() {
@@ -441,7 +457,14 @@ impl World<'_> {
                             p.record.corrupt += 1;
                         }
                     }
-                    Playout::Missing { .. } => {
+                    Playout::Missing { seq, .. } => {
+                        if std::env::var_os("TUTTI_SIM_TRACE").is_some() {
+                            eprintln!(
+                                "t={:.3}s player {i} concealed {seq} stats {:?}",
+                                now as f64 / 1e9,
+                                p.session.stats()
+                            );
+                        }
                         p.record.frames += 1;
                         p.record.concealed += 1;
                     }
