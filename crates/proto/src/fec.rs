@@ -207,7 +207,7 @@ impl FecDecoder {
     /// Stores a repair shard; returns the block it belongs to, or `None` if it is a duplicate,
     /// inconsistent with shards already held, or for a block already rebuilt.
     pub fn add_repair(&mut self, r: &Repair<'_>) -> Option<SeqNo> {
-        if r.block.0 % u64::from(r.data) != 0 {
+        if !r.block.0.is_multiple_of(u64::from(r.data)) {
             return None;
         }
         let pos = self.blocks.iter().position(|b| b.block == r.block);
@@ -291,10 +291,10 @@ impl FecDecoder {
             }
         }
         for (i, s) in b.shards.iter().enumerate() {
-            if let Some(s) = s {
-                if decoder.add_recovery_shard(i, s).is_err() {
-                    return 0;
-                }
+            if let Some(s) = s
+                && decoder.add_recovery_shard(i, s).is_err()
+            {
+                return 0;
             }
         }
         let Ok(result) = decoder.decode() else { return 0 };

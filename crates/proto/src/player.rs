@@ -237,7 +237,7 @@ impl LiveLatency {
         let b = now.0 as i64 / Self::BUCKET;
         self.buckets
             .iter()
-            .filter(|(k, _)| b - *k < self.buckets.len() as i64)
+            .filter(|(k, _)| b.saturating_sub(*k) < self.buckets.len() as i64)
             .map(|x| x.1)
             .max()
             .unwrap_or(Nanos::ZERO)
@@ -269,6 +269,18 @@ impl LiveLatency {
     }
 }
 
+/// A packet rebuilt by FEC, held until it can be inserted into the jitter buffer.
+#[derive(Debug)]
+struct Restored {
+    seq: SeqNo,
+    media: MediaTime,
+    presentation: StreamTime,
+    frames: u16,
+    codec: Codec,
+    channels: u8,
+    payload: Vec<u8>,
+}
+
 /// The receiving side of one stream (see the module docs).
 #[derive(Debug)]
 pub struct PlayerSession {
@@ -289,7 +301,7 @@ pub struct PlayerSession {
     srtt: Option<Nanos>,
     jitter: JitterBuffer,
     fec: FecDecoder,
-    fec_scratch: Vec<(SeqNo, MediaTime, StreamTime, u16, Codec, u8, Vec<u8>)>,
+    fec_scratch: Vec<Restored>,
     reference: Option<(MediaTime, StreamTime)>,
     scheduler: Option<PlayoutScheduler>,
     live: LiveLatency,
@@ -416,15 +428,14 @@ impl PlayerSession {
             return;
         }
         // A new sender id on the stream means the source restarted: start over.
-        if let Some(s) = self.source_sender {
-            if s != preamble.sender
-                && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_))
-            {
-                self.reset_stream();
-                self.link = Link::Joining;
-                if self.config.join {
-                    self.outgoing.push_back(Outgoing::Hello);
-                }
+        if let Some(s) = self.source_sender
+            && s != preamble.sender
+            && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_))
+        {
+            self.reset_stream();
+            self.link = Link::Joining;
+            if self.config.join {
+                self.outgoing.push_back(Outgoing::Hello);
             }
         }
         self.source_sender = Some(preamble.sender);
@@ -455,17 +466,15 @@ impl PlayerSession {
             }
             Packet::Audio(frame) => self.on_audio(now, &frame),
             Packet::Repair(r) => {
-                if self.info.as_ref().is_some_and(|i| i.stream_id == r.stream_id) {
-                    if let Some(block) = self.fec.add_repair(&r) {
-                        self.try_fec(now, block);
-                    }
+                if self.info.as_ref().is_some_and(|i| i.stream_id == r.stream_id)
+                    && let Some(block) = self.fec.add_repair(&r)
+                {
+                    self.try_fec(now, block);
                 }
             }
-            Packet::Bye(b) => {
-                if self.info.as_ref().is_some_and(|i| i.stream_id == b.stream_id) {
-                    self.events.push_back(PlayerEvent::Ended);
-                    self.link = Link::Lost;
-                }
+            Packet::Bye(b) if self.info.as_ref().is_some_and(|i| i.stream_id == b.stream_id) => {
+                self.events.push_back(PlayerEvent::Ended);
+                self.link = Link::Lost;
             }
             _ => {}
         }
@@ -547,18 +556,18 @@ impl PlayerSession {
         if self.reference.is_none() {
             self.reference = Some((frame.media, frame.presentation));
         }
-        if mode == Mode::Live && !frame.retransmit {
-            if let Some(c) = self.clock.estimate() {
-                let arrival = c.to_stream(now);
-                self.live.arrival(now, arrival - frame.presentation);
-            }
+        if mode == Mode::Live
+            && !frame.retransmit
+            && let Some(c) = self.clock.estimate()
+        {
+            let arrival = c.to_stream(now);
+            self.live.arrival(now, arrival - frame.presentation);
         }
-        if matches!(result, Inserted::New { .. } | Inserted::FilledGap) {
-            if let (Some((d, _)), Some(block)) = (info.fec, self.fec.block_for(frame.seq)) {
-                if block_of(frame.seq, d) == block {
-                    self.try_fec(now, block);
-                }
-            }
+        if matches!(result, Inserted::New { .. } | Inserted::FilledGap)
+            && let (Some((d, _)), Some(block)) = (info.fec, self.fec.block_for(frame.seq))
+            && block_of(frame.seq, d) == block
+        {
+            self.try_fec(now, block);
         }
     }
 
@@ -573,30 +582,30 @@ impl PlayerSession {
             block,
             |s| jitter.get(s),
             |f| {
-                scratch.push((
-                    f.seq,
-                    f.media,
-                    f.presentation,
-                    f.frames,
-                    f.codec,
-                    f.channels,
-                    f.payload.to_vec(),
-                ));
+                scratch.push(Restored {
+                    seq: f.seq,
+                    media: f.media,
+                    presentation: f.presentation,
+                    frames: f.frames,
+                    codec: f.codec,
+                    channels: f.channels,
+                    payload: f.payload.to_vec(),
+                });
             },
         );
         let restored = std::mem::take(&mut self.fec_scratch);
-        for (seq, media, presentation, frames, codec, channels, payload) in &restored {
+        for r in &restored {
             let frame = AudioFrame {
                 stream_id,
-                seq: *seq,
-                media: *media,
-                presentation: *presentation,
+                seq: r.seq,
+                media: r.media,
+                presentation: r.presentation,
                 sent: StreamTime(0),
-                codec: *codec,
-                channels: *channels,
-                frames: *frames,
+                codec: r.codec,
+                channels: r.channels,
+                frames: r.frames,
                 retransmit: false,
-                payload,
+                payload: &r.payload,
             };
             if self.jitter.insert(now, &frame, Origin::Fec, now) == Inserted::FilledGap {
                 self.stats.recovered_fec += 1;
@@ -715,10 +724,11 @@ impl PlayerSession {
         if self.link != Link::Lost {
             t = t.min(self.last_heard + self.config.source_timeout + Nanos(1));
         }
-        if self.config.nack && self.link == Link::Streaming {
-            if let Some(n) = self.jitter.next_nack() {
-                t = t.min(n);
-            }
+        if self.config.nack
+            && self.link == Link::Streaming
+            && let Some(n) = self.jitter.next_nack()
+        {
+            t = t.min(n);
         }
         Some(t)
     }

@@ -123,14 +123,13 @@ impl SourceConfig {
                 );
             }
         }
-        if let Some((d, r)) = self.fec {
-            if d == 0 || r == 0 || u32::from(d) + u32::from(r) > 64 {
-                return bad(
-                    "fec",
-                    "use 1..=63 data and 1..=63 repair packets per block, 64 at most together"
-                        .into(),
-                );
-            }
+        if let Some((d, r)) = self.fec
+            && (d == 0 || r == 0 || u32::from(d) + u32::from(r) > 64)
+        {
+            return bad(
+                "fec",
+                "use 1..=63 data and 1..=63 repair packets per block, 64 at most together".into(),
+            );
         }
         if self.group_latency < Nanos::ZERO || self.group_latency > Nanos::from_secs(60) {
             return bad("group_latency", "use a latency between 0 and 60 s".into());
@@ -477,15 +476,13 @@ impl SourceSession {
         };
         match packet {
             Packet::Hello(h) => self.on_hello(now, from, h.stream_id, h.name),
-            Packet::ClockProbe(p) => {
-                if self.control.len() < 4096 {
-                    self.control.push_back(Pending::Reply {
-                        to: from,
-                        id: p.id,
-                        t1: p.t1,
-                        t2: StreamTime(now.0),
-                    });
-                }
+            Packet::ClockProbe(p) if self.control.len() < 4096 => {
+                self.control.push_back(Pending::Reply {
+                    to: from,
+                    id: p.id,
+                    t1: p.t1,
+                    t2: StreamTime(now.0),
+                });
             }
             Packet::Nack(n) if n.stream_id == self.config.stream_id => {
                 self.stats.nacks_received += 1;
@@ -588,10 +585,10 @@ impl SourceSession {
     /// [`poll_transmit`](Self::poll_transmit).
     pub fn poll_timeout(&self) -> Option<LocalTime> {
         let mut t = self.next_announce;
-        if self.next_send < self.next_seq {
-            if let Some(s) = self.slot(self.next_send) {
-                t = t.min(s.send_at);
-            }
+        if self.next_send < self.next_seq
+            && let Some(s) = self.slot(self.next_send)
+        {
+            t = t.min(s.send_at);
         }
         Some(t)
     }
@@ -655,12 +652,12 @@ impl SourceSession {
         }
         let frame = audio_frame(&self.config, slot, seq, false, now);
         let len = wire::encode(&Packet::Audio(frame), self.sender, pn, &self.security, buf).ok()?;
-        if let Some(fec) = self.fec.as_mut() {
-            if let Some(block) = fec.push(&frame) {
-                self.repair_block = block;
-                self.repairs.clear();
-                self.repairs.extend((0..fec.repair()).map(|index| Pending::Repair { index }));
-            }
+        if let Some(fec) = self.fec.as_mut()
+            && let Some(block) = fec.push(&frame)
+        {
+            self.repair_block = block;
+            self.repairs.clear();
+            self.repairs.extend((0..fec.repair()).map(|index| Pending::Repair { index }));
         }
         self.stats.frames_sent += 1;
         Some(self.sent(Destination::Fanout, len))

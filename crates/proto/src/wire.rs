@@ -904,10 +904,10 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
             if payload.len() > MAX_PAYLOAD {
                 return Err(RxError::InvalidField("payload"));
             }
-            if let Some(bytes) = codec.pcm_bytes() {
-                if payload.len() != frames as usize * b.channels as usize * bytes {
-                    return Err(RxError::InvalidField("payload"));
-                }
+            if let Some(bytes) = codec.pcm_bytes()
+                && payload.len() != frames as usize * b.channels as usize * bytes
+            {
+                return Err(RxError::InvalidField("payload"));
             }
             Packet::Audio(AudioFrame {
                 stream_id: b.stream_id.to_native(),
@@ -929,7 +929,7 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
             }
             let shard: &[u8] = &b.shard;
             if shard.is_empty()
-                || shard.len() % 2 != 0
+                || !shard.len().is_multiple_of(2)
                 || shard.len() > MAX_PAYLOAD + crate::fec::SHARD_HEADER
             {
                 return Err(RxError::InvalidField("shard"));

@@ -32,13 +32,13 @@ pub struct Outcome {
     pub players: usize,
     /// Virtual seconds simulated.
     pub sim_seconds: f64,
-    /// p99 of pairwise skew between converged players playing the same instant, µs.
+    /// p99 of pairwise skew between settled players playing the same instant, µs.
     pub sync_p99_us: f64,
-    /// Largest pairwise skew between converged players, µs.
+    /// Largest pairwise skew between settled players, µs.
     pub sync_max_us: f64,
     /// p99 of |playout − intended instant| over the whole run from first playout, µs.
     pub error_p99_us: f64,
-    /// Largest |error| after convergence, µs.
+    /// Largest |error| after convergence, µs (0 if a player never converged).
     pub error_max_us: f64,
     /// Median capture → playout latency, ms.
     pub latency_ms: f64,
@@ -46,7 +46,9 @@ pub struct Outcome {
     pub residual_loss_pct: f64,
     /// Packets concealed (lost or late) plus packets skipped by resyncs, % of packets played.
     pub concealed_pct: f64,
-    /// Worst time from a player's join until its error is below 100 µs for good (1 s), ms.
+    /// Worst time from a player's join until its error is below 100 µs for good (1 s), ms;
+    /// `null` in JSON if some player never got there (`asymmetric`: the path's bias is
+    /// invisible to two-way sync).
     pub converge_ms: f64,
     /// Packets the network dropped, % of those sent (both directions).
     pub network_loss_pct: f64,
@@ -76,11 +78,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     *v.select_nth_unstable_by(i, |a, b| a.total_cmp(b)).1
 }
 
-/// Index of the first sample after which |error| stays below `limit` µs for `hold` ns.
-fn converged_at(samples: &[(u64, f32, f32)], limit: f32, hold: u64) -> Option<usize> {
+/// Index of the first sample after which |error − center| stays below `limit` µs for `hold` ns.
+fn converged_at(samples: &[(u64, f32, f32)], center: f32, limit: f32, hold: u64) -> Option<usize> {
     let mut start: Option<usize> = None;
     for (i, s) in samples.iter().enumerate() {
-        if s.1.abs() < limit {
+        if (s.1 - center).abs() < limit {
             let st = *start.get_or_insert(i);
             if s.0 - samples[st].0 >= hold {
                 return Some(st);
@@ -110,19 +112,25 @@ impl Outcome {
         for p in &players {
             errors.extend(p.samples.iter().map(|x| f64::from(x.1.abs())));
             latencies.extend(p.samples.iter().map(|x| f64::from(x.2)));
-            match converged_at(&p.samples, 100.0, 1_000_000_000) {
+            match converged_at(&p.samples, 0.0, 100.0, 1_000_000_000) {
                 Some(i) => {
                     let t = p.samples[i].0;
                     converge_ms = converge_ms.max((t - p.joined_at) as f64 / 1e6);
-                    conv_times.push(t);
                     error_max =
                         p.samples[i..].iter().fold(error_max, |m, x| m.max(f64::from(x.1.abs())));
                 }
-                None => {
-                    converge_ms = f64::INFINITY;
-                    conv_times.push(u64::MAX);
-                }
+                None => converge_ms = f64::INFINITY,
             }
+            // Sync counts from when a player settled on its final error (for a biased path
+            // such as `asymmetric`, that is not zero: every player shares the bias).
+            let mut tail: Vec<f64> =
+                p.samples[p.samples.len() / 2..].iter().map(|x| f64::from(x.1)).collect();
+            let center = percentile(&mut tail, 0.5) as f32;
+            let center = if center.is_finite() { center } else { 0.0 };
+            conv_times.push(
+                converged_at(&p.samples, center, 100.0, 1_000_000_000)
+                    .map_or(u64::MAX, |i| p.samples[i].0),
+            );
         }
         // Pairwise skew at each measurement instant, between converged players.
         let mut pairs = Vec::new();

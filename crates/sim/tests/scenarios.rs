@@ -16,6 +16,10 @@ fn check(o: &Outcome) {
     assert!(o.converge_ms.is_finite(), "{}: a player never converged", o.scenario);
 }
 
+fn check_integrity(o: &Outcome) {
+    assert_eq!(o.corrupt, 0, "{}: a played packet differed from what the source sent", o.scenario);
+}
+
 #[test]
 fn lan_sync_is_within_20_us_and_converges_within_a_second() {
     let o = run(&scenario("lan", 90.0));
@@ -67,7 +71,8 @@ fn late_joiners_converge_without_disturbing_others() {
 #[test]
 fn asymmetric_path_costs_half_the_asymmetry_and_no_sync() {
     let o = run(&scenario("asymmetric", 60.0));
-    check(&o);
+    check_integrity(&o);
+    assert!(o.converge_ms.is_infinite(), "never within 100 µs of the true instant: {o:?}");
     // All players share the asymmetry: they agree with each other...
     assert!(o.sync_p99_us <= 20.0, "{o:?}");
     // ...and are all early by half of it (2.5 ms), which two-way sync cannot see.
