@@ -61,3 +61,12 @@ pub struct Transmit {
     /// Bytes written into the buffer.
     pub len: usize,
 }
+
+/// Spreads the bits of a caller's seed (SplitMix64), so that small or similar seeds still give
+/// unrelated sender ids and instance ids.
+pub(crate) fn mix_seed(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

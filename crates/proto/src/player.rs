@@ -52,7 +52,7 @@ pub struct PlayerConfig {
     /// This player's name, sent in its `Hello`.
     pub name: String,
     /// Send `Hello`s to be added to the source's unicast fan-out. `false` for multicast
-    /// listeners, which wait for the periodic announce.
+    /// listeners: their `Hello`s only ask for the stream description.
     pub join: bool,
     /// Per-device offset: positive plays later, negative earlier (to compensate a speaker's
     /// own hidden latency).
@@ -317,12 +317,10 @@ impl PlayerSession {
     /// A new player. `random` seeds its sender id; `now` is the local time.
     pub fn new(config: PlayerConfig, security: Security, random: u64, now: LocalTime) -> Self {
         let mut outgoing = VecDeque::new();
-        if config.join {
-            outgoing.push_back(Outgoing::Hello);
-        }
+        outgoing.push_back(Outgoing::Hello);
         PlayerSession {
             security,
-            sender: (random as u32).max(1),
+            sender: (crate::mix_seed(random) as u32).max(1),
             packet_number: 0,
             link: Link::Joining,
             info: None,
@@ -652,7 +650,7 @@ impl PlayerSession {
         }
         if now >= self.next_hello {
             self.next_hello = now + self.config.hello_interval;
-            if self.config.join && self.link != Link::Streaming {
+            if self.link != Link::Streaming {
                 self.outgoing.push_back(Outgoing::Hello);
             }
         }
@@ -742,6 +740,7 @@ impl PlayerSession {
             Outgoing::Hello => Packet::Hello(wire::Hello {
                 stream_id: self.config.stream_id,
                 name: &self.config.name,
+                listen_only: !self.config.join,
             }),
             Outgoing::Probe => {
                 self.probe_id = self.probe_id.wrapping_add(1);

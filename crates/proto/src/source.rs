@@ -320,6 +320,7 @@ impl SourceSession {
                 report: wire::Report::default(),
             })
             .collect();
+        let random = crate::mix_seed(random);
         Ok(SourceSession {
             security,
             sender: (random as u32).max(1),
@@ -475,6 +476,9 @@ impl SourceSession {
             }
         };
         match packet {
+            Packet::Hello(h) if h.listen_only => {
+                self.control.push_back(Pending::Announce { to: Destination::To(from) });
+            }
             Packet::Hello(h) => self.on_hello(now, from, h.stream_id, h.name),
             Packet::ClockProbe(p) if self.control.len() < 4096 => {
                 self.control.push_back(Pending::Reply {

@@ -183,6 +183,9 @@ pub struct Hello<'a> {
     pub stream_id: u32,
     /// The player's human name.
     pub name: &'a str,
+    /// A multicast listener asking only for the stream description (not to be added to the
+    /// unicast fan-out).
+    pub listen_only: bool,
 }
 
 /// A stream's description.
@@ -504,6 +507,7 @@ pub enum EncodeError {
 #[derive(Archive, Serialize)]
 struct HelloBody<'a> {
     stream_id: u32,
+    flags: u8,
     #[rkyv(with = InlineAsBox)]
     name: &'a str,
 }
@@ -638,7 +642,10 @@ fn encode_body(packet: &Packet<'_>, out: &mut [u8]) -> Result<usize, EncodeError
     match *packet {
         Packet::Hello(h) => {
             check_name(h.name, "name")?;
-            archive(&HelloBody { stream_id: h.stream_id, name: h.name }, out)
+            archive(
+                &HelloBody { stream_id: h.stream_id, flags: u8::from(h.listen_only), name: h.name },
+                out,
+            )
         }
         Packet::Announce(a) => {
             check_name(a.name, "name")?;
@@ -827,7 +834,11 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
         Kind::Hello => {
             let b = view!(ArchivedHelloBody<'_>);
             name_field(&b.name, "name")?;
-            Packet::Hello(Hello { stream_id: b.stream_id.to_native(), name: &b.name })
+            Packet::Hello(Hello {
+                stream_id: b.stream_id.to_native(),
+                name: &b.name,
+                listen_only: b.flags & 1 != 0,
+            })
         }
         Kind::Announce => {
             let b = view!(ArchivedAnnounceBody<'_>);

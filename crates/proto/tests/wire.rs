@@ -12,7 +12,7 @@ fn samples() -> Vec<Packet<'static>> {
     static PCM: [u8; 960] = [7; 960];
     static SHARD: [u8; 500] = [3; 500];
     vec![
-        Packet::Hello(Hello { stream_id: 3, name: "kitchen" }),
+        Packet::Hello(Hello { stream_id: 3, name: "kitchen", listen_only: true }),
         Packet::Announce(Announce {
             stream_id: 3,
             instance: 99,

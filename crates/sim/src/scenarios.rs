@@ -33,6 +33,7 @@ pub fn lan() -> Scenario {
         joins: Vec::new(),
         encrypted: true,
         probe_interval: Nanos::from_millis(50),
+        multicast: false,
     }
 }
 
@@ -99,6 +100,14 @@ pub fn all() -> Vec<Scenario> {
             description: "source→player path 5 ms longer than the way back",
             down: LinkModel { base: 0.0052, ..lan_link() },
             seed: 7,
+            ..lan()
+        },
+        Scenario {
+            name: "multicast",
+            description: "lan, but one multicast stream that players listen to without joining",
+            multicast: true,
+            down: lossy(0.01),
+            seed: 9,
             ..lan()
         },
         Scenario {

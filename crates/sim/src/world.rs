@@ -67,7 +67,12 @@ pub struct Scenario {
     pub encrypted: bool,
     /// Clock probe interval.
     pub probe_interval: Nanos,
+    /// Send to a multicast group (players listen without joining) instead of unicast fan-out.
+    pub multicast: bool,
 }
+
+/// The multicast group of multicast scenarios (a simulated address: nothing is sent).
+pub const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 77, 1)), 5004);
 
 #[derive(Clone, Copy, Debug)]
 struct NodeClock {
@@ -215,6 +220,7 @@ pub fn run(s: &Scenario) -> Outcome {
     cfg.group_latency = if s.mode == Mode::Live { Nanos::ZERO } else { s.group_latency };
     cfg.fec = s.fec;
     cfg.max_receivers = s.players;
+    cfg.multicast = s.multicast.then_some(GROUP);
     let payload_len = usize::from(s.frames_per_packet) * usize::from(channels) * 2;
     let source = SourceSession::new(cfg, security.clone(), rng.next_u64(), source_clock.local(0))
         .expect("scenario source config is valid");
@@ -342,6 +348,7 @@ impl World<'_> {
         let mut cfg = PlayerConfig::new(self.nodes[0].addr);
         cfg.name = format!("player-{player}");
         cfg.probe_interval = s.probe_interval;
+        cfg.join = !s.multicast;
         let local = self.nodes[player].clock.local(self.now);
         let session = PlayerSession::new(cfg, security.clone(), random, local);
         let mut rng = Rng::new(random);
@@ -416,6 +423,17 @@ impl World<'_> {
     }
 
     fn send(&mut self, from: usize, to: SocketAddr, data: Vec<u8>) {
+        if to == GROUP {
+            let members: Vec<SocketAddr> = self.nodes[1..]
+                .iter()
+                .filter(|n| matches!(n.role, Role::Player(_)))
+                .map(|n| n.addr)
+                .collect();
+            for m in members {
+                self.send(from, m, data.clone());
+            }
+            return;
+        }
         let Some(j) = self.nodes.iter().position(|n| n.addr == to) else { return };
         let link = if from == 0 { &mut self.down[j - 1] } else { &mut self.up[from - 1] };
         link.transmit(self.now as f64 / 1e9, &mut self.fates);

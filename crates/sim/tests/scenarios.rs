@@ -96,3 +96,12 @@ fn same_seed_same_figures() {
         (b.sync_p99_us, b.error_p99_us, b.recovered_fec, b.recovered_retx, b.nacks, b.events)
     );
 }
+
+#[test]
+fn multicast_listeners_sync_and_recover_losses_by_unicast_nacks() {
+    let o = run(&scenario("multicast", 60.0));
+    check(&o);
+    assert!(o.sync_p99_us <= 20.0, "{o:?}");
+    assert!(o.converge_ms <= 1000.0, "{o:?}");
+    assert_eq!(o.residual_loss_pct, 0.0, "{o:?}");
+}

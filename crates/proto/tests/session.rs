@@ -1,0 +1,274 @@
+//! Source and player sessions driven together over a perfect in-memory network on virtual
+//! time: joining, refusal, loss recovery, source loss and restart.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use tutti_proto::jitter::Playout;
+use tutti_proto::player::PlayerEvent;
+use tutti_proto::source::SourceEvent;
+use tutti_proto::wire::RefuseReason;
+use tutti_proto::{
+    Destination, LocalTime, Nanos, NetworkKey, PlayerConfig, PlayerSession, Security, SeqNo,
+    SourceConfig, SourceSession,
+};
+
+const SRC: &str = "127.0.0.1:5000";
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// One source and some players sharing one clock, with a fixed one-way delay and a
+/// programmable drop filter.
+struct Net {
+    now: LocalTime,
+    source: SourceSession,
+    players: Vec<(SocketAddr, PlayerSession)>,
+    in_flight: VecDeque<(LocalTime, SocketAddr, SocketAddr, Vec<u8>)>,
+    delay: Nanos,
+    drop: Box<dyn FnMut(SocketAddr, &[u8]) -> bool>,
+    security: Security,
+}
+
+impl Net {
+    fn new(config: SourceConfig) -> Net {
+        let security = Security::encrypted(NetworkKey::from_bytes([4; 32]));
+        let now = LocalTime(1_000_000_000);
+        Net {
+            now,
+            source: SourceSession::new(config, security.clone(), 11, now).unwrap(),
+            players: Vec::new(),
+            in_flight: VecDeque::new(),
+            delay: Nanos::from_micros(300),
+            drop: Box::new(|_, _| false),
+            security,
+        }
+    }
+
+    fn add_player(&mut self, port: u16) -> usize {
+        let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
+        cfg.name = format!("p{port}");
+        let p = PlayerSession::new(cfg, self.security.clone(), u64::from(port), self.now);
+        self.players.push((addr(port), p));
+        self.players.len() - 1
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        if !(self.drop)(to, data) {
+            self.in_flight.push_back((self.now + self.delay, from, to, data.to_vec()));
+        }
+    }
+
+    /// Runs the world for `d`, 1 ms at a time, pushing paced frames and rendering every
+    /// player with 5 ms device callbacks.
+    fn run(&mut self, d: Nanos, rendered: &mut [Vec<Played>]) {
+        let end = self.now + d;
+        let mut buf = [0u8; 1500];
+        let payload = [0u8; 960];
+        let mut tick = 0u64;
+        while self.now < end {
+            self.now += Nanos::from_millis(1);
+            tick += 1;
+            while self.in_flight.front().is_some_and(|x| x.0 <= self.now) {
+                let (_, from, to, mut data) = self.in_flight.pop_front().unwrap();
+                let now = self.now;
+                if to == addr(5000) {
+                    self.source.handle_datagram(now, from, &mut data);
+                } else if let Some((_, p)) = self.players.iter_mut().find(|(a, _)| *a == to) {
+                    p.handle_datagram(now, from, &mut data);
+                }
+            }
+            while self.source.wants_frame(self.now, Nanos::from_millis(20)) {
+                self.source.push_paced(self.now, &payload).unwrap();
+            }
+            self.source.handle_timeout(self.now);
+            let mut outgoing = Vec::new();
+            while let Some(t) = self.source.poll_transmit(self.now, &mut buf) {
+                let targets: Vec<SocketAddr> = match t.destination {
+                    Destination::To(a) => vec![a],
+                    Destination::Fanout => self.source.fanout().collect(),
+                };
+                outgoing.push((targets, buf[..t.len].to_vec()));
+            }
+            for (targets, bytes) in outgoing {
+                for a in targets {
+                    self.send(addr(5000), a, &bytes);
+                }
+            }
+            let now = self.now;
+            let mut replies = Vec::new();
+            for (i, (a, p)) in self.players.iter_mut().enumerate() {
+                let a = *a;
+                p.handle_timeout(now);
+                let mut out = Vec::new();
+                while let Some(t) = p.poll_transmit(now, &mut buf) {
+                    out.push(buf[..t.len].to_vec());
+                }
+                if tick % 5 == 0 {
+                    if let Some(r) = p.render(now, now + Nanos::from_millis(5), 240) {
+                        while let Some(f) = p.next_frame(r.end(240)) {
+                            rendered[i].push(match f {
+                                Playout::Frame(fr) => Played::Frame(fr.seq.0),
+                                Playout::Missing { seq, .. } => Played::Concealed(seq.0),
+                            });
+                        }
+                    }
+                }
+                replies.extend(out.into_iter().map(|o| (a, o)));
+            }
+            for (a, o) in replies {
+                self.send(a, addr(5000), &o);
+            }
+        }
+    }
+}
+
+/// What a player handed to its device, by sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Played {
+    Frame(u64),
+    Concealed(u64),
+}
+
+impl Played {
+    fn seq(self) -> u64 {
+        match self {
+            Played::Frame(s) | Played::Concealed(s) => s,
+        }
+    }
+}
+
+fn events(p: &mut PlayerSession) -> Vec<PlayerEvent> {
+    std::iter::from_fn(|| p.poll_event()).collect()
+}
+
+#[test]
+fn players_join_lock_and_play_every_packet() {
+    let mut net = Net::new(SourceConfig::new(1, 48_000, 2));
+    net.add_player(6000);
+    net.add_player(6001);
+    let mut rendered = vec![Vec::new(), Vec::new()];
+    net.run(Nanos::from_secs(3), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 2);
+    let joined: Vec<_> = std::iter::from_fn(|| net.source.poll_event()).collect();
+    assert!(joined.iter().filter(|e| matches!(e, SourceEvent::ReceiverJoined { .. })).count() == 2);
+    for (i, r) in rendered.iter().enumerate() {
+        assert!(r.len() > 400, "player {i} played {} packets", r.len());
+        assert!(r.iter().all(|p| matches!(p, Played::Frame(_))), "nothing concealed");
+        let seqs: Vec<u64> = r.iter().map(|p| p.seq()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps");
+        let c = net.players[i].1.clock().unwrap();
+        assert!(
+            c.offset.abs() < Nanos::from_micros(5),
+            "same clock, symmetric path: {:?}",
+            c.offset
+        );
+    }
+}
+
+#[test]
+fn receiver_beyond_the_limit_is_told_server_full() {
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.max_receivers = 1;
+    let mut net = Net::new(cfg);
+    net.add_player(6000);
+    net.add_player(6001);
+    let mut rendered = vec![Vec::new(), Vec::new()];
+    net.run(Nanos::from_millis(200), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 1);
+    let ev = events(&mut net.players[1].1);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, PlayerEvent::Refused { reason: RefuseReason::ServerFull, .. })),
+        "{ev:?}"
+    );
+    assert!(
+        std::iter::from_fn(|| net.source.poll_event())
+            .any(|e| matches!(e, SourceEvent::ReceiverRefused { .. }))
+    );
+}
+
+#[test]
+fn lost_packets_are_retransmitted_in_time() {
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.fec = None;
+    let mut net = Net::new(cfg);
+    net.add_player(6000);
+    // Drop every 7th first transmission to the player (audio datagrams are the big ones).
+    let mut n = 0u32;
+    net.drop = Box::new(move |to, data| {
+        if to.port() == 6000 && data.len() > 900 {
+            n += 1;
+            return n % 7 == 0;
+        }
+        false
+    });
+    let mut rendered = vec![Vec::new()];
+    net.run(Nanos::from_secs(3), &mut rendered);
+    let stats = net.players[0].1.stats();
+    assert!(stats.lost > 50, "{stats:?}");
+    assert!(stats.recovered_retx > 0 && stats.concealed == 0, "{stats:?}");
+    assert!(net.source.stats().retransmits >= stats.recovered_retx);
+}
+
+#[test]
+fn player_survives_the_source_going_away_and_a_new_source_run() {
+    let mut net = Net::new(SourceConfig::new(1, 48_000, 2));
+    net.add_player(6000);
+    let mut rendered = vec![Vec::new()];
+    net.run(Nanos::from_secs(1), &mut rendered);
+    let first = net.players[0].1.info().unwrap().instance;
+    // The source dies: silence for 3 s.
+    net.drop = Box::new(|_, _| true);
+    net.run(Nanos::from_secs(3), &mut rendered);
+    assert!(events(&mut net.players[0].1).contains(&PlayerEvent::SourceLost));
+    assert!(!net.players[0].1.is_streaming());
+    // A new run of the source on the same address.
+    net.drop = Box::new(|_, _| false);
+    net.source =
+        SourceSession::new(SourceConfig::new(1, 48_000, 2), net.security.clone(), 77, net.now)
+            .unwrap();
+    rendered[0].clear();
+    net.run(Nanos::from_secs(2), &mut rendered);
+    let p = &net.players[0].1;
+    assert!(p.is_streaming());
+    assert_ne!(p.info().unwrap().instance, first, "re-locked onto the new run");
+    assert!(rendered[0].len() > 200, "playing again: {}", rendered[0].len());
+    assert_eq!(net.source.receivers().len(), 1);
+}
+
+#[test]
+fn silent_receivers_time_out_and_byes_are_honoured() {
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.receiver_timeout = Nanos::from_secs(2);
+    let mut net = Net::new(cfg);
+    net.add_player(6000);
+    net.add_player(6001);
+    let mut rendered = vec![Vec::new(), Vec::new()];
+    net.run(Nanos::from_millis(500), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 2);
+    net.players[1].1.close();
+    net.run(Nanos::from_millis(100), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 1);
+    // Player 6000 goes silent (its packets are dropped).
+    net.drop = Box::new(|to, _| to.port() == 5000);
+    net.run(Nanos::from_secs(3), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 0);
+    let ev: Vec<_> = std::iter::from_fn(|| net.source.poll_event()).collect();
+    assert!(ev.iter().any(|e| matches!(e, SourceEvent::ReceiverLeft { timed_out: false, .. })));
+    assert!(ev.iter().any(|e| matches!(e, SourceEvent::ReceiverLeft { timed_out: true, .. })));
+}
+
+#[test]
+fn config_errors_name_the_field_and_the_fix() {
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.frames_per_packet = 480;
+    let e = cfg.validate().unwrap_err();
+    assert_eq!(e.field, "frames_per_packet");
+    assert!(e.to_string().contains("at most 275 frames"), "{e}");
+    let mut cfg = SourceConfig::new(1, 1_000, 2);
+    cfg.frames_per_packet = 10;
+    assert_eq!(cfg.validate().unwrap_err().field, "sample_rate");
+    let _ = SeqNo(0);
+}
