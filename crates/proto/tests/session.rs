@@ -19,6 +19,9 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Decides whether a datagram to an address is lost.
+type DropFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
+
 /// One source and some players sharing one clock, with a fixed one-way delay and a
 /// programmable drop filter.
 struct Net {
@@ -27,7 +30,7 @@ struct Net {
     players: Vec<(SocketAddr, PlayerSession)>,
     in_flight: VecDeque<(LocalTime, SocketAddr, SocketAddr, Vec<u8>)>,
     delay: Nanos,
-    drop: Box<dyn FnMut(SocketAddr, &[u8]) -> bool>,
+    drop: DropFilter,
     security: Security,
 }
 
@@ -105,14 +108,14 @@ impl Net {
                 while let Some(t) = p.poll_transmit(now, &mut buf) {
                     out.push(buf[..t.len].to_vec());
                 }
-                if tick % 5 == 0 {
-                    if let Some(r) = p.render(now, now + Nanos::from_millis(5), 240) {
-                        while let Some(f) = p.next_frame(r.end(240)) {
-                            rendered[i].push(match f {
-                                Playout::Frame(fr) => Played::Frame(fr.seq.0),
-                                Playout::Missing { seq, .. } => Played::Concealed(seq.0),
-                            });
-                        }
+                if tick.is_multiple_of(5)
+                    && let Some(r) = p.render(now, now + Nanos::from_millis(5), 240)
+                {
+                    while let Some(f) = p.next_frame(r.end(240)) {
+                        rendered[i].push(match f {
+                            Playout::Frame(fr) => Played::Frame(fr.seq.0),
+                            Playout::Missing { seq, .. } => Played::Concealed(seq.0),
+                        });
                     }
                 }
                 replies.extend(out.into_iter().map(|o| (a, o)));
@@ -200,7 +203,7 @@ fn lost_packets_are_retransmitted_in_time() {
     net.drop = Box::new(move |to, data| {
         if to.port() == 6000 && data.len() > 900 {
             n += 1;
-            return n % 7 == 0;
+            return n.is_multiple_of(7);
         }
         false
     });
