@@ -50,13 +50,14 @@ pub struct GainRamp {
     current: f32,
     target: f32,
     step: f32,
+    remaining: u32,
     ramp_frames: u32,
 }
 
 impl GainRamp {
     /// A ramp starting at `gain`, taking `ramp_frames` frames for each change.
     pub fn new(gain: f32, ramp_frames: u32) -> Self {
-        GainRamp { current: gain, target: gain, step: 0.0, ramp_frames: ramp_frames.max(1) }
+        GainRamp { current: gain, target: gain, step: 0.0, remaining: 0, ramp_frames: ramp_frames.max(1) }
     }
 
     /// The gain reached so far.
@@ -69,9 +70,10 @@ impl GainRamp {
         if target != self.target {
             self.target = target;
             self.step = (target - self.current) / self.ramp_frames as f32;
+            self.remaining = self.ramp_frames;
         }
         let channels = channels.max(1);
-        if self.current == self.target {
+        if self.remaining == 0 {
             if self.current != 1.0 {
                 for s in buf.iter_mut() {
                     *s *= self.current;
@@ -80,12 +82,10 @@ impl GainRamp {
             return;
         }
         for frame in buf.chunks_mut(channels) {
-            let next = self.current + self.step;
-            self.current = if (self.step > 0.0 && next >= self.target) || (self.step < 0.0 && next <= self.target) {
-                self.target
-            } else {
-                next
-            };
+            if self.remaining > 0 {
+                self.remaining -= 1;
+                self.current = if self.remaining == 0 { self.target } else { self.current + self.step };
+            }
             for s in frame {
                 *s *= self.current;
             }

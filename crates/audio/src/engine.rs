@@ -1,0 +1,333 @@
+//! The playout engine, split across the real-time boundary.
+//!
+//! - [`Renderer`] lives in the device callback: it copies ready samples out of an `rtrb` ring,
+//!   applies the volume ramp, fills silence (and counts an underrun) when the ring runs dry,
+//!   and reports where the DAC is. Atomics and arithmetic only: no locks, no allocation, no
+//!   I/O, no logging.
+//! - [`OutputEngine`] lives on the media thread: it learns from those reports which local
+//!   instant each future ring frame will reach the DAC, asks its [`Timeline`] what should be
+//!   heard then, decodes, resamples through the [`DriftFollower`], and keeps the ring a few
+//!   blocks ahead.
+//!
+//! A ring frame `r` reaches the DAC as device frame `r + (silence inserted so far)`; device
+//! frames map to local time through the callbacks' timestamps (the DAC's own clock, seen from
+//! the local one), so drift between the two is measured, not assumed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use rtrb::{Consumer, Producer, RingBuffer};
+use tutti_proto::playout::Render;
+use tutti_proto::{LocalTime, Nanos};
+
+use crate::pcm::PcmBuffer;
+use crate::ramp::{GainRamp, SharedGain};
+use crate::resample::{CHUNK, DriftFollower, FollowStats};
+
+/// What should be heard when: implemented by the network player (through the sync core) and
+/// by local playback.
+pub trait Timeline: Send {
+    /// The plan for a block of `frames` device frames whose first is heard at `dac_time`,
+    /// asked at `now`; `None` plays silence.
+    fn plan(&mut self, now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render>;
+    /// Appends decoded (or concealed) audio to `pcm` until it reaches media position `until`.
+    fn pull(&mut self, until: f64, pcm: &mut PcmBuffer);
+}
+
+/// One callback's report, sent from the real-time side to the media thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallbackReport {
+    /// Device frame index of the callback's first frame.
+    pub dac_frame: u64,
+    /// Ring frames consumed before this callback.
+    pub ring_frame: u64,
+    /// Local instant the first frame reaches the DAC.
+    pub dac_time: LocalTime,
+    /// Local instant of the callback.
+    pub now: LocalTime,
+    /// Frames in the callback.
+    pub frames: u32,
+}
+
+/// Counters and controls shared by both sides (lock-free).
+#[derive(Debug)]
+pub struct OutputShared {
+    /// Volume and mute.
+    pub gain: Arc<SharedGain>,
+    /// Frames of silence played because the ring was empty (after the first real frame).
+    pub underrun_frames: AtomicU64,
+    /// Callbacks so far.
+    pub callbacks: AtomicU64,
+    /// Latest `dac_time − now` of a callback, ns: the device's output latency.
+    pub device_latency_ns: AtomicI64,
+}
+
+impl OutputShared {
+    /// Fresh counters.
+    pub fn new(gain: Arc<SharedGain>) -> Arc<Self> {
+        Arc::new(OutputShared {
+            gain,
+            underrun_frames: AtomicU64::new(0),
+            callbacks: AtomicU64::new(0),
+            device_latency_ns: AtomicI64::new(0),
+        })
+    }
+    /// The device's measured output latency.
+    pub fn device_latency(&self) -> Nanos {
+        Nanos(self.device_latency_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// The real-time half (see the module docs).
+pub struct Renderer {
+    ring: Consumer<f32>,
+    reports: Producer<CallbackReport>,
+    shared: Arc<OutputShared>,
+    ramp: GainRamp,
+    channels: usize,
+    dac_frames: u64,
+    ring_frames: u64,
+    started: bool,
+}
+
+impl core::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Renderer").field("dac_frames", &self.dac_frames).finish_non_exhaustive()
+    }
+}
+
+impl Renderer {
+    /// Fills `out` (interleaved) for a callback at `now` whose first frame is heard at
+    /// `dac_time`. Real-time safe.
+    pub fn render(&mut self, out: &mut [f32], now: LocalTime, dac_time: LocalTime) {
+        let channels = self.channels;
+        let frames = out.len() / channels;
+        let n = (self.ring.slots() / channels).min(frames);
+        if n > 0 {
+            if let Ok(chunk) = self.ring.read_chunk(n * channels) {
+                let (a, b) = chunk.as_slices();
+                out[..a.len()].copy_from_slice(a);
+                out[a.len()..a.len() + b.len()].copy_from_slice(b);
+                chunk.commit_all();
+            }
+            self.started = true;
+        }
+        out[n * channels..].fill(0.0);
+        if n < frames && self.started {
+            self.shared.underrun_frames.fetch_add((frames - n) as u64, Ordering::Relaxed);
+        }
+        self.ramp.apply(self.shared.gain.effective(), out, channels);
+        let _ = self.reports.push(CallbackReport {
+            dac_frame: self.dac_frames,
+            ring_frame: self.ring_frames,
+            dac_time,
+            now,
+            frames: frames as u32,
+        });
+        self.shared.callbacks.fetch_add(1, Ordering::Relaxed);
+        self.shared.device_latency_ns.store((dac_time - now).0, Ordering::Relaxed);
+        self.dac_frames += frames as u64;
+        self.ring_frames += n as u64;
+    }
+}
+
+/// Maps device frame indices to local time from callback reports.
+#[derive(Debug)]
+struct DacMap {
+    history: VecDeque<(u64, LocalTime)>,
+    offset: u64,
+    nominal_ns: f64,
+}
+
+impl DacMap {
+    fn update(&mut self, r: &CallbackReport) {
+        self.offset = r.dac_frame - r.ring_frame;
+        if self.history.back().is_none_or(|&(_, t)| r.dac_time - t >= Nanos::from_millis(50)) {
+            self.history.push_back((r.dac_frame, r.dac_time));
+            while self.history.len() > 64 {
+                self.history.pop_front();
+            }
+        }
+    }
+
+    fn time_of(&self, dac_frame: u64) -> Option<LocalTime> {
+        let &(f1, t1) = self.history.back()?;
+        let &(f0, t0) = self.history.front()?;
+        let period = if f1 > f0 && t1 - t0 >= Nanos::from_millis(500) {
+            (t1 - t0).0 as f64 / (f1 - f0) as f64
+        } else {
+            self.nominal_ns
+        };
+        Some(t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * period).round() as i64))
+    }
+}
+
+/// Statistics of the media side.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EngineStats {
+    /// Blocks rendered from the timeline.
+    pub blocks: u64,
+    /// Blocks of silence (no plan).
+    pub silent_blocks: u64,
+    /// Restarts of the resampler (resyncs).
+    pub restarts: u64,
+    /// Input frames missing from the PCM buffer when resampling.
+    pub missing_frames: u64,
+    /// Media position of the last block's first frame.
+    pub last_position: f64,
+    /// Its planned DAC instant.
+    pub last_dac_time: LocalTime,
+}
+
+/// The media-thread half (see the module docs).
+pub struct OutputEngine<T: Timeline> {
+    timeline: T,
+    follower: DriftFollower,
+    pcm: PcmBuffer,
+    ring: Producer<f32>,
+    reports: Consumer<CallbackReport>,
+    map: DacMap,
+    channels: usize,
+    block: usize,
+    lookahead: usize,
+    written: u64,
+    scratch: Vec<f32>,
+    stats: EngineStats,
+    on_block: Option<Box<dyn FnMut(LocalTime, &Render, &[f32]) + Send>>,
+}
+
+impl<T: Timeline> core::fmt::Debug for OutputEngine<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OutputEngine").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+/// Configuration of an output engine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Device sample rate.
+    pub device_rate: u32,
+    /// Stream sample rate.
+    pub stream_rate: u32,
+    /// Channels (device and stream).
+    pub channels: usize,
+    /// Frames rendered per block (a multiple of 32).
+    pub block: usize,
+    /// Frames kept in the ring ahead of the device.
+    pub lookahead: usize,
+}
+
+impl EngineConfig {
+    /// A config for matching device and stream rates.
+    pub fn new(rate: u32, channels: usize) -> Self {
+        EngineConfig { device_rate: rate, stream_rate: rate, channels, block: 128, lookahead: 512 }
+    }
+}
+
+/// Builds both halves.
+pub fn output<T: Timeline>(timeline: T, config: EngineConfig, gain: Arc<SharedGain>) -> (OutputEngine<T>, Renderer, Arc<OutputShared>) {
+    let channels = config.channels.max(1);
+    let block = config.block.next_multiple_of(CHUNK).max(CHUNK);
+    let lookahead = config.lookahead.max(block);
+    let (producer, consumer) = RingBuffer::new((lookahead + block) * channels * 2);
+    let (report_tx, report_rx) = RingBuffer::new(1024);
+    let shared = OutputShared::new(gain);
+    let ramp_frames = config.device_rate / 200; // 5 ms
+    let renderer = Renderer {
+        ring: consumer,
+        reports: report_tx,
+        shared: shared.clone(),
+        ramp: GainRamp::new(shared.gain.effective(), ramp_frames),
+        channels,
+        dac_frames: 0,
+        ring_frames: 0,
+        started: false,
+    };
+    let step = f64::from(config.stream_rate) / f64::from(config.device_rate);
+    let engine = OutputEngine {
+        timeline,
+        follower: DriftFollower::new(channels, step),
+        pcm: PcmBuffer::new(channels, (config.stream_rate as usize).max(block * 8)),
+        ring: producer,
+        reports: report_rx,
+        map: DacMap { history: VecDeque::new(), offset: 0, nominal_ns: 1e9 / f64::from(config.device_rate) },
+        channels,
+        block,
+        lookahead,
+        written: 0,
+        scratch: vec![0.0; block * channels],
+        stats: EngineStats::default(),
+        on_block: None,
+    };
+    (engine, renderer, shared)
+}
+
+impl<T: Timeline> OutputEngine<T> {
+    /// The timeline.
+    pub fn timeline(&mut self) -> &mut T {
+        &mut self.timeline
+    }
+    /// Statistics.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+    /// Block size in frames.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// Calls `f(dac_time, plan, samples)` for every block rendered (for measurements).
+    pub fn on_block(&mut self, f: impl FnMut(LocalTime, &Render, &[f32]) + Send + 'static) {
+        self.on_block = Some(Box::new(f));
+    }
+
+    /// Tops the ring up to the lookahead. Returns the frames written. Call it from the media
+    /// thread every millisecond or so.
+    pub fn fill(&mut self, now: LocalTime) -> usize {
+        while let Ok(r) = self.reports.pop() {
+            self.map.update(&r);
+        }
+        let mut written = 0;
+        loop {
+            let queued = self.ring.buffer().capacity() - self.ring.slots();
+            if queued / self.channels + self.block > self.lookahead || self.ring.slots() < self.block * self.channels {
+                break;
+            }
+            let dac_frame = self.written + self.map.offset;
+            let plan = self
+                .map
+                .time_of(dac_frame)
+                .and_then(|dac_time| self.timeline.plan(now, dac_time, self.block as u32).map(|p| (dac_time, p)));
+            match plan {
+                Some((dac_time, plan)) => {
+                    let end = plan.end(self.block as u32) + 8.0;
+                    if (self.pcm.end() as f64) < end {
+                        self.timeline.pull(end, &mut self.pcm);
+                    }
+                    let FollowStats { missing, restarted } = self.follower.render(&plan, &self.pcm, &mut self.scratch);
+                    // Keep a little history behind the resampler's read position.
+                    self.pcm.drop_before(self.follower.cursor().saturating_sub(64).max(0) as u64);
+                    self.stats.blocks += 1;
+                    self.stats.missing_frames += missing as u64;
+                    self.stats.restarts += u64::from(restarted);
+                    self.stats.last_position = plan.position;
+                    self.stats.last_dac_time = dac_time;
+                    if let Some(f) = self.on_block.as_mut() {
+                        f(dac_time, &plan, &self.scratch);
+                    }
+                }
+                None => {
+                    self.scratch.fill(0.0);
+                    self.stats.silent_blocks += 1;
+                }
+            }
+            if let Ok(chunk) = self.ring.write_chunk_uninit(self.block * self.channels) {
+                chunk.fill_from_iter(self.scratch.iter().copied());
+            }
+            self.written += self.block as u64;
+            written += self.block;
+        }
+        written
+    }
+}
