@@ -1,6 +1,7 @@
 //! Tutti's audio edge.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod clock;
 pub mod engine;
 pub mod format;
@@ -8,6 +9,7 @@ pub mod pcm;
 pub mod ramp;
 pub mod resample;
 pub mod source;
+pub mod timeline;
 
 /// Errors of the audio layer: each says what failed and, where it can, what to do.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,99 @@
+//! A device that plays into nothing (and records silence), paced by the local clock exactly
+//! as a sound card would be: callbacks of `buffer_frames` frames, one buffer ahead of the DAC.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use tutti_proto::Nanos;
+
+use super::{ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming, StreamSpec};
+use crate::{AudioError, clock};
+
+/// The null backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NullBackend;
+
+/// A running paced thread.
+#[derive(Debug)]
+pub struct PacedStream {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    name: String,
+}
+
+impl PacedStream {
+    /// Runs `tick(k, frames)` for buffer `k` at `start + k × period` until stopped.
+    pub fn spawn(name: &str, spec: StreamSpec, mut tick: impl FnMut(u64) + Send + 'static) -> Result<Self, AudioError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let rate = spec.sample_rate;
+        let frames = u64::from(spec.buffer_frames.max(1));
+        let thread = std::thread::Builder::new()
+            .name(format!("tutti-{name}"))
+            .spawn(move || {
+                let start = clock::now();
+                let mut k = 0u64;
+                while !flag.load(Ordering::Relaxed) {
+                    // Absolute schedule: buffer k is due at start + k·period, never drifting.
+                    clock::sleep_until(start + Nanos::from_frames(k * frames, rate));
+                    tick(k);
+                    k += 1;
+                }
+            })
+            .map_err(|e| AudioError::Device(e.to_string()))?;
+        Ok(PacedStream { stop, thread: Some(thread), name: name.to_owned() })
+    }
+}
+
+impl ActiveStream for PacedStream {
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+    fn device_name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Drop for PacedStream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Backend for NullBackend {
+    fn name(&self) -> String {
+        "null".into()
+    }
+    fn devices(&self) -> Result<Vec<DeviceInfo>, AudioError> {
+        Ok(vec![DeviceInfo {
+            host: "null".into(),
+            name: "null".into(),
+            description: "Discards audio (paced by the clock)".into(),
+            output: true,
+            input: true,
+            default: false,
+        }])
+    }
+    fn open_output(&self, _device: Option<&str>, spec: &StreamSpec, mut cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+        let mut buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
+        let period = spec.period();
+        let s = PacedStream::spawn("null-out", *spec, move |_| {
+            let now = clock::now();
+            cb(&mut buf, OutputTiming { now, dac_time: now + period });
+        })?;
+        Ok(Box::new(s))
+    }
+    fn open_input(&self, _device: Option<&str>, spec: &StreamSpec, mut cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+        let buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
+        let period = spec.period();
+        let s = PacedStream::spawn("null-in", *spec, move |_| {
+            let now = clock::now();
+            cb(&buf, InputTiming { now, captured: now - period });
+        })?;
+        Ok(Box::new(s))
+    }
+}
