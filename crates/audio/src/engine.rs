@@ -163,6 +163,84 @@ impl DacMap {
     }
 }
 
+/// What fills the ring block by block: one stream ([`Voice`]) or many ([`Mixer`](crate::mixer::Mixer)).
+pub trait Program: Send {
+    /// Renders `out` (interleaved, whole frames) for a block whose first frame is heard at
+    /// `dac_time`; returns `false` (and leaves `out` silent) if there is nothing to play.
+    fn render(&mut self, now: LocalTime, dac_time: LocalTime, out: &mut [f32]) -> bool;
+}
+
+/// One stream: a [`Timeline`], its decoded audio and its drift follower.
+pub struct Voice<T: Timeline> {
+    timeline: T,
+    follower: DriftFollower,
+    pcm: PcmBuffer,
+    channels: usize,
+    stats: EngineStats,
+    on_block: Option<Box<dyn FnMut(LocalTime, &Render, &[f32]) + Send>>,
+}
+
+impl<T: Timeline> core::fmt::Debug for Voice<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Voice").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+impl<T: Timeline> Voice<T> {
+    /// A voice of `channels` channels playing `timeline` at `stream_rate` on a device at
+    /// `device_rate`.
+    pub fn new(timeline: T, channels: usize, stream_rate: u32, device_rate: u32) -> Self {
+        let channels = channels.max(1);
+        Voice {
+            timeline,
+            follower: DriftFollower::new(channels, f64::from(stream_rate) / f64::from(device_rate)),
+            pcm: PcmBuffer::new(channels, (stream_rate as usize).max(4096)),
+            channels,
+            stats: EngineStats::default(),
+            on_block: None,
+        }
+    }
+    /// The timeline.
+    pub fn timeline(&mut self) -> &mut T {
+        &mut self.timeline
+    }
+    /// Statistics.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+    /// Calls `f(dac_time, plan, samples)` for every block rendered (for measurements).
+    pub fn on_block(&mut self, f: impl FnMut(LocalTime, &Render, &[f32]) + Send + 'static) {
+        self.on_block = Some(Box::new(f));
+    }
+}
+
+impl<T: Timeline> Program for Voice<T> {
+    fn render(&mut self, now: LocalTime, dac_time: LocalTime, out: &mut [f32]) -> bool {
+        let frames = (out.len() / self.channels) as u32;
+        let Some(plan) = self.timeline.plan(now, dac_time, frames) else {
+            out.fill(0.0);
+            self.stats.silent_blocks += 1;
+            return false;
+        };
+        let end = plan.end(frames) + 8.0;
+        if (self.pcm.end() as f64) < end {
+            self.timeline.pull(end, &mut self.pcm);
+        }
+        let FollowStats { missing, restarted } = self.follower.render(&plan, &self.pcm, out);
+        // Keep a little history behind the resampler's read position.
+        self.pcm.drop_before(self.follower.cursor().saturating_sub(64).max(0) as u64);
+        self.stats.blocks += 1;
+        self.stats.missing_frames += missing as u64;
+        self.stats.restarts += u64::from(restarted);
+        self.stats.last_position = plan.position;
+        self.stats.last_dac_time = dac_time;
+        if let Some(f) = self.on_block.as_mut() {
+            f(dac_time, &plan, out);
+        }
+        true
+    }
+}
+
 /// Statistics of the media side.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EngineStats {
@@ -181,10 +259,8 @@ pub struct EngineStats {
 }
 
 /// The media-thread half (see the module docs).
-pub struct OutputEngine<T: Timeline> {
-    timeline: T,
-    follower: DriftFollower,
-    pcm: PcmBuffer,
+pub struct OutputEngine<P: Program> {
+    program: P,
     ring: Producer<f32>,
     reports: Consumer<CallbackReport>,
     map: DacMap,
@@ -193,13 +269,11 @@ pub struct OutputEngine<T: Timeline> {
     lookahead: usize,
     written: u64,
     scratch: Vec<f32>,
-    stats: EngineStats,
-    on_block: Option<Box<dyn FnMut(LocalTime, &Render, &[f32]) + Send>>,
 }
 
-impl<T: Timeline> core::fmt::Debug for OutputEngine<T> {
+impl<P: Program> core::fmt::Debug for OutputEngine<P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("OutputEngine").field("stats", &self.stats).finish_non_exhaustive()
+        f.debug_struct("OutputEngine").field("written", &self.written).finish_non_exhaustive()
     }
 }
 
@@ -208,8 +282,6 @@ impl<T: Timeline> core::fmt::Debug for OutputEngine<T> {
 pub struct EngineConfig {
     /// Device sample rate.
     pub device_rate: u32,
-    /// Stream sample rate.
-    pub stream_rate: u32,
     /// Channels (device and stream).
     pub channels: usize,
     /// Frames rendered per block (a multiple of 32).
@@ -219,14 +291,14 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// A config for matching device and stream rates.
+    /// A config for a device at `rate` Hz.
     pub fn new(rate: u32, channels: usize) -> Self {
-        EngineConfig { device_rate: rate, stream_rate: rate, channels, block: 128, lookahead: 512 }
+        EngineConfig { device_rate: rate, channels, block: 128, lookahead: 512 }
     }
 }
 
-/// Builds both halves.
-pub fn output<T: Timeline>(timeline: T, config: EngineConfig, gain: Arc<SharedGain>) -> (OutputEngine<T>, Renderer, Arc<OutputShared>) {
+/// Builds both halves around `program`.
+pub fn output<P: Program>(program: P, config: EngineConfig, gain: Arc<SharedGain>) -> (OutputEngine<P>, Renderer, Arc<OutputShared>) {
     let channels = config.channels.max(1);
     let block = config.block.next_multiple_of(CHUNK).max(CHUNK);
     let lookahead = config.lookahead.max(block);
@@ -244,11 +316,8 @@ pub fn output<T: Timeline>(timeline: T, config: EngineConfig, gain: Arc<SharedGa
         ring_frames: 0,
         started: false,
     };
-    let step = f64::from(config.stream_rate) / f64::from(config.device_rate);
     let engine = OutputEngine {
-        timeline,
-        follower: DriftFollower::new(channels, step),
-        pcm: PcmBuffer::new(channels, (config.stream_rate as usize).max(block * 8)),
+        program,
         ring: producer,
         reports: report_rx,
         map: DacMap { history: VecDeque::new(), offset: 0, nominal_ns: 1e9 / f64::from(config.device_rate) },
@@ -257,29 +326,22 @@ pub fn output<T: Timeline>(timeline: T, config: EngineConfig, gain: Arc<SharedGa
         lookahead,
         written: 0,
         scratch: vec![0.0; block * channels],
-        stats: EngineStats::default(),
-        on_block: None,
     };
     (engine, renderer, shared)
 }
 
-impl<T: Timeline> OutputEngine<T> {
-    /// The timeline.
-    pub fn timeline(&mut self) -> &mut T {
-        &mut self.timeline
-    }
-    /// Statistics.
-    pub fn stats(&self) -> EngineStats {
-        self.stats
+impl<P: Program> OutputEngine<P> {
+    /// The program.
+    pub fn program(&mut self) -> &mut P {
+        &mut self.program
     }
     /// Block size in frames.
     pub fn block(&self) -> usize {
         self.block
     }
-
-    /// Calls `f(dac_time, plan, samples)` for every block rendered (for measurements).
-    pub fn on_block(&mut self, f: impl FnMut(LocalTime, &Render, &[f32]) + Send + 'static) {
-        self.on_block = Some(Box::new(f));
+    /// Frames written to the ring so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Tops the ring up to the lookahead. Returns the frames written. Call it from the media
@@ -294,33 +356,12 @@ impl<T: Timeline> OutputEngine<T> {
             if queued / self.channels + self.block > self.lookahead || self.ring.slots() < self.block * self.channels {
                 break;
             }
-            let dac_frame = self.written + self.map.offset;
-            let plan = self
-                .map
-                .time_of(dac_frame)
-                .and_then(|dac_time| self.timeline.plan(now, dac_time, self.block as u32).map(|p| (dac_time, p)));
-            match plan {
-                Some((dac_time, plan)) => {
-                    let end = plan.end(self.block as u32) + 8.0;
-                    if (self.pcm.end() as f64) < end {
-                        self.timeline.pull(end, &mut self.pcm);
-                    }
-                    let FollowStats { missing, restarted } = self.follower.render(&plan, &self.pcm, &mut self.scratch);
-                    // Keep a little history behind the resampler's read position.
-                    self.pcm.drop_before(self.follower.cursor().saturating_sub(64).max(0) as u64);
-                    self.stats.blocks += 1;
-                    self.stats.missing_frames += missing as u64;
-                    self.stats.restarts += u64::from(restarted);
-                    self.stats.last_position = plan.position;
-                    self.stats.last_dac_time = dac_time;
-                    if let Some(f) = self.on_block.as_mut() {
-                        f(dac_time, &plan, &self.scratch);
-                    }
+            match self.map.time_of(self.written + self.map.offset) {
+                Some(dac_time) => {
+                    self.program.render(now, dac_time, &mut self.scratch);
                 }
-                None => {
-                    self.scratch.fill(0.0);
-                    self.stats.silent_blocks += 1;
-                }
+                // Before the first callback nothing says when the ring will be heard.
+                None => self.scratch.fill(0.0),
             }
             if let Ok(chunk) = self.ring.write_chunk_uninit(self.block * self.channels) {
                 chunk.fill_from_iter(self.scratch.iter().copied());
