@@ -143,6 +143,12 @@ struct DacMap {
 impl DacMap {
     fn update(&mut self, r: &CallbackReport) {
         self.offset = r.dac_frame - r.ring_frame;
+        // A timestamp far off the line (device restarted, clock stepped): start the map over.
+        if let Some(predicted) = self.time_of(r.dac_frame) {
+            if (predicted - r.dac_time).abs() > Nanos::from_millis(50) {
+                self.history.clear();
+            }
+        }
         if self.history.back().is_none_or(|&(_, t)| r.dac_time - t >= Nanos::from_millis(50)) {
             self.history.push_back((r.dac_frame, r.dac_time));
             while self.history.len() > 64 {
@@ -151,15 +157,28 @@ impl DacMap {
         }
     }
 
+    /// The local instant device frame `dac_frame` reaches the DAC: a least-squares line
+    /// through the last ~3 s of callback timestamps, so their jitter averages out.
     fn time_of(&self, dac_frame: u64) -> Option<LocalTime> {
         let &(f1, t1) = self.history.back()?;
-        let &(f0, t0) = self.history.front()?;
-        let period = if f1 > f0 && t1 - t0 >= Nanos::from_millis(500) {
-            (t1 - t0).0 as f64 / (f1 - f0) as f64
-        } else {
-            self.nominal_ns
-        };
-        Some(t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * period).round() as i64))
+        let n = self.history.len() as f64;
+        let span = t1 - self.history.front()?.1;
+        if self.history.len() < 4 || span < Nanos::from_millis(500) {
+            return Some(t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * self.nominal_ns).round() as i64));
+        }
+        // Fit t = a + b·f on values relative to the newest anchor.
+        let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+        for &(f, t) in &self.history {
+            let x = f as f64 - f1 as f64;
+            let y = (t - t1).0 as f64;
+            sx += x;
+            sy += y;
+            sxx += x * x;
+            sxy += x * y;
+        }
+        let b = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+        let a = (sy - b * sx) / n;
+        Some(t1 + Nanos((a + b * (dac_frame as f64 - f1 as f64)).round() as i64))
     }
 }
 

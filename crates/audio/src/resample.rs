@@ -87,7 +87,9 @@ impl DriftFollower {
     /// Runs one chunk at `step` into `planar_out`; returns input frames that were missing.
     fn process(&mut self, step: f64, pcm: &PcmBuffer) -> usize {
         let resampler = self.resampler.as_mut().expect("started before processing");
-        resampler.set_resample_ratio(1.0 / step, false).expect("within ±10 % of nominal");
+        // Stay inside the ±10 % the resampler was built for, whatever the plan asks.
+        let step = step.clamp(self.nominal / 1.09, self.nominal * 1.09);
+        resampler.set_resample_ratio(1.0 / step, false).expect("clamped within ±10 % of nominal");
         let need = resampler.input_frames_next();
         for ch in &mut self.planar_in {
             ch.clear();
