@@ -5,6 +5,7 @@ pub mod backend;
 pub mod clock;
 pub mod engine;
 pub mod format;
+pub mod measure;
 pub mod mixer;
 pub mod opus;
 pub mod pcm;

@@ -1,0 +1,206 @@
+//! Measurements of the real device path: play clicks at known instants, record them back, and
+//! compare where the engine *says* each click reached the DAC with where it shows up.
+//!
+//! On a headless machine this runs through a PulseAudio null sink: play into the sink, record
+//! its monitor (see `../shared/lab/pulse-lab.sh` or the tests). Used by the `pulse` test and
+//! the `click_latency` example.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tutti_proto::{LocalTime, Nanos};
+
+use crate::AudioError;
+use crate::backend::{Backend, StreamSpec};
+use crate::clock;
+use crate::engine::{EngineConfig, Voice, output};
+use crate::ramp::SharedGain;
+use crate::source::{CLICK_LEN, Clicks};
+use crate::timeline::LocalTimeline;
+
+/// What a click run measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClickReport {
+    /// Device buffer size asked for.
+    pub buffer_frames: u32,
+    /// Output latency the device reported (DAC instant − callback instant), median.
+    pub output_latency: Nanos,
+    /// Clicks found in the recording.
+    pub clicks: usize,
+    /// Clicks played.
+    pub expected: usize,
+    /// Median of (heard − claimed).
+    pub error_median: Nanos,
+    /// 95th percentile of |heard − claimed − median| (the jitter around the median).
+    pub error_jitter_p95: Nanos,
+    /// 95th percentile of |heard − claimed|.
+    pub error_p95: Nanos,
+    /// Largest |heard − claimed|.
+    pub error_max: Nanos,
+    /// Underrun frames during the run.
+    pub underrun_frames: u64,
+}
+
+/// Plays a click every 250 ms for `seconds` on `output` of `backend` and records `input`.
+pub fn click_alignment(
+    backend: &dyn Backend,
+    output_device: Option<&str>,
+    input_device: Option<&str>,
+    buffer_frames: u32,
+    seconds: f64,
+) -> Result<ClickReport, AudioError> {
+    let rate = 48_000;
+    let spec = StreamSpec::new(rate, 2, buffer_frames);
+    let period = u64::from(rate) / 4;
+
+    // Recording: (capture instant of the chunk's first frame, left channel).
+    let recorded: Arc<Mutex<Vec<(LocalTime, Vec<f32>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let rec = recorded.clone();
+    let recording = Arc::new(AtomicBool::new(false));
+    let rec_on = recording.clone();
+    let mut input = backend.open_input(
+        input_device,
+        &StreamSpec::new(rate, 2, buffer_frames),
+        Box::new(move |data, t| {
+            // The measurement harness records from a normal thread's point of view; a lock
+            // here is fine (this is a test rig, not the playout path).
+            if rec_on.load(Ordering::Relaxed) {
+                if let Ok(mut r) = rec.lock() {
+                    r.push((t.captured, data.iter().step_by(2).copied().collect()));
+                }
+            }
+        }),
+    )?;
+
+    // Playback: clicks from the first block's DAC instant; every block's claim is recorded.
+    let claims: Arc<Mutex<Vec<(LocalTime, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let c2 = claims.clone();
+    let timeline = LocalTimeline::new(Clicks::new(rate, 2, period), None);
+    let mut voice = Voice::new(timeline, 2, rate, rate);
+    voice.on_block(move |dac_time, plan, _| {
+        if let Ok(mut c) = c2.lock() {
+            c.push((dac_time, plan.position));
+        }
+    });
+    let config = EngineConfig { device_rate: rate, channels: 2, block: 64, lookahead: buffer_frames as usize * 2 };
+    let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let media = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            engine.fill(clock::now());
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let latencies: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
+    let lat2 = latencies.clone();
+    let mut out = backend.open_output(
+        output_device,
+        &spec,
+        Box::new(move |data, t| {
+            renderer.render(data, t.now, t.dac_time);
+            if let Ok(mut l) = lat2.try_lock() {
+                l.push((t.dac_time - t.now).0);
+            }
+        }),
+    )?;
+    recording.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    out.stop();
+    recording.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    input.stop();
+    stop.store(true, Ordering::Relaxed);
+    let _ = media.join();
+
+    let claims = claims.lock().map_err(|_| AudioError::Device("poisoned".into()))?.clone();
+    let recorded = recorded.lock().map_err(|_| AudioError::Device("poisoned".into()))?.clone();
+    let mut lat = latencies.lock().map_err(|_| AudioError::Device("poisoned".into()))?.clone();
+    lat.sort_unstable();
+    // Claimed instant of media position m: from the block that contains it.
+    let claimed = |m: f64| -> Option<LocalTime> {
+        let i = claims.partition_point(|c| c.1 <= m);
+        let (t, p) = *claims.get(i.checked_sub(1)?)?;
+        Some(t + Nanos::from_secs_f64((m - p) / f64::from(rate)))
+    };
+    let heard = find_clicks(&recorded, rate);
+    let mut errors: Vec<i64> = Vec::new();
+    let first_pos = claims.first().map_or(0.0, |c| c.1.max(0.0));
+    let last_pos = claims.last().map_or(0.0, |c| c.1);
+    let mut expected = 0;
+    // The first half second is the streams' start-up (the server has not reported latency yet).
+    let mut k = ((first_pos + f64::from(rate) / 2.0) / period as f64).ceil() as u64;
+    while (k * period) as f64 + 4_800.0 < last_pos {
+        expected += 1;
+        if let Some(c) = claimed((k * period) as f64) {
+            if let Some(h) = heard.iter().min_by_key(|h| (**h - c).abs()) {
+                let e = *h - c;
+                if e.abs() < Nanos::from_millis(100) {
+                    errors.push(e.0);
+                }
+            }
+        }
+        k += 1;
+    }
+    if std::env::var_os("TUTTI_CLICKS_DEBUG").is_some() {
+        eprintln!("errors (µs, in order): {:?}", errors.iter().map(|e| e / 1000).collect::<Vec<_>>());
+        eprintln!("latencies (µs): {:?}", lat.iter().step_by((lat.len() / 20).max(1)).map(|e| e / 1000).collect::<Vec<_>>());
+    }
+    errors.sort_unstable();
+    let median = errors.get(errors.len() / 2).copied().unwrap_or(0);
+    let p95 = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v.get((v.len() as f64 * 0.95) as usize).or(v.last()).copied().unwrap_or(0)
+    };
+    let jitter = p95(errors.iter().map(|e| (e - median).abs()).collect());
+    let abs95 = p95(errors.iter().map(|e| e.abs()).collect());
+    Ok(ClickReport {
+        buffer_frames,
+        output_latency: Nanos(lat.get(lat.len() / 2).copied().unwrap_or(0)),
+        clicks: errors.len(),
+        expected,
+        error_median: Nanos(median),
+        error_jitter_p95: Nanos(jitter),
+        error_p95: Nanos(abs95),
+        error_max: Nanos(errors.iter().map(|e| e.abs()).max().unwrap_or(0)),
+        underrun_frames: shared.underrun_frames.load(Ordering::Relaxed),
+    })
+}
+
+/// Local instants of click onsets in a recording: normalised cross-correlation with the click,
+/// peak-picked, refined to a fraction of a sample by parabolic interpolation.
+pub fn find_clicks(recorded: &[(LocalTime, Vec<f32>)], rate: u32) -> Vec<LocalTime> {
+    let template = Clicks::click();
+    let energy: f32 = template.iter().map(|x| x * x).sum();
+    // Flatten with a timestamp per sample (chunks carry their own capture instants).
+    let mut samples = Vec::new();
+    let mut times = Vec::new();
+    for (t, chunk) in recorded {
+        for (i, s) in chunk.iter().enumerate() {
+            samples.push(*s);
+            times.push(*t + Nanos::from_frames(i as u64, rate));
+        }
+    }
+    let n = template.len();
+    if samples.len() < n {
+        return Vec::new();
+    }
+    let corr: Vec<f32> = (0..=samples.len() - n)
+        .map(|j| samples[j..j + n].iter().zip(&template).map(|(a, b)| a * b).sum::<f32>() / energy)
+        .collect();
+    let mut out = Vec::new();
+    let mut j = 1;
+    while j + 1 < corr.len() {
+        if corr[j] > 0.5 && corr[j] >= corr[j - 1] && corr[j] >= corr[j + 1] {
+            let (a, b, c) = (corr[j - 1], corr[j], corr[j + 1]);
+            let denom = a - 2.0 * b + c;
+            let frac = if denom.abs() > 1e-9 { 0.5 * (a - c) / denom } else { 0.0 };
+            out.push(times[j] + Nanos::from_secs_f64(f64::from(frac) / f64::from(rate)));
+            j += CLICK_LEN as usize;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
