@@ -1,6 +1,10 @@
-# Debian packages Tutti's tests need, installed when running as root, or named exactly.
-# Sourced by .ci/run; kept apart so the README's commands can share it.
-TUTTI_PACKAGES=()
+# Debian packages Tutti's build and tests need, installed when running as root, or named
+# exactly otherwise. Sourced by .ci/run and scripts/test.sh.
+#   libasound2-dev, pkg-config   cpal's ALSA host (build)
+#   cmake                        libopus, built from source by the opus crate (build)
+#   pulseaudio, pulseaudio-utils a private headless sound server for the device-path tests
+#   libasound2-plugins           ALSA's PulseAudio plugin (cpal's ALSA host on a PulseAudio box)
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins)
 
 ensure_packages() {
     local missing=()
@@ -9,9 +13,11 @@ ensure_packages() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        echo "installing: ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "Tutti's tests need: sudo apt-get install -y ${missing[*]}" >&2
+        echo "Tutti needs these Debian packages; run:" >&2
+        echo "  sudo apt-get install -y ${missing[*]}" >&2
         return 1
     fi
 }

@@ -45,7 +45,11 @@ pub fn to_local(t: Instant) -> LocalTime {
 pub fn to_instant(t: LocalTime) -> Instant {
     let (i, l) = anchor();
     let d = t - l;
-    if d >= Nanos::ZERO { i + d.to_duration() } else { i.checked_sub((-d).to_duration()).unwrap_or(i) }
+    if d >= Nanos::ZERO {
+        i + d.to_duration()
+    } else {
+        i.checked_sub((-d).to_duration()).unwrap_or(i)
+    }
 }
 
 /// Sleeps until local instant `t` (returns at once if it has passed).

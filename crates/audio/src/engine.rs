@@ -144,10 +144,10 @@ impl DacMap {
     fn update(&mut self, r: &CallbackReport) {
         self.offset = r.dac_frame - r.ring_frame;
         // A timestamp far off the line (device restarted, clock stepped): start the map over.
-        if let Some(predicted) = self.time_of(r.dac_frame) {
-            if (predicted - r.dac_time).abs() > Nanos::from_millis(50) {
-                self.history.clear();
-            }
+        if let Some(predicted) = self.time_of(r.dac_frame)
+            && (predicted - r.dac_time).abs() > Nanos::from_millis(50)
+        {
+            self.history.clear();
         }
         if self.history.back().is_none_or(|&(_, t)| r.dac_time - t >= Nanos::from_millis(50)) {
             self.history.push_back((r.dac_frame, r.dac_time));
@@ -164,7 +164,9 @@ impl DacMap {
         let n = self.history.len() as f64;
         let span = t1 - self.history.front()?.1;
         if self.history.len() < 4 || span < Nanos::from_millis(500) {
-            return Some(t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * self.nominal_ns).round() as i64));
+            return Some(
+                t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * self.nominal_ns).round() as i64),
+            );
         }
         // Fit t = a + b·f on values relative to the newest anchor.
         let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
@@ -317,7 +319,11 @@ impl EngineConfig {
 }
 
 /// Builds both halves around `program`.
-pub fn output<P: Program>(program: P, config: EngineConfig, gain: Arc<SharedGain>) -> (OutputEngine<P>, Renderer, Arc<OutputShared>) {
+pub fn output<P: Program>(
+    program: P,
+    config: EngineConfig,
+    gain: Arc<SharedGain>,
+) -> (OutputEngine<P>, Renderer, Arc<OutputShared>) {
     let channels = config.channels.max(1);
     let block = config.block.next_multiple_of(CHUNK).max(CHUNK);
     let lookahead = config.lookahead.max(block);
@@ -339,7 +345,11 @@ pub fn output<P: Program>(program: P, config: EngineConfig, gain: Arc<SharedGain
         program,
         ring: producer,
         reports: report_rx,
-        map: DacMap { history: VecDeque::new(), offset: 0, nominal_ns: 1e9 / f64::from(config.device_rate) },
+        map: DacMap {
+            history: VecDeque::new(),
+            offset: 0,
+            nominal_ns: 1e9 / f64::from(config.device_rate),
+        },
         channels,
         block,
         lookahead,
@@ -372,7 +382,9 @@ impl<P: Program> OutputEngine<P> {
         let mut written = 0;
         loop {
             let queued = self.ring.buffer().capacity() - self.ring.slots();
-            if queued / self.channels + self.block > self.lookahead || self.ring.slots() < self.block * self.channels {
+            if queued / self.channels + self.block > self.lookahead
+                || self.ring.slots() < self.block * self.channels
+            {
                 break;
             }
             match self.map.time_of(self.written + self.map.offset) {

@@ -15,18 +15,22 @@ pub fn pcm_bytes(codec: Codec) -> Option<usize> {
 /// `None` for a compressed codec or a payload that is not a whole number of samples.
 pub fn decode_pcm(codec: Codec, bytes: &[u8], out: &mut Vec<f32>) -> Option<usize> {
     let width = codec.pcm_bytes()?;
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return None;
     }
     let n = bytes.len() / width;
     out.reserve(n);
     match codec {
-        Codec::Pcm16 => out.extend(bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0)),
+        Codec::Pcm16 => out.extend(
+            bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0),
+        ),
         Codec::Pcm24 => out.extend(bytes.chunks_exact(3).map(|b| {
             let v = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
             v as f32 / 8_388_608.0
         })),
-        Codec::PcmF32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Codec::PcmF32 => {
+            out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        }
         Codec::Opus => return None,
     }
     Some(n)
@@ -45,7 +49,8 @@ pub fn encode_pcm(codec: Codec, samples: &[f32], out: &mut Vec<u8>) -> Option<us
         }
         Codec::Pcm24 => {
             for s in samples {
-                let v = (f64::from(*s) * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
+                let v =
+                    (f64::from(*s) * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
                 out.extend_from_slice(&v.to_le_bytes()[..3]);
             }
         }

@@ -65,10 +65,10 @@ pub fn click_alignment(
         Box::new(move |data, t| {
             // The measurement harness records from a normal thread's point of view; a lock
             // here is fine (this is a test rig, not the playout path).
-            if rec_on.load(Ordering::Relaxed) {
-                if let Ok(mut r) = rec.lock() {
-                    r.push((t.captured, data.iter().step_by(2).copied().collect()));
-                }
+            if rec_on.load(Ordering::Relaxed)
+                && let Ok(mut r) = rec.lock()
+            {
+                r.push((t.captured, data.iter().step_by(2).copied().collect()));
             }
         }),
     )?;
@@ -83,7 +83,12 @@ pub fn click_alignment(
             c.push((dac_time, plan.position));
         }
     });
-    let config = EngineConfig { device_rate: rate, channels: 2, block: 64, lookahead: buffer_frames as usize * 2 };
+    let config = EngineConfig {
+        device_rate: rate,
+        channels: 2,
+        block: 64,
+        lookahead: buffer_frames as usize * 2,
+    };
     let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -133,19 +138,25 @@ pub fn click_alignment(
     let mut k = ((first_pos + f64::from(rate) / 2.0) / period as f64).ceil() as u64;
     while (k * period) as f64 + 4_800.0 < last_pos {
         expected += 1;
-        if let Some(c) = claimed((k * period) as f64) {
-            if let Some(h) = heard.iter().min_by_key(|h| (**h - c).abs()) {
-                let e = *h - c;
-                if e.abs() < Nanos::from_millis(100) {
-                    errors.push(e.0);
-                }
+        if let Some(c) = claimed((k * period) as f64)
+            && let Some(h) = heard.iter().min_by_key(|h| (**h - c).abs())
+        {
+            let e = *h - c;
+            if e.abs() < Nanos::from_millis(100) {
+                errors.push(e.0);
             }
         }
         k += 1;
     }
     if std::env::var_os("TUTTI_CLICKS_DEBUG").is_some() {
-        eprintln!("errors (µs, in order): {:?}", errors.iter().map(|e| e / 1000).collect::<Vec<_>>());
-        eprintln!("latencies (µs): {:?}", lat.iter().step_by((lat.len() / 20).max(1)).map(|e| e / 1000).collect::<Vec<_>>());
+        eprintln!(
+            "errors (µs, in order): {:?}",
+            errors.iter().map(|e| e / 1000).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "latencies (µs): {:?}",
+            lat.iter().step_by((lat.len() / 20).max(1)).map(|e| e / 1000).collect::<Vec<_>>()
+        );
     }
     errors.sort_unstable();
     let median = errors.get(errors.len() / 2).copied().unwrap_or(0);

@@ -82,7 +82,11 @@ impl InputControls {
         self.muted.store(m, Ordering::Relaxed);
     }
     fn gain(&self) -> f32 {
-        if self.muted.load(Ordering::Relaxed) { 0.0 } else { f32::from_bits(self.gain.load(Ordering::Relaxed)) }
+        if self.muted.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            f32::from_bits(self.gain.load(Ordering::Relaxed))
+        }
     }
     fn pan(&self) -> f32 {
         f32::from_bits(self.pan.load(Ordering::Relaxed))
@@ -110,7 +114,11 @@ impl SoftLimiter {
         for frame in buf.chunks_mut(channels.max(1)) {
             let peak = frame.iter().fold(0.0f32, |m, s| m.max(s.abs()));
             let target = if peak * self.gain > self.ceiling { self.ceiling / peak } else { 1.0 };
-            self.gain = if target < self.gain { target } else { self.gain + (target - self.gain) * self.release };
+            self.gain = if target < self.gain {
+                target
+            } else {
+                self.gain + (target - self.gain) * self.release
+            };
             for s in frame.iter_mut() {
                 *s = soft_clip(*s * self.gain, self.ceiling);
             }
@@ -139,6 +147,7 @@ fn soft_clip(x: f32, ceiling: f32) -> f32 {
 struct Input {
     id: u64,
     program: Box<dyn Program>,
+    channels: usize,
     controls: Arc<InputControls>,
     left: GainRamp,
     right: GainRamp,
@@ -177,15 +186,28 @@ impl Mixer {
         }
     }
 
-    /// Adds an input (its program must produce this mixer's channel count); returns its id
-    /// and controls.
+    /// Adds an input producing this mixer's channel count; returns its id and controls.
     pub fn add(&mut self, program: Box<dyn Program>) -> (u64, Arc<InputControls>) {
+        self.add_with_channels(program, self.channels)
+    }
+
+    /// Adds a mono input (a microphone), placed in the stereo field by its pan.
+    pub fn add_mono(&mut self, program: Box<dyn Program>) -> (u64, Arc<InputControls>) {
+        self.add_with_channels(program, 1)
+    }
+
+    fn add_with_channels(
+        &mut self,
+        program: Box<dyn Program>,
+        channels: usize,
+    ) -> (u64, Arc<InputControls>) {
         let controls = InputControls::new();
         let id = self.next_id;
         self.next_id += 1;
         self.inputs.push(Input {
             id,
             program,
+            channels: channels.clamp(1, self.channels),
             controls: controls.clone(),
             left: GainRamp::new(0.0, self.ramp_frames),
             right: GainRamp::new(0.0, self.ramp_frames),
@@ -218,33 +240,39 @@ impl Program for Mixer {
     fn render(&mut self, now: LocalTime, dac_time: LocalTime, out: &mut [f32]) -> bool {
         out.fill(0.0);
         let ch = self.channels;
-        let n = out.len();
+        let frames = out.len() / ch;
         let mut any = false;
         for input in &mut self.inputs {
-            let buf = &mut self.scratch[..n];
+            let buf = &mut self.scratch[..frames * input.channels];
             if !input.program.render(now, dac_time, buf) {
                 continue;
             }
             any = true;
             input.controls.meter.measure(buf);
             let g = input.controls.gain();
-            if ch == 1 {
-                input.left.apply(g, buf, 1);
+            // Equal-power pan (unity at centre on each side), applied by two ramps so a move
+            // or a fader never clicks.
+            let (gl, gr) = if ch == 1 {
+                (g, g)
             } else {
-                // Equal-power pan: −3 dB each side at centre, so moving a voice keeps its loudness.
                 let angle = (input.controls.pan() + 1.0) * std::f32::consts::FRAC_PI_4;
-                let (l, r) = (angle.cos() * std::f32::consts::SQRT_2, angle.sin() * std::f32::consts::SQRT_2);
-                let (mut lr, mut rr) = (input.left, input.right);
-                for frame in buf.chunks_mut(2) {
-                    let (a, b) = frame.split_at_mut(1);
-                    lr.apply(g * l, a, 1);
-                    rr.apply(g * r, b, 1);
+                (
+                    g * angle.cos() * std::f32::consts::SQRT_2,
+                    g * angle.sin() * std::f32::consts::SQRT_2,
+                )
+            };
+            input.left.retarget(gl);
+            input.right.retarget(gr);
+            match (ch, input.channels) {
+                (1, _) => input.left.mix_into(buf, 1, out, 1, 0),
+                (_, 1) => {
+                    input.left.mix_into(buf, 1, out, 2, 0);
+                    input.right.mix_into(buf, 1, out, 2, 1);
                 }
-                input.left = lr;
-                input.right = rr;
-            }
-            for (o, s) in out.iter_mut().zip(buf.iter()) {
-                *o += *s;
+                _ => {
+                    input.left.mix_into(buf, 2, out, 2, 0);
+                    input.right.mix_into(buf, 2, out, 2, 1);
+                }
             }
         }
         self.limiter.process(out, ch);
@@ -263,6 +291,22 @@ mod tests {
             out.fill(self.0);
             true
         }
+    }
+
+    #[test]
+    fn mono_inputs_are_panned_into_stereo() {
+        let mut m = Mixer::new(2, 48_000, 256);
+        let (_, a) = m.add_mono(Box::new(Dc(0.5)));
+        a.set_pan(1.0);
+        let mut out = vec![0.0f32; 512];
+        for _ in 0..4 {
+            m.render(LocalTime(0), LocalTime(0), &mut out);
+        }
+        assert!(
+            out[510].abs() < 1e-3 && (out[511] - 0.5 * std::f32::consts::SQRT_2).abs() < 1e-3,
+            "{:?}",
+            &out[510..]
+        );
     }
 
     #[test]

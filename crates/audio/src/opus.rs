@@ -75,13 +75,21 @@ impl core::fmt::Debug for OpusEncoder {
 impl OpusEncoder {
     /// A 48 kHz encoder. `live` favours latency (restricted low-delay mode) over music
     /// quality; `bitrate` in bits per second; `expected_loss` (percent) tunes FEC.
-    pub fn new(ch: usize, frame: FrameDuration, bitrate: i32, live: bool, expected_loss: i32) -> Result<Self, AudioError> {
+    pub fn new(
+        ch: usize,
+        frame: FrameDuration,
+        bitrate: i32,
+        live: bool,
+        expected_loss: i32,
+    ) -> Result<Self, AudioError> {
         let app = if live { Application::LowDelay } else { Application::Audio };
         let mut inner = opus::Encoder::new(48_000, channels(ch)?, app).map_err(err)?;
         inner.set_bitrate(Bitrate::Bits(bitrate)).map_err(err)?;
         let fec = frame.supports_fec() && !live;
         inner.set_inband_fec(fec).map_err(err)?;
-        inner.set_packet_loss_perc(if fec { expected_loss.clamp(0, 100) } else { 0 }).map_err(err)?;
+        inner
+            .set_packet_loss_perc(if fec { expected_loss.clamp(0, 100) } else { 0 })
+            .map_err(err)?;
         Ok(OpusEncoder { inner, channels: ch, frame })
     }
 
@@ -94,7 +102,10 @@ impl OpusEncoder {
     pub fn encode(&mut self, pcm: &[f32], out: &mut [u8]) -> Result<usize, AudioError> {
         let want = self.frame.frames() * self.channels;
         if pcm.len() != want {
-            return Err(AudioError::Config(format!("Opus frame needs {want} samples, got {}", pcm.len())));
+            return Err(AudioError::Config(format!(
+                "Opus frame needs {want} samples, got {}",
+                pcm.len()
+            )));
         }
         self.inner.encode_float(pcm, out).map_err(err)
     }
@@ -115,7 +126,10 @@ impl core::fmt::Debug for OpusDecoder {
 impl OpusDecoder {
     /// A 48 kHz decoder.
     pub fn new(ch: usize) -> Result<Self, AudioError> {
-        Ok(OpusDecoder { inner: opus::Decoder::new(48_000, channels(ch)?).map_err(err)?, channels: ch })
+        Ok(OpusDecoder {
+            inner: opus::Decoder::new(48_000, channels(ch)?).map_err(err)?,
+            channels: ch,
+        })
     }
 
     /// Decodes a packet into `out` (interleaved, room for a whole frame); returns frames.
@@ -125,7 +139,12 @@ impl OpusDecoder {
 
     /// Conceals a lost frame of `frames` frames into `out`. If the *next* packet is at hand,
     /// its in-band FEC copy rebuilds the lost frame instead of guessing.
-    pub fn conceal(&mut self, next: Option<&[u8]>, frames: usize, out: &mut [f32]) -> Result<usize, AudioError> {
+    pub fn conceal(
+        &mut self,
+        next: Option<&[u8]>,
+        frames: usize,
+        out: &mut [f32],
+    ) -> Result<usize, AudioError> {
         let out = &mut out[..frames * self.channels];
         match next {
             Some(p) => self.inner.decode_float(p, out, true).map_err(err),
@@ -139,10 +158,12 @@ mod tests {
     use super::*;
 
     fn sine(frames: usize, start: usize) -> Vec<f32> {
-        (0..frames).flat_map(|i| {
-            let v = 0.5 * (std::f32::consts::TAU * 440.0 * (start + i) as f32 / 48_000.0).sin();
-            [v, v]
-        }).collect()
+        (0..frames)
+            .flat_map(|i| {
+                let v = 0.5 * (std::f32::consts::TAU * 440.0 * (start + i) as f32 / 48_000.0).sin();
+                [v, v]
+            })
+            .collect()
     }
 
     fn snr(reference: &[f32], got: &[f32]) -> f64 {
@@ -153,7 +174,9 @@ mod tests {
 
     #[test]
     fn every_frame_size_round_trips_a_tone() {
-        for fd in [FrameDuration::Ms2_5, FrameDuration::Ms5, FrameDuration::Ms10, FrameDuration::Ms20] {
+        for fd in
+            [FrameDuration::Ms2_5, FrameDuration::Ms5, FrameDuration::Ms10, FrameDuration::Ms20]
+        {
             let n = fd.frames();
             let mut enc = OpusEncoder::new(2, fd, 128_000, fd == FrameDuration::Ms2_5, 10).unwrap();
             let mut dec = OpusDecoder::new(2).unwrap();
@@ -171,7 +194,12 @@ mod tests {
             }
             // Opus delays by its lookahead: compare after aligning on the best lag.
             let best = (0..400)
-                .map(|lag| snr(&all_in[..all_in.len() - 800], &all_out[lag * 2..lag * 2 + all_in.len() - 800]))
+                .map(|lag| {
+                    snr(
+                        &all_in[..all_in.len() - 800],
+                        &all_out[lag * 2..lag * 2 + all_in.len() - 800],
+                    )
+                })
                 .fold(f64::MIN, f64::max);
             assert!(best > 20.0, "{fd:?}: SNR {best:.1} dB");
         }

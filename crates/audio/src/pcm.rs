@@ -48,7 +48,8 @@ impl PcmBuffer {
     /// with silence; data that overlaps what is held, or a jump backwards, restarts the buffer.
     pub fn push(&mut self, at: u64, samples: &[f32]) {
         let frames = samples.len() / self.channels;
-        if self.data.is_empty() || at < self.end() || at > self.end() + self.capacity_frames as u64 {
+        if self.data.is_empty() || at < self.end() || at > self.end() + self.capacity_frames as u64
+        {
             self.data.clear();
             self.start = at;
         } else if at > self.end() {
@@ -78,23 +79,42 @@ impl PcmBuffer {
     /// Copies frames `pos .. pos + frames` into per-channel buffers (appending), with silence
     /// where nothing is held. Returns how many frames were missing.
     pub fn read_planar(&self, pos: i64, frames: usize, out: &mut [Vec<f32>]) -> usize {
-        let mut missing = 0;
-        for i in 0..frames {
-            let p = pos + i as i64;
-            let held = p >= self.start as i64 && (p as u64) < self.end();
-            if held {
-                let base = (p as u64 - self.start) as usize * self.channels;
-                for (c, ch) in out.iter_mut().enumerate().take(self.channels) {
-                    ch.push(self.data[base + c]);
+        let ch = self.channels;
+        let start = self.start as i64;
+        let end = self.end() as i64;
+        // Silence before what is held, the held part, silence after.
+        let lead = (start - pos).clamp(0, frames as i64) as usize;
+        let held_from = pos.max(start);
+        let held_to = (pos + frames as i64).min(end);
+        let held = (held_to - held_from).max(0) as usize;
+        let tail = frames - lead - held;
+        for o in out.iter_mut().take(ch) {
+            o.extend(std::iter::repeat_n(0.0, lead));
+        }
+        if held > 0 {
+            let first = (held_from - start) as usize * ch;
+            let (a, b) = self.data.as_slices();
+            let mut copy = |slice: &[f32]| {
+                for frame in slice.chunks_exact(ch) {
+                    for (o, v) in out.iter_mut().zip(frame) {
+                        o.push(*v);
+                    }
                 }
+            };
+            let len = held * ch;
+            if first < a.len() {
+                let end_a = (first + len).min(a.len());
+                copy(&a[first..end_a]);
+                copy(&b[..len - (end_a - first)]);
             } else {
-                missing += 1;
-                for ch in out.iter_mut().take(self.channels) {
-                    ch.push(0.0);
-                }
+                let off = first - a.len();
+                copy(&b[off..off + len]);
             }
         }
-        missing
+        for o in out.iter_mut().take(ch) {
+            o.extend(std::iter::repeat_n(0.0, tail));
+        }
+        lead + tail
     }
 }
 

@@ -14,7 +14,10 @@ pub struct SharedGain {
 impl SharedGain {
     /// Unity gain, not muted.
     pub fn new() -> Arc<Self> {
-        Arc::new(SharedGain { gain: AtomicU32::new(1.0f32.to_bits()), muted: AtomicBool::new(false) })
+        Arc::new(SharedGain {
+            gain: AtomicU32::new(1.0f32.to_bits()),
+            muted: AtomicBool::new(false),
+        })
     }
     /// Sets the linear gain (clamped to 0..=4).
     pub fn set_gain(&self, gain: f32) {
@@ -57,12 +60,57 @@ pub struct GainRamp {
 impl GainRamp {
     /// A ramp starting at `gain`, taking `ramp_frames` frames for each change.
     pub fn new(gain: f32, ramp_frames: u32) -> Self {
-        GainRamp { current: gain, target: gain, step: 0.0, remaining: 0, ramp_frames: ramp_frames.max(1) }
+        GainRamp {
+            current: gain,
+            target: gain,
+            step: 0.0,
+            remaining: 0,
+            ramp_frames: ramp_frames.max(1),
+        }
     }
 
     /// The gain reached so far.
     pub fn current(&self) -> f32 {
         self.current
+    }
+
+    /// Sets a new target (the ramp towards it starts at the next sample processed).
+    pub fn retarget(&mut self, target: f32) {
+        if target != self.target {
+            self.target = target;
+            self.step = (target - self.current) / self.ramp_frames as f32;
+            self.remaining = self.ramp_frames;
+        }
+    }
+
+    /// Adds channel `from_ch` of `src` (`src_channels` interleaved), times the ramped gain, to
+    /// channel `to_ch` of `dst` (`dst_channels` interleaved).
+    pub fn mix_into(
+        &mut self,
+        src: &[f32],
+        src_channels: usize,
+        dst: &mut [f32],
+        dst_channels: usize,
+        to_ch: usize,
+    ) {
+        let from_ch = to_ch.min(src_channels - 1);
+        let frames = (src.len() / src_channels).min(dst.len() / dst_channels);
+        let mut i = 0;
+        while self.remaining > 0 && i < frames {
+            self.remaining -= 1;
+            self.current = if self.remaining == 0 { self.target } else { self.current + self.step };
+            dst[i * dst_channels + to_ch] += src[i * src_channels + from_ch] * self.current;
+            i += 1;
+        }
+        let g = self.current;
+        if g == 0.0 || i >= frames {
+            return;
+        }
+        let dsts = dst[i * dst_channels + to_ch..].iter_mut().step_by(dst_channels);
+        let srcs = src[i * src_channels + from_ch..].iter().step_by(src_channels);
+        for (d, s) in dsts.zip(srcs).take(frames - i) {
+            *d += *s * g;
+        }
     }
 
     /// Applies the ramp towards `target` to interleaved `buf` of `channels` channels.
@@ -84,7 +132,8 @@ impl GainRamp {
         for frame in buf.chunks_mut(channels) {
             if self.remaining > 0 {
                 self.remaining -= 1;
-                self.current = if self.remaining == 0 { self.target } else { self.current + self.step };
+                self.current =
+                    if self.remaining == 0 { self.target } else { self.current + self.step };
             }
             for s in frame {
                 *s *= self.current;
@@ -103,7 +152,10 @@ mod tests {
         let mut buf = vec![1.0f32; 2 * 300];
         r.apply(0.0, &mut buf, 2);
         let left: Vec<f32> = buf.iter().step_by(2).copied().collect();
-        assert!(left.windows(2).all(|w| (w[0] - w[1]).abs() <= 0.0101), "no step larger than 1/100");
+        assert!(
+            left.windows(2).all(|w| (w[0] - w[1]).abs() <= 0.0101),
+            "no step larger than 1/100"
+        );
         assert_eq!(left[99], 0.0);
         assert_eq!(*left.last().unwrap(), 0.0);
         assert_eq!(buf[0], buf[1], "channels of a frame share the gain");

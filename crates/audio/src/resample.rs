@@ -14,7 +14,7 @@ use tutti_proto::playout::Render;
 use crate::pcm::PcmBuffer;
 
 /// Frames per resampler call.
-pub const CHUNK: usize = 32;
+pub const CHUNK: usize = 64;
 /// Rubato's polynomial resampler starts its index this many frames before its first input
 /// frame (half its 8-point polynomial), and advances it by `1/ratio` *before* each output.
 const START_INDEX: i64 = 4;
@@ -73,8 +73,14 @@ impl DriftFollower {
     }
 
     fn restart(&mut self, at: f64, step: f64, pcm: &PcmBuffer) -> usize {
-        let resampler = FastFixedOut::<f32>::new(1.0 / self.nominal, 1.1, PolynomialDegree::Cubic, CHUNK, self.channels)
-            .expect("ratio and chunk are valid");
+        let resampler = FastFixedOut::<f32>::new(
+            1.0 / self.nominal,
+            1.1,
+            PolynomialDegree::Cubic,
+            CHUNK,
+            self.channels,
+        )
+        .expect("ratio and chunk are valid");
         self.resampler = Some(resampler);
         // Start one chunk early and run it (discarding its output), so the resampler's
         // history holds real audio when the first heard frame comes out.
@@ -107,7 +113,10 @@ impl DriftFollower {
     pub fn render(&mut self, plan: &Render, pcm: &PcmBuffer, out: &mut [f32]) -> FollowStats {
         let mut stats = FollowStats::default();
         let frames = out.len() / self.channels;
-        if self.resampler.is_none() || plan.resynced || (self.position(plan.step) - plan.position).abs() > 2.0 {
+        if self.resampler.is_none()
+            || plan.resynced
+            || (self.position(plan.step) - plan.position).abs() > 2.0
+        {
             self.restart(plan.position, plan.step, pcm);
             stats.restarted = true;
         }

@@ -5,17 +5,19 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use rubato::{Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+use rubato::{
+    Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction,
+};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
 use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::{MetadataOptions, StandardTagKey, Value};
 use symphonia::core::probe::Hint;
 use tutti_proto::Codec;
 
-use crate::format::decode_pcm;
 use crate::AudioError;
+use crate::format::decode_pcm;
 
 /// What is known about a track.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,7 +132,13 @@ pub const CLICK_LEN: u64 = 96;
 impl Clicks {
     /// A click every `period` frames, the first at frame 0.
     pub fn new(rate: u32, channels: usize, period: u64) -> Self {
-        Clicks { rate, channels: channels.max(1), period: period.max(CLICK_LEN * 2), n: 0, limit: None }
+        Clicks {
+            rate,
+            channels: channels.max(1),
+            period: period.max(CLICK_LEN * 2),
+            n: 0,
+            limit: None,
+        }
     }
     /// Stops after `frames` frames.
     pub fn with_limit(mut self, frames: u64) -> Self {
@@ -187,7 +195,9 @@ impl<R: Read + Send> RawPcm<R> {
     /// Reads `codec` PCM (a PCM codec) at `rate` Hz with `channels` channels.
     pub fn new(reader: R, codec: Codec, rate: u32, channels: usize) -> Result<Self, AudioError> {
         if codec.pcm_bytes().is_none() {
-            return Err(AudioError::Config("raw input must be PCM: use s16le, s24le or f32le".into()));
+            return Err(AudioError::Config(
+                "raw input must be PCM: use s16le, s24le or f32le".into(),
+            ));
         }
         Ok(RawPcm { reader, codec, rate, channels: channels.max(1), bytes: Vec::new() })
     }
@@ -235,7 +245,8 @@ pub struct FileSource {
 impl FileSource {
     /// Opens and probes `path`.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let file = File::open(path).map_err(|e| AudioError::Io(format!("{}: {e}", path.display())))?;
+        let file =
+            File::open(path).map_err(|e| AudioError::Io(format!("{}: {e}", path.display())))?;
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -252,7 +263,9 @@ impl FileSource {
             .ok_or_else(|| AudioError::Format(format!("{}: no audio track", path.display())))?;
         let params = track.codec_params.clone();
         let track_id = track.id;
-        let rate = params.sample_rate.ok_or_else(|| AudioError::Format(format!("{}: unknown sample rate", path.display())))?;
+        let rate = params.sample_rate.ok_or_else(|| {
+            AudioError::Format(format!("{}: unknown sample rate", path.display()))
+        })?;
         let channels = params.channels.map_or(2, |c| c.count());
         let decoder = symphonia::default::get_codecs()
             .make(&params, &DecoderOptions::default())
@@ -371,8 +384,14 @@ impl<S: Source> Converted<S> {
                 window: WindowFunction::BlackmanHarris2,
             };
             Some(
-                SincFixedIn::new(f64::from(rate) / f64::from(inner.sample_rate()), 1.0, params, chunk, inner.channels())
-                    .map_err(|e| AudioError::Config(e.to_string()))?,
+                SincFixedIn::new(
+                    f64::from(rate) / f64::from(inner.sample_rate()),
+                    1.0,
+                    params,
+                    chunk,
+                    inner.channels(),
+                )
+                .map_err(|e| AudioError::Config(e.to_string()))?,
             )
         };
         let ch = inner.channels();
@@ -441,7 +460,11 @@ impl<S: Source> Source for Converted<S> {
             }
             let (used, produced) = if partial {
                 self.done = true;
-                resampler.process_partial_into_buffer(Some(&self.planar_in), &mut self.planar_out, None)
+                resampler.process_partial_into_buffer(
+                    Some(&self.planar_in),
+                    &mut self.planar_out,
+                    None,
+                )
             } else {
                 resampler.process_into_buffer(&self.planar_in, &mut self.planar_out, None)
             }
@@ -463,6 +486,8 @@ impl<S: Source> Source for Converted<S> {
         self.inner.metadata()
     }
     fn duration(&self) -> Option<u64> {
-        self.inner.duration().map(|d| d * u64::from(self.rate) / u64::from(self.inner.sample_rate().max(1)))
+        self.inner
+            .duration()
+            .map(|d| d * u64::from(self.rate) / u64::from(self.inner.sample_rate().max(1)))
     }
 }

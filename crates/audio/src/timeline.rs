@@ -21,7 +21,10 @@ pub struct LocalTimeline<S: Source> {
 
 impl<S: Source> core::fmt::Debug for LocalTimeline<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("LocalTimeline").field("start", &self.start).field("pulled", &self.pulled).finish()
+        f.debug_struct("LocalTimeline")
+            .field("start", &self.start)
+            .field("pulled", &self.pulled)
+            .finish()
     }
 }
 
@@ -77,7 +80,11 @@ impl<S: Source> Timeline for LocalTimeline<S> {
         while (self.pulled as f64) < until {
             self.scratch.clear();
             let want = ((until - self.pulled as f64).ceil() as usize).clamp(256, 4096);
-            let got = if self.ended_at.is_some() { 0 } else { self.source.read(&mut self.scratch, want).unwrap_or(0) };
+            let got = if self.ended_at.is_some() {
+                0
+            } else {
+                self.source.read(&mut self.scratch, want).unwrap_or(0)
+            };
             if got == 0 {
                 // Past the end (or a read error): silence keeps the clock running.
                 self.ended_at.get_or_insert(self.pulled);

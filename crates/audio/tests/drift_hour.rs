@@ -16,7 +16,8 @@ const AMP: f32 = 0.5;
 
 #[test]
 fn an_hour_at_300_ppm_stays_within_50_us_without_glitches() {
-    let seconds: f64 = std::env::var("TUTTI_DRIFT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3600.0);
+    let seconds: f64 =
+        std::env::var("TUTTI_DRIFT_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3600.0);
     let t0 = LocalTime(10_000_000_000);
     let clock = SampleClock { start: t0, rate: RATE, ppm: 300.0 };
     let mut dac = FakeDac::new(clock, 1, 256, Nanos::from_micros(20));
@@ -32,7 +33,8 @@ fn an_hour_at_300_ppm_stays_within_50_us_without_glitches() {
     let mut windows = 0;
     let (mut prev2, mut prev1): (Option<f32>, Option<f32>) = (None, None);
     let mut worst_jump: f32 = 0.0;
-    let smooth_limit = 2.0 * AMP * ((std::f64::consts::TAU * FREQ / f64::from(RATE)).powi(2)) as f32;
+    let smooth_limit =
+        2.0 * AMP * ((std::f64::consts::TAU * FREQ / f64::from(RATE)).powi(2)) as f32;
     let end = t0 + Nanos::from_secs_f64(seconds);
     let sample_clock = dac.clock;
     while dac.next_callback() < end {
@@ -73,6 +75,9 @@ fn an_hour_at_300_ppm_stays_within_50_us_without_glitches() {
     );
     assert!(windows as f64 >= seconds * 10.0 - 20.0);
     assert!(worst_after_lock < 50.0, "playout error {worst_after_lock} µs");
-    assert!(worst_jump < smooth_limit, "a discontinuity of {worst_jump} (a smooth tone stays below {smooth_limit})");
+    assert!(
+        worst_jump < smooth_limit,
+        "a discontinuity of {worst_jump} (a smooth tone stays below {smooth_limit})"
+    );
     assert_eq!(underruns, 0);
 }

@@ -18,11 +18,17 @@ impl Pulse {
     fn start(dir: &Path, sinks: &[&str]) -> Option<Pulse> {
         std::fs::create_dir_all(dir.join("run")).ok()?;
         let mut script = String::from(".fail\n");
-        script += &format!("load-module module-native-protocol-unix auth-anonymous=1 socket={}/native\n", dir.display());
+        script += &format!(
+            "load-module module-native-protocol-unix auth-anonymous=1 socket={}/native\n",
+            dir.display()
+        );
         for s in sinks {
-            script += &format!("load-module module-null-sink sink_name={s} rate=48000 channels=2 sink_properties=device.description={s}\n");
+            script += &format!(
+                "load-module module-null-sink sink_name={s} rate=48000 channels=2 sink_properties=device.description={s}\n"
+            );
         }
-        script += &format!("set-default-sink {}\nset-default-source {}.monitor\n", sinks[0], sinks[0]);
+        script +=
+            &format!("set-default-sink {}\nset-default-source {}.monitor\n", sinks[0], sinks[0]);
         std::fs::write(dir.join("lab.pa"), script).ok()?;
         let child = Command::new("pulseaudio")
             .args(["-n", "-F"])
@@ -69,7 +75,9 @@ fn field(json: &str, key: &str) -> f64 {
 fn clicks_through_a_pulseaudio_null_sink_land_where_the_engine_says() {
     if Command::new("pulseaudio").arg("--version").output().is_err() {
         assert!(std::env::var_os("CI").is_none(), "CI must install pulseaudio (.ci/packages.sh)");
-        eprintln!("skipped: pulseaudio is not installed (apt-get install pulseaudio pulseaudio-utils)");
+        eprintln!(
+            "skipped: pulseaudio is not installed (apt-get install pulseaudio pulseaudio-utils)"
+        );
         return;
     }
     let dir = std::env::temp_dir().join(format!("tutti-pulse-{}", std::process::id()));
@@ -92,7 +100,10 @@ fn clicks_through_a_pulseaudio_null_sink_land_where_the_engine_says() {
         assert!(field(line, "jitter_p95_ms") <= 1.5, "timing jitter: {line}");
         let latency = field(line, "output_latency_ms");
         let buffer = field(line, "buffer_frames");
-        assert!(latency > 0.0 && latency < 4.0 * buffer / 48.0, "device latency {latency} ms for {buffer} frames");
+        assert!(
+            latency > 0.0 && latency < 4.0 * buffer / 48.0,
+            "device latency {latency} ms for {buffer} frames"
+        );
     }
     drop(pulse);
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,8 +20,14 @@ fn callback_and_warm_media_path_do_not_allocate() {
         mixer.add(Box::new(Voice::new(tl, 2, 48_000, 48_000)) as Box<dyn Program>);
     }
     let gain = SharedGain::new();
-    let (mut engine, mut renderer, _) = output(mixer, EngineConfig { device_rate: 48_000, channels: 2, block: 128, lookahead: 256 }, gain.clone());
-    let mut step = |engine: &mut tutti_audio::engine::OutputEngine<Mixer>, renderer: &mut tutti_audio::engine::Renderer, dac: &mut FakeDac| {
+    let (mut engine, mut renderer, _) = output(
+        mixer,
+        EngineConfig { device_rate: 48_000, channels: 2, block: 128, lookahead: 256 },
+        gain.clone(),
+    );
+    let step = |engine: &mut tutti_audio::engine::OutputEngine<Mixer>,
+                renderer: &mut tutti_audio::engine::Renderer,
+                dac: &mut FakeDac| {
         let now = dac.next_callback();
         engine.fill(now);
         dac.tick(&mut |out, t| renderer.render(out, t.now, t.dac_time));

@@ -12,7 +12,10 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{BufferSize, HostId, SampleFormat, StreamConfig};
 use tutti_proto::Nanos;
 
-use super::{ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming, StreamSpec};
+use super::{
+    ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming,
+    StreamSpec,
+};
 use crate::format::to_i16;
 use crate::{AudioError, clock};
 
@@ -40,7 +43,8 @@ fn label(id: HostId) -> &'static str {
 impl CpalBackend {
     /// The host `id`, if it is available here.
     pub fn new(id: HostId) -> Result<Self, AudioError> {
-        let host = cpal::host_from_id(id).map_err(|e| AudioError::Device(format!("{} host: {e}", label(id))))?;
+        let host = cpal::host_from_id(id)
+            .map_err(|e| AudioError::Device(format!("{} host: {e}", label(id))))?;
         Ok(CpalBackend { host, label: label(id) })
     }
     /// The ALSA host.
@@ -65,8 +69,14 @@ impl CpalBackend {
     fn find(&self, wanted: Option<&str>, output: bool) -> Result<cpal::Device, AudioError> {
         let dir = if output { "output" } else { "input" };
         let Some(wanted) = wanted else {
-            let d = if output { self.host.default_output_device() } else { self.host.default_input_device() };
-            return d.ok_or_else(|| AudioError::Device(format!("{} has no default {dir} device", self.label)));
+            let d = if output {
+                self.host.default_output_device()
+            } else {
+                self.host.default_input_device()
+            };
+            return d.ok_or_else(|| {
+                AudioError::Device(format!("{} has no default {dir} device", self.label))
+            });
         };
         let devices: Vec<cpal::Device> = if output {
             self.host.output_devices().map_err(|e| AudioError::Device(e.to_string()))?.collect()
@@ -105,9 +115,13 @@ impl CpalBackend {
             device.supported_input_configs().map(|c| c.collect()).unwrap_or_default()
         };
         let fits = |c: &cpal::SupportedStreamConfigRange| {
-            c.channels() == spec.channels && c.min_sample_rate() <= spec.sample_rate && spec.sample_rate <= c.max_sample_rate()
+            c.channels() == spec.channels
+                && c.min_sample_rate() <= spec.sample_rate
+                && spec.sample_rate <= c.max_sample_rate()
         };
-        if configs.iter().any(|c| fits(c) && c.sample_format() == SampleFormat::F32) || configs.is_empty() {
+        if configs.iter().any(|c| fits(c) && c.sample_format() == SampleFormat::F32)
+            || configs.is_empty()
+        {
             SampleFormat::F32
         } else {
             SampleFormat::I16
@@ -173,10 +187,19 @@ impl Backend for CpalBackend {
         Ok(out)
     }
 
-    fn open_output(&self, device: Option<&str>, spec: &StreamSpec, mut cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_output(
+        &self,
+        device: Option<&str>,
+        spec: &StreamSpec,
+        mut cb: OutputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let dev = self.find(device, true)?;
         let name = Self::name_of(&dev);
-        let config = StreamConfig { channels: spec.channels, sample_rate: spec.sample_rate, buffer_size: BufferSize::Fixed(spec.buffer_frames) };
+        let config = StreamConfig {
+            channels: spec.channels,
+            sample_rate: spec.sample_rate,
+            buffer_size: BufferSize::Fixed(spec.buffer_frames),
+        };
         let errors = Arc::new(AtomicU64::new(0));
         let e2 = errors.clone();
         let on_error = move |_e: cpal::Error| {
@@ -185,7 +208,10 @@ impl Backend for CpalBackend {
         let timing = |info: &cpal::OutputCallbackInfo| {
             let now = clock::now();
             let ts = info.timestamp();
-            OutputTiming { now, dac_time: now + Nanos::from(ts.playback.duration_since(ts.callback)) }
+            OutputTiming {
+                now,
+                dac_time: now + Nanos::from(ts.playback.duration_since(ts.callback)),
+            }
         };
         let stream = match Self::format_for(&dev, true, spec) {
             SampleFormat::F32 => dev.build_output_stream::<f32, _, _>(
@@ -218,10 +244,19 @@ impl Backend for CpalBackend {
         Ok(Box::new(CpalStream { stream: Some(stream), name, errors }))
     }
 
-    fn open_input(&self, device: Option<&str>, spec: &StreamSpec, mut cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_input(
+        &self,
+        device: Option<&str>,
+        spec: &StreamSpec,
+        mut cb: InputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let dev = self.find(device, false)?;
         let name = Self::name_of(&dev);
-        let config = StreamConfig { channels: spec.channels, sample_rate: spec.sample_rate, buffer_size: BufferSize::Fixed(spec.buffer_frames) };
+        let config = StreamConfig {
+            channels: spec.channels,
+            sample_rate: spec.sample_rate,
+            buffer_size: BufferSize::Fixed(spec.buffer_frames),
+        };
         let errors = Arc::new(AtomicU64::new(0));
         let e2 = errors.clone();
         let on_error = move |_e: cpal::Error| {

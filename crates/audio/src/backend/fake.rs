@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use tutti_proto::{LocalTime, Nanos};
 
-use super::{ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming, StreamSpec};
+use super::{
+    ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming,
+    StreamSpec,
+};
 use crate::AudioError;
 
 /// A virtual sample clock: frame `f` happens at `start + f / (rate·(1 + ppm))`.
@@ -50,7 +53,14 @@ impl FakeDac {
     /// A DAC of `channels` channels with `period`-frame buffers on `clock`, reporting
     /// timestamps with up to ± `noise` of error.
     pub fn new(clock: SampleClock, channels: usize, period: u32, noise: Nanos) -> Self {
-        FakeDac { clock, period, next: 1, noise, rng: 0x5eed, buf: vec![0.0; period as usize * channels] }
+        FakeDac {
+            clock,
+            period,
+            next: 1,
+            noise,
+            rng: 0x5eed,
+            buf: vec![0.0; period as usize * channels],
+        }
     }
 
     /// Local instant of the next callback (when buffer `k − 1` starts playing).
@@ -83,14 +93,29 @@ pub struct FakeAdc {
 
 impl core::fmt::Debug for FakeAdc {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("FakeAdc").field("clock", &self.clock).field("next", &self.next).finish_non_exhaustive()
+        f.debug_struct("FakeAdc")
+            .field("clock", &self.clock)
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
 impl FakeAdc {
     /// An ADC whose frame `f` (all channels) is filled by `source(f, frame)`.
-    pub fn new(clock: SampleClock, channels: usize, period: u32, source: impl FnMut(u64, &mut [f32]) + Send + 'static) -> Self {
-        FakeAdc { clock, channels, period, next: 0, buf: vec![0.0; period as usize * channels], source: Box::new(source) }
+    pub fn new(
+        clock: SampleClock,
+        channels: usize,
+        period: u32,
+        source: impl FnMut(u64, &mut [f32]) + Send + 'static,
+    ) -> Self {
+        FakeAdc {
+            clock,
+            channels,
+            period,
+            next: 0,
+            buf: vec![0.0; period as usize * channels],
+            source: Box::new(source),
+        }
     }
 
     /// Local instant of the next callback (when buffer `k` is complete).
@@ -127,7 +152,8 @@ impl FakeBackend {
     pub fn step(&self, until: LocalTime) {
         let Ok(mut outs) = self.outputs.lock() else { return };
         loop {
-            let next = outs.iter_mut().map(|(d, _)| d.next_callback()).enumerate().min_by_key(|x| x.1);
+            let next =
+                outs.iter_mut().map(|(d, _)| d.next_callback()).enumerate().min_by_key(|x| x.1);
             match next {
                 Some((i, t)) if t <= until => {
                     let (dac, cb) = &mut outs[i];
@@ -162,13 +188,27 @@ impl Backend for FakeBackend {
             default: false,
         }])
     }
-    fn open_output(&self, _device: Option<&str>, spec: &StreamSpec, cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
-        let clock = SampleClock { start: LocalTime(1_000_000_000), rate: spec.sample_rate, ppm: 0.0 };
+    fn open_output(
+        &self,
+        _device: Option<&str>,
+        spec: &StreamSpec,
+        cb: OutputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
+        let clock =
+            SampleClock { start: LocalTime(1_000_000_000), rate: spec.sample_rate, ppm: 0.0 };
         let dac = FakeDac::new(clock, usize::from(spec.channels), spec.buffer_frames, Nanos::ZERO);
-        self.outputs.lock().map_err(|_| AudioError::Device("fake backend poisoned".into()))?.push((dac, cb));
+        self.outputs
+            .lock()
+            .map_err(|_| AudioError::Device("fake backend poisoned".into()))?
+            .push((dac, cb));
         Ok(Box::new(FakeStream))
     }
-    fn open_input(&self, _device: Option<&str>, _spec: &StreamSpec, _cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_input(
+        &self,
+        _device: Option<&str>,
+        _spec: &StreamSpec,
+        _cb: InputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         Err(AudioError::Device("use FakeAdc directly to drive input in tests".into()))
     }
 }

@@ -93,9 +93,19 @@ pub trait Backend {
     /// Devices it offers.
     fn devices(&self) -> Result<Vec<DeviceInfo>, AudioError>;
     /// Starts playback on `device` (default when `None`).
-    fn open_output(&self, device: Option<&str>, spec: &StreamSpec, cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError>;
+    fn open_output(
+        &self,
+        device: Option<&str>,
+        spec: &StreamSpec,
+        cb: OutputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError>;
     /// Starts capture on `device` (default when `None`).
-    fn open_input(&self, device: Option<&str>, spec: &StreamSpec, cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError>;
+    fn open_input(
+        &self,
+        device: Option<&str>,
+        spec: &StreamSpec,
+        cb: InputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError>;
 }
 
 /// Every device of every backend available here.

@@ -7,7 +7,10 @@ use std::thread::JoinHandle;
 
 use tutti_proto::Nanos;
 
-use super::{ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming, StreamSpec};
+use super::{
+    ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming,
+    StreamSpec,
+};
 use crate::{AudioError, clock};
 
 /// The null backend.
@@ -24,7 +27,11 @@ pub struct PacedStream {
 
 impl PacedStream {
     /// Runs `tick(k, frames)` for buffer `k` at `start + k × period` until stopped.
-    pub fn spawn(name: &str, spec: StreamSpec, mut tick: impl FnMut(u64) + Send + 'static) -> Result<Self, AudioError> {
+    pub fn spawn(
+        name: &str,
+        spec: StreamSpec,
+        mut tick: impl FnMut(u64) + Send + 'static,
+    ) -> Result<Self, AudioError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let rate = spec.sample_rate;
@@ -78,7 +85,12 @@ impl Backend for NullBackend {
             default: false,
         }])
     }
-    fn open_output(&self, _device: Option<&str>, spec: &StreamSpec, mut cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_output(
+        &self,
+        _device: Option<&str>,
+        spec: &StreamSpec,
+        mut cb: OutputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let mut buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
         let s = PacedStream::spawn("null-out", *spec, move |_| {
@@ -87,7 +99,12 @@ impl Backend for NullBackend {
         })?;
         Ok(Box::new(s))
     }
-    fn open_input(&self, _device: Option<&str>, spec: &StreamSpec, mut cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_input(
+        &self,
+        _device: Option<&str>,
+        spec: &StreamSpec,
+        mut cb: InputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
         let s = PacedStream::spawn("null-in", *spec, move |_| {

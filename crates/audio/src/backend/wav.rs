@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use tutti_proto::{LocalTime, Nanos};
 
 use super::null::PacedStream;
-use super::{ActiveStream, Backend, DeviceInfo, InputCallback, OutputCallback, OutputTiming, StreamSpec};
+use super::{
+    ActiveStream, Backend, DeviceInfo, InputCallback, OutputCallback, OutputTiming, StreamSpec,
+};
 use crate::format::to_i16;
 use crate::{AudioError, clock};
 
@@ -41,13 +43,16 @@ impl WavBackend {
     /// Reads the first-sample instant recorded beside a WAV file.
     pub fn first_sample_time(path: &Path) -> Result<LocalTime, AudioError> {
         let meta = sidecar(path);
-        let text = std::fs::read_to_string(&meta).map_err(|e| AudioError::Io(format!("{}: {e}", meta.display())))?;
+        let text = std::fs::read_to_string(&meta)
+            .map_err(|e| AudioError::Io(format!("{}: {e}", meta.display())))?;
         let value = text
             .split("\"first_sample_local_ns\":")
             .nth(1)
             .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| AudioError::Format(format!("{}: no first_sample_local_ns", meta.display())))?;
+            .ok_or_else(|| {
+                AudioError::Format(format!("{}: no first_sample_local_ns", meta.display()))
+            })?;
         Ok(LocalTime(value))
     }
 }
@@ -148,18 +153,33 @@ impl Backend for WavBackend {
             default: false,
         }])
     }
-    fn open_output(&self, _device: Option<&str>, spec: &StreamSpec, mut cb: OutputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_output(
+        &self,
+        _device: Option<&str>,
+        spec: &StreamSpec,
+        mut cb: OutputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let (bits, fmt) = match self.format {
             WavFormat::I16 => (16, hound::SampleFormat::Int),
             WavFormat::F32 => (32, hound::SampleFormat::Float),
         };
-        let wspec = hound::WavSpec { channels: spec.channels, sample_rate: spec.sample_rate, bits_per_sample: bits, sample_format: fmt };
-        let w = hound::WavWriter::create(&self.path, wspec).map_err(|e| AudioError::Io(format!("{}: {e}", self.path.display())))?;
+        let wspec = hound::WavSpec {
+            channels: spec.channels,
+            sample_rate: spec.sample_rate,
+            bits_per_sample: bits,
+            sample_format: fmt,
+        };
+        let w = hound::WavWriter::create(&self.path, wspec)
+            .map_err(|e| AudioError::Io(format!("{}: {e}", self.path.display())))?;
         let writer = match self.format {
             WavFormat::I16 => Writer::I16(w),
             WavFormat::F32 => Writer::F32(w),
         };
-        let sink = Arc::new(Mutex::new(WavSink { writer: Some(writer), path: self.path.clone(), first: None }));
+        let sink = Arc::new(Mutex::new(WavSink {
+            writer: Some(writer),
+            path: self.path.clone(),
+            first: None,
+        }));
         let mut buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
         let name = self.path.display().to_string();
@@ -195,7 +215,12 @@ impl Backend for WavBackend {
             Ok(Box::new(WavStream { inner: None, fast: Some((flag, t)), sink, name }))
         }
     }
-    fn open_input(&self, _device: Option<&str>, _spec: &StreamSpec, _cb: InputCallback) -> Result<Box<dyn ActiveStream>, AudioError> {
+    fn open_input(
+        &self,
+        _device: Option<&str>,
+        _spec: &StreamSpec,
+        _cb: InputCallback,
+    ) -> Result<Box<dyn ActiveStream>, AudioError> {
         Err(AudioError::Device("the WAV backend only plays; read files with FileSource".into()))
     }
 }

@@ -32,13 +32,23 @@ fn main() -> ExitCode {
             "--host" => val("--host").map(|v| host = v),
             "--out" => val("--out").map(|v| out = v),
             "--in" => val("--in").map(|v| inp = v),
-            "--buffer" => val("--buffer").and_then(|v| v.parse().map(|b| buffers.push(b)).map_err(|_| format!("--buffer: `{v}` is not a frame count"))),
-            "--seconds" => val("--seconds").and_then(|v| v.parse().map(|s| seconds = s).map_err(|_| format!("--seconds: `{v}` is not a number"))),
+            "--buffer" => val("--buffer").and_then(|v| {
+                v.parse()
+                    .map(|b| buffers.push(b))
+                    .map_err(|_| format!("--buffer: `{v}` is not a frame count"))
+            }),
+            "--seconds" => val("--seconds").and_then(|v| {
+                v.parse()
+                    .map(|s| seconds = s)
+                    .map_err(|_| format!("--seconds: `{v}` is not a number"))
+            }),
             "--json" => {
                 json = true;
                 Ok(())
             }
-            other => Err(format!("unknown argument `{other}`; see the doc comment in src/bin/tutti-clicks.rs")),
+            other => Err(format!(
+                "unknown argument `{other}`; see the doc comment in src/bin/tutti-clicks.rs"
+            )),
         };
         if let Err(e) = r {
             eprintln!("{e}");
