@@ -1,7 +1,34 @@
-//! Tutti's audio edge.
+//! Tutti's audio edge: where the network's samples meet real devices, files and codecs.
+//!
+//! Independent of the network: it knows the sync core only for its time units and its
+//! [`PlayoutScheduler`](tutti_proto::playout::PlayoutScheduler) (pure logic), never its
+//! packets.
+//!
+//! # Layout
+//! - [`backend`]: the device trait and its implementations — cpal (ALSA and PulseAudio hosts),
+//!   null, WAV file, fake (virtual DAC/ADC with their own ppm).
+//! - [`clock`]: the local monotonic clock shared by every process.
+//! - [`engine`]: playout across the real-time boundary — [`engine::Renderer`] in the device
+//!   callback (rtrb, atomics, no allocation), [`engine::OutputEngine`] on the media thread;
+//!   [`engine::Timeline`] says what to hear when, [`engine::Voice`] follows one timeline.
+//! - [`resample`]: the drift follower over rubato, exact to a fraction of a frame.
+//! - [`timeline`]: local playback of a source on the local clock.
+//! - [`source`]: tones, clicks, raw PCM, files (symphonia), rate conversion; [`capture`]:
+//!   input devices as sources.
+//! - [`opus`]: Opus at 2.5–20 ms with concealment and in-band FEC; [`format`]: PCM.
+//! - [`mixer`]: many voices, gain/mute/pan, soft limiter, lock-free meters.
+//! - [`ramp`]: click-free volume and mute; [`pcm`]: decoded audio by media position.
+//! - [`measure`]: click-alignment measurement of the real device path.
+//!
+//! # Real-time rules
+//! The device callback ([`engine::Renderer::render`]) copies samples out of a ring, applies a
+//! gain ramp and reports its timestamps into another ring: no locks, no allocation, no I/O,
+//! no logging (`tests/realtime.rs` proves it with a counting allocator).
+
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod capture;
 pub mod clock;
 pub mod engine;
 pub mod format;
