@@ -15,7 +15,7 @@
 //! - [`timeline`]: local playback of a source on the local clock.
 //! - [`source`]: tones, clicks, raw PCM, files (symphonia), rate conversion; [`capture`]:
 //!   input devices as sources.
-//! - [`opus`]: Opus at 2.5–20 ms with concealment and in-band FEC; [`format`]: PCM.
+//! - [`opus`]: Opus at 2.5–20 ms with concealment and in-band FEC; [`format`](mod@format): PCM.
 //! - [`mixer`]: many voices, gain/mute/pan, soft limiter, lock-free meters.
 //! - [`ramp`]: click-free volume and mute; [`pcm`]: decoded audio by media position.
 //! - [`measure`]: click-alignment measurement of the real device path.
