@@ -31,14 +31,20 @@ pub struct CaptureSource {
 
 impl core::fmt::Debug for CaptureSource {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CaptureSource").field("read_frames", &self.read_frames).finish_non_exhaustive()
+        f.debug_struct("CaptureSource")
+            .field("read_frames", &self.read_frames)
+            .finish_non_exhaustive()
     }
 }
 
 impl CaptureSource {
     /// Opens `device` (default when `None`) on `backend` and starts capturing. The stream
     /// handle stays with the caller (on the thread that opened it); dropping it stops capture.
-    pub fn open(backend: &dyn Backend, device: Option<&str>, spec: &StreamSpec) -> Result<(Self, Box<dyn ActiveStream>), AudioError> {
+    pub fn open(
+        backend: &dyn Backend,
+        device: Option<&str>,
+        spec: &StreamSpec,
+    ) -> Result<(Self, Box<dyn ActiveStream>), AudioError> {
         let channels = usize::from(spec.channels.max(1));
         // Two seconds of slack between the device and the reader.
         let (mut tx, samples) = RingBuffer::<f32>::new(spec.sample_rate as usize * 2 * channels);
@@ -63,7 +69,16 @@ impl CaptureSource {
                 written += (fit / channels) as u64;
             }),
         )?;
-        let source = CaptureSource { samples, stamps, peeked: None, rate: spec.sample_rate, channels, read_frames: 0, anchor: None, overruns };
+        let source = CaptureSource {
+            samples,
+            stamps,
+            peeked: None,
+            rate: spec.sample_rate,
+            channels,
+            read_frames: 0,
+            anchor: None,
+            overruns,
+        };
         Ok((source, stream))
     }
 
@@ -93,7 +108,6 @@ impl CaptureSource {
     pub fn available(&self) -> usize {
         self.samples.slots() / self.channels
     }
-
 }
 
 impl Source for CaptureSource {
@@ -112,7 +126,9 @@ impl Source for CaptureSource {
             let n = self.samples.slots().min(want - got);
             if n == 0 {
                 if std::time::Instant::now() > deadline {
-                    return Err(AudioError::Device("the input device delivered nothing for 5 s".into()));
+                    return Err(AudioError::Device(
+                        "the input device delivered nothing for 5 s".into(),
+                    ));
                 }
                 std::thread::sleep(std::time::Duration::from_micros(500));
                 continue;

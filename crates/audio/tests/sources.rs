@@ -71,7 +71,9 @@ fn wav_flac_mp3_and_vorbis_decode_and_convert_to_48k() {
 
 #[test]
 fn missing_and_corrupt_files_are_clear_errors() {
-    let e = FileSource::open(std::path::Path::new("/nonexistent/song.flac")).err().expect("missing file");
+    let e = FileSource::open(std::path::Path::new("/nonexistent/song.flac"))
+        .err()
+        .expect("missing file");
     assert!(e.to_string().contains("/nonexistent/song.flac"), "{e}");
     let junk = std::env::temp_dir().join(format!("tutti-junk-{}.mp3", std::process::id()));
     std::fs::write(&junk, b"this is not audio at all, not even a little").unwrap();
