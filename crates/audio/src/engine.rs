@@ -233,6 +233,10 @@ impl<T: Timeline> Voice<T> {
     pub fn on_block(&mut self, f: impl FnMut(LocalTime, &Render, &[f32]) + Send + 'static) {
         self.on_block = Some(Box::new(f));
     }
+    /// Bit-exact playout (see [`DriftFollower::set_exact`]).
+    pub fn set_exact(&mut self, exact: bool) {
+        self.follower.set_exact(exact);
+    }
 }
 
 impl<T: Timeline> Program for Voice<T> {

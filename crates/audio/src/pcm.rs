@@ -118,6 +118,29 @@ impl PcmBuffer {
     }
 }
 
+impl PcmBuffer {
+    /// Copies frames `pos .. pos + frames` into interleaved `out` (whole frames), with silence
+    /// where nothing is held. Returns how many frames were missing.
+    pub fn read_interleaved(&self, pos: i64, out: &mut [f32]) -> usize {
+        let ch = self.channels;
+        let frames = out.len() / ch;
+        let mut missing = 0;
+        for (i, frame) in out.chunks_exact_mut(ch).enumerate().take(frames) {
+            let p = pos + i as i64;
+            if p >= self.start as i64 && (p as u64) < self.end() {
+                let base = (p as u64 - self.start) as usize * ch;
+                for (c, v) in frame.iter_mut().enumerate() {
+                    *v = self.data[base + c];
+                }
+            } else {
+                missing += 1;
+                frame.fill(0.0);
+            }
+        }
+        missing
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

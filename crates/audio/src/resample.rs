@@ -38,6 +38,9 @@ pub struct DriftFollower {
     index: f64,
     planar_in: Vec<Vec<f32>>,
     planar_out: Vec<Vec<f32>>,
+    /// Bit-exact mode: whole frames copied, corrections by whole frames.
+    exact: Option<i64>,
+    exact_mode: bool,
 }
 
 impl core::fmt::Debug for DriftFollower {
@@ -59,7 +62,17 @@ impl DriftFollower {
             index: 0.0,
             planar_in: (0..channels.max(1)).map(|_| Vec::with_capacity(cap)).collect(),
             planar_out: (0..channels.max(1)).map(|_| vec![0.0; CHUNK]).collect(),
+            exact: None,
+            exact_mode: false,
         }
+    }
+
+    /// Bit-exact mode, for integer PCM streams played where the device clock *is* the local
+    /// clock (WAV files, the null device): frames are copied untouched, and the plan is
+    /// followed by slipping whole frames when it drifts a full frame away. Ignored when the
+    /// device and stream rates differ.
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact_mode = exact && self.nominal == 1.0;
     }
 
     /// The media position of the next output frame at `step`.
@@ -112,6 +125,20 @@ impl DriftFollower {
     /// Renders `out` (interleaved) following `plan`, reading input from `pcm`.
     pub fn render(&mut self, plan: &Render, pcm: &PcmBuffer, out: &mut [f32]) -> FollowStats {
         let mut stats = FollowStats::default();
+        if self.exact_mode {
+            let frames = (out.len() / self.channels) as i64;
+            let pos = match self.exact {
+                Some(p) if !plan.resynced && (p as f64 - plan.position).abs() < 1.0 => p,
+                _ => {
+                    stats.restarted = true;
+                    plan.position.round() as i64
+                }
+            };
+            stats.missing = pcm.read_interleaved(pos, out);
+            self.exact = Some(pos + frames);
+            self.cursor = pos + frames;
+            return stats;
+        }
         let frames = out.len() / self.channels;
         if self.resampler.is_none()
             || plan.resynced
@@ -177,5 +204,36 @@ mod tests {
         }
         // f32 holds ~1e5 with 1/128 resolution: that is the test's precision, not the follower's.
         assert!(worst_late < 0.02, "steady-state position error {worst_late} frames");
+    }
+}
+
+#[cfg(test)]
+mod exact_tests {
+    use super::*;
+
+    #[test]
+    fn exact_mode_copies_frames_and_slips_whole_frames() {
+        let mut pcm = PcmBuffer::new(1, 10_000);
+        let v: Vec<f32> = (0..10_000).map(|n| n as f32).collect();
+        pcm.push(0, &v);
+        let mut f = DriftFollower::new(1, 1.0);
+        f.set_exact(true);
+        let mut plan = Render { position: 100.3, step: 1.0 + 1e-3, resynced: true, error_frames: 0.0 };
+        let mut out = vec![0.0f32; 64];
+        let mut slips = 0;
+        let mut expect = 100.0f32;
+        for _ in 0..40 {
+            let s = f.render(&plan, &pcm, &mut out);
+            if out[0] != expect {
+                slips += 1;
+            }
+            assert!(out.windows(2).all(|w| w[1] == w[0] + 1.0), "untouched frames within a block");
+            assert!(s.missing == 0);
+            expect = out[63] + 1.0;
+            plan.position += plan.step * 64.0;
+            plan.resynced = false;
+        }
+        // 1000 ppm over 40 × 64 frames = 2.6 frames of drift: two or three one-frame slips.
+        assert!((2..=3).contains(&slips), "{slips} slips");
     }
 }
