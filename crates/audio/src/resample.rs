@@ -218,7 +218,8 @@ mod exact_tests {
         pcm.push(0, &v);
         let mut f = DriftFollower::new(1, 1.0);
         f.set_exact(true);
-        let mut plan = Render { position: 100.3, step: 1.0 + 1e-3, resynced: true, error_frames: 0.0 };
+        let mut plan =
+            Render { position: 100.3, step: 1.0 + 1e-3, resynced: true, error_frames: 0.0 };
         let mut out = vec![0.0f32; 64];
         let mut slips = 0;
         let mut expect = 100.0f32;

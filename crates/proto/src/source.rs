@@ -375,6 +375,11 @@ impl SourceSession {
         self.next_seq
     }
 
+    /// Frames pushed but not yet sent (paced frames waiting for their departure time).
+    pub fn unsent(&self) -> u64 {
+        self.next_seq.0 - self.next_send.0
+    }
+
     /// Every address a [`Destination::Fanout`] datagram goes to.
     pub fn fanout(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.receivers.iter().map(|r| r.addr).chain(self.config.multicast)
@@ -403,6 +408,14 @@ impl SourceSession {
         let ok =
             if expected > 0 { payload.len() == expected } else { payload.len() <= MAX_PAYLOAD };
         if ok { Ok(()) } else { Err(PushError::BadPayload { len: payload.len(), expected }) }
+    }
+
+    /// Fixes the paced schedule's origin: frame 0 leaves at `t0` (before the first push only).
+    /// Streams that must start together (the stems of a multitrack) share one `t0`.
+    pub fn set_start(&mut self, t0: LocalTime) {
+        if self.next_seq == SeqNo(0) {
+            self.t0 = Some(t0);
+        }
     }
 
     /// Queues the next frame of a paced stream (file, tone, stdin): it leaves at

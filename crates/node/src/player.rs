@@ -1,0 +1,367 @@
+//! A running player: network thread (owns the socket, drives the session), media thread
+//! (fills the output ring through the audio engine), device callback (real time).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tutti_audio::backend::{ActiveStream, StreamSpec};
+use tutti_audio::clock;
+use tutti_audio::engine::{EngineConfig, OutputShared, Timeline, Voice, output};
+use tutti_audio::format::decode_pcm;
+use tutti_audio::opus::OpusDecoder;
+use tutti_audio::pcm::PcmBuffer;
+use tutti_audio::ramp::SharedGain;
+use tutti_proto::clock::ClockEstimate;
+use tutti_proto::jitter::Playout;
+use tutti_proto::player::{PlayerEvent, PlayerStats, StreamInfo};
+use tutti_proto::playout::Render;
+use tutti_proto::wire::MAX_DATAGRAM;
+use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession, Security};
+
+use crate::NodeError;
+use crate::net::{RECV_BUF, bind, recv_until};
+use crate::output::{self, OutputKind};
+
+/// How to run a player.
+#[derive(Clone, Debug)]
+pub struct PlayerOptions {
+    /// Session configuration (source address, name, offsets...).
+    pub config: PlayerConfig,
+    /// Local address to bind (port 0: any).
+    pub bind: SocketAddr,
+    /// Multicast group to listen on.
+    pub group: Option<SocketAddr>,
+    /// Where to play.
+    pub output: OutputKind,
+    /// Device buffer, frames.
+    pub buffer_frames: u32,
+    /// Volume, percent.
+    pub volume: f32,
+    /// How long to wait for the stream's description.
+    pub join_timeout: Duration,
+}
+
+/// What a player shows on its status line.
+#[derive(Clone, Debug, Default)]
+pub struct PlayerSnapshot {
+    /// Session counters.
+    pub stats: PlayerStats,
+    /// Clock estimate.
+    pub clock: Option<ClockEstimate>,
+    /// The stream.
+    pub info: Option<StreamInfo>,
+    /// Packets buffered ahead of playout.
+    pub buffered: u64,
+    /// Capture → playout latency.
+    pub latency: Option<Nanos>,
+    /// Hearing the source.
+    pub streaming: bool,
+    /// Underrun frames at the device.
+    pub underrun_frames: u64,
+    /// Device output latency.
+    pub device_latency: Nanos,
+    /// Events as text (joined, lost, back, ended).
+    pub log: Vec<String>,
+}
+
+/// A running player. Holds the device stream, so it stays on the thread that started it.
+pub struct RunningPlayer {
+    /// Status, refreshed every 100 ms.
+    pub status: Arc<Mutex<PlayerSnapshot>>,
+    /// Volume and mute.
+    pub gain: Arc<SharedGain>,
+    /// The session (for commands: offset, latency).
+    pub session: Arc<Mutex<PlayerSession>>,
+    /// Local socket address.
+    pub local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stream: Option<Box<dyn ActiveStream>>,
+    shared: Arc<OutputShared>,
+}
+
+impl core::fmt::Debug for RunningPlayer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RunningPlayer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningPlayer {
+    /// Stops playing (the source gets a `Bye`) and waits for the threads.
+    pub fn stop(mut self) {
+        if let Ok(mut s) = self.session.lock() {
+            s.close();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut s) = self.stream.take() {
+            s.stop();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+    /// Device counters.
+    pub fn output(&self) -> &OutputShared {
+        &self.shared
+    }
+}
+
+impl Drop for RunningPlayer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut s) = self.stream.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Plays the stream through the audio engine: decodes packets (PCM or Opus) in order and
+/// conceals what is missing.
+struct NetTimeline {
+    session: Arc<Mutex<PlayerSession>>,
+    channels: usize,
+    opus: Option<OpusDecoder>,
+    scratch: Vec<f32>,
+}
+
+impl Timeline for NetTimeline {
+    fn plan(&mut self, now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render> {
+        self.session.lock().ok()?.render(now, dac_time, frames)
+    }
+
+    fn pull(&mut self, until: f64, pcm: &mut PcmBuffer) {
+        let Ok(mut s) = self.session.lock() else { return };
+        while let Some(p) = s.next_frame(until) {
+            self.scratch.clear();
+            let (media, frames) = match p {
+                Playout::Frame(f) => {
+                    let n = usize::from(f.frames);
+                    let ok = match f.codec {
+                        Codec::Opus => {
+                            let dec = match self.opus.as_mut() {
+                                Some(d) => d,
+                                None => match OpusDecoder::new(self.channels) {
+                                    Ok(d) => self.opus.insert(d),
+                                    Err(_) => continue,
+                                },
+                            };
+                            self.scratch.resize(n * self.channels, 0.0);
+                            dec.decode(f.payload, &mut self.scratch).is_ok()
+                        }
+                        c => decode_pcm(c, f.payload, &mut self.scratch).is_some(),
+                    };
+                    if !ok {
+                        self.scratch.clear();
+                    }
+                    (f.media.0, n)
+                }
+                Playout::Missing { media, frames, .. } => {
+                    let n = usize::from(frames);
+                    self.scratch.resize(n * self.channels, 0.0);
+                    // Opus conceals from its own state; PCM plays silence for the gap.
+                    if let Some(dec) = self.opus.as_mut() {
+                        let _ = dec.conceal(None, n, &mut self.scratch);
+                    }
+                    (media.0, n)
+                }
+            };
+            self.scratch.resize(frames * self.channels, 0.0);
+            pcm.push(media, &self.scratch);
+        }
+    }
+}
+
+/// Joins a stream and plays it.
+pub fn run_player(
+    opts: PlayerOptions,
+    security: Security,
+    seed: u64,
+) -> Result<RunningPlayer, NodeError> {
+    let socket = bind(opts.bind, opts.group)?;
+    let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let session =
+        Arc::new(Mutex::new(PlayerSession::new(opts.config.clone(), security, seed, clock::now())));
+    let status = Arc::new(Mutex::new(PlayerSnapshot::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared_slot: Arc<Mutex<Option<Arc<OutputShared>>>> = Arc::new(Mutex::new(None));
+    let net = {
+        let (session, status, stop, shared_slot) =
+            (session.clone(), status.clone(), stop.clone(), shared_slot.clone());
+        let source = opts.config.source;
+        std::thread::Builder::new()
+            .name("tutti-player-net".into())
+            .spawn(move || network_loop(&session, socket, source, &status, &stop, &shared_slot))
+            .map_err(|e| NodeError::Net(e.to_string()))?
+    };
+    // Wait for the stream's description: it says how to open the device.
+    let deadline = clock::now() + Nanos::from(opts.join_timeout);
+    let info = loop {
+        let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some(r) = snap.log.iter().find(|l| l.starts_with("refused")) {
+            stop.store(true, Ordering::Relaxed);
+            let _ = net.join();
+            return Err(NodeError::Refused(format!("{source}: {r}", source = opts.config.source)));
+        }
+        if let Some(i) = snap.info {
+            break i;
+        }
+        if clock::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            let _ = net.join();
+            return Err(NodeError::Net(format!(
+                "no stream heard from {} within {:?}: is the source running, and is the passphrase the same?",
+                opts.config.source, opts.join_timeout
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let channels = usize::from(info.channels);
+    let timeline =
+        NetTimeline { session: session.clone(), channels, opus: None, scratch: Vec::new() };
+    let mut voice = Voice::new(timeline, channels, info.sample_rate, info.sample_rate);
+    voice.set_exact(
+        opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
+    );
+    let live = info.mode == Mode::Live;
+    let block = if live { 64 } else { 128 };
+    let config = EngineConfig {
+        device_rate: info.sample_rate,
+        channels,
+        block,
+        lookahead: (opts.buffer_frames as usize * 2).max(block * 2),
+    };
+    let gain = SharedGain::new();
+    gain.set_volume_percent(opts.volume);
+    let (mut engine, mut renderer, shared) = output(voice, config, gain.clone());
+    if let Ok(mut s) = shared_slot.lock() {
+        *s = Some(shared.clone());
+    }
+    let media = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tutti-player-media".into())
+            .spawn(move || {
+                let tick = if live { Duration::from_micros(300) } else { Duration::from_millis(1) };
+                while !stop.load(Ordering::Relaxed) {
+                    engine.fill(clock::now());
+                    std::thread::sleep(tick);
+                }
+            })
+            .map_err(|e| NodeError::Net(e.to_string()))?
+    };
+    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), opts.buffer_frames);
+    let stream = output::open(
+        &opts.output,
+        &spec,
+        Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
+    );
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = net.join();
+            let _ = media.join();
+            return Err(e.into());
+        }
+    };
+    Ok(RunningPlayer {
+        status,
+        gain,
+        session,
+        local_addr,
+        stop,
+        threads: vec![net, media],
+        stream: Some(stream),
+        shared,
+    })
+}
+
+fn network_loop(
+    session: &Mutex<PlayerSession>,
+    socket: UdpSocket,
+    source: SocketAddr,
+    status: &Mutex<PlayerSnapshot>,
+    stop: &AtomicBool,
+    shared: &Mutex<Option<Arc<OutputShared>>>,
+) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut sends: Vec<Vec<u8>> = Vec::new();
+    let mut last = clock::now();
+    let mut log: Vec<String> = Vec::new();
+    loop {
+        let closing = stop.load(Ordering::Relaxed);
+        let deadline = {
+            let Ok(mut s) = session.lock() else { return };
+            let now = clock::now();
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit(now, &mut out) {
+                sends.push(out[..t.len].to_vec());
+            }
+            while let Some(e) = s.poll_event() {
+                log.push(match e {
+                    PlayerEvent::Joined(i) => format!(
+                        "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
+                        i.name, i.sample_rate, i.channels, i.codec, i.mode
+                    ),
+                    PlayerEvent::Refused { reason, message } => {
+                        format!("refused ({reason:?}): {message}")
+                    }
+                    PlayerEvent::SourceLost => "source lost: waiting for it".into(),
+                    PlayerEvent::SourceBack => "source back".into(),
+                    PlayerEvent::Ended => "stream ended".into(),
+                    _ => "event".into(),
+                });
+            }
+            if now - last > Nanos::from_millis(100) || !log.is_empty() {
+                last = now;
+                if let Ok(mut st) = status.lock() {
+                    st.stats = s.stats();
+                    st.clock = s.clock().copied();
+                    st.info = s.info().cloned();
+                    st.buffered = s.buffered();
+                    st.latency = s.latency();
+                    st.streaming = s.is_streaming();
+                    if let Some(sh) = shared.lock().ok().and_then(|x| x.clone()) {
+                        st.underrun_frames = sh.underrun_frames.load(Ordering::Relaxed);
+                        st.device_latency = sh.device_latency();
+                    }
+                    st.log.append(&mut log);
+                    let excess = st.log.len().saturating_sub(100);
+                    st.log.drain(..excess);
+                }
+            }
+            s.poll_timeout()
+        };
+        for d in sends.drain(..) {
+            let _ = socket.send_to(&d, source);
+        }
+        if closing {
+            return;
+        }
+        if let Some((n, from)) = recv_until(
+            &socket,
+            &mut buf,
+            clock::now(),
+            deadline,
+            Nanos::from_micros(100),
+            Nanos::from_millis(5),
+        ) {
+            if let Ok(mut s) = session.lock() {
+                s.handle_datagram(clock::now(), from, &mut buf[..n]);
+                // Drain whatever else already arrived without blocking.
+                let _ = socket.set_nonblocking(true);
+                while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    s.handle_datagram(clock::now(), from, &mut buf[..n]);
+                }
+                let _ = socket.set_nonblocking(false);
+            }
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! `tutti`: audio over a local network, in time.
+//!
+//! ```text
+//! tutti stream --file song.flac --to 192.168.1.20:7400      # a source
+//! tutti play 192.168.1.10:7400                              # a player
+//! tutti devices                                             # what can play and record here
+//! tutti demo                                                # a source and three players, here
+//! ```
+//! Only `main` uses `anyhow`; the crates below return typed errors.
+
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use tutti_audio::backend::StreamSpec;
+use tutti_audio::capture::CaptureSource;
+use tutti_audio::source::{Converted, FileSource, RawPcm, Source, Tone};
+use tutti_node::output::OutputKind;
+use tutti_node::player::{PlayerOptions, PlayerSnapshot, RunningPlayer, run_player};
+use tutti_node::source::{Encoding, Input, RunningSource, run_source};
+use tutti_proto::{Codec, Mode, Nanos, PlayerConfig, Security, SourceConfig};
+
+/// Audio over a local network, in time: one source on many speakers in sync, or many
+/// microphones mixed live.
+#[derive(Parser, Debug)]
+#[command(name = "tutti", version, about, long_about = None)]
+struct Cli {
+    /// A TOML config file ([network], [stream], [play]); flags override it.
+    #[arg(long, global = true, env = "TUTTI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stream audio to players (a source).
+    Stream(StreamArgs),
+    /// Play a stream (a player).
+    Play(PlayArgs),
+    /// List audio input and output devices.
+    Devices,
+    /// Run a source and several players on this machine and show them in sync.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct NetArgs {
+    /// The network's passphrase (the same on every node).
+    #[arg(long, env = "TUTTI_PASSPHRASE", hide_env_values = true)]
+    passphrase: Option<String>,
+    /// The network's name (salts the passphrase).
+    #[arg(long)]
+    network: Option<String>,
+    /// Send and accept unencrypted, unauthenticated audio (labs only: anyone on the LAN can
+    /// listen and inject).
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Args, Debug)]
+struct StreamArgs {
+    /// An audio file (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A...).
+    #[arg(long, group = "input")]
+    file: Option<PathBuf>,
+    /// A folder: one synchronized stream per file (multitrack), on consecutive ports.
+    #[arg(long, group = "input")]
+    dir: Option<PathBuf>,
+    /// A test tone (Hz).
+    #[arg(long, group = "input", num_args = 0..=1, default_missing_value = "440")]
+    tone: Option<f64>,
+    /// Raw PCM from standard input (see --format, --rate, --channels).
+    #[arg(long, group = "input")]
+    stdin: bool,
+    /// Capture from an input device (e.g. "out.monitor" to stream this computer's sound).
+    #[arg(long, group = "input")]
+    device: Option<String>,
+    /// Unicast receivers (players can also join by themselves).
+    #[arg(long, value_delimiter = ',')]
+    to: Vec<String>,
+    /// A multicast group to send to (e.g. 239.255.77.1:7400).
+    #[arg(long)]
+    multicast: Option<String>,
+    /// Local UDP port (the first of several with --dir).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Local address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    /// Codec: pcm (16-bit), pcm24, f32, opus.
+    #[arg(long)]
+    codec: Option<String>,
+    /// Packet duration in ms (2.5, 5, 10, 20 for Opus).
+    #[arg(long)]
+    frame_ms: Option<f64>,
+    /// Group latency in ms (sync mode): every player plays this long after capture.
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Live mode: minimal adaptive latency (microphones).
+    #[arg(long)]
+    live: bool,
+    /// Start the input again when it ends.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Most unicast receivers; others are told "server full".
+    #[arg(long)]
+    max_receivers: Option<usize>,
+    /// Opus bitrate, bits per second.
+    #[arg(long)]
+    bitrate: Option<i32>,
+    /// Sample rate of the stream.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Channels of the stream.
+    #[arg(long, default_value_t = 2)]
+    channels: u8,
+    /// Raw input format with --stdin: s16le, s24le, f32le.
+    #[arg(long, default_value = "s16le")]
+    format: String,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args, Debug)]
+struct PlayArgs {
+    /// The source's address (host:port), or a multicast group with --group.
+    source: Option<String>,
+    /// Output device (see `tutti devices`); the default device if omitted.
+    #[arg(long)]
+    device: Option<String>,
+    /// Audio host: pulse or alsa.
+    #[arg(long)]
+    host: Option<String>,
+    /// Write to a WAV file instead of a device.
+    #[arg(long, conflicts_with_all = ["device", "null"])]
+    wav: Option<PathBuf>,
+    /// Play into nothing (for tests and measurements).
+    #[arg(long)]
+    null: bool,
+    /// Volume, percent.
+    #[arg(long)]
+    volume: Option<f32>,
+    /// Per-device delay in ms: positive plays later, negative earlier.
+    #[arg(long, allow_hyphen_values = true)]
+    delay_ms: Option<f64>,
+    /// Play at this group latency instead of the source's (zones).
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Device buffer in frames.
+    #[arg(long)]
+    buffer: Option<u32>,
+    /// Listen to a multicast group (the source address still receives clock probes).
+    #[arg(long)]
+    group: Option<String>,
+    /// Stream id to join (a multitrack's stem).
+    #[arg(long, default_value_t = 0)]
+    stream_id: u32,
+    /// This player's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Local port.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// No status line.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Players.
+    #[arg(long, default_value_t = 3)]
+    players: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 12.0)]
+    seconds: f64,
+    /// Also play on this machine's default sound device (if it has one).
+    #[arg(long)]
+    speaker: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("tutti: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cfg = match &cli.config {
+        Some(p) => config::load(p)?,
+        None => config::Config::default(),
+    };
+    match cli.command {
+        Command::Stream(a) => stream(a, &cfg),
+        Command::Play(a) => play(a, &cfg),
+        Command::Devices => devices(),
+        Command::Demo(a) => demo(a),
+    }
+}
+
+fn security(net: &NetArgs, cfg: &config::Config) -> Result<Security> {
+    let insecure = net.insecure || cfg.network.insecure.unwrap_or(false);
+    let pass = net.passphrase.clone().or_else(|| cfg.network.passphrase.clone());
+    let name = net
+        .network
+        .clone()
+        .or_else(|| cfg.network.name.clone())
+        .unwrap_or_else(|| tutti_node::security::DEFAULT_NETWORK.into());
+    if insecure {
+        eprintln!(
+            "tutti: WARNING: --insecure: audio goes unencrypted and unauthenticated; anyone on this network can listen and inject"
+        );
+    }
+    Ok(tutti_node::security::from_options(pass.as_deref(), &name, insecure)?)
+}
+
+fn resolve(addr: &str, what: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("{what} `{addr}`: use host:port, e.g. 192.168.1.20:7400"))?
+        .next()
+        .ok_or_else(|| anyhow!("{what} `{addr}` resolves to nothing"))
+}
+
+fn parse_codec(name: &str) -> Result<Codec> {
+    Ok(match name {
+        "pcm" | "pcm16" | "s16le" => Codec::Pcm16,
+        "pcm24" | "s24le" => Codec::Pcm24,
+        "f32" | "f32le" => Codec::PcmF32,
+        "opus" => Codec::Opus,
+        other => bail!("--codec `{other}`: use pcm, pcm24, f32 or opus"),
+    })
+}
+
+fn seed() -> u64 {
+    let t = tutti_audio::clock::now().0;
+    let pid = u64::from(std::process::id());
+    t ^ (pid << 32) ^ (&t as *const u64 as u64)
+}
+
+fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
+    let sec = security(&a.net, cfg)?;
+    let s = &cfg.stream;
+    let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
+        "opus"
+    } else {
+        "pcm"
+    }))?;
+    let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live { 2.5 } else { 5.0 });
+    let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
+    let mut base = SourceConfig::new(1, a.rate, a.channels);
+    base.codec = codec;
+    base.frames_per_packet = fpp;
+    base.mode = if a.live { Mode::Live } else { Mode::Sync };
+    base.group_latency = if a.live {
+        Nanos::ZERO
+    } else {
+        Nanos::from_secs_f64(a.latency_ms.or(s.latency_ms).unwrap_or(100.0) / 1e3)
+    };
+    if a.live {
+        base.fec = None;
+    }
+    base.max_receivers = a.max_receivers.or(s.max_receivers).unwrap_or(64);
+    let to: Vec<String> =
+        if a.to.is_empty() { s.to.clone().unwrap_or_default() } else { a.to.clone() };
+    base.receivers = to.iter().map(|t| resolve(t, "--to")).collect::<Result<_>>()?;
+    base.multicast = a
+        .multicast
+        .as_deref()
+        .or(s.multicast.as_deref())
+        .map(|m| resolve(m, "--multicast"))
+        .transpose()?;
+    let encoding = Encoding { codec, bitrate: a.bitrate.or(s.bitrate).unwrap_or(128_000) };
+    let port = a.port.or(s.port).unwrap_or(7400);
+    let bind_ip: std::net::IpAddr =
+        a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
+    let (rate, ch) = (a.rate, usize::from(a.channels));
+
+    // Inputs: one per stream.
+    let mut inputs: Vec<(String, Input)> = Vec::new();
+    let file_input = |path: PathBuf, looping: bool| -> Result<Input> {
+        let src = FileSource::open(&path)?;
+        let source: Box<dyn Source> = Box::new(Converted::new(src, rate, ch)?);
+        let reopen: Option<Box<dyn FnMut() -> Option<Box<dyn Source>> + Send>> =
+            looping.then(|| {
+                let p = path.clone();
+                Box::new(move || {
+                    let s = FileSource::open(&p).ok()?;
+                    Some(Box::new(Converted::new(s, rate, ch).ok()?) as Box<dyn Source>)
+                }) as Box<dyn FnMut() -> Option<Box<dyn Source>> + Send>
+            });
+        Ok(Input::Paced { source, reopen })
+    };
+    if let Some(f) = &a.file {
+        inputs.push((f.display().to_string(), file_input(f.clone(), a.looping)?));
+    } else if let Some(d) = &a.dir {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+            .with_context(|| format!("--dir {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && FileSource::open(p).is_ok())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("--dir {}: no audio files found", d.display());
+        }
+        for f in files {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            inputs.push((name, file_input(f, a.looping)?));
+        }
+    } else if let Some(hz) = a.tone {
+        inputs.push((
+            format!("tone {hz} Hz"),
+            Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)), reopen: None },
+        ));
+    } else if a.stdin {
+        let fmt = parse_codec(&a.format)
+            .ok()
+            .filter(|c| *c != Codec::Opus)
+            .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
+        let raw = RawPcm::new(std::io::stdin(), fmt, rate, ch)?;
+        inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw), reopen: None }));
+    } else if let Some(dev) = &a.device {
+        let backend = tutti_audio::backend::cpal::CpalBackend::available()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no audio host for --device (no PulseAudio server, no ALSA)"))?;
+        let (cap, stream) = CaptureSource::open(
+            &backend,
+            Some(dev),
+            &StreamSpec::new(rate, u16::from(a.channels), 128),
+        )?;
+        // The capture stream lives as long as this process.
+        std::mem::forget(stream);
+        inputs.push((format!("device {dev}"), Input::Captured(cap)));
+    } else {
+        bail!("nothing to stream: give --file, --dir, --tone, --stdin or --device");
+    }
+
+    // Multitrack stems start together.
+    let start = (inputs.len() > 1).then(|| tutti_audio::clock::now() + Nanos::from_millis(300));
+    let mut running: Vec<RunningSource> = Vec::new();
+    for (i, (name, input)) in inputs.into_iter().enumerate() {
+        let mut c = base.clone();
+        c.stream_id = i as u32 + 1;
+        c.name = name.chars().take(64).collect();
+        let addr = SocketAddr::new(bind_ip, port + i as u16);
+        let r = run_source(input, c, encoding, addr, sec.clone(), seed() ^ i as u64, start)
+            .with_context(|| format!("stream {name} on {addr}"))?;
+        let meta = &r.metadata;
+        let title = meta
+            .title
+            .clone()
+            .map(|t| {
+                format!(
+                    " — {t}{}",
+                    meta.artist.as_deref().map(|a| format!(" by {a}")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "streaming {name}{title} on {}: players run `tutti play <this-host>:{}`",
+            r.local_addr,
+            r.local_addr.port()
+        );
+        running.push(r);
+    }
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        for r in &running {
+            if let Ok(mut log) = r.progress.log.lock() {
+                for l in log.drain(..) {
+                    eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
+                }
+            }
+        }
+        if !a.quiet {
+            let r = &running[0];
+            let p = &r.progress;
+            let (stats, rx) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+            let pos = p.frames.load(Ordering::Relaxed) as f64 / f64::from(rate);
+            let total = p.total.load(Ordering::Relaxed) as f64 / f64::from(rate);
+            let lost: u64 = rx.iter().map(|x| x.2.lost).sum();
+            let conc: u64 = rx.iter().map(|x| x.2.concealed).sum();
+            let line = format!(
+                "{} {:>6.1}{} s | receivers {} | sent {} pkts, {:.0} kB/s | NACKs {} retx {} | players lost {} concealed {}",
+                if total > 0.0 { "▶" } else { "●" },
+                pos,
+                if total > 0.0 { format!(" / {total:.1}") } else { String::new() },
+                rx.len(),
+                stats.frames_sent,
+                stats.bytes as f64 / 1e3 / (pos.max(0.001)),
+                stats.nacks_received,
+                stats.retransmits,
+                lost,
+                conc
+            );
+            if tty {
+                eprint!("\r\x1b[K{line}");
+                let _ = std::io::stderr().flush();
+            }
+        }
+        if running.iter().all(|r| r.finished()) {
+            if tty {
+                eprintln!();
+            }
+            println!("stream ended");
+            return Ok(());
+        }
+    }
+}
+
+fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Security)> {
+    let p = &cfg.play;
+    let source = a.source.clone().or_else(|| p.source.clone()).ok_or_else(|| {
+        anyhow!("which source? `tutti play HOST:PORT` (or [play] source = ... in the config)")
+    })?;
+    let source = resolve(&source, "source")?;
+    let mut pc = PlayerConfig::new(source);
+    pc.name = a.name.clone().or_else(|| p.name.clone()).unwrap_or_else(|| hostname());
+    pc.stream_id = a.stream_id;
+    pc.device_offset = Nanos::from_secs_f64(a.delay_ms.or(p.delay_ms).unwrap_or(0.0) / 1e3);
+    pc.latency_override = a.latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
+    let group = a.group.as_deref().map(|g| resolve(g, "--group")).transpose()?;
+    pc.join = group.is_none();
+    let output = if let Some(w) = &a.wav {
+        OutputKind::Wav(w.clone())
+    } else if a.null {
+        OutputKind::Null
+    } else {
+        OutputKind::Device {
+            host: a.host.clone().or_else(|| p.host.clone()),
+            name: a.device.clone().or_else(|| p.device.clone()),
+        }
+    };
+    let bind: SocketAddr = match group {
+        Some(g) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), g.port()),
+        None => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port),
+    };
+    let opts = PlayerOptions {
+        config: pc,
+        bind,
+        group,
+        output,
+        buffer_frames: a.buffer.or(p.buffer).unwrap_or(256),
+        volume: a.volume.or(p.volume).unwrap_or(100.0),
+        join_timeout: Duration::from_secs(5),
+    };
+    Ok((opts, security(&a.net, cfg)?))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "player".into())
+}
+
+fn status_line(s: &PlayerSnapshot) -> String {
+    let c = s.clock.as_ref();
+    format!(
+        "{} offset {} | skew {:+.2} ppm | ±{} | buffer {} pkts, latency {} | recovered FEC {} NACK {} | concealed {} | underruns {}",
+        if s.streaming { "▶" } else { "…" },
+        c.map_or("?".into(), |c| c.offset.to_string()),
+        c.map_or(0.0, |c| c.skew_ppm()),
+        c.map_or("?".into(), |c| c.uncertainty.to_string()),
+        s.buffered,
+        s.latency.map_or("?".into(), |l| l.to_string()),
+        s.stats.recovered_fec,
+        s.stats.recovered_retx,
+        s.stats.concealed,
+        s.underrun_frames
+    )
+}
+
+fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
+    let (opts, sec) = play_options(&a, cfg)?;
+    let source = opts.config.source;
+    let player = run_player(opts, sec, seed()).with_context(|| format!("playing {source}"))?;
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(mut st) = player.status.lock() {
+            for l in st.log.drain(..) {
+                eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
+            }
+        }
+        if tty {
+            eprint!("\r\x1b[K{}", status_line(&snap));
+            let _ = std::io::stderr().flush();
+        }
+        if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
+            break;
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
+    println!("{}", status_line(&snap));
+    player.stop();
+    Ok(())
+}
+
+fn devices() -> Result<()> {
+    let list = tutti_audio::backend::list_devices();
+    println!("{:<6} {:<6} {:<40} {}", "host", "dir", "name", "id");
+    for d in list {
+        let dir = match (d.input, d.output) {
+            (true, true) => "in/out",
+            (true, false) => "in",
+            _ => "out",
+        };
+        println!(
+            "{:<6} {:<6} {:<40} {}{}",
+            d.host,
+            dir,
+            d.name,
+            d.description,
+            if d.default { "  (default)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    println!(
+        "Tutti demo: one source, {} players on this machine (loopback, encrypted), {} s.",
+        a.players, a.seconds
+    );
+    let key = Security::encrypted(tutti_proto::NetworkKey::from_bytes(
+        seed().to_le_bytes().repeat(4).try_into().map_err(|_| anyhow!("key"))?,
+    ));
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.name = "demo chord".into();
+    let src = run_source(
+        Input::Paced { source: Box::new(Tone::new(48_000, 2, 440.0, 0.2)), reopen: None },
+        cfg,
+        Encoding { codec: Codec::Pcm16, bitrate: 0 },
+        "127.0.0.1:0".parse()?,
+        key.clone(),
+        seed(),
+        None,
+    )?;
+    println!(
+        "source on {} (PCM 48 kHz stereo, 100 ms group latency, FEC 8+2, NACK)",
+        src.local_addr
+    );
+    let mut players: Vec<RunningPlayer> = Vec::new();
+    for i in 0..a.players {
+        let mut pc = PlayerConfig::new(src.local_addr);
+        pc.name = format!("player-{}", i + 1);
+        let output = if a.speaker && i == 0 {
+            OutputKind::Device { host: None, name: None }
+        } else {
+            OutputKind::Null
+        };
+        let opts = PlayerOptions {
+            config: pc,
+            bind: "127.0.0.1:0".parse()?,
+            group: None,
+            output,
+            buffer_frames: 256,
+            volume: 100.0,
+            join_timeout: Duration::from_secs(5),
+        };
+        players.push(run_player(opts, key.clone(), seed() ^ (i as u64 + 1) << 8)?);
+    }
+    println!(
+        "{:>5}  {:>12}  {}",
+        "t (s)",
+        "sync spread",
+        "per player: clock offset ± bound, skew, buffer, recovered/concealed"
+    );
+    let start = std::time::Instant::now();
+    while start.elapsed().as_secs_f64() < a.seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        // Where each player will play the same sample: the spread is their disagreement.
+        let media = tutti_proto::MediaTime((start.elapsed().as_secs() + 2) * 48_000);
+        let due: Vec<Option<tutti_proto::LocalTime>> =
+            players.iter().map(|p| p.session.lock().ok().and_then(|s| s.due_at(media))).collect();
+        let known: Vec<_> = due.iter().flatten().collect();
+        let spread = match (known.iter().min(), known.iter().max()) {
+            (Some(lo), Some(hi)) if known.len() == players.len() => {
+                format!("{:.1} µs", (**hi - **lo).as_micros_f64())
+            }
+            _ => "locking".into(),
+        };
+        let per: Vec<String> = players
+            .iter()
+            .map(|p| {
+                let s = p.status.lock().map(|s| s.clone()).unwrap_or_default();
+                s.clock.map_or("locking".into(), |c| {
+                    format!(
+                        "{} ±{} {:+.1}ppm {}pk {}/{}",
+                        c.offset,
+                        c.uncertainty,
+                        c.skew_ppm(),
+                        s.buffered,
+                        s.stats.recovered_fec + s.stats.recovered_retx,
+                        s.stats.concealed
+                    )
+                })
+            })
+            .collect();
+        println!("{:>5.0}  {:>12}  {}", start.elapsed().as_secs_f64(), spread, per.join(" | "));
+    }
+    for p in players {
+        p.stop();
+    }
+    src.stop();
+    println!(
+        "\nOn a machine with a sound card: `tutti stream --tone --passphrase SECRET` on one, \
+         `tutti play HOST:7400 --passphrase SECRET` on each speaker (`tutti devices` lists outputs)."
+    );
+    Ok(())
+}
