@@ -69,8 +69,8 @@ impl DriftFollower {
 
     /// Bit-exact mode, for integer PCM streams played where the device clock *is* the local
     /// clock (WAV files, the null device): frames are copied untouched, and the plan is
-    /// followed by slipping whole frames when it drifts a full frame away. Ignored when the
-    /// device and stream rates differ.
+    /// followed to within 1.5 frames by slipping a whole frame when it drifts further.
+    /// Ignored when the device and stream rates differ.
     pub fn set_exact(&mut self, exact: bool) {
         self.exact_mode = exact && self.nominal == 1.0;
     }
@@ -128,7 +128,9 @@ impl DriftFollower {
         if self.exact_mode {
             let frames = (out.len() / self.channels) as i64;
             let pos = match self.exact {
-                Some(p) if !plan.resynced && (p as f64 - plan.position).abs() < 1.0 => p,
+                // Half a frame of rounding plus a frame of hysteresis: the plan's sub-frame
+                // wobble (clock estimate refinements) never slips a frame.
+                Some(p) if !plan.resynced && (p as f64 - plan.position).abs() < 1.5 => p,
                 _ => {
                     stats.restarted = true;
                     plan.position.round() as i64
@@ -234,7 +236,8 @@ mod exact_tests {
             plan.position += plan.step * 64.0;
             plan.resynced = false;
         }
-        // 1000 ppm over 40 × 64 frames = 2.6 frames of drift: two or three one-frame slips.
-        assert!((2..=3).contains(&slips), "{slips} slips");
+        // 1000 ppm over 40 × 64 frames = 2.6 frames of drift from a start 0.3 off: one or two
+        // one-frame slips, never more.
+        assert!((1..=2).contains(&slips), "{slips} slips");
     }
 }

@@ -292,13 +292,12 @@ impl JitterBuffer {
     pub fn pop(&mut self, until: MediaTime) -> Option<Playout<'_>> {
         let n = self.next_out?;
         let media = self.media_of(n);
-        if media >= until {
+        // Nothing is known beyond the newest packet: no concealment for a stream that has
+        // simply stopped (or not yet arrived).
+        if media >= until || n >= self.end {
             return None;
         }
         self.next_out = Some(n.next());
-        if self.end <= n {
-            self.end = n.next();
-        }
         let i = self.index(n);
         let slot = &mut self.slots[i];
         let present = matches!(slot.state, State::Present { .. }) && slot.seq == n;

@@ -79,6 +79,10 @@ pub struct PlayerConfig {
     pub nack: bool,
     /// Clock estimator tunables.
     pub clock: ClockConfig,
+    /// Playback starts only once the clock estimate spans this long (the join burst gives a
+    /// sample every 10 ms): early estimates wobble by tens of µs, and a jump after the first
+    /// sample is heard would be audible.
+    pub lock_span: Nanos,
 }
 
 impl PlayerConfig {
@@ -101,6 +105,7 @@ impl PlayerConfig {
             live_margin: Nanos::from_micros(250),
             nack: true,
             clock: ClockConfig::default(),
+            lock_span: Nanos::from_millis(250),
         }
     }
 }
@@ -511,7 +516,9 @@ impl PlayerSession {
         self.events.push_back(PlayerEvent::Joined(info.clone()));
         self.info = Some(info);
         self.link = Link::Streaming;
-        if self.probes_sent == 0 {
+        // The source is here now: (re)start the join burst if no probe has come back yet.
+        if self.clock.is_empty() {
+            self.probes_sent = 0;
             self.next_probe = now;
         }
     }
@@ -795,7 +802,7 @@ impl PlayerSession {
             Mode::Live => self.live.update(now, lead, self.config.live_margin)?,
         };
         let clock = self.clock.estimate()?;
-        if clock.samples < 3 {
+        if clock.samples < 3 || clock.span < self.config.lock_span {
             return None;
         }
         let (m0, p0) = self.reference?;

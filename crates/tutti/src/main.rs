@@ -353,8 +353,9 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         bail!("nothing to stream: give --file, --dir, --tone, --stdin or --device");
     }
 
-    // Multitrack stems start together.
-    let start = (inputs.len() > 1).then(|| tutti_audio::clock::now() + Nanos::from_millis(300));
+    // Stems of a multitrack start together, and every stream starts 300 ms after launch, so
+    // that players already listening lock their clocks and hear it from the first sample.
+    let start = Some(tutti_audio::clock::now() + Nanos::from_millis(300));
     let mut running: Vec<RunningSource> = Vec::new();
     for (i, (name, input)) in inputs.into_iter().enumerate() {
         let mut c = base.clone();

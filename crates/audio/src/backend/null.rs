@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use tutti_proto::Nanos;
+use tutti_proto::{LocalTime, Nanos};
 
 use super::{
     ActiveStream, Backend, DeviceInfo, InputCallback, InputTiming, OutputCallback, OutputTiming,
@@ -26,11 +26,13 @@ pub struct PacedStream {
 }
 
 impl PacedStream {
-    /// Runs `tick(k, frames)` for buffer `k` at `start + k × period` until stopped.
+    /// Runs `tick(k, due)` for buffer `k` at its due instant `start + k × period` until
+    /// stopped. Like a sound card's crystal, the schedule never drifts however late the
+    /// thread wakes: timestamps derived from `due` are exact.
     pub fn spawn(
         name: &str,
         spec: StreamSpec,
-        mut tick: impl FnMut(u64) + Send + 'static,
+        mut tick: impl FnMut(u64, LocalTime) + Send + 'static,
     ) -> Result<Self, AudioError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -43,8 +45,9 @@ impl PacedStream {
                 let mut k = 0u64;
                 while !flag.load(Ordering::Relaxed) {
                     // Absolute schedule: buffer k is due at start + k·period, never drifting.
-                    clock::sleep_until(start + Nanos::from_frames(k * frames, rate));
-                    tick(k);
+                    let due = start + Nanos::from_frames(k * frames, rate);
+                    clock::sleep_until(due);
+                    tick(k, due);
                     k += 1;
                 }
             })
@@ -93,9 +96,8 @@ impl Backend for NullBackend {
     ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let mut buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
-        let s = PacedStream::spawn("null-out", *spec, move |_| {
-            let now = clock::now();
-            cb(&mut buf, OutputTiming { now, dac_time: now + period });
+        let s = PacedStream::spawn("null-out", *spec, move |_, due| {
+            cb(&mut buf, OutputTiming { now: clock::now(), dac_time: due + period });
         })?;
         Ok(Box::new(s))
     }
@@ -107,9 +109,8 @@ impl Backend for NullBackend {
     ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
-        let s = PacedStream::spawn("null-in", *spec, move |_| {
-            let now = clock::now();
-            cb(&buf, InputTiming { now, captured: now - period });
+        let s = PacedStream::spawn("null-in", *spec, move |_, due| {
+            cb(&buf, InputTiming { now: clock::now(), captured: due - period });
         })?;
         Ok(Box::new(s))
     }

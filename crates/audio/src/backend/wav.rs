@@ -193,9 +193,8 @@ impl Backend for WavBackend {
             }
         };
         if self.realtime {
-            let inner = PacedStream::spawn("wav-out", *spec, move |_| {
-                let now = clock::now();
-                tick(now, now + period);
+            let inner = PacedStream::spawn("wav-out", *spec, move |_, due| {
+                tick(clock::now(), due + period);
             })?;
             Ok(Box::new(WavStream { inner: Some(inner), fast: None, sink, name }))
         } else {

@@ -1,0 +1,176 @@
+//! End to end, real processes over real UDP on loopback: `tutti stream` and `tutti play`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tutti");
+const PASS: &str = "e2e test passphrase";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tutti(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .env("TUTTI_PASSPHRASE", PASS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tutti starts"),
+    )
+}
+
+fn wait(p: &mut Proc, limit: Duration) -> (bool, String) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = p.0.try_wait().expect("wait works") {
+            let mut out = String::new();
+            if let Some(mut s) = p.0.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            }
+            if let Some(mut s) = p.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            }
+            return (status.success(), out);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = p.0.kill();
+            return (false, "timed out".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tutti-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Deterministic, non-repeating 16-bit stereo audio.
+fn write_input(path: &Path, seconds: f64, seed: u32) -> Vec<i16> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    let mut x = seed;
+    let n = (48_000.0 * seconds) as usize * 2;
+    let samples: Vec<i16> = (0..n)
+        .map(|i| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let tone = (8000.0 * (i as f64 * 0.013).sin()) as i32;
+            (tone + ((x >> 20) as i32 - 2048)) as i16
+        })
+        .collect();
+    for s in &samples {
+        w.write_sample(*s).expect("write");
+    }
+    w.finalize().expect("finalize");
+    samples
+}
+
+fn read_wav(path: &Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .expect("output wav")
+        .into_samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect()
+}
+
+fn first_sample_ns(path: &Path) -> u64 {
+    let mut meta = path.as_os_str().to_owned();
+    meta.push(".json");
+    let text = std::fs::read_to_string(PathBuf::from(meta)).expect("sidecar");
+    text.split(':')
+        .nth(1)
+        .and_then(|v| v.trim().trim_end_matches('}').trim().parse().ok())
+        .expect("first_sample_local_ns")
+}
+
+/// Index (in frames) where `input` starts inside `output`, checking every sample after it.
+fn find_exact(output: &[i16], input: &[i16]) -> Option<usize> {
+    let head = &input[..256];
+    (0..output.len().saturating_sub(input.len()) / 2 + 1)
+        .find(|&f| output[f * 2..].starts_with(head))
+        .filter(|&f| output[f * 2..f * 2 + input.len()] == *input)
+}
+
+fn port_base(k: u16) -> u16 {
+    20_000 + (std::process::id() % 2_000) as u16 * 10 + k
+}
+
+#[test]
+fn wav_to_three_players_is_bit_identical_and_sample_aligned() {
+    let dir = tmp("bitexact");
+    let input_path = dir.join("in.wav");
+    let input = write_input(&input_path, 3.0, 7);
+    let sp = port_base(0);
+    let ports: Vec<u16> = (1..=3).map(|i| sp + i).collect();
+    let outs: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("out{i}.wav"))).collect();
+    let mut players: Vec<Proc> = ports
+        .iter()
+        .zip(&outs)
+        .map(|(p, o)| {
+            tutti(&[
+                "play",
+                &format!("127.0.0.1:{sp}"),
+                "--port",
+                &p.to_string(),
+                "--wav",
+                o.to_str().unwrap(),
+                "--seconds",
+                "6",
+                "--quiet",
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let to: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut source = tutti(&[
+        "stream",
+        "--file",
+        input_path.to_str().unwrap(),
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--to",
+        &to.join(","),
+        "--latency-ms",
+        "200",
+        "--quiet",
+    ]);
+    let (ok, log) = wait(&mut source, Duration::from_secs(20));
+    assert!(ok, "source: {log}");
+    let mut aligned = Vec::new();
+    for (p, o) in players.iter_mut().zip(&outs) {
+        let (ok, log) = wait(p, Duration::from_secs(20));
+        assert!(ok, "player: {log}");
+        let out = read_wav(o);
+        let at = find_exact(&out, &input).unwrap_or_else(|| {
+            panic!("{}: the input is not in the output bit-exactly ({log})", o.display())
+        });
+        // The local instant the input's first frame was played.
+        aligned.push(first_sample_ns(o) as f64 + at as f64 * 1e9 / 48_000.0);
+    }
+    let spread = aligned.iter().cloned().fold(f64::MIN, f64::max)
+        - aligned.iter().cloned().fold(f64::MAX, f64::min);
+    eprintln!(
+        "three players: bit-identical; first input frame played within {:.1} µs of each other",
+        spread / 1e3
+    );
+    assert!(spread <= 1e9 / 48_000.0, "outputs misaligned by {spread} ns (more than one sample)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
