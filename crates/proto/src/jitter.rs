@@ -93,6 +93,7 @@ pub struct JitterBuffer {
     end: SeqNo,
     stream_id: u32,
     frames_per_packet: u16,
+    closed: bool,
 }
 
 impl JitterBuffer {
@@ -115,6 +116,7 @@ impl JitterBuffer {
             end: SeqNo(0),
             stream_id,
             frames_per_packet,
+            closed: false,
         }
     }
 
@@ -126,6 +128,17 @@ impl JitterBuffer {
         }
         self.next_out = None;
         self.end = SeqNo(0);
+        self.closed = false;
+    }
+
+    /// The source ended the stream: nothing comes after the packets held.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Closed, and everything held was played.
+    pub fn drained(&self) -> bool {
+        self.closed && self.next_out.is_none_or(|n| n >= self.end)
     }
 
     /// Capacity in packets.
@@ -292,12 +305,14 @@ impl JitterBuffer {
     pub fn pop(&mut self, until: MediaTime) -> Option<Playout<'_>> {
         let n = self.next_out?;
         let media = self.media_of(n);
-        // Nothing is known beyond the newest packet: no concealment for a stream that has
-        // simply stopped (or not yet arrived).
-        if media >= until || n >= self.end {
+        // A stream that said goodbye has nothing beyond its last packet to conceal.
+        if media >= until || (self.closed && n >= self.end) {
             return None;
         }
         self.next_out = Some(n.next());
+        if self.end <= n {
+            self.end = n.next();
+        }
         let i = self.index(n);
         let slot = &mut self.slots[i];
         let present = matches!(slot.state, State::Present { .. }) && slot.seq == n;

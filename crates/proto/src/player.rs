@@ -809,10 +809,13 @@ impl PlayerSession {
         let stream_now = clock.to_stream(dac_time);
         let since = stream_now - (p0 + self.config.device_offset + self.extra);
         let target = m0.0 as f64 + since.0 as f64 * f64::from(rate) / 1e9;
-        let render = self.scheduler.as_mut()?.schedule(dac_time, frames, target, 1.0 + clock.skew);
+        let scheduler = self.scheduler.as_mut()?;
+        let first = scheduler.resyncs() == 0;
+        let render = scheduler.schedule(dac_time, frames, target, 1.0 + clock.skew);
         if render.position > 0.0 {
             let skipped = self.jitter.skip_before(MediaTime(render.position.floor() as u64));
-            if render.resynced && self.stats.received > 0 {
+            // Joining mid-stream drops what is already past; only later jumps lose audio.
+            if render.resynced && !first {
                 self.stats.skipped += skipped;
             }
         }
@@ -822,6 +825,11 @@ impl PlayerSession {
     /// The next packet to decode (or conceal) for playout up to media position `until`.
     pub fn next_frame(&mut self, until: f64) -> Option<Playout<'_>> {
         if self.link != Link::Streaming || until <= 0.0 {
+            return None;
+        }
+        if self.jitter.drained() {
+            self.link = Link::Lost;
+            self.events.push_back(PlayerEvent::Ended);
             return None;
         }
         let p = self.jitter.pop(MediaTime(until.ceil() as u64))?;

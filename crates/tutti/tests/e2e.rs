@@ -171,6 +171,12 @@ fn wav_to_three_players_is_bit_identical_and_sample_aligned() {
         "three players: bit-identical; first input frame played within {:.1} µs of each other",
         spread / 1e3
     );
-    assert!(spread <= 1e9 / 48_000.0, "outputs misaligned by {spread} ns (more than one sample)");
+    // Bit-exact output copies whole frames, so each player sits on its own sample grid (±½
+    // sample): two perfect players can already be one sample apart. Loopback clock estimates
+    // add a few µs (user-space timestamps). Measured here: 13–25 µs.
+    assert!(
+        spread <= 1.5e9 / 48_000.0,
+        "outputs misaligned by {spread} ns (more than 1.5 samples)"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
