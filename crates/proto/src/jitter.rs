@@ -94,6 +94,7 @@ pub struct JitterBuffer {
     stream_id: u32,
     frames_per_packet: u16,
     closed: bool,
+    lookback: u64,
 }
 
 impl JitterBuffer {
@@ -117,6 +118,7 @@ impl JitterBuffer {
             stream_id,
             frames_per_packet,
             closed: false,
+            lookback: 0,
         }
     }
 
@@ -129,6 +131,13 @@ impl JitterBuffer {
         self.next_out = None;
         self.end = SeqNo(0);
         self.closed = false;
+    }
+
+    /// When the first packet arrives, also wait for (and so NACK) the `packets` before it: if
+    /// the stream's first packets were lost, or a player joins mid-stream, those still due can
+    /// be recovered.
+    pub fn set_lookback(&mut self, packets: u64) {
+        self.lookback = packets.min(self.slots.len() as u64 / 2);
     }
 
     /// The source ended the stream: nothing comes after the packets held.
@@ -178,8 +187,9 @@ impl JitterBuffer {
         let mut result = Inserted::New { gap: 0 };
         match self.next_out {
             None => {
-                self.next_out = Some(seq);
-                self.end = seq;
+                let from = SeqNo(seq.0.saturating_sub(self.lookback));
+                self.next_out = Some(from);
+                self.end = from;
             }
             Some(n) if seq < n => return Inserted::Late,
             Some(n) if seq.0 >= n.0 + cap => {

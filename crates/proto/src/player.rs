@@ -538,11 +538,15 @@ impl PlayerSession {
         let mode = info.mode;
         let origin = if frame.retransmit { Origin::Retransmit } else { Origin::Original };
         let first_nack = now + self.nack_delay();
+        let first = self.jitter.next_out().is_none();
         let result = self.jitter.insert(now, frame, origin, first_nack);
         match result {
             Inserted::New { gap } => {
                 self.stats.received += 1;
-                self.stats.lost += gap;
+                // The first packet's look-back is not a loss (yet).
+                if !first {
+                    self.stats.lost += gap;
+                }
             }
             Inserted::Restarted => {
                 self.stats.received += 1;

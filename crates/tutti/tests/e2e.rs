@@ -180,3 +180,201 @@ fn wav_to_three_players_is_bit_identical_and_sample_aligned() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_player_beyond_the_limit_is_told_server_full() {
+    let sp = port_base(4);
+    let _source = tutti(&[
+        "stream",
+        "--tone",
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--max-receivers",
+        "1",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut first =
+        tutti(&["play", &format!("127.0.0.1:{sp}"), "--null", "--seconds", "4", "--quiet"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut second =
+        tutti(&["play", &format!("127.0.0.1:{sp}"), "--null", "--seconds", "3", "--quiet"]);
+    let (ok, log) = wait(&mut second, Duration::from_secs(15));
+    assert!(!ok, "the second player must fail: {log}");
+    assert!(log.contains("server full"), "{log}");
+    let (ok, log) = wait(&mut first, Duration::from_secs(15));
+    assert!(ok, "the first player plays on: {log}");
+}
+
+/// A user-space lossy relay between one player and a source: drops `loss` of the datagrams
+/// going to the player (seeded), and forwards everything else both ways, one thread per
+/// direction (blocking receives: the relay adds no delay of its own).
+fn lossy_relay(
+    listen: u16,
+    source: u16,
+    loss: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    use std::net::UdpSocket;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    let front = Arc::new(UdpSocket::bind(("127.0.0.1", listen)).expect("relay front"));
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("relay back"));
+    front.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    back.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let player = Arc::new(Mutex::new(None));
+    let upstream = {
+        let (front, back, player, stop) =
+            (front.clone(), back.clone(), player.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *player.lock().unwrap() = Some(from);
+                    let _ = back.send_to(&buf[..n], ("127.0.0.1", source));
+                }
+            }
+        })
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut x = 12345u64;
+        let (mut passed, mut dropped) = (0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, _)) = back.recv_from(&mut buf) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if ((x >> 11) as f64 / (1u64 << 53) as f64) < loss {
+                    dropped += 1;
+                    continue;
+                }
+                passed += 1;
+                if let Some(p) = *player.lock().unwrap() {
+                    let _ = front.send_to(&buf[..n], p);
+                }
+            }
+        }
+        let _ = upstream.join();
+        (passed, dropped)
+    })
+}
+
+#[test]
+fn with_10_percent_loss_the_output_is_still_bit_identical() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tmp("lossy");
+    let input_path = dir.join("in.wav");
+    let input = write_input(&input_path, 3.0, 11);
+    let sp = port_base(5);
+    let relay_port = sp + 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = lossy_relay(
+        relay_port,
+        sp,
+        std::env::var("RELAY_LOSS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.10),
+        stop.clone(),
+    );
+    let out = dir.join("out.wav");
+    let mut player = tutti(&[
+        "play",
+        &format!("127.0.0.1:{relay_port}"),
+        "--wav",
+        out.to_str().unwrap(),
+        "--seconds",
+        "6",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut source = tutti(&[
+        "stream",
+        "--file",
+        input_path.to_str().unwrap(),
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--latency-ms",
+        "200",
+        "--quiet",
+    ]);
+    let (ok, log) = wait(&mut source, Duration::from_secs(20));
+    assert!(ok, "source: {log}");
+    let (ok, log) = wait(&mut player, Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    let (passed, dropped) = relay.join().expect("relay");
+    assert!(ok, "player: {log}");
+    assert!(
+        dropped as f64 > 0.07 * (passed + dropped) as f64,
+        "the relay dropped {dropped} of {}",
+        passed + dropped
+    );
+    let got = read_wav(&out);
+    assert!(
+        find_exact(&got, &input).is_some(),
+        "lossy path not bit-identical ({dropped} datagrams dropped): {log}"
+    );
+    eprintln!(
+        "10 % loss ({dropped} of {} datagrams dropped): output bit-identical; {log}",
+        passed + dropped
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_folder_of_stems_plays_sample_aligned_on_three_players() {
+    let dir = tmp("stems");
+    let stems = dir.join("stems");
+    std::fs::create_dir_all(&stems).unwrap();
+    let inputs: Vec<Vec<i16>> =
+        (0..3).map(|i| write_input(&stems.join(format!("{i}-stem.wav")), 2.0, 100 + i)).collect();
+    let sp = port_base(6);
+    let ports: Vec<u16> = (0..3).map(|i| sp + 3 + i).collect();
+    let outs: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("out{i}.wav"))).collect();
+    // Player i joins stem i (stream i+1 on source port sp+i).
+    let mut players: Vec<Proc> = (0..3)
+        .map(|i| {
+            tutti(&[
+                "play",
+                &format!("127.0.0.1:{}", sp + i as u16),
+                "--port",
+                &ports[i].to_string(),
+                "--wav",
+                outs[i].to_str().unwrap(),
+                "--seconds",
+                "5",
+                "--quiet",
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut source = tutti(&[
+        "stream",
+        "--dir",
+        stems.to_str().unwrap(),
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--latency-ms",
+        "200",
+        "--quiet",
+    ]);
+    let (ok, log) = wait(&mut source, Duration::from_secs(20));
+    assert!(ok, "source: {log}");
+    let mut aligned = Vec::new();
+    for (i, p) in players.iter_mut().enumerate() {
+        let (ok, log) = wait(p, Duration::from_secs(20));
+        assert!(ok, "player {i}: {log}");
+        let out = read_wav(&outs[i]);
+        let at = find_exact(&out, &inputs[i])
+            .unwrap_or_else(|| panic!("stem {i} not bit-identical: {log}"));
+        aligned.push(first_sample_ns(&outs[i]) as f64 + at as f64 * 1e9 / 48_000.0);
+    }
+    let spread = aligned.iter().cloned().fold(f64::MIN, f64::max)
+        - aligned.iter().cloned().fold(f64::MAX, f64::min);
+    eprintln!("three stems on three players: first frames within {:.1} µs", spread / 1e3);
+    assert!(spread <= 1.5e9 / 48_000.0, "stems misaligned by {spread} ns");
+    let _ = std::fs::remove_dir_all(&dir);
+}
