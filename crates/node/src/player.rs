@@ -352,16 +352,15 @@ fn network_loop(
             deadline,
             Nanos::from_micros(100),
             Nanos::from_millis(5),
-        ) {
-            if let Ok(mut s) = session.lock() {
+        ) && let Ok(mut s) = session.lock()
+        {
+            s.handle_datagram(clock::now(), from, &mut buf[..n]);
+            // Drain whatever else already arrived without blocking.
+            let _ = socket.set_nonblocking(true);
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
                 s.handle_datagram(clock::now(), from, &mut buf[..n]);
-                // Drain whatever else already arrived without blocking.
-                let _ = socket.set_nonblocking(true);
-                while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    s.handle_datagram(clock::now(), from, &mut buf[..n]);
-                }
-                let _ = socket.set_nonblocking(false);
             }
+            let _ = socket.set_nonblocking(false);
         }
     }
 }

@@ -435,7 +435,7 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Se
     })?;
     let source = resolve(&source, "source")?;
     let mut pc = PlayerConfig::new(source);
-    pc.name = a.name.clone().or_else(|| p.name.clone()).unwrap_or_else(|| hostname());
+    pc.name = a.name.clone().or_else(|| p.name.clone()).unwrap_or_else(hostname);
     pc.stream_id = a.stream_id;
     pc.device_offset = Nanos::from_secs_f64(a.delay_ms.or(p.delay_ms).unwrap_or(0.0) / 1e3);
     pc.latency_override = a.latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
@@ -523,7 +523,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
 
 fn devices() -> Result<()> {
     let list = tutti_audio::backend::list_devices();
-    println!("{:<6} {:<6} {:<40} {}", "host", "dir", "name", "id");
+    println!("{:<6} {:<6} {:<40} id", "host", "dir", "name");
     for d in list {
         let dir = match (d.input, d.output) {
             (true, true) => "in/out",
@@ -586,10 +586,8 @@ fn demo(a: DemoArgs) -> Result<()> {
         players.push(run_player(opts, key.clone(), seed() ^ (i as u64 + 1) << 8)?);
     }
     println!(
-        "{:>5}  {:>12}  {}",
-        "t (s)",
-        "sync spread",
-        "per player: clock offset ± bound, skew, buffer, recovered/concealed"
+        "{:>5}  {:>12}  per player: clock offset ± bound, skew, buffer, recovered/concealed",
+        "t (s)", "sync spread"
     );
     let start = std::time::Instant::now();
     while start.elapsed().as_secs_f64() < a.seconds {
