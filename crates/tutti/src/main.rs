@@ -33,7 +33,7 @@ use tutti_proto::{Codec, Mode, Nanos, PlayerConfig, Security, SourceConfig};
 #[derive(Parser, Debug)]
 #[command(name = "tutti", version, about, long_about = None)]
 struct Cli {
-    /// A TOML config file ([network], [stream], [play]); flags override it.
+    /// A TOML config file (sections `[network]`, `[stream]`, `[play]`); flags override it.
     #[arg(long, global = true, env = "TUTTI_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
