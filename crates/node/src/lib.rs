@@ -8,6 +8,7 @@
 //! - [`player`]: a running player: a network thread owning the
 //!   [`PlayerSession`](tutti_proto::PlayerSession) (shared with the media thread), the media
 //!   thread rendering through the audio engine, and the device callback.
+//! - [`mixer`]: the party host: many live microphones mixed into one output.
 //! - [`output`]: where players play (devices, WAV files, null).
 //! - [`security`]: keys from passphrases.
 //!
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod mixer;
 pub mod net;
 pub mod output;
 pub mod player;

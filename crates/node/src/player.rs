@@ -123,11 +123,18 @@ impl Drop for RunningPlayer {
 
 /// Plays the stream through the audio engine: decodes packets (PCM or Opus) in order and
 /// conceals what is missing.
-struct NetTimeline {
+pub struct NetTimeline {
     session: Arc<Mutex<PlayerSession>>,
     channels: usize,
     opus: Option<OpusDecoder>,
     scratch: Vec<f32>,
+}
+
+impl NetTimeline {
+    /// A timeline over `session`, decoding to `channels` channels.
+    pub fn new(session: Arc<Mutex<PlayerSession>>, channels: usize) -> Self {
+        NetTimeline { session, channels, opus: None, scratch: Vec::new() }
+    }
 }
 
 impl Timeline for NetTimeline {

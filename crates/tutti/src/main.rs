@@ -50,6 +50,64 @@ enum Command {
     Devices,
     /// Run a source and several players on this machine and show them in sync.
     Demo(DemoArgs),
+    /// Karaoke: with --to, send this device's microphone live to a host; without, be the host
+    /// that mixes every microphone sent to it and plays the mix.
+    Party(PartyArgs),
+}
+
+#[derive(Args, Debug)]
+struct PartyArgs {
+    /// The host to send this microphone to (participant mode).
+    #[arg(long)]
+    to: Option<String>,
+    /// Input device (participant; default input if omitted).
+    #[arg(long, conflicts_with_all = ["file", "tone"])]
+    mic: Option<String>,
+    /// Send a file instead of a microphone (participant; tests, backing tracks).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Send a tone instead of a microphone (participant).
+    #[arg(long)]
+    tone: Option<f64>,
+    /// Codec (participant): opus (default) or pcm.
+    #[arg(long, default_value = "opus")]
+    codec: String,
+    /// Packet duration, ms (participant).
+    #[arg(long, default_value_t = 2.5)]
+    frame_ms: f64,
+    /// Port (host: where microphones send; participant: local).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Host: write the mix to a WAV file.
+    #[arg(long)]
+    wav: Option<PathBuf>,
+    /// Host: play the mix into nothing.
+    #[arg(long)]
+    null: bool,
+    /// Host: output device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Host: device buffer, frames.
+    #[arg(long, default_value_t = 128)]
+    buffer: u32,
+    /// Host: a microphone's gain, by (part of) its stream name: NAME=DB (repeatable).
+    #[arg(long, value_parser = parse_gain)]
+    gain: Vec<(String, f32)>,
+    /// Host: most microphones.
+    #[arg(long, default_value_t = 32)]
+    max_mics: usize,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+fn parse_gain(s: &str) -> std::result::Result<(String, f32), String> {
+    let (name, db) =
+        s.split_once('=').ok_or_else(|| format!("`{s}`: write NAME=DB, e.g. alice=-6"))?;
+    let db: f32 = db.parse().map_err(|_| format!("`{s}`: `{db}` is not a number of dB"))?;
+    Ok((name.to_owned(), db))
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -213,6 +271,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Play(a) => play(a, &cfg),
         Command::Devices => devices(),
         Command::Demo(a) => demo(a),
+        Command::Party(a) => party(a, &cfg),
     }
 }
 
@@ -630,5 +689,120 @@ fn demo(a: DemoArgs) -> Result<()> {
         "\nOn a machine with a sound card: `tutti stream --tone --passphrase SECRET` on one, \
          `tutti play HOST:7400 --passphrase SECRET` on each speaker (`tutti devices` lists outputs)."
     );
+    Ok(())
+}
+
+fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
+    let sec = security(&a.net, cfg)?;
+    let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    if let Some(host) = &a.to {
+        // A participant: a live stream to the host.
+        let host = resolve(host, "--to")?;
+        let codec = parse_codec(&a.codec)?;
+        let mut c = SourceConfig::new(
+            1,
+            48_000,
+            if a.tone.is_some() || a.mic.is_some() || a.file.is_none() { 1 } else { 2 },
+        );
+        c.mode = Mode::Live;
+        c.codec = codec;
+        c.frames_per_packet = (48.0 * a.frame_ms).round() as u16;
+        c.group_latency = Nanos::ZERO;
+        c.fec = None;
+        c.receivers = vec![host];
+        let ch = usize::from(c.channels);
+        let input = if let Some(f) = &a.file {
+            c.name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect();
+            Input::Paced {
+                source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?),
+                reopen: None,
+            }
+        } else if let Some(hz) = a.tone {
+            c.name = format!("tone {hz}");
+            Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)), reopen: None }
+        } else {
+            let backend = tutti_audio::backend::cpal::CpalBackend::available()
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                anyhow!("no audio host for the microphone (no PulseAudio server, no ALSA)")
+            })?;
+            let (cap, stream) =
+                CaptureSource::open(&backend, a.mic.as_deref(), &StreamSpec::new(48_000, 1, 64))?;
+            std::mem::forget(stream);
+            c.name = a.mic.clone().unwrap_or_else(hostname).chars().take(64).collect();
+            Input::Captured(cap)
+        };
+        let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
+        let src =
+            run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed(), None)?;
+        println!("sending live to {host} from {}", src.local_addr);
+        while !src.finished() && until.is_none_or(|u| std::time::Instant::now() < u) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        src.stop();
+        return Ok(());
+    }
+    // The host.
+    let output = if let Some(w) = &a.wav {
+        OutputKind::Wav(w.clone())
+    } else if a.null {
+        OutputKind::Null
+    } else {
+        OutputKind::Device { host: None, name: a.device.clone() }
+    };
+    let opts = tutti_node::mixer::MixerOptions {
+        bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(7500)),
+        output,
+        buffer_frames: a.buffer,
+        gains_db: a.gain.clone(),
+        max_inputs: a.max_mics,
+    };
+    let host = tutti_node::mixer::run_mixer(opts, sec, seed())?;
+    println!(
+        "party host on {}: microphones run `tutti party --to <this-host>:{}`",
+        host.local_addr,
+        host.local_addr.port()
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut known = 0;
+    while until.is_none_or(|u| std::time::Instant::now() < u) {
+        std::thread::sleep(Duration::from_millis(250));
+        let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+        for i in &inputs[known.min(inputs.len())..] {
+            eprintln!(
+                "{}mic `{}` joined from {}",
+                if tty { "\r\x1b[K" } else { "" },
+                i.name,
+                i.addr
+            );
+        }
+        known = inputs.len();
+        if tty {
+            let levels: Vec<String> = inputs
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {:>5.1} dB{}",
+                        i.name,
+                        i.controls.meter.peak_db(),
+                        i.latency.map_or(String::new(), |l| format!(" @{l}"))
+                    )
+                })
+                .collect();
+            eprint!("\r\x1b[Kmix {:>5.1} dB | {}", host.master.peak_db(), levels.join(" | "));
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    host.stop();
     Ok(())
 }

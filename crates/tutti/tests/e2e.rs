@@ -378,3 +378,104 @@ fn a_folder_of_stems_plays_sample_aligned_on_three_players() {
     assert!(spread <= 1.5e9 / 48_000.0, "stems misaligned by {spread} ns");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn write_tone(path: &Path, hz: f64, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for i in 0..(48_000.0 * seconds) as usize {
+        let v = (6_000.0 * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin()) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Amplitude of `hz` in the left channel of `samples` (Goertzel).
+fn amplitude(samples: &[i16], hz: f64) -> f64 {
+    let left: Vec<f64> = samples.iter().step_by(2).map(|s| f64::from(*s)).collect();
+    let w = std::f64::consts::TAU * hz / 48_000.0;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for x in &left {
+        let s0 = x + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    2.0 * power.sqrt() / left.len() as f64
+}
+
+#[test]
+fn party_host_mixes_three_microphones_at_their_gains() {
+    let dir = tmp("party");
+    let hp = port_base(9);
+    let mix = dir.join("mix.wav");
+    let mut host = tutti(&[
+        "party",
+        "--port",
+        &hp.to_string(),
+        "--wav",
+        mix.to_str().unwrap(),
+        "--seconds",
+        "5",
+        "--gain",
+        "voice2=-6",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut mics: Vec<Proc> = [(1, 300.0), (2, 500.0), (3, 700.0)]
+        .iter()
+        .map(|(i, hz)| {
+            let f = dir.join(format!("voice{i}.wav"));
+            write_tone(&f, *hz, 3.5);
+            tutti(&[
+                "party",
+                "--to",
+                &format!("127.0.0.1:{hp}"),
+                "--file",
+                f.to_str().unwrap(),
+                "--codec",
+                "pcm",
+                "--seconds",
+                "4",
+            ])
+        })
+        .collect();
+    for m in &mut mics {
+        let (ok, log) = wait(m, Duration::from_secs(15));
+        assert!(ok, "mic: {log}");
+    }
+    let (ok, log) = wait(&mut host, Duration::from_secs(15));
+    assert!(ok, "host: {log}");
+    let out = read_wav(&mix);
+    // 100 ms windows over the 2.5 s where all three sing; medians are the voices' levels.
+    let first = out.iter().position(|s| *s != 0).expect("the mix has sound");
+    let windows: Vec<[f64; 3]> = (3..28)
+        .map(|k| {
+            let w = &out[first + k * 9_600..first + (k + 1) * 9_600];
+            [amplitude(w, 300.0), amplitude(w, 500.0), amplitude(w, 700.0)]
+        })
+        .collect();
+    let median = |i: usize| {
+        let mut v: Vec<f64> = windows.iter().map(|w| w[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a1, a2, a3) = (median(0), median(1), median(2));
+    let glitchy = windows
+        .iter()
+        .filter(|w| (w[0] / 6_000.0 - 1.0).abs() > 0.05 || (w[2] / 6_000.0 - 1.0).abs() > 0.05)
+        .count();
+    eprintln!(
+        "mix levels: 300 Hz {a1:.0}, 500 Hz {a2:.0} (−6 dB), 700 Hz {a3:.0} (of 6000); {glitchy} of {} windows disturbed",
+        windows.len()
+    );
+    assert!((a1 / 6_000.0 - 1.0).abs() < 0.05, "voice 1 at unity: {a1}");
+    assert!((a3 / 6_000.0 - 1.0).abs() < 0.05, "voice 3 at unity: {a3}");
+    assert!((a2 / a1 - 0.501).abs() < 0.03, "voice 2 at −6 dB: {}", a2 / a1);
+    assert!(glitchy * 4 <= windows.len(), "too many disturbed windows: {glitchy}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,245 @@
+//! The party host: many live microphone streams (and a backing track), each with its own
+//! session, jitter buffer and drift correction, mixed into one output.
+//!
+//! Microphones are sources that send to this host (`tutti stream --live --device mic --to
+//! HOST:PORT`). One socket receives them all; each new source address gets its own
+//! [`PlayerSession`], and its [`Voice`] joins the [`Mixer`] on the media thread.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tutti_audio::backend::{ActiveStream, StreamSpec};
+use tutti_audio::clock;
+use tutti_audio::engine::{EngineConfig, OutputShared, Program, Voice, output};
+use tutti_audio::mixer::{InputControls, Meter, Mixer};
+use tutti_audio::ramp::SharedGain;
+use tutti_proto::player::PlayerEvent;
+use tutti_proto::wire::MAX_DATAGRAM;
+use tutti_proto::{Nanos, PlayerConfig, PlayerSession, Security};
+
+use crate::NodeError;
+use crate::net::{RECV_BUF, bind};
+use crate::output::{self, OutputKind};
+use crate::player::NetTimeline;
+
+/// One microphone as the host sees it.
+#[derive(Clone, Debug)]
+pub struct MixInput {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its stream name (the sender's device or file).
+    pub name: String,
+    /// Gain, mute, pan and level.
+    pub controls: Arc<InputControls>,
+    /// Capture → playout latency it plays at.
+    pub latency: Option<Nanos>,
+}
+
+/// A running party host.
+pub struct RunningMixer {
+    /// The inputs, by arrival.
+    pub inputs: Arc<Mutex<Vec<MixInput>>>,
+    /// The mix's level.
+    pub master: Arc<Meter>,
+    /// Device counters.
+    pub shared: Arc<OutputShared>,
+    /// Local address microphones send to.
+    pub local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    stream: Option<Box<dyn ActiveStream>>,
+}
+
+impl core::fmt::Debug for RunningMixer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RunningMixer").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl RunningMixer {
+    /// Stops the host.
+    pub fn stop(mut self) {
+        if let Some(mut s) = self.stream.take() {
+            s.stop();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How a host runs.
+#[derive(Clone, Debug)]
+pub struct MixerOptions {
+    /// Address microphones send to.
+    pub bind: SocketAddr,
+    /// Where the mix plays.
+    pub output: OutputKind,
+    /// Device buffer, frames.
+    pub buffer_frames: u32,
+    /// Gains by stream name (dB), applied when that microphone joins.
+    pub gains_db: Vec<(String, f32)>,
+    /// Most microphones.
+    pub max_inputs: usize,
+}
+
+type NewVoice = (Box<dyn Program>, usize, Sender<Arc<InputControls>>);
+
+/// Starts a party host mixing every live stream sent to `opts.bind` (48 kHz stereo out).
+pub fn run_mixer(
+    opts: MixerOptions,
+    security: Security,
+    seed: u64,
+) -> Result<RunningMixer, NodeError> {
+    let socket = bind(opts.bind, None)?;
+    let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let inputs: Arc<Mutex<Vec<MixInput>>> = Arc::new(Mutex::new(Vec::new()));
+    let mixer = Mixer::new(2, 48_000, 256);
+    let master = mixer.master.clone();
+    let block = 64;
+    let config = EngineConfig {
+        device_rate: 48_000,
+        channels: 2,
+        block,
+        lookahead: (opts.buffer_frames as usize * 2).max(block * 2),
+    };
+    let (mut engine, mut renderer, shared) = output(mixer, config, SharedGain::new());
+    let (voice_tx, voice_rx) = channel::<NewVoice>();
+    let media = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tutti-mix-media".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    while let Ok((voice, channels, reply)) = voice_rx.try_recv() {
+                        let mix = engine.program();
+                        let (_, controls) =
+                            if channels == 1 { mix.add_mono(voice) } else { mix.add(voice) };
+                        let _ = reply.send(controls);
+                    }
+                    engine.fill(clock::now());
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            })
+            .map_err(|e| NodeError::Net(e.to_string()))?
+    };
+    let net = {
+        let (stop, inputs) = (stop.clone(), inputs.clone());
+        let gains = opts.gains_db.clone();
+        let max = opts.max_inputs;
+        std::thread::Builder::new()
+            .name("tutti-mix-net".into())
+            .spawn(move || {
+                network_loop(socket, security, seed, voice_tx, &inputs, &gains, max, &stop)
+            })
+            .map_err(|e| NodeError::Net(e.to_string()))?
+    };
+    let spec = StreamSpec::new(48_000, 2, opts.buffer_frames);
+    let stream = output::open(
+        &opts.output,
+        &spec,
+        Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
+    )?;
+    Ok(RunningMixer {
+        inputs,
+        master,
+        shared,
+        local_addr,
+        stop,
+        threads: vec![media, net],
+        stream: Some(stream),
+    })
+}
+
+struct Mic {
+    session: Arc<Mutex<PlayerSession>>,
+    voice_sent: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn network_loop(
+    socket: UdpSocket,
+    security: Security,
+    seed: u64,
+    voices: Sender<NewVoice>,
+    inputs: &Mutex<Vec<MixInput>>,
+    gains: &[(String, f32)],
+    max: usize,
+    stop: &AtomicBool,
+) {
+    let mut mics: HashMap<SocketAddr, Mic> = HashMap::new();
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(1)));
+    let mut n_seed = seed;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if !mics.contains_key(&from) && mics.len() < max {
+                n_seed = n_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let mut cfg = PlayerConfig::new(from);
+                cfg.name = "party host".into();
+                cfg.lock_span = Nanos::from_millis(100);
+                let session = PlayerSession::new(cfg, security.clone(), n_seed, clock::now());
+                mics.insert(
+                    from,
+                    Mic { session: Arc::new(Mutex::new(session)), voice_sent: false },
+                );
+            }
+            if let Some(m) = mics.get(&from) {
+                if let Ok(mut s) = m.session.lock() {
+                    s.handle_datagram(clock::now(), from, &mut buf[..n]);
+                }
+            }
+        }
+        let now = clock::now();
+        for (addr, m) in &mut mics {
+            let Ok(mut s) = m.session.lock() else { continue };
+            s.handle_timeout(now);
+            while let Some(t) = s.poll_transmit(now, &mut out) {
+                let _ = socket.send_to(&out[..t.len], *addr);
+            }
+            while let Some(e) = s.poll_event() {
+                if let PlayerEvent::Joined(info) = e {
+                    if m.voice_sent {
+                        continue;
+                    }
+                    m.voice_sent = true;
+                    let timeline = NetTimeline::new(m.session.clone(), usize::from(info.channels));
+                    let channels = if info.channels >= 2 { 2 } else { 1 };
+                    let program: Box<dyn Program> =
+                        Box::new(Voice::new(timeline, channels, info.sample_rate, 48_000));
+                    let (tx, rx) = channel();
+                    if voices.send((program, channels, tx)).is_ok() {
+                        if let Ok(controls) = rx.recv_timeout(Duration::from_secs(1)) {
+                            if let Some((_, db)) =
+                                gains.iter().find(|(n, _)| info.name.contains(n.as_str()))
+                            {
+                                controls.set_gain_db(*db);
+                            }
+                            if let Ok(mut list) = inputs.lock() {
+                                list.push(MixInput {
+                                    addr: *addr,
+                                    name: info.name.clone(),
+                                    controls,
+                                    latency: None,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            if let Ok(mut list) = inputs.lock() {
+                if let Some(i) = list.iter_mut().find(|i| i.addr == *addr) {
+                    i.latency = s.latency();
+                }
+            }
+        }
+    }
+}
