@@ -192,10 +192,10 @@ fn network_loop(
                     Mic { session: Arc::new(Mutex::new(session)), voice_sent: false },
                 );
             }
-            if let Some(m) = mics.get(&from) {
-                if let Ok(mut s) = m.session.lock() {
-                    s.handle_datagram(clock::now(), from, &mut buf[..n]);
-                }
+            if let Some(m) = mics.get(&from)
+                && let Ok(mut s) = m.session.lock()
+            {
+                s.handle_datagram(clock::now(), from, &mut buf[..n]);
             }
         }
         let now = clock::now();
@@ -216,29 +216,29 @@ fn network_loop(
                     let program: Box<dyn Program> =
                         Box::new(Voice::new(timeline, channels, info.sample_rate, 48_000));
                     let (tx, rx) = channel();
-                    if voices.send((program, channels, tx)).is_ok() {
-                        if let Ok(controls) = rx.recv_timeout(Duration::from_secs(1)) {
-                            if let Some((_, db)) =
-                                gains.iter().find(|(n, _)| info.name.contains(n.as_str()))
-                            {
-                                controls.set_gain_db(*db);
-                            }
-                            if let Ok(mut list) = inputs.lock() {
-                                list.push(MixInput {
-                                    addr: *addr,
-                                    name: info.name.clone(),
-                                    controls,
-                                    latency: None,
-                                });
-                            }
+                    if voices.send((program, channels, tx)).is_ok()
+                        && let Ok(controls) = rx.recv_timeout(Duration::from_secs(1))
+                    {
+                        if let Some((_, db)) =
+                            gains.iter().find(|(n, _)| info.name.contains(n.as_str()))
+                        {
+                            controls.set_gain_db(*db);
+                        }
+                        if let Ok(mut list) = inputs.lock() {
+                            list.push(MixInput {
+                                addr: *addr,
+                                name: info.name.clone(),
+                                controls,
+                                latency: None,
+                            });
                         }
                     }
                 }
             }
-            if let Ok(mut list) = inputs.lock() {
-                if let Some(i) = list.iter_mut().find(|i| i.addr == *addr) {
-                    i.latency = s.latency();
-                }
+            if let Ok(mut list) = inputs.lock()
+                && let Some(i) = list.iter_mut().find(|i| i.addr == *addr)
+            {
+                i.latency = s.latency();
             }
         }
     }
