@@ -247,8 +247,16 @@ impl<T: Timeline> Program for Voice<T> {
             self.stats.silent_blocks += 1;
             return false;
         };
+        // A timeline that jumped away from what is buffered (a new stream, a seek, a long
+        // resync) makes the buffered audio stale.
+        if plan.resynced
+            && (plan.position + 64.0 < self.pcm.start() as f64
+                || plan.position > self.pcm.end() as f64 + 48_000.0)
+        {
+            self.pcm.clear();
+        }
         let end = plan.end(frames) + 8.0;
-        if (self.pcm.end() as f64) < end {
+        if self.pcm.frames() == 0 || (self.pcm.end() as f64) < end {
             self.timeline.pull(end, &mut self.pcm);
         }
         let FollowStats { missing, restarted } = self.follower.render(&plan, &self.pcm, out);

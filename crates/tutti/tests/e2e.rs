@@ -479,3 +479,71 @@ fn party_host_mixes_three_microphones_at_their_gains() {
     assert!(glitchy * 4 <= windows.len(), "too many disturbed windows: {glitchy}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn wav_has_sound_between(path: &Path, from_s: f64, to_s: f64) -> bool {
+    let s = read_wav(path);
+    let (a, b) = ((from_s * 96_000.0) as usize, (to_s * 96_000.0) as usize);
+    s.get(a..b.min(s.len()))
+        .is_some_and(|w| w.iter().filter(|v| v.unsigned_abs() > 1000).count() > (b - a) / 4)
+}
+
+#[test]
+fn players_survive_a_source_restart_and_each_others_death() {
+    let dir = tmp("restart");
+    let sp = port_base(7);
+    let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
+    let mut pa = tutti(&[
+        "play",
+        &format!("127.0.0.1:{sp}"),
+        "--wav",
+        a.to_str().unwrap(),
+        "--seconds",
+        "9",
+        "--quiet",
+    ]);
+    let pb = tutti(&[
+        "play",
+        &format!("127.0.0.1:{sp}"),
+        "--wav",
+        b.to_str().unwrap(),
+        "--seconds",
+        "9",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let s1 = tutti(&[
+        "stream",
+        "--tone",
+        "500",
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    drop(s1); // killed mid-stream
+    drop(pb); // and a player too
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut s2 = tutti(&[
+        "stream",
+        "--tone",
+        "500",
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--quiet",
+    ]);
+    let (ok, log) = wait(&mut pa, Duration::from_secs(20));
+    let _ = s2.0.kill();
+    let (_, s2_log) = wait(&mut s2, Duration::from_secs(5));
+    let log = format!("{log}\nrestarted source: {s2_log}");
+    assert!(ok, "player a: {log}");
+    assert!(log.contains("source lost"), "{log}");
+    // Player a's file: sound before the kill, silence during the outage, sound again after.
+    assert!(wav_has_sound_between(&a, 0.8, 2.5), "before the kill");
+    assert!(!wav_has_sound_between(&a, 4.0, 5.0), "silent while the source is gone");
+    assert!(wav_has_sound_between(&a, 7.0, 8.5), "plays again after the restart: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
