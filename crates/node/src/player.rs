@@ -237,12 +237,14 @@ pub fn run_player(
     );
     let live = info.mode == Mode::Live;
     let block = if live { 64 } else { 128 };
-    let config = EngineConfig {
-        device_rate: info.sample_rate,
-        channels,
-        block,
-        lookahead: (opts.buffer_frames as usize * 2).max(block * 2),
-    };
+    // A clock-paced output (a file) has no latency to save: render ahead of it, so a busy
+    // machine never starves it — but not before packets arrive (half the group latency).
+    let device = (opts.buffer_frames as usize * 2).max(block * 2);
+    let half_latency = (info.group_latency.0.max(0) as u128 * u128::from(info.sample_rate)
+        / 2_000_000_000) as usize;
+    let lookahead =
+        if opts.output.clock_paced() && !live { half_latency.clamp(device, 1_920) } else { device };
+    let config = EngineConfig { device_rate: info.sample_rate, channels, block, lookahead };
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);
     let (mut engine, mut renderer, shared) = output(voice, config, gain.clone());
