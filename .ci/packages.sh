@@ -5,7 +5,8 @@
 #   pulseaudio, pulseaudio-utils a private headless sound server for the device-path tests
 #   libasound2-plugins           ALSA's PulseAudio plugin (cpal's ALSA host on a PulseAudio box)
 #   sox, libsox-fmt-all          makes FLAC, MP3 and Ogg test files for the decoder tests
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all)
+#   bc                           arithmetic in scripts/measure.sh
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc)
 
 ensure_packages() {
     local missing=()
