@@ -17,7 +17,8 @@ use crate::pcm::PcmBuffer;
 /// 4 frames, 83 µs at 48 kHz.
 pub const EXACT_SLIP: f64 = 4.0;
 
-/// Frames per resampler call.
+/// Frames per resampler call at least; a block that is a multiple of it is resampled in one
+/// call (the follower adopts the first block's size).
 pub const CHUNK: usize = 64;
 /// Rubato's polynomial resampler starts its index this many frames before its first input
 /// frame (half its 8-point polynomial), and advances it by `1/ratio` *before* each output.
@@ -37,6 +38,7 @@ pub struct DriftFollower {
     channels: usize,
     nominal: f64,
     resampler: Option<FastFixedOut<f32>>,
+    chunk: usize,
     cursor: i64,
     /// Absolute media index of rubato's internal index (the output after the next advance).
     index: f64,
@@ -64,6 +66,7 @@ impl DriftFollower {
             channels: channels.max(1),
             nominal: nominal_step,
             resampler: None,
+            chunk: CHUNK,
             cursor: 0,
             index: 0.0,
             planar_in: (0..channels.max(1)).map(|_| Vec::with_capacity(cap)).collect(),
@@ -93,19 +96,25 @@ impl DriftFollower {
         self.cursor
     }
 
-    fn restart(&mut self, at: f64, step: f64, pcm: &PcmBuffer) -> usize {
+    fn restart(&mut self, at: f64, step: f64, pcm: &PcmBuffer, block: usize) -> usize {
+        if block >= CHUNK && block.is_multiple_of(CHUNK) {
+            self.chunk = block;
+        }
         let resampler = FastFixedOut::<f32>::new(
             1.0 / self.nominal,
             1.1,
             PolynomialDegree::Cubic,
-            CHUNK,
+            self.chunk,
             self.channels,
         )
         .expect("ratio and chunk are valid");
+        for ch in &mut self.planar_out {
+            ch.resize(self.chunk, 0.0);
+        }
         self.resampler = Some(resampler);
         // Start one chunk early and run it (discarding its output), so the resampler's
         // history holds real audio when the first heard frame comes out.
-        let first = (at - step * (CHUNK as f64 + 1.0)).round() as i64;
+        let first = (at - step * (self.chunk as f64 + 1.0)).round() as i64;
         self.cursor = first + START_INDEX;
         self.index = first as f64;
         self.process(step, pcm)
@@ -168,12 +177,12 @@ impl DriftFollower {
             || plan.resynced
             || (self.position(plan.step) - plan.position).abs() > 2.0
         {
-            self.restart(plan.position, plan.step, pcm);
+            self.restart(plan.position, plan.step, pcm, frames);
             stats.restarted = true;
         }
         let mut done = 0;
         while done < frames {
-            let n = CHUNK.min(frames - done);
+            let n = self.chunk.min(frames - done);
             let target = plan.position + plan.step * done as f64;
             let error = self.position(plan.step) - target;
             // Close the sub-frame gap over ~0.1 s of output.
