@@ -67,6 +67,24 @@ struct Slot {
     payload: Vec<u8>,
 }
 
+impl Slot {
+    /// The packet held in this slot.
+    fn frame(&self, stream_id: u32) -> AudioFrame<'_> {
+        AudioFrame {
+            stream_id,
+            seq: self.seq,
+            media: self.media,
+            presentation: self.presentation,
+            sent: StreamTime(0),
+            codec: self.codec,
+            channels: self.channels,
+            frames: self.frames,
+            retransmit: false,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// The next thing to play, in sequence order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Playout<'a> {
@@ -240,18 +258,7 @@ impl JitterBuffer {
     pub fn get(&self, seq: SeqNo) -> Option<AudioFrame<'_>> {
         let slot = &self.slots[self.index(seq)];
         match slot.state {
-            State::Present { .. } if slot.seq == seq => Some(AudioFrame {
-                stream_id: self.stream_id,
-                seq,
-                media: slot.media,
-                presentation: slot.presentation,
-                sent: StreamTime(0),
-                codec: slot.codec,
-                channels: slot.channels,
-                frames: slot.frames,
-                retransmit: false,
-                payload: &slot.payload,
-            }),
+            State::Present { .. } if slot.seq == seq => Some(slot.frame(self.stream_id)),
             _ => None,
         }
     }
@@ -328,18 +335,7 @@ impl JitterBuffer {
         let present = matches!(slot.state, State::Present { .. }) && slot.seq == n;
         slot.state = State::Empty;
         if present {
-            Some(Playout::Frame(AudioFrame {
-                stream_id: self.stream_id,
-                seq: n,
-                media: slot.media,
-                presentation: slot.presentation,
-                sent: StreamTime(0),
-                codec: slot.codec,
-                channels: slot.channels,
-                frames: slot.frames,
-                retransmit: false,
-                payload: &slot.payload,
-            }))
+            Some(Playout::Frame(slot.frame(self.stream_id)))
         } else {
             Some(Playout::Missing { seq: n, media, frames: self.frames_per_packet })
         }
