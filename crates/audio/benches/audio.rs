@@ -62,6 +62,36 @@ impl Source for Looped {
 
 const BLOCK: usize = 128;
 
+/// An input whose audio is already decoded and resampled: a looped second of noise.
+struct Ready {
+    samples: Vec<f32>,
+    pos: usize,
+}
+
+impl Ready {
+    fn new(seed: u32) -> Self {
+        let mut x = seed.wrapping_add(1);
+        let samples = (0..48_000 * 2)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 8) as f32 / (1u32 << 24) as f32 * 0.1 - 0.05
+            })
+            .collect();
+        Ready { samples, pos: 0 }
+    }
+}
+
+impl Program for Ready {
+    fn render(&mut self, _: LocalTime, _: LocalTime, out: &mut [f32]) -> bool {
+        if self.pos + out.len() > self.samples.len() {
+            self.pos = 0;
+        }
+        out.copy_from_slice(&self.samples[self.pos..self.pos + out.len()]);
+        self.pos += out.len();
+        true
+    }
+}
+
 fn run_engine<P: Program>(program: P, channels: usize) -> impl FnMut() {
     let t0 = LocalTime(1_000_000_000);
     let mut dac = FakeDac::new(
@@ -109,6 +139,15 @@ fn benches(c: &mut Criterion) {
     }
     let mut mix = run_engine(mixer, 2);
     g.bench_function("mix_16_mono_mics_to_stereo", |b| b.iter(&mut mix));
+    // The mix alone: 16 already-resampled inputs (gain, pan, ramps, meters, limiter, ring,
+    // callback), without per-input decoding and drift resampling.
+    let mut mixer = Mixer::new(2, 48_000, BLOCK);
+    for i in 0..16 {
+        let (_, c) = mixer.add(Box::new(Ready::new(i)));
+        c.set_pan(i as f32 / 7.5 - 1.0);
+    }
+    let mut mix = run_engine(mixer, 2);
+    g.bench_function("mix_16_ready_inputs_stereo", |b| b.iter(&mut mix));
     g.finish();
 
     let mut g = c.benchmark_group("resampler");
