@@ -53,6 +53,23 @@ enum Command {
     /// Karaoke: with --to, send this device's microphone live to a host; without, be the host
     /// that mixes every microphone sent to it and plays the mix.
     Party(PartyArgs),
+    /// Record input devices with capture timestamps and print the clicks found in each, one
+    /// JSON line per device (a measurement tool: are several players in sync?).
+    #[command(hide = true)]
+    Record(RecordArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// Input devices (e.g. the monitors of null sinks).
+    #[arg(long = "in", required = true)]
+    inputs: Vec<String>,
+    /// How long to record.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Audio host: pulse or alsa.
+    #[arg(long, default_value = "pulse")]
+    host: String,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +289,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices => devices(),
         Command::Demo(a) => demo(a),
         Command::Party(a) => party(a, &cfg),
+        Command::Record(a) => record(a),
     }
 }
 
@@ -804,5 +822,47 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         eprintln!();
     }
     host.stop();
+    Ok(())
+}
+
+fn record(a: RecordArgs) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use tutti_audio::backend::Backend;
+    let backend = if a.host == "alsa" {
+        tutti_audio::backend::cpal::CpalBackend::alsa()?
+    } else {
+        tutti_audio::backend::cpal::CpalBackend::pulse()?
+    };
+    type Recording = Arc<Mutex<Vec<(tutti_proto::LocalTime, Vec<f32>)>>>;
+    let mut streams = Vec::new();
+    let mut recordings: Vec<(String, Recording)> = Vec::new();
+    for name in &a.inputs {
+        let rec: Recording = Arc::new(Mutex::new(Vec::new()));
+        let r2 = rec.clone();
+        // A measurement rig, not a playout path: a lock in this callback is acceptable.
+        let stream = backend.open_input(
+            Some(name),
+            &StreamSpec::new(48_000, 2, 128),
+            Box::new(move |data, t| {
+                if let Ok(mut r) = r2.lock() {
+                    r.push((t.captured, data.iter().step_by(2).copied().collect()));
+                }
+            }),
+        )?;
+        streams.push(stream);
+        recordings.push((name.clone(), rec));
+    }
+    std::thread::sleep(Duration::from_secs_f64(a.seconds));
+    for mut s in streams {
+        s.stop();
+    }
+    for (name, rec) in recordings {
+        let rec = rec.lock().map(|r| r.clone()).unwrap_or_default();
+        let clicks: Vec<String> = tutti_audio::measure::find_clicks(&rec, 48_000)
+            .iter()
+            .map(|t| t.0.to_string())
+            .collect();
+        println!("{{\"device\":\"{name}\",\"clicks_ns\":[{}]}}", clicks.join(","));
+    }
     Ok(())
 }
