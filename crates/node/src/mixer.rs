@@ -108,7 +108,7 @@ pub fn run_mixer(
         device_rate: 48_000,
         channels: 2,
         block,
-        lookahead: (opts.buffer_frames as usize * 2).max(block * 2),
+        lookahead: opts.buffer_frames as usize + block,
     };
     let (mut engine, mut renderer, shared) = output(mixer, config, SharedGain::new());
     let (voice_tx, voice_rx) = channel::<NewVoice>();

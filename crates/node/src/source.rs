@@ -137,7 +137,8 @@ pub fn run_source(
         }
         Input::Captured(_) => Metadata::default(),
     };
-    let live = matches!(input, Input::Captured(_));
+    let captured = matches!(input, Input::Captured(_));
+    let live = captured || cfg.mode == Mode::Live;
     let fpp = usize::from(cfg.frames_per_packet);
     let channels = usize::from(cfg.channels);
     let mut encoder = match encoding.codec {
@@ -160,7 +161,7 @@ pub fn run_source(
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
         .name("tutti-source".into())
-        .spawn(move || network_loop(session, socket, rx, live, &s2, &p2))
+        .spawn(move || network_loop(session, socket, rx, captured, live, &s2, &p2))
         .map_err(|e| NodeError::Net(e.to_string()))?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
 }
@@ -226,6 +227,7 @@ fn network_loop(
     mut session: SourceSession,
     socket: UdpSocket,
     rx: Receiver<Frame>,
+    captured_input: bool,
     live: bool,
     stop: &AtomicBool,
     progress: &SourceProgress,
@@ -242,7 +244,7 @@ fn network_loop(
             ended = true;
         }
         // Feed frames: paced ones as the schedule asks, captured ones as they come.
-        while !ended && (live || session.wants_frame(now, Nanos::from_millis(20))) {
+        while !ended && (captured_input || session.wants_frame(now, Nanos::from_millis(20))) {
             let next = match pending.take() {
                 Some(f) => Ok(f),
                 None => rx.try_recv(),
@@ -250,8 +252,8 @@ fn network_loop(
             match next {
                 Ok(Frame::Audio { captured, payload }) => {
                     let r = match captured {
-                        Some(t) if live => session.push_captured(now, t, &payload),
-                        _ if live => session.push_captured(now, now, &payload),
+                        Some(t) if captured_input => session.push_captured(now, t, &payload),
+                        _ if captured_input => session.push_captured(now, now, &payload),
                         _ => session.push_paced(now, &payload),
                     };
                     if r.is_err() {
@@ -314,7 +316,7 @@ fn network_loop(
             progress.ended.store(true, Ordering::Relaxed);
             return;
         }
-        // Captured frames must leave at once: wake often in live mode.
+        // Live frames (captured, or paced in live mode) must leave on time: wake often.
         let max = if live { Nanos::from_micros(500) } else { Nanos::from_millis(2) };
         if let Some((n, from)) = recv_until(
             &socket,

@@ -260,9 +260,17 @@ impl LiveLatency {
             None => wanted,
             Some(c) if wanted > c => wanted,
             Some(c) if wanted + margin < c => {
-                // Come down slowly (100 µs/s, inaudible) after 2 s of lower need.
+                // After 2 s of lower need: far too high (a start-up transient) drops at once
+                // (one resync); a little too high comes down by 100 µs/s (inaudible slewing).
                 let since = *self.lower_since.get_or_insert(now);
-                if now - since > Nanos::from_secs(2) { c - Nanos::from_micros(1) } else { c }
+                if now - since <= Nanos::from_secs(2) {
+                    c
+                } else if c - wanted > Nanos::from_millis(5) {
+                    self.lower_since = None;
+                    wanted
+                } else {
+                    c - Nanos::from_micros(1)
+                }
             }
             Some(c) => {
                 self.lower_since = None;

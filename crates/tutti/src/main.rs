@@ -57,6 +57,16 @@ enum Command {
     /// JSON line per device (a measurement tool: are several players in sync?).
     #[command(hide = true)]
     Record(RecordArgs),
+    /// Write a WAV of clicks every 250 ms (for measurements).
+    #[command(hide = true)]
+    ClicksWav {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Length.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo(a),
         Command::Party(a) => party(a, &cfg),
         Command::Record(a) => record(a),
+        Command::ClicksWav { out, seconds } => clicks_wav(&out, seconds),
     }
 }
 
@@ -457,6 +468,10 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             r.local_addr,
             r.local_addr.port()
         );
+        if let Some(t0) = start {
+            // For measurements: the local instant the first sample counts as captured.
+            println!("first_sample_local_ns={}", t0.0);
+        }
         running.push(r);
     }
     let tty = std::io::stderr().is_terminal() && !a.quiet;
@@ -758,9 +773,22 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
             Input::Captured(cap)
         };
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
-        let src =
-            run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed(), None)?;
+        let start = tutti_audio::clock::now() + Nanos::from_millis(300);
+        let paced = matches!(input, Input::Paced { .. });
+        let src = run_source(
+            input,
+            c,
+            Encoding { codec, bitrate: 96_000 },
+            bind,
+            sec,
+            seed(),
+            Some(start),
+        )?;
         println!("sending live to {host} from {}", src.local_addr);
+        if paced {
+            // For measurements: the local instant the first sample counts as captured.
+            println!("first_sample_local_ns={}", start.0);
+        }
         while !src.finished() && until.is_none_or(|u| std::time::Instant::now() < u) {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -864,5 +892,33 @@ fn record(a: RecordArgs) -> Result<()> {
             .collect();
         println!("{{\"device\":\"{name}\",\"clicks_ns\":[{}]}}", clicks.join(","));
     }
+    Ok(())
+}
+
+fn clicks_wav(path: &std::path::Path, seconds: f64) -> Result<()> {
+    let mut src =
+        tutti_audio::source::Clicks::new(48_000, 2, 12_000).with_limit((seconds * 48_000.0) as u64);
+    let mut pcm = Vec::new();
+    while src.read(&mut pcm, 4_096)? > 0 {}
+    let mut bytes = Vec::new();
+    tutti_audio::format::encode_pcm(Codec::Pcm16, &pcm, &mut bytes);
+    let frames = pcm.len() / 2;
+    let mut out = Vec::with_capacity(44 + bytes.len());
+    let data = bytes.len() as u32;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&48_000u32.to_le_bytes());
+    out.extend_from_slice(&(48_000u32 * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    out.extend_from_slice(&bytes);
+    std::fs::write(path, out).with_context(|| format!("{}", path.display()))?;
+    println!("{} frames of clicks (every 250 ms) in {}", frames, path.display());
     Ok(())
 }
