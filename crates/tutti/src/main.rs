@@ -337,10 +337,15 @@ fn parse_codec(name: &str) -> Result<Codec> {
     })
 }
 
+/// Randomness for sender ids (part of every nonce): the OS's, falling back to time and pid.
 fn seed() -> u64 {
-    let t = tutti_audio::clock::now().0;
-    let pid = u64::from(std::process::id());
-    t ^ (pid << 32) ^ (&t as *const u64 as u64)
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    match os {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => tutti_audio::clock::now().0 ^ (u64::from(std::process::id()) << 32),
+    }
 }
 
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
