@@ -207,7 +207,8 @@ enum Outgoing {
 /// Live-mode latency: the spread of arrivals plus how far ahead the device asks for audio.
 #[derive(Debug)]
 struct LiveLatency {
-    buckets: [(i64, Nanos); 10],
+    /// Per 200 ms: the two largest latenesses.
+    buckets: [(i64, Nanos, Nanos); 10],
     lead: Nanos,
     samples: u64,
     current: Option<Nanos>,
@@ -219,7 +220,7 @@ impl LiveLatency {
 
     fn new() -> Self {
         LiveLatency {
-            buckets: [(i64::MIN, Nanos::ZERO); 10],
+            buckets: [(i64::MIN, Nanos::ZERO, Nanos::ZERO); 10],
             lead: Nanos::ZERO,
             samples: 0,
             current: None,
@@ -231,21 +232,35 @@ impl LiveLatency {
         let b = now.0 as i64 / Self::BUCKET;
         let slot = &mut self.buckets[(b as usize) % self.buckets.len()];
         if slot.0 != b {
-            *slot = (b, lateness);
+            *slot = (b, lateness, Nanos(i64::MIN));
         } else if lateness > slot.1 {
+            slot.2 = slot.1;
             slot.1 = lateness;
+        } else if lateness > slot.2 {
+            slot.2 = lateness;
         }
         self.samples += 1;
     }
 
+    /// The second-largest lateness of the last 2 s: one packet delayed by a hiccup is
+    /// concealed rather than added to every packet's latency; two are not.
     fn spread(&self, now: LocalTime) -> Nanos {
         let b = now.0 as i64 / Self::BUCKET;
-        self.buckets
-            .iter()
-            .filter(|(k, _)| b.saturating_sub(*k) < self.buckets.len() as i64)
-            .map(|x| x.1)
-            .max()
-            .unwrap_or(Nanos::ZERO)
+        let (mut first, mut second) = (Nanos(i64::MIN), Nanos(i64::MIN));
+        for &(k, m1, m2) in &self.buckets {
+            if b.saturating_sub(k) >= self.buckets.len() as i64 {
+                continue;
+            }
+            for m in [m1, m2] {
+                if m > first {
+                    second = first;
+                    first = m;
+                } else if m > second {
+                    second = m;
+                }
+            }
+        }
+        if second.0 == i64::MIN { first.max(Nanos::ZERO) } else { second.max(Nanos::ZERO) }
     }
 
     /// Updates the latency at a render; returns it once enough arrivals were seen.
