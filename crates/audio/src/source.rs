@@ -124,6 +124,7 @@ pub struct Clicks {
     period: u64,
     n: u64,
     limit: Option<u64>,
+    click: Vec<f32>,
 }
 
 /// Frames in one click.
@@ -138,6 +139,7 @@ impl Clicks {
             period: period.max(CLICK_LEN * 2),
             n: 0,
             limit: None,
+            click: Self::click(),
         }
     }
     /// Stops after `frames` frames.
@@ -168,10 +170,9 @@ impl Source for Clicks {
     }
     fn read(&mut self, out: &mut Vec<f32>, frames: usize) -> Result<usize, AudioError> {
         let frames = self.limit.map_or(frames, |l| frames.min(l.saturating_sub(self.n) as usize));
-        let click = Self::click();
         for _ in 0..frames {
             let k = self.n % self.period;
-            let v = if k < CLICK_LEN { click[k as usize] } else { 0.0 };
+            let v = if k < CLICK_LEN { self.click[k as usize] } else { 0.0 };
             out.extend(std::iter::repeat_n(v, self.channels));
             self.n += 1;
         }

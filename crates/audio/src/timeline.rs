@@ -1,8 +1,8 @@
 //! Local playback: a [`Timeline`] that plays a [`Source`] from a local instant, through the
 //! same drift control as network playback (the DAC's clock is steered onto the local clock).
 
+use tutti_proto::LocalTime;
 use tutti_proto::playout::{PlayoutConfig, PlayoutScheduler, Render};
-use tutti_proto::{LocalTime, Nanos};
 
 use crate::engine::Timeline;
 use crate::pcm::PcmBuffer;
@@ -66,12 +66,11 @@ impl<S: Source> LocalTimeline<S> {
 
 impl<S: Source> Timeline for LocalTimeline<S> {
     fn plan(&mut self, _now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render> {
-        let start = *self.start.get_or_insert(dac_time);
+        self.start.get_or_insert(dac_time);
         let target = self.intended(dac_time)?;
         if target + f64::from(frames) < 0.0 {
             return None;
         }
-        let _ = start;
         Some(self.scheduler.schedule(dac_time, frames, target, 1.0))
     }
 
@@ -95,9 +94,4 @@ impl<S: Source> Timeline for LocalTimeline<S> {
             self.pulled += frames as u64;
         }
     }
-}
-
-/// Duration of `frames` at `rate`, for callers that think in time.
-pub fn frames_to_time(frames: u64, rate: u32) -> Nanos {
-    Nanos::from_frames(frames, rate)
 }

@@ -82,7 +82,6 @@ pub struct FecEncoder {
     frames: Vec<Vec<u8>>,
     lens: Vec<usize>,
     repairs: Vec<Vec<u8>>,
-    shard: Vec<u8>,
     encoder: Option<ReedSolomonEncoder>,
 }
 
@@ -105,7 +104,6 @@ impl FecEncoder {
             frames: (0..data.max(1)).map(|_| Vec::with_capacity(1200)).collect(),
             lens: Vec::with_capacity(data as usize),
             repairs: Vec::new(),
-            shard: Vec::with_capacity(1200),
             encoder: None,
         }
     }
@@ -160,7 +158,6 @@ impl FecEncoder {
         }
         self.lens.clear();
         self.block = None;
-        self.shard.clear();
         Some(block)
     }
 

@@ -422,8 +422,7 @@ impl SourceSession {
     /// `t0 + n × frame duration` and must be heard `group_latency` later.
     pub fn push_paced(&mut self, now: LocalTime, payload: &[u8]) -> Result<SeqNo, PushError> {
         self.check_payload(payload)?;
-        let t0 = *self.t0.get_or_insert(now);
-        let _ = t0;
+        self.t0.get_or_insert(now);
         let seq = self.next_seq;
         let send_at = self.send_time(seq).expect("t0 is set");
         self.store(seq, send_at, StreamTime(send_at.0), payload)

@@ -149,6 +149,24 @@ impl ActiveStream for CpalStream {
 
 const MAX_CALLBACK_FRAMES: usize = 16_384;
 
+/// The fixed-size stream configuration both directions ask for, and a stream-error counter
+/// with the callback that feeds it.
+fn stream_setup(
+    spec: &StreamSpec,
+) -> (StreamConfig, Arc<AtomicU64>, impl FnMut(cpal::Error) + Send + 'static) {
+    let config = StreamConfig {
+        channels: spec.channels,
+        sample_rate: spec.sample_rate,
+        buffer_size: BufferSize::Fixed(spec.buffer_frames),
+    };
+    let errors = Arc::new(AtomicU64::new(0));
+    let counter = errors.clone();
+    let on_error = move |_e: cpal::Error| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    };
+    (config, errors, on_error)
+}
+
 impl Backend for CpalBackend {
     fn name(&self) -> String {
         self.label.into()
@@ -195,16 +213,7 @@ impl Backend for CpalBackend {
     ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let dev = self.find(device, true)?;
         let name = Self::name_of(&dev);
-        let config = StreamConfig {
-            channels: spec.channels,
-            sample_rate: spec.sample_rate,
-            buffer_size: BufferSize::Fixed(spec.buffer_frames),
-        };
-        let errors = Arc::new(AtomicU64::new(0));
-        let e2 = errors.clone();
-        let on_error = move |_e: cpal::Error| {
-            e2.fetch_add(1, Ordering::Relaxed);
-        };
+        let (config, errors, on_error) = stream_setup(spec);
         let timing = |info: &cpal::OutputCallbackInfo| {
             let now = clock::now();
             let ts = info.timestamp();
@@ -252,16 +261,7 @@ impl Backend for CpalBackend {
     ) -> Result<Box<dyn ActiveStream>, AudioError> {
         let dev = self.find(device, false)?;
         let name = Self::name_of(&dev);
-        let config = StreamConfig {
-            channels: spec.channels,
-            sample_rate: spec.sample_rate,
-            buffer_size: BufferSize::Fixed(spec.buffer_frames),
-        };
-        let errors = Arc::new(AtomicU64::new(0));
-        let e2 = errors.clone();
-        let on_error = move |_e: cpal::Error| {
-            e2.fetch_add(1, Ordering::Relaxed);
-        };
+        let (config, errors, on_error) = stream_setup(spec);
         let timing = |info: &cpal::InputCallbackInfo| {
             let now = clock::now();
             let ts = info.timestamp();
