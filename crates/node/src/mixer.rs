@@ -23,7 +23,7 @@ use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Nanos, PlayerConfig, PlayerSession, Security};
 
 use crate::NodeError;
-use crate::net::{RECV_BUF, bind};
+use crate::net::{RECV_BUF, bind, recv_until};
 use crate::output::{self, OutputKind};
 use crate::player::NetTimeline;
 
@@ -145,6 +145,7 @@ pub fn run_mixer(
     let stream = output::open(
         &opts.output,
         &spec,
+        None,
         Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
     )?;
     Ok(RunningMixer {
@@ -177,10 +178,11 @@ fn network_loop(
     let mut mics: HashMap<SocketAddr, Mic> = HashMap::new();
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(1)));
     let mut n_seed = seed;
     while !stop.load(Ordering::Relaxed) {
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+        let now = clock::now();
+        let tick = Nanos::from_millis(1);
+        if let Some((n, from, at)) = recv_until(&socket, &mut buf, now, None, tick, tick) {
             if !mics.contains_key(&from) && mics.len() < max {
                 n_seed = n_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                 let mut cfg = PlayerConfig::new(from);
@@ -195,7 +197,7 @@ fn network_loop(
             if let Some(m) = mics.get(&from)
                 && let Ok(mut s) = m.session.lock()
             {
-                s.handle_datagram(clock::now(), from, &mut buf[..n]);
+                s.handle_datagram(at, from, &mut buf[..n]);
             }
         }
         let now = clock::now();

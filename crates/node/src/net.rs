@@ -1,9 +1,18 @@
 //! Sockets.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::IoSliceMut;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+use nix::time::{ClockId, clock_gettime};
+
 use socket2::{Domain, Protocol, Socket, Type};
+use tutti_audio::clock;
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{LocalTime, Nanos};
 
@@ -27,6 +36,8 @@ pub fn bind(addr: SocketAddr, group: Option<SocketAddr>) -> Result<UdpSocket, No
     let _ = socket.set_send_buffer_size(1 << 20);
     socket.bind(&addr.into()).map_err(err)?;
     let udp: UdpSocket = socket.into();
+    // Arrival times from the kernel (see `recv_until`); without them, user-space stamps.
+    let _ = setsockopt(&udp, sockopt::ReceiveTimestampns, &true);
     if let Some(SocketAddr::V4(g)) = group {
         let iface = match addr {
             SocketAddr::V4(a) if !a.ip().is_unspecified() && !a.ip().is_multicast() => *a.ip(),
@@ -46,7 +57,10 @@ pub fn multicast_sender(socket: &UdpSocket) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Waits for one datagram until `deadline` (at least `min`, at most `max` from now).
+/// Waits for one datagram until `deadline` (at least `min`, at most `max` from now). Returns
+/// its length, sender and arrival instant on the local clock: the kernel's receive timestamp
+/// when the socket gives one (the thread's wake-up delay, tens of µs on a busy machine, stays
+/// out of clock probes and arrival statistics), else the instant the call returned.
 pub fn recv_until(
     socket: &UdpSocket,
     buf: &mut [u8],
@@ -54,8 +68,85 @@ pub fn recv_until(
     deadline: Option<LocalTime>,
     min: Nanos,
     max: Nanos,
-) -> Option<(usize, SocketAddr)> {
+) -> Option<(usize, SocketAddr, LocalTime)> {
     let wait = deadline.map_or(max, |d| (d - now).clamp(min, max));
     let _ = socket.set_read_timeout(Some(Duration::from_nanos(wait.0.max(1_000) as u64)));
-    socket.recv_from(buf).ok()
+    recv_stamped(socket, buf)
+}
+
+/// Receives one datagram if one is queued, without waiting.
+pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr, LocalTime)> {
+    let _ = socket.set_nonblocking(true);
+    let r = recv_stamped(socket, buf);
+    let _ = socket.set_nonblocking(false);
+    r
+}
+
+fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr, LocalTime)> {
+    let mut cmsg = nix::cmsg_space!(TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    let now = clock::now();
+    let from = msg.address.as_ref().and_then(to_socket_addr)?;
+    let kernel = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|m| match m {
+            ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+            _ => None,
+        })
+    });
+    // The kernel stamps with the real-time clock: its age, read on that clock, moves the
+    // monotonic `now` back to the arrival. Ages outside 0..1 s (a clock step) are ignored.
+    let at = kernel
+        .and_then(|ts| {
+            let real = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+            let age =
+                (real.tv_sec() - ts.tv_sec()) * 1_000_000_000 + (real.tv_nsec() - ts.tv_nsec());
+            (0..1_000_000_000).contains(&age).then(|| now - Nanos(age))
+        })
+        .unwrap_or(now);
+    Some((msg.bytes, from, at))
+}
+
+fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_is_stamped_by_the_kernel_not_by_the_reader() {
+        let rx = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The kernel switches receive timestamps on a moment after the first socket asks.
+        std::thread::sleep(Duration::from_millis(30));
+        let sent = clock::now();
+        tx.send_to(b"tick", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let mut buf = [0u8; 64];
+        let (n, from, at) = recv_until(
+            &rx,
+            &mut buf,
+            clock::now(),
+            None,
+            Nanos::from_millis(100),
+            Nanos::from_millis(100),
+        )
+        .unwrap();
+        let read = clock::now();
+        assert_eq!((n, from), (4, tx.local_addr().unwrap()));
+        // Read 30 ms after it arrived: the stamp is the arrival, not the read.
+        assert!(at >= sent, "stamped before it was sent");
+        assert!(read - at >= Nanos::from_millis(25), "stamped {:?} before the read", read - at);
+    }
 }

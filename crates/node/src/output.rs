@@ -7,6 +7,7 @@ use tutti_audio::backend::cpal::CpalBackend;
 use tutti_audio::backend::null::NullBackend;
 use tutti_audio::backend::wav::{WavBackend, WavFormat};
 use tutti_audio::backend::{ActiveStream, Backend, OutputCallback, StreamSpec};
+use tutti_proto::LocalTime;
 
 /// An output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,16 +33,23 @@ impl OutputKind {
     }
 }
 
-/// Opens `kind` with `spec`, rendering through `cb`.
+/// Opens `kind` with `spec`, rendering through `cb`. A file's first frame plays at
+/// `first_frame` when given (its phase is free; a device's is not).
 pub fn open(
     kind: &OutputKind,
     spec: &StreamSpec,
+    first_frame: Option<LocalTime>,
     cb: OutputCallback,
 ) -> Result<Box<dyn ActiveStream>, AudioError> {
     match kind {
         OutputKind::Null => NullBackend.open_output(None, spec, cb),
         OutputKind::Wav(path) => {
-            WavBackend::new(path.clone(), WavFormat::I16, true).open_output(None, spec, cb)
+            let wav = WavBackend::new(path.clone(), WavFormat::I16, true);
+            let wav = match first_frame {
+                Some(t) => wav.first_frame_at(t),
+                None => wav,
+            };
+            wav.open_output(None, spec, cb)
         }
         OutputKind::Device { host, name } => {
             let backend = match host.as_deref() {

@@ -22,7 +22,7 @@ use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession, Security};
 
 use crate::NodeError;
-use crate::net::{RECV_BUF, bind, recv_until};
+use crate::net::{RECV_BUF, bind, recv_until, try_recv};
 use crate::output::{self, OutputKind};
 
 /// How to run a player.
@@ -265,9 +265,31 @@ pub fn run_player(
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
     let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), opts.buffer_frames);
+    // A file output starts on the stream's frame grid, as late as it can: once the clock
+    // estimate has a second of history, or just before the first frame is due (a young
+    // estimate's skew extrapolates badly). Two seconds at most: a stream that is not flowing
+    // opens unaligned.
+    let first_frame = if opts.output.clock_paced() && !live {
+        let until = clock::now() + Nanos::from_secs(2);
+        loop {
+            let now = clock::now();
+            let (grid, mature) = session.lock().map_or((None, false), |s| {
+                let soon = s.reference_due().is_some_and(|d| d - now < Nanos::from_millis(120));
+                let old = s.clock().is_some_and(|c| c.span >= Nanos::from_secs(1));
+                (s.frame_grid(now + Nanos::from_millis(20)), soon || old)
+            });
+            if (grid.is_some() && mature) || now > until {
+                break grid;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    } else {
+        None
+    };
     let stream = output::open(
         &opts.output,
         &spec,
+        first_frame,
         Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
     );
     let stream = match stream {
@@ -301,7 +323,6 @@ fn network_loop(
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
-    let mut sends: Vec<Vec<u8>> = Vec::new();
     let mut last = clock::now();
     let mut log: Vec<String> = Vec::new();
     loop {
@@ -310,8 +331,9 @@ fn network_loop(
             let Ok(mut s) = session.lock() else { return };
             let now = clock::now();
             s.handle_timeout(now);
-            while let Some(t) = s.poll_transmit(now, &mut out) {
-                sends.push(out[..t.len].to_vec());
+            // Sent at once: a clock probe's departure stamp is taken in `poll_transmit`.
+            while let Some(t) = s.poll_transmit(clock::now(), &mut out) {
+                let _ = socket.send_to(&out[..t.len], source);
             }
             while let Some(e) = s.poll_event() {
                 log.push(match e {
@@ -348,28 +370,25 @@ fn network_loop(
             }
             s.poll_timeout()
         };
-        for d in sends.drain(..) {
-            let _ = socket.send_to(&d, source);
-        }
         if closing {
             return;
         }
-        if let Some((n, from)) = recv_until(
+        if let Some((n, from, at)) = recv_until(
             &socket,
             &mut buf,
             clock::now(),
             deadline,
             Nanos::from_micros(100),
             Nanos::from_millis(5),
-        ) && let Ok(mut s) = session.lock()
-        {
-            s.handle_datagram(clock::now(), from, &mut buf[..n]);
+        ) {
+            // Arrival instants come with the datagram (the kernel's, or stamped before taking
+            // the lock the media thread may hold): they feed the clock estimate.
+            let Ok(mut s) = session.lock() else { return };
+            s.handle_datagram(at, from, &mut buf[..n]);
             // Drain whatever else already arrived without blocking.
-            let _ = socket.set_nonblocking(true);
-            while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                s.handle_datagram(clock::now(), from, &mut buf[..n]);
+            while let Some((n, from, at)) = try_recv(&socket, &mut buf) {
+                s.handle_datagram(at, from, &mut buf[..n]);
             }
-            let _ = socket.set_nonblocking(false);
         }
     }
 }

@@ -318,7 +318,7 @@ fn network_loop(
         }
         // Live frames (captured, or paced in live mode) must leave on time: wake often.
         let max = if live { Nanos::from_micros(500) } else { Nanos::from_millis(2) };
-        if let Some((n, from)) = recv_until(
+        if let Some((n, from, at)) = recv_until(
             &socket,
             &mut buf,
             clock::now(),
@@ -326,7 +326,7 @@ fn network_loop(
             Nanos::from_micros(100),
             max,
         ) {
-            session.handle_datagram(clock::now(), from, &mut buf[..n]);
+            session.handle_datagram(at, from, &mut buf[..n]);
         }
     }
 }

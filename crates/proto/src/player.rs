@@ -658,6 +658,45 @@ impl PlayerSession {
         Some(clock.to_local(p0 + dt + self.config.device_offset + self.extra))
     }
 
+    /// The first local instant at or after `after` at which a whole media frame reaches the
+    /// DAC, once the clock is locked and a frame has arrived (sync mode). A device whose
+    /// phase is free, a file, starts there: its samples then *are* the stream's samples,
+    /// bit-exact, with no sub-frame offset between players.
+    pub fn frame_grid(&self, after: LocalTime) -> Option<LocalTime> {
+        let info = self.info.as_ref()?;
+        if info.mode != Mode::Sync {
+            return None;
+        }
+        let (_, p0) = self.reference?;
+        let clock = self.locked_clock()?;
+        let since = clock.to_stream(after) - (p0 + self.config.device_offset + self.extra);
+        // Frames from the reference frame to the first one due at or after `after` (the grid
+        // runs on before the stream's first frame too).
+        let rate = i128::from(info.sample_rate);
+        let mut frames = (i128::from(since.0) * rate).div_euclid(1_000_000_000) + 1;
+        loop {
+            let at = p0
+                + Nanos((frames * 1_000_000_000 / rate) as i64)
+                + self.config.device_offset
+                + self.extra;
+            let due = clock.to_local(at);
+            // Rounding to the nanosecond may land a hair before `after`: take the next frame.
+            if due >= after {
+                return Some(due);
+            }
+            frames += 1;
+        }
+    }
+
+    /// When the reference frame (the first heard, until playout starts) is due at the DAC.
+    pub fn reference_due(&self) -> Option<LocalTime> {
+        self.due_at(self.reference?.0)
+    }
+
+    fn locked_clock(&self) -> Option<&ClockEstimate> {
+        self.clock.estimate().filter(|c| c.samples >= 3 && c.span >= self.config.lock_span)
+    }
+
     /// Timers: probes, reports, hellos, NACKs, source loss.
     pub fn handle_timeout(&mut self, now: LocalTime) {
         if self.link != Link::Lost && now - self.last_heard > self.config.source_timeout {
@@ -828,10 +867,7 @@ impl PlayerSession {
             }
             Mode::Live => self.live.update(now, lead, self.config.live_margin)?,
         };
-        let clock = self.clock.estimate()?;
-        if clock.samples < 3 || clock.span < self.config.lock_span {
-            return None;
-        }
+        let clock = *self.locked_clock()?;
         let (m0, p0) = self.reference?;
         let stream_now = clock.to_stream(dac_time);
         let since = stream_now - (p0 + self.config.device_offset + self.extra);

@@ -181,13 +181,10 @@ fn wav_to_three_players_is_bit_identical_and_sample_aligned() {
         "three players: bit-identical; first input frame played within {:.1} µs of each other",
         spread / 1e3
     );
-    // Bit-exact output copies whole frames, so each player sits on its own sample grid (±½
-    // sample): two perfect players can already be one sample apart. Loopback clock estimates
-    // add a few µs (user-space timestamps). Measured here: 13–25 µs.
-    assert!(
-        spread <= 1.5e9 / 48_000.0,
-        "outputs misaligned by {spread} ns (more than 1.5 samples)"
-    );
+    // A file has no crystal: each player starts its file on the stream's frame grid, so the
+    // files differ only by the players' clock estimates (kernel receive timestamps). Measured
+    // here: 0.3–7 µs, 0.5–2 µs with both cores busy.
+    assert!(spread <= 1e9 / 48_000.0, "outputs misaligned by {spread} ns (more than 1 sample)");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -32,6 +32,17 @@ impl PacedStream {
     pub fn spawn(
         name: &str,
         spec: StreamSpec,
+        tick: impl FnMut(u64, LocalTime) + Send + 'static,
+    ) -> Result<Self, AudioError> {
+        Self::spawn_at(name, spec, None, tick)
+    }
+
+    /// [`spawn`](Self::spawn) with the schedule's origin at `start` (now when `None`; a start
+    /// already past keeps its phase).
+    pub fn spawn_at(
+        name: &str,
+        spec: StreamSpec,
+        start: Option<LocalTime>,
         mut tick: impl FnMut(u64, LocalTime) + Send + 'static,
     ) -> Result<Self, AudioError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -41,8 +52,14 @@ impl PacedStream {
         let thread = std::thread::Builder::new()
             .name(format!("tutti-{name}"))
             .spawn(move || {
-                let start = clock::now();
-                let mut k = 0u64;
+                let now = clock::now();
+                let start = start.unwrap_or(now);
+                // A start already past keeps its phase: the first buffer is the next one due.
+                let mut k = if now > start {
+                    ((now - start).0 as u64 * u64::from(rate)).div_ceil(1_000_000_000 * frames)
+                } else {
+                    0
+                };
                 while !flag.load(Ordering::Relaxed) {
                     // Absolute schedule: buffer k is due at start + k·period, never drifting.
                     let due = start + Nanos::from_frames(k * frames, rate);

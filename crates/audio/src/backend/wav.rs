@@ -31,13 +31,23 @@ pub struct WavBackend {
     path: PathBuf,
     format: WavFormat,
     realtime: bool,
+    first_frame: Option<LocalTime>,
 }
 
 impl WavBackend {
     /// Writes to `path`; `realtime` paces callbacks by the clock (otherwise as fast as the
     /// callback fills buffers, on a virtual clock starting now).
     pub fn new(path: impl Into<PathBuf>, format: WavFormat, realtime: bool) -> Self {
-        WavBackend { path: path.into(), format, realtime }
+        WavBackend { path: path.into(), format, realtime, first_frame: None }
+    }
+
+    /// Real-time files only: the file's first frame is "played" at local instant `t` (if it
+    /// is still ahead when the stream opens). A file has no crystal of its own, so its phase
+    /// is free: a player puts it on the stream's frame grid, and the file holds the stream's
+    /// samples with no sub-frame offset.
+    pub fn first_frame_at(mut self, t: LocalTime) -> Self {
+        self.first_frame = Some(t);
+        self
     }
 
     /// Reads the first-sample instant recorded beside a WAV file.
@@ -193,7 +203,9 @@ impl Backend for WavBackend {
             }
         };
         if self.realtime {
-            let inner = PacedStream::spawn("wav-out", *spec, move |_, due| {
+            // Buffer k is rendered one period before it plays, like a sound card's.
+            let start = self.first_frame.map(|t| t - period);
+            let inner = PacedStream::spawn_at("wav-out", *spec, start, move |_, due| {
                 tick(clock::now(), due + period);
             })?;
             Ok(Box::new(WavStream { inner: Some(inner), fast: None, sink, name }))
