@@ -136,6 +136,7 @@ impl Renderer {
 #[derive(Debug)]
 struct DacMap {
     history: VecDeque<(u64, LocalTime)>,
+    bin_start: Option<LocalTime>,
     offset: u64,
     nominal_ns: f64,
 }
@@ -148,17 +149,32 @@ impl DacMap {
             && (predicted - r.dac_time).abs() > Nanos::from_millis(50)
         {
             self.history.clear();
+            self.bin_start = None;
         }
-        if self.history.back().is_none_or(|&(_, t)| r.dac_time - t >= Nanos::from_millis(50)) {
-            self.history.push_back((r.dac_frame, r.dac_time));
-            while self.history.len() > 64 {
-                self.history.pop_front();
+        // One point per 50 ms: the earliest-looking callback of the bin. Reported DAC instants
+        // err late more than early (a latency read a moment after it was true: PulseAudio's
+        // timing replies), so the earliest of a bin is the least wrong.
+        let nominal = self.nominal_ns;
+        let early = |(f, t): (u64, LocalTime)| t.0 as f64 - f as f64 * nominal;
+        match (self.bin_start, self.history.back_mut()) {
+            (Some(start), Some(last)) if r.dac_time - start < Nanos::from_millis(50) => {
+                if early((r.dac_frame, r.dac_time)) < early(*last) {
+                    *last = (r.dac_frame, r.dac_time);
+                }
+            }
+            _ => {
+                self.bin_start = Some(r.dac_time);
+                self.history.push_back((r.dac_frame, r.dac_time));
+                while self.history.len() > 200 {
+                    self.history.pop_front();
+                }
             }
         }
     }
 
     /// The local instant device frame `dac_frame` reaches the DAC: a least-squares line
-    /// through the last ~3 s of callback timestamps, so their jitter averages out.
+    /// through the last ~10 s of callback timestamps (one per 50 ms bin), so their jitter
+    /// averages out.
     fn time_of(&self, dac_frame: u64) -> Option<LocalTime> {
         let &(f1, t1) = self.history.back()?;
         let n = self.history.len() as f64;
@@ -359,6 +375,7 @@ pub fn output<P: Program>(
         reports: report_rx,
         map: DacMap {
             history: VecDeque::new(),
+            bin_start: None,
             offset: 0,
             nominal_ns: 1e9 / f64::from(config.device_rate),
         },

@@ -179,15 +179,62 @@ pub fn click_alignment(
     })
 }
 
+/// The capture instants of a recording's chunks (mono), steadied: a capture clock ticks
+/// evenly, but each callback's timestamp carries its own jitter (the callback's wake-up, the
+/// host's interpolated latency: hundreds of µs through PulseAudio). A least-squares line of
+/// instant against frame count replaces them, piecewise: a jump of more than 2 ms from the
+/// line (an overrun, a restart) starts a new piece.
+pub fn steady_times(recorded: &[(LocalTime, Vec<f32>)], rate: u32) -> Vec<LocalTime> {
+    let mut out = Vec::with_capacity(recorded.len());
+    let period = 1e9 / f64::from(rate.max(1));
+    let mut frames = 0u64;
+    // (frame count, instant − nominal instant) of the current piece.
+    let mut piece: Vec<(f64, f64)> = Vec::new();
+    let mut origin: Option<LocalTime> = None;
+    let flush = |piece: &mut Vec<(f64, f64)>, origin: LocalTime, out: &mut Vec<LocalTime>| {
+        let n = piece.len() as f64;
+        let (sx, sy) = piece.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        let (mx, my) = (sx / n, sy / n);
+        let (sxx, sxy) = piece
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + (x - mx) * (x - mx), b + (x - mx) * (y - my)));
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        for (x, _) in piece.iter() {
+            let fitted = my + slope * (x - mx) + x * period;
+            out.push(origin + Nanos(fitted.round() as i64));
+        }
+        piece.clear();
+    };
+    for (t, chunk) in recorded {
+        let o = *origin.get_or_insert(*t);
+        let x = frames as f64;
+        let y = (*t - o).0 as f64 - x * period;
+        if let Some(&(_, last)) = piece.last()
+            && (y - last).abs() > 2e6
+        {
+            flush(&mut piece, o, &mut out);
+        }
+        piece.push((x, y));
+        frames += chunk.len() as u64;
+    }
+    if let Some(o) = origin
+        && !piece.is_empty()
+    {
+        flush(&mut piece, o, &mut out);
+    }
+    out
+}
+
 /// Local instants of click onsets in a recording: normalised cross-correlation with the click,
 /// peak-picked, refined to a fraction of a sample by parabolic interpolation.
 pub fn find_clicks(recorded: &[(LocalTime, Vec<f32>)], rate: u32) -> Vec<LocalTime> {
     let template = Clicks::click();
     let energy: f32 = template.iter().map(|x| x * x).sum();
-    // Flatten with a timestamp per sample (chunks carry their own capture instants).
+    // Flatten with a timestamp per sample (chunks carry their own capture instants, steadied).
     let mut samples = Vec::new();
     let mut times = Vec::new();
-    for (t, chunk) in recorded {
+    let steady = steady_times(recorded, rate);
+    for (t, (_, chunk)) in steady.iter().zip(recorded) {
         for (i, s) in chunk.iter().enumerate() {
             samples.push(*s);
             times.push(*t + Nanos::from_frames(i as u64, rate));
@@ -214,4 +261,32 @@ pub fn find_clicks(recorded: &[(LocalTime, Vec<f32>)], rate: u32) -> Vec<LocalTi
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steadied_times_lose_the_callbacks_jitter_and_keep_a_jump() {
+        // 128-frame chunks from a capture clock 50 ppm fast, stamped with ±400 µs of jitter;
+        // after chunk 300 the stream restarts 10 ms later.
+        let period = 1e9 / 48_000.0 * (1.0 - 50e-6);
+        let mut x = 12345u32;
+        let truth: Vec<f64> = (0..600)
+            .map(|k| 1e9 + k as f64 * 128.0 * period + if k >= 300 { 1e7 } else { 0.0 })
+            .collect();
+        let recorded: Vec<(LocalTime, Vec<f32>)> = truth
+            .iter()
+            .map(|t| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let jitter = (f64::from(x >> 8) / f64::from(1u32 << 24) - 0.5) * 8e5;
+                (LocalTime((t + jitter) as u64), vec![0.0; 128])
+            })
+            .collect();
+        let steady = steady_times(&recorded, 48_000);
+        let worst =
+            steady.iter().zip(&truth).map(|(s, t)| (s.0 as f64 - t).abs()).fold(0.0, f64::max);
+        assert!(worst < 60e3, "worst error {worst} ns");
+    }
 }
