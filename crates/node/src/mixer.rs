@@ -87,6 +87,9 @@ pub struct MixerOptions {
     pub gains_db: Vec<(String, f32)>,
     /// Most microphones.
     pub max_inputs: usize,
+    /// Headphones mode: this node's own microphone arrives from this address (over loopback)
+    /// and is mixed at this gain (dB) as the singer's monitor.
+    pub monitor: Option<(SocketAddr, f32)>,
 }
 
 type NewVoice = (Box<dyn Program>, usize, Sender<Arc<InputControls>>);
@@ -132,7 +135,11 @@ pub fn run_mixer(
     };
     let net = {
         let (stop, inputs) = (stop.clone(), inputs.clone());
-        let gains = opts.gains_db.clone();
+        let mut gains: Vec<(Gain, f32)> =
+            opts.gains_db.iter().map(|(n, g)| (Gain::Name(n.clone()), *g)).collect();
+        if let Some((addr, db)) = opts.monitor {
+            gains.insert(0, (Gain::From(addr), db));
+        }
         let max = opts.max_inputs;
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
@@ -159,6 +166,12 @@ pub fn run_mixer(
     })
 }
 
+/// Whose gain: a stream's sender, or (part of) its name.
+enum Gain {
+    From(SocketAddr),
+    Name(String),
+}
+
 struct Mic {
     session: Arc<Mutex<PlayerSession>>,
     voice_sent: bool,
@@ -171,7 +184,7 @@ fn network_loop(
     seed: u64,
     voices: Sender<NewVoice>,
     inputs: &Mutex<Vec<MixInput>>,
-    gains: &[(String, f32)],
+    gains: &[(Gain, f32)],
     max: usize,
     stop: &AtomicBool,
 ) {
@@ -221,9 +234,10 @@ fn network_loop(
                     if voices.send((program, channels, tx)).is_ok()
                         && let Ok(controls) = rx.recv_timeout(Duration::from_secs(1))
                     {
-                        if let Some((_, db)) =
-                            gains.iter().find(|(n, _)| info.name.contains(n.as_str()))
-                        {
+                        if let Some((_, db)) = gains.iter().find(|(g, _)| match g {
+                            Gain::From(a) => a == addr,
+                            Gain::Name(n) => info.name.contains(n.as_str()),
+                        }) {
                             controls.set_gain_db(*db);
                         }
                         if let Ok(mut list) = inputs.lock() {

@@ -85,8 +85,19 @@ struct RecordArgs {
 #[derive(Args, Debug)]
 struct PartyArgs {
     /// The host to send this microphone to (participant mode).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peers")]
     to: Option<String>,
+    /// Headphones mode: every singer's node, comma-separated (HOST:PORT of their `tutti party
+    /// --peers`). This node sends its microphone to each and mixes theirs with its own
+    /// monitor; it listens on --port and sends from --port + 1.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Headphones mode: your own voice in your mix, dB.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    monitor_db: f32,
+    /// Headphones mode: leave your own voice out of your mix.
+    #[arg(long)]
+    no_monitor: bool,
     /// Input device (participant; default input if omitted).
     #[arg(long, conflicts_with_all = ["file", "tone"])]
     mic: Option<String>,
@@ -733,74 +744,116 @@ fn demo(a: DemoArgs) -> Result<()> {
 fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
     let sec = security(&a.net, cfg)?;
     let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    let running = || until.is_none_or(|u| std::time::Instant::now() < u);
     if let Some(host) = &a.to {
         // A participant: a live stream to the host.
         let host = resolve(host, "--to")?;
-        let codec = parse_codec(&a.codec)?;
-        let mut c = SourceConfig::new(
-            1,
-            48_000,
-            if a.tone.is_some() || a.mic.is_some() || a.file.is_none() { 1 } else { 2 },
-        );
-        c.mode = Mode::Live;
-        c.codec = codec;
-        c.frames_per_packet = (48.0 * a.frame_ms).round() as u16;
-        c.group_latency = Nanos::ZERO;
-        c.fec = None;
-        c.receivers = vec![host];
-        let ch = usize::from(c.channels);
-        let input = if let Some(f) = &a.file {
-            c.name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .chars()
-                .take(64)
-                .collect();
-            Input::Paced {
-                source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?),
-                reopen: None,
-            }
-        } else if let Some(hz) = a.tone {
-            c.name = format!("tone {hz}");
-            Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)), reopen: None }
-        } else {
-            let backend = tutti_audio::backend::cpal::CpalBackend::available()
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                anyhow!("no audio host for the microphone (no PulseAudio server, no ALSA)")
-            })?;
-            let (cap, stream) =
-                CaptureSource::open(&backend, a.mic.as_deref(), &StreamSpec::new(48_000, 1, 64))?;
-            std::mem::forget(stream);
-            c.name = a.mic.clone().unwrap_or_else(hostname).chars().take(64).collect();
-            Input::Captured(cap)
-        };
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
-        let start = tutti_audio::clock::now() + Nanos::from_millis(300);
-        let paced = matches!(input, Input::Paced { .. });
-        let src = run_source(
-            input,
-            c,
-            Encoding { codec, bitrate: 96_000 },
-            bind,
-            sec,
-            seed(),
-            Some(start),
-        )?;
+        let src = party_mic(&a, vec![host], bind, sec)?;
         println!("sending live to {host} from {}", src.local_addr);
-        if paced {
-            // For measurements: the local instant the first sample counts as captured.
-            println!("first_sample_local_ns={}", start.0);
-        }
-        while !src.finished() && until.is_none_or(|u| std::time::Instant::now() < u) {
+        while !src.finished() && running() {
             std::thread::sleep(Duration::from_millis(100));
         }
         src.stop();
         return Ok(());
     }
-    // The host.
+    if !a.peers.is_empty() {
+        // Headphones mode: a mixer here (the others' voices and our monitor), our microphone
+        // to every peer and, over loopback, to our own mixer.
+        let port = a.port.unwrap_or(7500);
+        let mut to = a.peers.iter().map(|p| resolve(p, "--peers")).collect::<Result<Vec<_>>>()?;
+        let own_from = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port + 1);
+        let monitor = (!a.no_monitor).then_some((own_from, a.monitor_db));
+        if monitor.is_some() {
+            to.push(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
+        }
+        let host = party_host(&a, port, monitor, sec.clone())?;
+        let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port + 1);
+        let src = party_mic(&a, to, bind, sec)?;
+        println!(
+            "headphones mode: mixing on {} (peers send there), singing from {}",
+            host.local_addr, src.local_addr
+        );
+        show_mix(&host, &running);
+        src.stop();
+        host.stop();
+        return Ok(());
+    }
+    let host = party_host(&a, a.port.unwrap_or(7500), None, sec)?;
+    println!(
+        "party host on {}: microphones run `tutti party --to <this-host>:{}`",
+        host.local_addr,
+        host.local_addr.port()
+    );
+    show_mix(&host, &running);
+    host.stop();
+    Ok(())
+}
+
+/// A live microphone (or file, or tone) sent to `to`.
+fn party_mic(
+    a: &PartyArgs,
+    to: Vec<SocketAddr>,
+    bind: SocketAddr,
+    sec: Security,
+) -> Result<tutti_node::source::RunningSource> {
+    let codec = parse_codec(&a.codec)?;
+    let mut c = SourceConfig::new(
+        1,
+        48_000,
+        if a.tone.is_some() || a.mic.is_some() || a.file.is_none() { 1 } else { 2 },
+    );
+    c.mode = Mode::Live;
+    c.codec = codec;
+    c.frames_per_packet = (48.0 * a.frame_ms).round() as u16;
+    c.group_latency = Nanos::ZERO;
+    c.fec = None;
+    c.receivers = to;
+    let ch = usize::from(c.channels);
+    let input = if let Some(f) = &a.file {
+        c.name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        Input::Paced {
+            source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?),
+            reopen: None,
+        }
+    } else if let Some(hz) = a.tone {
+        c.name = format!("tone {hz}");
+        Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)), reopen: None }
+    } else {
+        let backend =
+            tutti_audio::backend::cpal::CpalBackend::available().into_iter().next().ok_or_else(
+                || anyhow!("no audio host for the microphone (no PulseAudio server, no ALSA)"),
+            )?;
+        let (cap, stream) =
+            CaptureSource::open(&backend, a.mic.as_deref(), &StreamSpec::new(48_000, 1, 64))?;
+        std::mem::forget(stream);
+        c.name = a.mic.clone().unwrap_or_else(hostname).chars().take(64).collect();
+        Input::Captured(cap)
+    };
+    let start = tutti_audio::clock::now() + Nanos::from_millis(300);
+    let paced = matches!(input, Input::Paced { .. });
+    let src =
+        run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed(), Some(start))?;
+    if paced {
+        // For measurements: the local instant the first sample counts as captured.
+        println!("first_sample_local_ns={}", start.0);
+    }
+    Ok(src)
+}
+
+/// A mixer of live microphones on `port`.
+fn party_host(
+    a: &PartyArgs,
+    port: u16,
+    monitor: Option<(SocketAddr, f32)>,
+    sec: Security,
+) -> Result<tutti_node::mixer::RunningMixer> {
     let output = if let Some(w) = &a.wav {
         OutputKind::Wav(w.clone())
     } else if a.null {
@@ -809,21 +862,21 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         OutputKind::Device { host: None, name: a.device.clone() }
     };
     let opts = tutti_node::mixer::MixerOptions {
-        bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(7500)),
+        bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
         output,
         buffer_frames: a.buffer,
         gains_db: a.gain.clone(),
         max_inputs: a.max_mics,
+        monitor,
     };
-    let host = tutti_node::mixer::run_mixer(opts, sec, seed())?;
-    println!(
-        "party host on {}: microphones run `tutti party --to <this-host>:{}`",
-        host.local_addr,
-        host.local_addr.port()
-    );
+    Ok(tutti_node::mixer::run_mixer(opts, sec, seed())?)
+}
+
+/// Prints who joined and, on a terminal, the levels, until `running` says stop.
+fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) {
     let tty = std::io::stderr().is_terminal();
     let mut known = 0;
-    while until.is_none_or(|u| std::time::Instant::now() < u) {
+    while running() {
         std::thread::sleep(Duration::from_millis(250));
         let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
         for i in &inputs[known.min(inputs.len())..] {
@@ -854,8 +907,6 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
     if tty {
         eprintln!();
     }
-    host.stop();
-    Ok(())
 }
 
 fn record(a: RecordArgs) -> Result<()> {

@@ -491,6 +491,78 @@ fn party_host_mixes_three_microphones_at_their_gains() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn headphones_mode_each_singer_hears_the_others_and_their_own_monitor() {
+    let _serial = serial();
+    let dir = tmp("headphones");
+    let base = port_base(10);
+    let ports = [base, base + 2, base + 4];
+    let tones = [300.0, 500.0, 700.0];
+    let peers = |me: usize| -> String {
+        (0..3)
+            .filter(|&i| i != me)
+            .map(|i| format!("127.0.0.1:{}", ports[i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mixes: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("mix{i}.wav"))).collect();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| {
+            let f = dir.join(format!("voice{i}.wav"));
+            write_tone(&f, tones[i], 3.5);
+            tutti(&[
+                "party",
+                "--peers",
+                &peers(i),
+                "--port",
+                &ports[i].to_string(),
+                "--file",
+                f.to_str().unwrap(),
+                "--codec",
+                "pcm",
+                "--monitor-db",
+                "-6",
+                "--wav",
+                mixes[i].to_str().unwrap(),
+                "--seconds",
+                "5",
+            ])
+        })
+        .collect();
+    for n in &mut nodes {
+        let (ok, log) = wait(n, Duration::from_secs(15));
+        assert!(ok, "node: {log}");
+    }
+    for (me, mix) in mixes.iter().enumerate() {
+        let out = read_wav(mix);
+        let first = out.iter().position(|s| *s != 0).expect("the mix has sound");
+        // 100 ms windows over the time all three sing; medians are the voices' levels.
+        let mut levels: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for k in 5..25 {
+            let w = &out[first + k * 9_600..first + (k + 1) * 9_600];
+            for (i, hz) in tones.iter().enumerate() {
+                levels[i].push(amplitude(w, *hz));
+            }
+        }
+        let median: Vec<f64> = levels
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        eprintln!("node {me} hears {median:.0?} (own voice at −6 dB, others at unity, of 6000)");
+        for (i, level) in median.iter().enumerate() {
+            let want = if i == me { 6_000.0 * 0.501 } else { 6_000.0 };
+            assert!(
+                (level / want - 1.0).abs() < 0.06,
+                "node {me}: voice {i} at {level:.0}, expected {want:.0}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn wav_has_sound_between(path: &Path, from_s: f64, to_s: f64) -> bool {
     let s = read_wav(path);
     let (a, b) = ((from_s * 96_000.0) as usize, (to_s * 96_000.0) as usize);
