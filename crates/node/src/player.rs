@@ -237,13 +237,22 @@ pub fn run_player(
     );
     let live = info.mode == Mode::Live;
     let block = if live { 64 } else { 128 };
-    // A clock-paced output (a file) has no latency to save: render ahead of it, so a busy
-    // machine never starves it — but not before packets arrive (half the group latency).
-    let device = (opts.buffer_frames as usize * 2).max(block * 2);
+    // How far ahead of the device the media thread renders. Everything rendered was received:
+    // in sync mode the render lead (this plus the device's own) must stay well inside the
+    // group latency, whatever the buffer asked for. A clock-paced output (a file) has no
+    // latency to save: it renders as far ahead as half the group latency allows (a busy
+    // machine never starves it); a device, one buffer and one block.
+    let buffer = opts.buffer_frames as usize;
     let half_latency = (info.group_latency.0.max(0) as u128 * u128::from(info.sample_rate)
         / 2_000_000_000) as usize;
-    let lookahead =
-        if opts.output.clock_paced() && !live { half_latency.clamp(device, 1_920) } else { device };
+    let device = (buffer + block).max(block * 2);
+    let lookahead = if live {
+        device
+    } else if opts.output.clock_paced() {
+        half_latency.saturating_sub(buffer).clamp(block * 2, 1_920)
+    } else {
+        device.min(half_latency.saturating_sub(buffer).max(block * 2))
+    };
     let config = EngineConfig { device_rate: info.sample_rate, channels, block, lookahead };
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);

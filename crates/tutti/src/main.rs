@@ -26,7 +26,7 @@ use tutti_audio::source::{Converted, FileSource, RawPcm, Source, Tone};
 use tutti_node::output::OutputKind;
 use tutti_node::player::{PlayerOptions, PlayerSnapshot, RunningPlayer, run_player};
 use tutti_node::source::{Encoding, Input, RunningSource, run_source};
-use tutti_proto::{Codec, Mode, Nanos, PlayerConfig, Security, SourceConfig};
+use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, Security, SourceConfig};
 
 /// Audio over a local network, in time: one source on many speakers in sync, or many
 /// microphones mixed live.
@@ -57,6 +57,14 @@ enum Command {
     /// JSON line per device (a measurement tool: are several players in sync?).
     #[command(hide = true)]
     Record(RecordArgs),
+    /// Inter-player skew of WAV outputs (written by `tutti play --wav` from a stream of
+    /// clicks): matches each click across the files by their first-sample instants.
+    #[command(hide = true)]
+    Skew {
+        /// The players' WAV files (two or more).
+        #[arg(required = true, num_args = 2..)]
+        wavs: Vec<PathBuf>,
+    },
     /// Write a WAV of clicks every 250 ms (for measurements).
     #[command(hide = true)]
     ClicksWav {
@@ -312,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Party(a) => party(a, &cfg),
         Command::Record(a) => record(a),
         Command::ClicksWav { out, seconds } => clicks_wav(&out, seconds),
+        Command::Skew { wavs } => skew(&wavs),
     }
 }
 
@@ -947,6 +956,92 @@ fn record(a: RecordArgs) -> Result<()> {
             .map(|t| t.0.to_string())
             .collect();
         println!("{{\"device\":\"{name}\",\"clicks_ns\":[{}]}}", clicks.join(","));
+    }
+    Ok(())
+}
+
+/// Click instants in a WAV written by a player, on the local clock (10 s pieces, so hours of
+/// audio fit in memory).
+fn wav_clicks(path: &std::path::Path) -> Result<Vec<i64>> {
+    let first = tutti_audio::backend::wav::WavBackend::first_sample_time(path)?;
+    let mut reader = hound::WavReader::open(path).with_context(|| format!("{}", path.display()))?;
+    let spec = reader.spec();
+    let (rate, ch) = (spec.sample_rate, usize::from(spec.channels.max(1)));
+    let piece = rate as usize * 10;
+    let mut clicks = Vec::new();
+    let mut chunk = Vec::with_capacity(piece);
+    let mut at = 0u64;
+    let mut samples = reader.samples::<i16>();
+    loop {
+        chunk.clear();
+        for s in samples.by_ref().step_by(ch).take(piece) {
+            chunk.push(f32::from(s.with_context(|| format!("{}", path.display()))?) / 32768.0);
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let t = first + Nanos::from_frames(at, rate);
+        // Exact instants: a file's frames are evenly spaced by construction.
+        let frames: Vec<(LocalTime, Vec<f32>)> = chunk
+            .chunks(rate as usize / 100)
+            .enumerate()
+            .map(|(k, c)| (t + Nanos::from_frames((k * c.len()) as u64, rate), c.to_vec()))
+            .collect();
+        clicks.extend(tutti_audio::measure::find_clicks(&frames, rate).iter().map(|c| c.0 as i64));
+        at += chunk.len() as u64;
+    }
+    Ok(clicks)
+}
+
+fn skew(wavs: &[PathBuf]) -> Result<()> {
+    let all: Vec<Vec<i64>> = wavs.iter().map(|w| wav_clicks(w)).collect::<Result<_>>()?;
+    let mut spreads = Vec::new();
+    let mut offsets: Vec<Vec<i64>> = Vec::new();
+    for &t in &all[0] {
+        let near: Vec<i64> = all[1..]
+            .iter()
+            .filter_map(|c| {
+                let i = c.partition_point(|&x| x < t);
+                [i.checked_sub(1), Some(i)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| c.get(i).copied())
+                    .min_by_key(|x| (x - t).abs())
+            })
+            .filter(|x| (x - t).abs() < 100_000_000)
+            .collect();
+        if near.len() == all.len() - 1 {
+            offsets.push(near.iter().map(|x| x - t).collect::<Vec<_>>());
+            let hi = near.iter().copied().chain([t]).max().unwrap_or(t);
+            let lo = near.iter().copied().chain([t]).min().unwrap_or(t);
+            spreads.push(hi - lo);
+        }
+    }
+    if spreads.is_empty() {
+        bail!("no click is in every file");
+    }
+    spreads.sort_unstable();
+    let q = |f: f64| spreads[((spreads.len() - 1) as f64 * f).round() as usize] as f64 / 1e3;
+    println!(
+        "{} clicks in all {} files ({} in the first): spread median {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        spreads.len(),
+        wavs.len(),
+        all[0].len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    for (k, w) in wavs.iter().enumerate().skip(1) {
+        let mut o: Vec<i64> = offsets.iter().map(|v| v[k - 1]).collect();
+        o.sort_unstable();
+        println!(
+            "  {} − {}: median {:+.1} µs, from {:+.1} to {:+.1} µs",
+            w.display(),
+            wavs[0].display(),
+            o[o.len() / 2] as f64 / 1e3,
+            o[0] as f64 / 1e3,
+            o[o.len() - 1] as f64 / 1e3
+        );
     }
     Ok(())
 }
