@@ -33,7 +33,7 @@ for latency in 20 100; do
     "$BIN" skew "$DIR"/p1.wav "$DIR"/p2.wav "$DIR"/p3.wav
     for i in 1 2 3; do
         printf 'player %d: %s\n' "$i" "$(tr '\r' '\n' < "$DIR/p$i.log" | grep underruns | tail -1 |
-            sed 's/.*| recovered/recovered/')"
+            sed "s/.*| recovered/recovered/")"
     done
     PORT=$((PORT + 4))
 done

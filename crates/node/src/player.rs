@@ -236,23 +236,16 @@ pub fn run_player(
         opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
     );
     let live = info.mode == Mode::Live;
-    let block = if live { 64 } else { 128 };
-    // How far ahead of the device the media thread renders. Everything rendered was received:
-    // in sync mode the render lead (this plus the device's own) must stay well inside the
-    // group latency, whatever the buffer asked for. A clock-paced output (a file) has no
-    // latency to save: it renders as far ahead as half the group latency allows (a busy
-    // machine never starves it); a device, one buffer and one block.
-    let buffer = opts.buffer_frames as usize;
-    let half_latency = (info.group_latency.0.max(0) as u128 * u128::from(info.sample_rate)
-        / 2_000_000_000) as usize;
-    let device = (buffer + block).max(block * 2);
-    let lookahead = if live {
-        device
-    } else if opts.output.clock_paced() {
-        half_latency.saturating_sub(buffer).clamp(block * 2, 1_920)
-    } else {
-        device.min(half_latency.saturating_sub(buffer).max(block * 2))
-    };
+    let (buffer, block, lookahead) = render_plan(&info, opts.buffer_frames, &opts.output);
+    if buffer < opts.buffer_frames
+        && let Ok(mut st) = status.lock()
+    {
+        st.log.push(format!(
+            "device buffer {buffer} frames, not {}: a {} ms group latency leaves no room for more",
+            opts.buffer_frames,
+            info.group_latency.0 / 1_000_000
+        ));
+    }
     let config = EngineConfig { device_rate: info.sample_rate, channels, block, lookahead };
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);
@@ -273,7 +266,7 @@ pub fn run_player(
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
-    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), opts.buffer_frames);
+    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), buffer);
     // A file output starts on the stream's frame grid, as late as it can: once the clock
     // estimate has a second of history, or just before the first frame is due (a young
     // estimate's skew extrapolates badly). Two seconds at most: a stream that is not flowing
@@ -320,6 +313,38 @@ pub fn run_player(
         stream: Some(stream),
         shared,
     })
+}
+
+/// Device buffer, block and render lookahead (frames) for a stream.
+///
+/// The ring between the media thread and the device must hold a whole device buffer plus a
+/// block and a media-thread tick when the device asks (`lookahead ≥ buffer + block + 1 ms`).
+/// Everything rendered must have been received: in sync mode the render lead — lookahead,
+/// the device's own latency (about two buffers) and a block — stays inside the group latency
+/// less one packet and 2 ms, so at a tight latency the buffer asked for shrinks. With room to
+/// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
+/// group latency (a busy machine never starves it).
+fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usize, usize) {
+    let frames =
+        |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;
+    let tick = frames(Nanos::from_millis(1));
+    if info.mode == Mode::Live {
+        let buffer = asked as usize;
+        return (asked, 64, (2 * buffer).max(buffer + 64 + tick));
+    }
+    let latency = frames(info.group_latency);
+    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + 2 * tick);
+    let block = if budget < frames(Nanos::from_millis(40)) { 64 } else { 128 };
+    let fit = (budget.saturating_sub(2 * block + tick) / 3) / 32 * 32;
+    let buffer = (asked as usize).min(fit).max(64);
+    let least = buffer + block + tick;
+    let room = budget.saturating_sub(2 * buffer + block).max(least);
+    let lookahead = if output.clock_paced() {
+        room.min(latency / 2).clamp(least, 1_920.max(least))
+    } else {
+        (2 * buffer).max(least).min(room)
+    };
+    (buffer as u32, block, lookahead)
 }
 
 fn network_loop(

@@ -98,6 +98,9 @@ pub enum Playout<'a> {
         media: MediaTime,
         /// Frames to conceal.
         frames: u16,
+        /// Nothing at or after it had arrived: the stream stalled (paused, ended, or the
+        /// network is down) rather than lost a packet.
+        stalled: bool,
     },
 }
 
@@ -327,6 +330,7 @@ impl JitterBuffer {
             return None;
         }
         self.next_out = Some(n.next());
+        let stalled = self.end <= n;
         if self.end <= n {
             self.end = n.next();
         }
@@ -337,7 +341,7 @@ impl JitterBuffer {
         if present {
             Some(Playout::Frame(slot.frame(self.stream_id)))
         } else {
-            Some(Playout::Missing { seq: n, media, frames: self.frames_per_packet })
+            Some(Playout::Missing { seq: n, media, frames: self.frames_per_packet, stalled })
         }
     }
 }
@@ -375,7 +379,12 @@ mod tests {
         assert!(matches!(jb.pop(MediaTime(100)), Some(Playout::Frame(f)) if f.seq == SeqNo(10)));
         assert_eq!(
             jb.pop(MediaTime(100)),
-            Some(Playout::Missing { seq: SeqNo(11), media: MediaTime(44), frames: 4 })
+            Some(Playout::Missing {
+                seq: SeqNo(11),
+                media: MediaTime(44),
+                frames: 4,
+                stalled: false
+            })
         );
         assert!(matches!(jb.pop(MediaTime(100)), Some(Playout::Frame(f)) if f.seq == SeqNo(12)));
         assert_eq!(jb.pop(MediaTime(52)), None, "13 starts at media 52");

@@ -175,6 +175,9 @@ pub struct PlayerStats {
     pub late: u64,
     /// Packets concealed at playout.
     pub concealed: u64,
+    /// Packets played as silence because nothing newer had arrived (the source paused or
+    /// ended, or the network is down): not losses.
+    pub stalled: u64,
     /// Packets skipped by a forward resync.
     pub skipped: u64,
     /// NACK datagrams sent.
@@ -898,7 +901,8 @@ impl PlayerSession {
         let p = self.jitter.pop(MediaTime(until.ceil() as u64))?;
         match p {
             Playout::Frame(f) => self.reference = Some((f.media, f.presentation)),
-            Playout::Missing { .. } => self.stats.concealed += 1,
+            Playout::Missing { stalled: false, .. } => self.stats.concealed += 1,
+            Playout::Missing { stalled: true, .. } => self.stats.stalled += 1,
         }
         Some(p)
     }
