@@ -1,9 +1,9 @@
 //! Sockets.
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
@@ -61,6 +61,9 @@ pub fn multicast_sender(socket: &UdpSocket) -> Result<(), NodeError> {
 /// its length, sender and arrival instant on the local clock: the kernel's receive timestamp
 /// when the socket gives one (the thread's wake-up delay, tens of µs on a busy machine, stays
 /// out of clock probes and arrival statistics), else the instant the call returned.
+///
+/// The wait is a `ppoll` (high-resolution timer), not a socket read timeout: those count in
+/// scheduler ticks (4 ms at HZ=250) and made live sources send milliseconds late.
 pub fn recv_until(
     socket: &UdpSocket,
     buf: &mut [u8],
@@ -69,27 +72,27 @@ pub fn recv_until(
     min: Nanos,
     max: Nanos,
 ) -> Option<(usize, SocketAddr, LocalTime)> {
+    if let Some(r) = try_recv(socket, buf) {
+        return Some(r);
+    }
     let wait = deadline.map_or(max, |d| (d - now).clamp(min, max));
-    let _ = socket.set_read_timeout(Some(Duration::from_nanos(wait.0.max(1_000) as u64)));
-    recv_stamped(socket, buf)
+    let timeout = Timespec { tv_sec: wait.0 / 1_000_000_000, tv_nsec: wait.0 % 1_000_000_000 };
+    let mut fds = [PollFd::new(socket, PollFlags::IN)];
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) if n > 0 => try_recv(socket, buf),
+        _ => None,
+    }
 }
 
 /// Receives one datagram if one is queued, without waiting.
 pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr, LocalTime)> {
-    let _ = socket.set_nonblocking(true);
-    let r = recv_stamped(socket, buf);
-    let _ = socket.set_nonblocking(false);
-    r
-}
-
-fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr, LocalTime)> {
     let mut cmsg = nix::cmsg_space!(TimeSpec);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(
         socket.as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
-        MsgFlags::empty(),
+        MsgFlags::MSG_DONTWAIT,
     )
     .ok()?;
     let now = clock::now();
@@ -123,6 +126,7 @@ fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn arrival_is_stamped_by_the_kernel_not_by_the_reader() {

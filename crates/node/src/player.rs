@@ -276,7 +276,7 @@ pub fn run_player(
         loop {
             let now = clock::now();
             let (grid, mature) = session.lock().map_or((None, false), |s| {
-                let soon = s.reference_due().is_some_and(|d| d - now < Nanos::from_millis(120));
+                let soon = s.first_due().is_some_and(|d| d - now < Nanos::from_millis(120));
                 let old = s.clock().is_some_and(|c| c.span >= Nanos::from_secs(1));
                 (s.frame_grid(now + Nanos::from_millis(20)), soon || old)
             });

@@ -362,7 +362,7 @@ impl PlayerSession {
             probes_sent: 0,
             next_probe: now,
             next_report: now + config.report_interval,
-            next_hello: now + config.hello_interval,
+            next_hello: now + config.hello_interval.min(Nanos::from_millis(100)),
             srtt: None,
             jitter: JitterBuffer::new(config.buffer_packets, config.stream_id, 1),
             fec: FecDecoder::new(64),
@@ -534,6 +534,13 @@ impl PlayerSession {
         };
         self.jitter =
             JitterBuffer::new(self.config.buffer_packets, a.stream_id, a.frames_per_packet);
+        if a.mode == Mode::Sync {
+            // The first packets heard may not be the first sent (lost, or overtaken): a quarter
+            // of the group latency's worth before the first arrival (16 at most) is awaited
+            // and NACKed like any gap, so a stream's opening survives early losses.
+            let packet = Nanos::from_frames(u64::from(a.frames_per_packet.max(1)), a.sample_rate);
+            self.jitter.set_lookback(((a.group_latency.0 / packet.0.max(1)) as u64 / 4).min(16));
+        }
         let mut pc = PlayoutConfig::new(a.sample_rate);
         if a.mode == Mode::Live {
             pc.resync_threshold = Nanos::from_millis(2);
@@ -691,9 +698,10 @@ impl PlayerSession {
         }
     }
 
-    /// When the reference frame (the first heard, until playout starts) is due at the DAC.
-    pub fn reference_due(&self) -> Option<LocalTime> {
-        self.due_at(self.reference?.0)
+    /// When the earliest packet awaited (heard, or missing before the first heard) is due at
+    /// the DAC.
+    pub fn first_due(&self) -> Option<LocalTime> {
+        self.due_at(self.jitter.media_of(self.jitter.next_out()?))
     }
 
     fn locked_clock(&self) -> Option<&ClockEstimate> {
@@ -725,7 +733,14 @@ impl PlayerSession {
             }
         }
         if now >= self.next_hello {
-            self.next_hello = now + self.config.hello_interval;
+            // Joining, every 100 ms: a lost Hello (or Announce) must not cost the stream's
+            // opening. A lost source is asked at the configured pace.
+            let interval = if self.info.is_none() {
+                self.config.hello_interval.min(Nanos::from_millis(100))
+            } else {
+                self.config.hello_interval
+            };
+            self.next_hello = now + interval;
             if self.link != Link::Streaming {
                 self.outgoing.push_back(Outgoing::Hello);
             }

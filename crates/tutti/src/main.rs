@@ -593,7 +593,7 @@ fn hostname() -> String {
 fn status_line(s: &PlayerSnapshot) -> String {
     let c = s.clock.as_ref();
     format!(
-        "{} offset {} | skew {:+.2} ppm | ±{} | buffer {} pkts, latency {} | recovered FEC {} NACK {} | concealed {} | stalled {} | underruns {}",
+        "{} offset {} | skew {:+.2} ppm | ±{} | buffer {} pkts, latency {} | recovered FEC {} NACK {} | concealed {} | stalled {} | resyncs {} | underruns {}",
         if s.streaming { "▶" } else { "…" },
         c.map_or("?".into(), |c| c.offset.to_string()),
         c.map_or(0.0, |c| c.skew_ppm()),
@@ -604,6 +604,7 @@ fn status_line(s: &PlayerSnapshot) -> String {
         s.stats.recovered_retx,
         s.stats.concealed,
         s.stats.stalled,
+        s.stats.resyncs,
         s.underrun_frames
     )
 }
