@@ -236,7 +236,7 @@ pub fn run_player(
         opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
     );
     let live = info.mode == Mode::Live;
-    let (buffer, block, lookahead) = render_plan(&info, opts.buffer_frames, &opts.output);
+    let (buffer, block, lookahead, tick) = render_plan(&info, opts.buffer_frames, &opts.output);
     if buffer < opts.buffer_frames
         && let Ok(mut st) = status.lock()
     {
@@ -253,12 +253,12 @@ pub fn run_player(
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
     }
+    let tick = Duration::from_nanos(Nanos::from_frames(tick as u64, info.sample_rate).0 as u64);
     let media = {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("tutti-player-media".into())
             .spawn(move || {
-                let tick = if live { Duration::from_micros(300) } else { Duration::from_millis(1) };
                 while !stop.load(Ordering::Relaxed) {
                     engine.fill(clock::now());
                     std::thread::sleep(tick);
@@ -315,7 +315,7 @@ pub fn run_player(
     })
 }
 
-/// Device buffer, block and render lookahead (frames) for a stream.
+/// Device buffer, block, render lookahead and media-thread tick (frames) for a stream.
 ///
 /// The ring between the media thread and the device must hold a whole device buffer plus a
 /// block and a media-thread tick when the device asks (`lookahead ≥ buffer + block + 1 ms`).
@@ -324,19 +324,23 @@ pub fn run_player(
 /// less one packet and 2 ms, so at a tight latency the buffer asked for shrinks. With room to
 /// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
 /// group latency (a busy machine never starves it).
-fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usize, usize) {
+fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usize, usize, usize) {
     let frames =
         |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;
-    let tick = frames(Nanos::from_millis(1));
     if info.mode == Mode::Live {
         let buffer = asked as usize;
-        return (asked, 64, (2 * buffer).max(buffer + 64 + tick));
+        let tick = frames(Nanos::from_micros(300));
+        return (asked, 64, (2 * buffer).max(buffer + 64 + tick), tick);
     }
+    let ms = |n: i64| frames(Nanos::from_millis(n));
     let latency = frames(info.group_latency);
-    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + 2 * tick);
-    let block = if budget < frames(Nanos::from_millis(40)) { 64 } else { 128 };
-    let fit = (budget.saturating_sub(2 * block + tick) / 3) / 32 * 32;
+    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2));
+    let block = if budget < ms(40) { 64 } else { 128 };
+    let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
     let buffer = (asked as usize).min(fit).max(64);
+    // The media thread wakes every 1–5 ms (a twentieth of the latency): each wake is a
+    // context switch, and the lookahead covers the tick.
+    let tick = (latency / 20).clamp(ms(1), ms(5));
     let least = buffer + block + tick;
     let room = budget.saturating_sub(2 * buffer + block).max(least);
     let lookahead = if output.clock_paced() {
@@ -344,7 +348,7 @@ fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usiz
     } else {
         (2 * buffer).max(least).min(room)
     };
-    (buffer as u32, block, lookahead)
+    (buffer as u32, block, lookahead, tick)
 }
 
 fn network_loop(
@@ -359,6 +363,7 @@ fn network_loop(
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut last = clock::now();
     let mut log: Vec<String> = Vec::new();
+    let mut batch: Option<Nanos>;
     loop {
         let closing = stop.load(Ordering::Relaxed);
         let deadline = {
@@ -402,10 +407,28 @@ fn network_loop(
                     st.log.drain(..excess);
                 }
             }
+            // A sync stream with room to spare is read in batches: arrival instants come from
+            // the kernel, so waking every few ms instead of for every packet loses nothing
+            // but context switches. Live streams and tight latencies are read as they come.
+            batch = s
+                .info()
+                .filter(|i| i.mode == Mode::Sync && i.group_latency >= Nanos::from_millis(50))
+                .map(|i| Nanos(i.group_latency.0 / 20).min(Nanos::from_millis(10)));
             s.poll_timeout()
         };
         if closing {
             return;
+        }
+        if let Some(b) = batch {
+            let now = clock::now();
+            let wake =
+                deadline.map_or(now + b, |d| d.min(now + b).max(now + Nanos::from_micros(100)));
+            clock::sleep_until(wake);
+            let Ok(mut s) = session.lock() else { return };
+            while let Some((n, from, at)) = try_recv(&socket, &mut buf) {
+                s.handle_datagram(at, from, &mut buf[..n]);
+            }
+            continue;
         }
         if let Some((n, from, at)) = recv_until(
             &socket,

@@ -4,7 +4,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use tutti_audio::capture::CaptureSource;
@@ -217,8 +217,22 @@ fn encode_loop(
                 b
             }
         };
-        if tx.send(Frame::Audio { captured, payload }).is_err() {
-            return;
+        // A full queue (a paced input runs ahead of its schedule) is retried every 10 ms
+        // rather than woken frame by frame: the network thread never waits on it (it holds
+        // 20 ms of frames ahead), and the encoder wakes 100 times a second, not 400.
+        let mut frame = Frame::Audio { captured, payload };
+        loop {
+            match tx.try_send(frame) {
+                Ok(()) => break,
+                Err(TrySendError::Full(f)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    frame = f;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
         }
     }
 }
@@ -317,7 +331,9 @@ fn network_loop(
             return;
         }
         // Live frames (captured, or paced in live mode) must leave on time: wake often.
-        let max = if live { Nanos::from_micros(500) } else { Nanos::from_millis(2) };
+        // A paced stream's next departure is always known (frames are queued 20 ms ahead):
+        // sleep until it. Live frames come from capture at any moment: look often.
+        let max = if live { Nanos::from_micros(500) } else { Nanos::from_millis(10) };
         if let Some((n, from, at)) = recv_until(
             &socket,
             &mut buf,
