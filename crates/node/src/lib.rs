@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hub;
 pub mod mixer;
 pub mod net;
 pub mod output;

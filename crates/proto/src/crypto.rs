@@ -26,6 +26,7 @@ pub struct KeyId(pub u32);
 pub struct NetworkKey {
     id: KeyId,
     cipher: ChaCha20Poly1305,
+    control: [u8; 32],
 }
 
 impl core::fmt::Debug for NetworkKey {
@@ -61,7 +62,25 @@ impl NetworkKey {
         let mut id = [0u8; 4];
         hk.expand(b"key id", &mut id).expect("4 bytes is a valid HKDF-SHA256 length");
         let id = u32::from_le_bytes(id).max(1);
-        NetworkKey { id: KeyId(id), cipher: ChaCha20Poly1305::new(&packet_key.into()) }
+        let mut control = [0u8; 32];
+        hk.expand(b"control key", &mut control).expect("32 bytes is a valid HKDF-SHA256 length");
+        NetworkKey { id: KeyId(id), cipher: ChaCha20Poly1305::new(&packet_key.into()), control }
+    }
+
+    /// Proves knowledge of the network key for a `challenge` (the control plane's handshake):
+    /// HKDF-SHA256 expansion (an HMAC) under a key of its own, so a proof reveals nothing about
+    /// the packet key and cannot be replayed against another challenge.
+    pub fn prove(&self, challenge: &[u8]) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::from_prk(&self.control).expect("32-byte PRK");
+        let mut out = [0u8; 32];
+        hk.expand(challenge, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    }
+
+    /// Checks a [`prove`](Self::prove) answer in constant time.
+    pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
+        let want = self.prove(challenge);
+        proof.len() == want.len() && want.iter().zip(proof).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
     }
 
     /// Derives the network key from a passphrase with Argon2id, salted with the network's name

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod control;
 pub mod crypto;
 pub mod fec;
 pub mod jitter;

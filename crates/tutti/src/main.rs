@@ -48,6 +48,8 @@ enum Command {
     Play(PlayArgs),
     /// List audio input and output devices.
     Devices,
+    /// Run the hub: the control plane every node can join (HTTP + WebSocket API, node link).
+    Serve(ServeArgs),
     /// Run a source and several players on this machine and show them in sync.
     Demo(DemoArgs),
     /// Karaoke: with --to, send this device's microphone live to a host; without, be the host
@@ -171,6 +173,27 @@ struct NetArgs {
 }
 
 #[derive(Args, Debug)]
+struct ServeArgs {
+    /// HTTP + WebSocket API address (local only by default: the API has no login yet).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    http: SocketAddr,
+    /// Where nodes connect (`tutti play --hub HOST:7481`); they must hold the network key.
+    #[arg(long, default_value = "0.0.0.0:7481")]
+    link: SocketAddr,
+    /// Settings file (names, zones, volumes, delays); default ~/.local/state/tutti/hub.json.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Keep settings in memory only.
+    #[arg(long, conflicts_with = "state")]
+    no_state: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args, Debug)]
 struct StreamArgs {
     /// An audio file (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A...).
     #[arg(long, group = "input")]
@@ -240,6 +263,10 @@ struct StreamArgs {
 struct PlayArgs {
     /// The source's address (host:port), or a multicast group with --group.
     source: Option<String>,
+    /// Join a hub (`tutti serve`) at HOST:PORT (its node link, 7481): it lists this player
+    /// and sets its volume, mute and delay.
+    #[arg(long)]
+    hub: Option<String>,
     /// Output device (see `tutti devices`); the default device if omitted.
     #[arg(long)]
     device: Option<String>,
@@ -316,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream(a) => stream(a, &cfg),
         Command::Play(a) => play(a, &cfg),
         Command::Devices => devices(),
+        Command::Serve(a) => serve(a, &cfg),
         Command::Demo(a) => demo(a),
         Command::Party(a) => party(a, &cfg),
         Command::Record(a) => record(a),
@@ -612,7 +640,48 @@ fn status_line(s: &PlayerSnapshot) -> String {
 fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let (opts, sec) = play_options(&a, cfg)?;
     let source = opts.config.source;
+    let name = opts.config.name.clone();
+    let local = opts.bind;
+    let key = sec.sending_key().cloned();
     let player = run_player(opts, sec, seed()).with_context(|| format!("playing {source}"))?;
+    let link = match &a.hub {
+        Some(h) => {
+            let hub = resolve(h, "--hub")?;
+            let key = key.ok_or_else(|| {
+                anyhow!("--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)")
+            })?;
+            let info = tutti_proto::control::NodeInfo {
+                id: format!("{}:{}", hostname(), player.local_addr.port()),
+                name: name.clone(),
+                role: "player".into(),
+                device: a.device.clone().unwrap_or_else(|| {
+                    if a.null {
+                        "null".into()
+                    } else if a.wav.is_some() {
+                        "wav".into()
+                    } else {
+                        "default".into()
+                    }
+                }),
+                capabilities: vec!["volume".into(), "mute".into(), "delay".into()],
+                address: format!("{}:{}", local.ip(), player.local_addr.port()),
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            let handler = PlayerHub {
+                status: player.status.clone(),
+                gain: player.gain.clone(),
+                session: player.session.clone(),
+            };
+            Some(tutti_node::hub::HubLink::spawn(
+                hub,
+                info,
+                key,
+                Duration::from_millis(250),
+                handler,
+            )?)
+        }
+        None => None,
+    };
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let started = std::time::Instant::now();
     loop {
@@ -636,6 +705,9 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     }
     let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
     println!("{}", status_line(&snap));
+    if let Some(l) = link {
+        l.stop();
+    }
     player.stop();
     Ok(())
 }
@@ -917,6 +989,106 @@ fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) 
     }
     if tty {
         eprintln!();
+    }
+}
+
+fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
+    let sec = security(&a.net, cfg)?;
+    let key = sec.sending_key().cloned().ok_or_else(|| {
+        anyhow!("the hub admits nodes by the network key: give --passphrase (not --insecure)")
+    })?;
+    let state_file = if a.no_state {
+        None
+    } else {
+        Some(a.state.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .join(".local/state")
+            });
+            base.join("tutti/hub.json")
+        }))
+    };
+    if let Some(dir) = state_file.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the hub's runtime")?;
+    rt.block_on(async {
+        let hub = tutti_hub::start(tutti_hub::HubConfig {
+            http: a.http,
+            link: a.link,
+            state_file: state_file.clone(),
+            key,
+        })
+        .await?;
+        println!(
+            "hub: API on http://{} (try: curl http://{}/api/nodes), nodes join with `tutti play ... --hub <this-host>:{}`{}",
+            hub.http,
+            hub.http,
+            hub.link.port(),
+            state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
+        );
+        match a.seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        hub.stop();
+        Ok(())
+    })
+}
+
+/// What a player tells the hub, and how it obeys it.
+struct PlayerHub {
+    status: std::sync::Arc<std::sync::Mutex<PlayerSnapshot>>,
+    gain: std::sync::Arc<tutti_audio::ramp::SharedGain>,
+    session: std::sync::Arc<std::sync::Mutex<tutti_proto::PlayerSession>>,
+}
+
+impl tutti_node::hub::HubHandler for PlayerHub {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        tutti_proto::control::NodeState {
+            streaming: s.streaming,
+            stream: s.info.as_ref().map(|i| i.name.clone()),
+            offset_us: s.clock.as_ref().map(|c| c.offset.0 as f64 / 1e3),
+            skew_ppm: s.clock.as_ref().map(|c| c.skew_ppm()),
+            latency_ms: s.latency.map(|l| l.0 as f64 / 1e6),
+            buffered: Some(s.buffered),
+            recovered: s.stats.recovered_fec + s.stats.recovered_retx,
+            concealed: s.stats.concealed,
+            underruns: s.underrun_frames,
+            level_db: None,
+        }
+    }
+    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
+        use tutti_proto::control::Command;
+        self.command(&Command::Volume { percent: settings.volume });
+        self.command(&Command::Mute { mute: settings.mute });
+        self.command(&Command::Delay { ms: settings.delay_ms });
+    }
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_proto::control::Command;
+        match command {
+            Command::Volume { percent } => self.gain.set_volume_percent(*percent),
+            Command::Mute { mute } => self.gain.set_muted(*mute),
+            Command::Delay { ms } => {
+                if let Ok(mut s) = self.session.lock() {
+                    s.set_device_offset(Nanos((ms * 1e6).round() as i64));
+                }
+            }
+            // Not among this player's capabilities: the hub does not send them.
+            Command::Resync | Command::Identify => {}
+        }
+    }
+    fn status(&mut self, message: &str) {
+        if let Ok(mut st) = self.status.lock() {
+            st.log.push(message.to_owned());
+        }
     }
 }
 

@@ -1,0 +1,356 @@
+//! The hub's state: nodes, their settings, zones. Plain data and rules, no I/O: the API and
+//! the node link call it under one lock, and it says what changed (events) and what each
+//! node must be told (commands).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use tutti_proto::control::{Command, Event, NodeInfo, NodeState, NodeView, Settings, Zone};
+
+/// A node silent this long is marked lost (kept, with its settings).
+pub const LOST_AFTER: Duration = Duration::from_secs(2);
+
+/// What survives a hub restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// Settings per node id.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Settings>,
+    /// Zones by name.
+    #[serde(default)]
+    pub zones: BTreeMap<String, Zone>,
+    /// Nodes seen, by id (so a restarted hub lists them, lost, before they reconnect).
+    #[serde(default)]
+    pub known: BTreeMap<String, NodeInfo>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: NodeInfo,
+    state: NodeState,
+    last_seen: Option<Instant>,
+    online: bool,
+}
+
+/// A change to a node's settings, as the API takes it (absent fields stay).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// New name (empty: back to the node's own).
+    pub name: Option<String>,
+    /// Volume, percent (0–100).
+    pub volume: Option<f32>,
+    /// Muted.
+    pub mute: Option<bool>,
+    /// Per-device delay, ms (−1000 to +1000).
+    pub delay_ms: Option<f64>,
+    /// Zone (empty: none). Created if it does not exist.
+    pub zone: Option<String>,
+}
+
+/// Why a request cannot be done.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegistryError {
+    /// No such node.
+    #[error("no node `{0}`: GET /api/nodes lists them")]
+    NoNode(String),
+    /// No such zone.
+    #[error("no zone `{0}`: GET /api/zones lists them")]
+    NoZone(String),
+    /// A field is out of range.
+    #[error("`{field}`: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and the fix.
+        message: String,
+    },
+}
+
+/// Everything the hub knows.
+#[derive(Debug, Default)]
+pub struct Registry {
+    nodes: BTreeMap<String, Entry>,
+    persisted: Persisted,
+}
+
+impl Registry {
+    /// A registry restored from `persisted` (its nodes listed as lost until they reconnect).
+    pub fn new(persisted: Persisted) -> Self {
+        let nodes = persisted
+            .known
+            .iter()
+            .map(|(id, info)| {
+                let e = Entry {
+                    info: info.clone(),
+                    state: NodeState::default(),
+                    last_seen: None,
+                    online: false,
+                };
+                (id.clone(), e)
+            })
+            .collect();
+        Registry { nodes, persisted }
+    }
+
+    /// What to save.
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    fn settings(&self, id: &str) -> Settings {
+        self.persisted.settings.get(id).cloned().unwrap_or_default()
+    }
+
+    fn view(&self, id: &str, e: &Entry, now: Instant) -> NodeView {
+        let settings = self.settings(id);
+        NodeView {
+            name: settings.name.clone().unwrap_or_else(|| e.info.name.clone()),
+            info: e.info.clone(),
+            online: e.online,
+            last_seen_ms: e
+                .last_seen
+                .map_or(u64::MAX, |t| now.saturating_duration_since(t).as_millis() as u64),
+            state: e.state.clone(),
+            settings,
+        }
+    }
+
+    /// Every node, online or lost.
+    pub fn nodes(&self, now: Instant) -> Vec<NodeView> {
+        self.nodes.iter().map(|(id, e)| self.view(id, e, now)).collect()
+    }
+
+    /// One node.
+    pub fn node(&self, id: &str, now: Instant) -> Result<NodeView, RegistryError> {
+        let e = self.nodes.get(id).ok_or_else(|| RegistryError::NoNode(id.to_owned()))?;
+        Ok(self.view(id, e, now))
+    }
+
+    /// Every zone.
+    pub fn zones(&self) -> Vec<Zone> {
+        self.persisted.zones.values().cloned().collect()
+    }
+
+    /// A node connected: returns its settings (to apply) and the event.
+    pub fn connect(&mut self, info: NodeInfo, now: Instant) -> (Settings, Event) {
+        let id = info.id.clone();
+        self.persisted.known.insert(id.clone(), info.clone());
+        let e = self.nodes.entry(id.clone()).or_insert(Entry {
+            info: info.clone(),
+            state: NodeState::default(),
+            last_seen: None,
+            online: false,
+        });
+        e.info = info;
+        e.online = true;
+        e.last_seen = Some(now);
+        let settings = self.settings(&id);
+        let view = self.node(&id, now).expect("just inserted");
+        (settings, Event::NodeOnline { node: Box::new(view) })
+    }
+
+    /// A node reported its state.
+    pub fn report(&mut self, id: &str, state: NodeState, now: Instant) -> Option<Event> {
+        let e = self.nodes.get_mut(id)?;
+        e.last_seen = Some(now);
+        e.online = true;
+        let changed = e.state != state;
+        e.state = state.clone();
+        changed.then(|| Event::NodeState { id: id.to_owned(), state })
+    }
+
+    /// A node's link closed.
+    pub fn disconnect(&mut self, id: &str) -> Option<Event> {
+        let e = self.nodes.get_mut(id)?;
+        let was = std::mem::replace(&mut e.online, false);
+        was.then(|| Event::NodeLost { id: id.to_owned() })
+    }
+
+    /// Marks nodes silent for [`LOST_AFTER`] as lost.
+    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (id, e) in &mut self.nodes {
+            if e.online && e.last_seen.is_none_or(|t| now.saturating_duration_since(t) > LOST_AFTER)
+            {
+                e.online = false;
+                events.push(Event::NodeLost { id: id.clone() });
+            }
+        }
+        events
+    }
+
+    /// Changes a node's settings: returns the commands for it and the events.
+    pub fn patch(
+        &mut self,
+        id: &str,
+        patch: SettingsPatch,
+    ) -> Result<(Vec<Command>, Vec<Event>), RegistryError> {
+        if !self.nodes.contains_key(id) {
+            return Err(RegistryError::NoNode(id.to_owned()));
+        }
+        if let Some(v) = patch.volume
+            && !(0.0..=100.0).contains(&v)
+        {
+            return Err(RegistryError::Invalid {
+                field: "volume",
+                message: format!("{v} is outside 0–100 (percent)"),
+            });
+        }
+        if let Some(d) = patch.delay_ms
+            && !(-1000.0..=1000.0).contains(&d)
+        {
+            return Err(RegistryError::Invalid {
+                field: "delay_ms",
+                message: format!("{d} is outside −1000 to +1000 ms"),
+            });
+        }
+        let mut settings = self.settings(id);
+        let mut commands = Vec::new();
+        let mut events = Vec::new();
+        if let Some(n) = patch.name {
+            settings.name = (!n.trim().is_empty()).then(|| n.trim().to_owned());
+        }
+        if let Some(v) = patch.volume
+            && v != settings.volume
+        {
+            settings.volume = v;
+            commands.push(Command::Volume { percent: v });
+        }
+        if let Some(m) = patch.mute
+            && m != settings.mute
+        {
+            settings.mute = m;
+            commands.push(Command::Mute { mute: m });
+        }
+        if let Some(d) = patch.delay_ms
+            && d != settings.delay_ms
+        {
+            settings.delay_ms = d;
+            commands.push(Command::Delay { ms: d });
+        }
+        if let Some(z) = patch.zone {
+            let z = z.trim().to_owned();
+            if z.is_empty() {
+                settings.zone = None;
+            } else {
+                if !self.persisted.zones.contains_key(&z) {
+                    let zone = Zone { name: z.clone(), ..Zone::default() };
+                    self.persisted.zones.insert(z.clone(), zone.clone());
+                    events.push(Event::ZoneChanged { zone });
+                }
+                settings.zone = Some(z);
+            }
+        }
+        self.persisted.settings.insert(id.to_owned(), settings.clone());
+        events.push(Event::NodeSettings { id: id.to_owned(), settings });
+        Ok((commands, events))
+    }
+
+    /// Creates or changes a zone.
+    pub fn put_zone(&mut self, zone: Zone) -> Result<Event, RegistryError> {
+        if zone.name.trim().is_empty() {
+            return Err(RegistryError::Invalid {
+                field: "name",
+                message: "a zone needs a name, e.g. \"kitchen\"".into(),
+            });
+        }
+        if let Some(l) = zone.latency_ms
+            && !(10.0..=5000.0).contains(&l)
+        {
+            return Err(RegistryError::Invalid {
+                field: "latency_ms",
+                message: format!("{l} is outside 10–5000 ms"),
+            });
+        }
+        self.persisted.zones.insert(zone.name.clone(), zone.clone());
+        Ok(Event::ZoneChanged { zone })
+    }
+
+    /// Removes a zone (its players stay, in no zone).
+    pub fn delete_zone(&mut self, name: &str) -> Result<Vec<Event>, RegistryError> {
+        self.persisted.zones.remove(name).ok_or_else(|| RegistryError::NoZone(name.to_owned()))?;
+        let mut events = vec![Event::ZoneRemoved { name: name.to_owned() }];
+        for (id, s) in &mut self.persisted.settings {
+            if s.zone.as_deref() == Some(name) {
+                s.zone = None;
+                events.push(Event::NodeSettings { id: id.clone(), settings: s.clone() });
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            name: format!("{id} speaker"),
+            role: "player".into(),
+            device: "null".into(),
+            capabilities: vec!["volume".into()],
+            address: "127.0.0.1:7401".into(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn nodes_come_go_and_are_not_forgotten() {
+        let t = Instant::now();
+        let mut r = Registry::default();
+        r.connect(info("kitchen"), t);
+        assert!(r.node("kitchen", t).unwrap().online);
+        let state = NodeState { streaming: true, offset_us: Some(3.0), ..NodeState::default() };
+        assert!(r.report("kitchen", state.clone(), t).is_some());
+        assert!(r.report("kitchen", state, t).is_none(), "no event without a change");
+        assert!(r.expire(t + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            r.expire(t + Duration::from_secs(3)),
+            vec![Event::NodeLost { id: "kitchen".into() }]
+        );
+        let v = r.node("kitchen", t + Duration::from_secs(3)).unwrap();
+        assert!(!v.online && v.last_seen_ms == 3000);
+    }
+
+    #[test]
+    fn patches_are_checked_persisted_and_become_commands() {
+        let t = Instant::now();
+        let mut r = Registry::default();
+        r.connect(info("den"), t);
+        let err = r
+            .patch("den", SettingsPatch { volume: Some(140.0), ..Default::default() })
+            .unwrap_err();
+        assert!(err.to_string().contains("volume"), "{err}");
+        assert!(matches!(
+            r.patch("attic", SettingsPatch::default()),
+            Err(RegistryError::NoNode(_))
+        ));
+        let (cmds, events) = r
+            .patch(
+                "den",
+                SettingsPatch {
+                    volume: Some(40.0),
+                    delay_ms: Some(-12.5),
+                    zone: Some("upstairs".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(cmds, vec![Command::Volume { percent: 40.0 }, Command::Delay { ms: -12.5 }]);
+        assert!(events.iter().any(|e| matches!(e, Event::ZoneChanged { .. })));
+        // A restarted hub gives the node its settings back when it reconnects.
+        let mut again = Registry::new(r.persisted().clone());
+        assert!(!again.node("den", t).unwrap().online, "listed, lost, before it reconnects");
+        let (settings, _) = again.connect(info("den"), t);
+        assert_eq!((settings.volume, settings.delay_ms), (40.0, -12.5));
+        assert_eq!(settings.zone.as_deref(), Some("upstairs"));
+        // Removing the zone frees its players.
+        again.delete_zone("upstairs").unwrap();
+        assert_eq!(again.node("den", t).unwrap().settings.zone, None);
+    }
+}

@@ -1,0 +1,56 @@
+//! Settings on disk: one JSON file, replaced atomically (written beside it, synced, renamed),
+//! so a crash mid-save leaves the old file or the new one, never half of one.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::registry::Persisted;
+
+/// Reads `path`; a missing file is an empty state.
+pub fn load(path: &Path) -> Result<Persisted, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: not a Tutti hub state file ({e}); move it away to start afresh",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes `state` to `path` atomically.
+pub fn save(path: &Path, state: &Persisted) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let err = |e: std::io::Error| format!("{}: {e}", tmp.display());
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tutti_proto::control::Zone;
+
+    #[test]
+    fn round_trips_and_names_a_bad_file() {
+        let dir = std::env::temp_dir().join(format!("tutti-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hub.json");
+        assert_eq!(load(&path).unwrap(), Persisted::default());
+        let mut s = Persisted::default();
+        s.zones.insert("kitchen".into(), Zone { name: "kitchen".into(), ..Zone::default() });
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), s);
+        std::fs::write(&path, "{ not json").unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(e.contains("hub.json") && e.contains("move it away"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,227 @@
+//! The control plane's vocabulary: what the hub knows about nodes (what they are, what they
+//! report, how they are set), zones, and the commands, events and node-link messages that
+//! travel between them. JSON on the wire (serde); the hub and every node share these types.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node is: sent once when it connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Stable id (chosen by the node, e.g. hostname + role + port).
+    pub id: String,
+    /// Name shown to users (the hub's setting overrides it).
+    pub name: String,
+    /// `player`, `source` or `mixer`.
+    pub role: String,
+    /// Output or input device in use.
+    #[serde(default)]
+    pub device: String,
+    /// What it can do (`volume`, `delay`, `resync`, `identify`...).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Where its audio socket listens.
+    #[serde(default)]
+    pub address: String,
+    /// Tutti version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// What a node reports, a few times a second. Every field is optional: a source has no
+/// buffer, a player no receivers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Hearing its source (players) or sending (sources).
+    #[serde(default)]
+    pub streaming: bool,
+    /// Stream it plays or sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Clock offset to the source, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_us: Option<f64>,
+    /// Clock skew to the source, ppm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_ppm: Option<f64>,
+    /// Capture-to-playout latency, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Packets buffered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffered: Option<u64>,
+    /// Packets recovered (FEC + retransmission).
+    #[serde(default)]
+    pub recovered: u64,
+    /// Packets concealed.
+    #[serde(default)]
+    pub concealed: u64,
+    /// Device underruns (frames).
+    #[serde(default)]
+    pub underruns: u64,
+    /// Output level, dBFS peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_db: Option<f64>,
+}
+
+/// What the hub sets on a node; survives restarts of both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Name given by the user (else the node's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Volume, percent (0–100).
+    pub volume: f32,
+    /// Muted.
+    pub mute: bool,
+    /// Per-device delay, ms (−1000 to +1000): what no software can see (HDMI, Bluetooth).
+    pub delay_ms: f64,
+    /// Zone it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { name: None, volume: 100.0, mute: false, delay_ms: 0.0, zone: None }
+    }
+}
+
+/// A group of players.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    /// Its name ("kitchen").
+    pub name: String,
+    /// The stream it plays (`host:port` of a source), if routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Group latency, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// A command for a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Command {
+    /// Volume, percent.
+    Volume {
+        /// 0–100.
+        percent: f32,
+    },
+    /// Mute or unmute.
+    Mute {
+        /// Muted.
+        mute: bool,
+    },
+    /// Per-device delay.
+    Delay {
+        /// Milliseconds, ±.
+        ms: f64,
+    },
+    /// Re-lock playout now.
+    Resync,
+    /// Make yourself heard ("this is the kitchen speaker").
+    Identify,
+}
+
+/// A node as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// What it is.
+    pub info: NodeInfo,
+    /// Its name (setting, else its own).
+    pub name: String,
+    /// Connected now.
+    pub online: bool,
+    /// Milliseconds since it was last heard.
+    pub last_seen_ms: u64,
+    /// What it reported last.
+    pub state: NodeState,
+    /// How the hub sets it.
+    pub settings: Settings,
+}
+
+/// A change the hub announces on its event stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A node connected (or reconnected).
+    NodeOnline {
+        /// The node.
+        node: Box<NodeView>,
+    },
+    /// A node went silent: marked lost, not forgotten.
+    NodeLost {
+        /// Its id.
+        id: String,
+    },
+    /// A node reported new state.
+    NodeState {
+        /// Its id.
+        id: String,
+        /// The state.
+        state: NodeState,
+    },
+    /// A node's settings changed.
+    NodeSettings {
+        /// Its id.
+        id: String,
+        /// The settings.
+        settings: Settings,
+    },
+    /// A zone was created or changed.
+    ZoneChanged {
+        /// The zone.
+        zone: Zone,
+    },
+    /// A zone was removed.
+    ZoneRemoved {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// A line on the node link (JSON, one per line), either way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkMessage {
+    /// Hub → node, first: prove you hold the network key.
+    Challenge {
+        /// Random bytes, hex.
+        nonce: String,
+    },
+    /// Node → hub, first: who I am, and the proof (hex).
+    Hello {
+        /// The node.
+        info: NodeInfo,
+        /// `NetworkKey::prove(nonce)`, hex.
+        proof: String,
+    },
+    /// Hub → node: accepted; here are your settings.
+    Welcome {
+        /// Settings to apply.
+        settings: Settings,
+    },
+    /// Hub → node: refused (then the hub closes the link).
+    Refused {
+        /// Why.
+        message: String,
+    },
+    /// Node → hub: my state.
+    State(NodeState),
+    /// Hub → node: do this.
+    Command(Command),
+}
+
+/// Lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses lower- or upper-case hex.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
