@@ -3,7 +3,8 @@
 # 250 ms) to three players writing WAV files; `tutti skew` matches every click across the files
 # by their first-sample instants. Runs at 20 ms and 100 ms group latency and prints each
 # player's final status (underruns, concealed packets).
-# Usage: bash scripts/skew.sh [SECONDS]   (default 60; the issue's figure is 600)
+# Usage: bash scripts/skew.sh [SECONDS]   (default 60; the issue's figure is 600);
+# LATENCIES="20" picks the group latencies (ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
@@ -16,7 +17,7 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
 trap cleanup EXIT
 "$BIN" clicks-wav --out "$DIR/clicks.wav" --seconds "$SECS" >/dev/null
-for latency in 20 100; do
+for latency in ${LATENCIES:-20 100}; do
     rm -f "$DIR"/p*.wav*
     pids=()
     for i in 1 2 3; do

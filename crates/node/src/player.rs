@@ -344,6 +344,8 @@ fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usiz
     let least = buffer + block + tick;
     let room = budget.saturating_sub(2 * buffer + block).max(least);
     let lookahead = if output.clock_paced() {
+        // A clock-paced device's own lead is exactly one buffer, not two.
+        let room = budget.saturating_sub(buffer + block).max(least);
         room.min(latency / 2).clamp(least, 1_920.max(least))
     } else {
         (2 * buffer).max(least).min(room)

@@ -650,8 +650,26 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             let key = key.ok_or_else(|| {
                 anyhow!("--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)")
             })?;
+            // Stable across restarts (the hub keeps settings by id): host and output, and
+            // the port when one was given.
+            let output = match (&a.wav, a.null, &a.device) {
+                (Some(w), _, _) => format!(
+                    "wav-{}",
+                    w.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned())
+                ),
+                (None, true, _) => "null".into(),
+                (None, false, Some(d)) => d.clone(),
+                (None, false, None) => "default".into(),
+            };
+            let id = match a.port {
+                0 => format!("{}-{output}", hostname()),
+                p => format!("{}-{output}-{p}", hostname()),
+            };
             let info = tutti_proto::control::NodeInfo {
-                id: format!("{}:{}", hostname(), player.local_addr.port()),
+                id: id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+                    .collect(),
                 name: name.clone(),
                 role: "player".into(),
                 device: a.device.clone().unwrap_or_else(|| {
@@ -1171,6 +1189,7 @@ fn skew(wavs: &[PathBuf]) -> Result<()> {
     let all: Vec<Vec<i64>> = wavs.iter().map(|w| wav_clicks(w)).collect::<Result<_>>()?;
     let mut spreads = Vec::new();
     let mut offsets: Vec<Vec<i64>> = Vec::new();
+    let mut per_minute: Vec<i64> = Vec::new();
     for &t in &all[0] {
         let near: Vec<i64> = all[1..]
             .iter()
@@ -1189,6 +1208,11 @@ fn skew(wavs: &[PathBuf]) -> Result<()> {
             let hi = near.iter().copied().chain([t]).max().unwrap_or(t);
             let lo = near.iter().copied().chain([t]).min().unwrap_or(t);
             spreads.push(hi - lo);
+            let minute = ((t - all[0][0]) / 60_000_000_000) as usize;
+            if per_minute.len() <= minute {
+                per_minute.resize(minute + 1, 0);
+            }
+            per_minute[minute] = per_minute[minute].max(hi - lo);
         }
     }
     if spreads.is_empty() {
@@ -1205,6 +1229,10 @@ fn skew(wavs: &[PathBuf]) -> Result<()> {
         q(0.99),
         q(1.0)
     );
+    if per_minute.len() > 1 {
+        let m: Vec<String> = per_minute.iter().map(|x| format!("{:.0}", *x as f64 / 1e3)).collect();
+        println!("  worst spread per minute, µs: {}", m.join(" "));
+    }
     for (k, w) in wavs.iter().enumerate().skip(1) {
         let mut o: Vec<i64> = offsets.iter().map(|v| v[k - 1]).collect();
         o.sort_unstable();

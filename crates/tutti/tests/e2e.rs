@@ -631,3 +631,128 @@ fn players_survive_a_source_restart_and_each_others_death() {
     assert!(wav_has_sound_between(&a, 7.0, 8.5), "plays again after the restart: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A blocking HTTP/1.1 request to the hub: (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// Polls the hub until a node is online; returns how long that took.
+fn until_online(port: u16, limit: Duration) -> Option<(Duration, String)> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        let (status, body) = http(port, "GET", "/api/nodes", "");
+        if status == 200 && body.contains("\"online\":true") {
+            return Some((t.elapsed(), body));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn the_hub_sets_a_playing_player_and_restarts_without_a_glitch() {
+    let _serial = serial();
+    let dir = tmp("hub");
+    let sp = port_base(11);
+    let (http_port, link_port) = (sp + 2, sp + 3);
+    let state = dir.join("hub.json");
+    let out = dir.join("out.wav");
+    let hub = |seconds: &str| {
+        tutti(&[
+            "serve",
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+            "--link",
+            &format!("127.0.0.1:{link_port}"),
+            "--state",
+            state.to_str().unwrap(),
+            "--seconds",
+            seconds,
+        ])
+    };
+    let mut first = hub("3.5");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut player = tutti(&[
+        "play",
+        &format!("127.0.0.1:{sp}"),
+        "--port",
+        &(sp + 1).to_string(),
+        "--wav",
+        out.to_str().unwrap(),
+        "--hub",
+        &format!("127.0.0.1:{link_port}"),
+        "--seconds",
+        "9",
+        "--quiet",
+    ]);
+    let _source = tutti(&[
+        "stream",
+        "--tone",
+        "440",
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--quiet",
+    ]);
+    let (_, listed) =
+        until_online(http_port, Duration::from_secs(3)).expect("the player joins the hub");
+    let id = listed
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an id")
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Half volume (a square-law taper: −12 dB) from about 1.8 s into the run.
+    let (status, body) = http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"volume\":50}");
+    assert_eq!(status, 200, "{body}");
+    let patched = std::time::Instant::now();
+    let (ok, log) = wait(&mut first, Duration::from_secs(5));
+    assert!(ok, "hub: {log}");
+    // The hub is away for a second; then a new one on the same settings file.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut second = hub("4");
+    let (back, listed) =
+        until_online(http_port, Duration::from_secs(4)).expect("the player rejoins the new hub");
+    eprintln!("hub restarted: the player was back in {back:?}");
+    assert!(back < Duration::from_secs(2), "{back:?}");
+    assert!(listed.contains("\"volume\":50"), "settings survived the restart: {listed}");
+    let (ok, log) = wait(&mut player, Duration::from_secs(15));
+    assert!(ok, "player: {log}");
+    let _ = wait(&mut second, Duration::from_secs(10));
+    let samples = read_wav(&out);
+    let first_sound = samples.iter().position(|s| s.unsigned_abs() > 1000).expect("sound") / 2;
+    let level = |from: f64, to: f64| {
+        let (a, b) =
+            (first_sound + (from * 48_000.0) as usize, first_sound + (to * 48_000.0) as usize);
+        amplitude(&samples[a * 2..b.min(samples.len() / 2) * 2], 440.0)
+    };
+    // Before the change, after it, and across the hub's absence (no gap, same level).
+    let before = level(0.2, 1.0);
+    let after = level(2.5, 3.5);
+    let hub_away = level(3.5, 5.5);
+    eprintln!(
+        "tone level before {before:.0}, after volume 50 {after:.0}, while the hub restarted {hub_away:.0} (patched {:?} ago)",
+        patched.elapsed()
+    );
+    assert!((after / before - 0.25).abs() < 0.02, "volume 50 → gain 0.25: {before} → {after}");
+    assert!((hub_away / after - 1.0).abs() < 0.02, "playback undisturbed: {after} → {hub_away}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

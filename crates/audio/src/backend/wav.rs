@@ -120,6 +120,7 @@ impl WavSink {
 /// A running WAV writer.
 struct WavStream {
     inner: Option<PacedStream>,
+    writer: Option<std::thread::JoinHandle<()>>,
     fast: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
     sink: Arc<Mutex<WavSink>>,
     name: String,
@@ -129,6 +130,10 @@ impl ActiveStream for WavStream {
     fn stop(&mut self) {
         if let Some(mut s) = self.inner.take() {
             s.stop();
+        }
+        // The paced thread is gone, and its queue with it: the writer drains what is left.
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
         if let Some((flag, t)) = self.fast.take() {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -193,23 +198,45 @@ impl Backend for WavBackend {
         let mut buf = vec![0.0f32; spec.buffer_frames as usize * usize::from(spec.channels)];
         let period = spec.period();
         let name = self.path.display().to_string();
-        let s2 = sink.clone();
-        // The file thread is this device's "hardware": it may lock and write; the callback it
-        // calls is the engine's real-time renderer, unchanged.
-        let mut tick = move |now: LocalTime, dac_time: LocalTime| {
-            cb(&mut buf, OutputTiming { now, dac_time });
-            if let Ok(mut sink) = s2.lock() {
-                let _ = sink.write(&buf, dac_time);
-            }
-        };
         if self.realtime {
-            // Buffer k is rendered one period before it plays, like a sound card's.
+            // Buffer k is rendered one period before it plays, like a sound card's. The file
+            // is written by a thread of its own: a disk stall must not make this "sound card"
+            // late and then drain the engine's ring in a burst to catch up (a real DAC never
+            // does that).
             let start = self.first_frame.map(|t| t - period);
+            let (tx, rx) = std::sync::mpsc::channel::<(Vec<f32>, LocalTime)>();
+            let s3 = sink.clone();
+            let writer = std::thread::Builder::new()
+                .name("tutti-wav-write".into())
+                .spawn(move || {
+                    while let Ok((samples, t)) = rx.recv() {
+                        if let Ok(mut sink) = s3.lock() {
+                            let _ = sink.write(&samples, t);
+                        }
+                    }
+                })
+                .map_err(|e| AudioError::Device(e.to_string()))?;
             let inner = PacedStream::spawn_at("wav-out", *spec, start, move |_, due| {
-                tick(clock::now(), due + period);
+                let dac_time = due + period;
+                cb(&mut buf, OutputTiming { now: clock::now(), dac_time });
+                let _ = tx.send((buf.clone(), dac_time));
             })?;
-            Ok(Box::new(WavStream { inner: Some(inner), fast: None, sink, name }))
+            Ok(Box::new(WavStream {
+                inner: Some(inner),
+                writer: Some(writer),
+                fast: None,
+                sink,
+                name,
+            }))
         } else {
+            // As fast as the engine renders: this thread is the "hardware", and writes itself.
+            let s2 = sink.clone();
+            let mut tick = move |now: LocalTime, dac_time: LocalTime| {
+                cb(&mut buf, OutputTiming { now, dac_time });
+                if let Ok(mut sink) = s2.lock() {
+                    let _ = sink.write(&buf, dac_time);
+                }
+            };
             let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let f2 = flag.clone();
             let rate = spec.sample_rate;
@@ -223,7 +250,7 @@ impl Backend for WavBackend {
                     k += 1;
                 }
             });
-            Ok(Box::new(WavStream { inner: None, fast: Some((flag, t)), sink, name }))
+            Ok(Box::new(WavStream { inner: None, writer: None, fast: Some((flag, t)), sink, name }))
         }
     }
     fn open_input(
