@@ -60,6 +60,13 @@ pub fn sleep_until(t: LocalTime) {
     }
 }
 
+/// Asks the scheduler to prefer the calling thread (nice `nice`, e.g. −10): the threads that
+/// must wake on time to keep a device fed. Needs CAP_SYS_NICE (root, or a PAM limit);
+/// without it nothing changes and `false` says so.
+pub fn prefer_current_thread(nice: i32) -> bool {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,7 @@ pub fn run_mixer(
         std::thread::Builder::new()
             .name("tutti-mix-media".into())
             .spawn(move || {
+                clock::prefer_current_thread(-10);
                 while !stop.load(Ordering::Relaxed) {
                     while let Ok((voice, channels, reply)) = voice_rx.try_recv() {
                         let mix = engine.program();

@@ -203,7 +203,10 @@ pub fn run_player(
         let source = opts.config.source;
         std::thread::Builder::new()
             .name("tutti-player-net".into())
-            .spawn(move || network_loop(&session, socket, source, &status, &stop, &shared_slot))
+            .spawn(move || {
+                clock::prefer_current_thread(-5);
+                network_loop(&session, socket, source, &status, &stop, &shared_slot)
+            })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
     // Wait for the stream's description: it says how to open the device.
@@ -259,6 +262,8 @@ pub fn run_player(
         std::thread::Builder::new()
             .name("tutti-player-media".into())
             .spawn(move || {
+                // It keeps the device fed: the scheduler should prefer it (best effort).
+                clock::prefer_current_thread(-10);
                 while !stop.load(Ordering::Relaxed) {
                     engine.fill(clock::now());
                     std::thread::sleep(tick);

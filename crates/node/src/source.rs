@@ -161,7 +161,11 @@ pub fn run_source(
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
         .name("tutti-source".into())
-        .spawn(move || network_loop(session, socket, rx, captured, live, &s2, &p2))
+        .spawn(move || {
+            // Packets must leave on schedule: prefer this thread (best effort).
+            clock::prefer_current_thread(-5);
+            network_loop(session, socket, rx, captured, live, &s2, &p2)
+        })
         .map_err(|e| NodeError::Net(e.to_string()))?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
 }

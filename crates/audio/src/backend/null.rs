@@ -52,6 +52,8 @@ impl PacedStream {
         let thread = std::thread::Builder::new()
             .name(format!("tutti-{name}"))
             .spawn(move || {
+                // A sound card's clock never waits for the scheduler; this thread should not.
+                clock::prefer_current_thread(-10);
                 let now = clock::now();
                 let start = start.unwrap_or(now);
                 // A start already past keeps its phase: the first buffer is the next one due.
