@@ -52,8 +52,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run a source and several players on this machine and show them in sync.
     Demo(DemoArgs),
-    /// Karaoke: with --to, send this device's microphone live to a host; without, be the host
-    /// that mixes every microphone sent to it and plays the mix.
+    /// Karaoke: with --to, send this device's microphone live to a host; with --peers,
+    /// headphones mode (send it to every peer, mix theirs with your own monitor); with
+    /// neither, be the host that mixes every microphone sent to it and plays the mix.
     Party(PartyArgs),
     /// Record input devices with capture timestamps and print the clicks found in each, one
     /// JSON line per device (a measurement tool: are several players in sync?).
