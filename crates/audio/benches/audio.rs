@@ -100,7 +100,13 @@ fn run_engine<P: Program>(program: P, channels: usize) -> impl FnMut() {
         BLOCK as u32,
         Nanos::from_micros(5),
     );
-    let cfg = EngineConfig { device_rate: 48_000, channels, block: BLOCK, lookahead: 2 * BLOCK };
+    let cfg = EngineConfig {
+        device_rate: 48_000,
+        channels,
+        block: BLOCK,
+        lookahead: 2 * BLOCK,
+        max_lookahead: 2 * BLOCK,
+    };
     let (mut engine, mut renderer, _) = output(program, cfg, SharedGain::new());
     for _ in 0..2_000 {
         engine.fill(dac.next_callback());

@@ -61,6 +61,8 @@ pub struct OutputShared {
     pub callbacks: AtomicU64,
     /// Latest `dac_time − now` of a callback, ns: the device's output latency.
     pub device_latency_ns: AtomicI64,
+    /// Frames the media thread currently keeps ahead of the device (the adaptive lead).
+    pub lead_frames: AtomicU64,
 }
 
 impl OutputShared {
@@ -71,6 +73,7 @@ impl OutputShared {
             underrun_frames: AtomicU64::new(0),
             callbacks: AtomicU64::new(0),
             device_latency_ns: AtomicI64::new(0),
+            lead_frames: AtomicU64::new(0),
         })
     }
     /// The device's measured output latency.
@@ -316,9 +319,20 @@ pub struct OutputEngine<P: Program> {
     channels: usize,
     block: usize,
     lookahead: usize,
+    min_lookahead: usize,
+    max_lookahead: usize,
+    shared: Arc<OutputShared>,
+    /// Underrun frames already answered by a raise of the lead.
+    seen_underruns: u64,
+    /// Since when the device has not run dry (the lead decays after [`LEAD_CALM`] of it).
+    calm_since: Option<LocalTime>,
     written: u64,
     scratch: Vec<f32>,
 }
+
+/// How long the device must run without an underrun before the lead steps one block back
+/// toward its configured minimum.
+pub const LEAD_CALM: Nanos = Nanos::from_secs(5);
 
 impl<P: Program> core::fmt::Debug for OutputEngine<P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -337,12 +351,16 @@ pub struct EngineConfig {
     pub block: usize,
     /// Frames kept in the ring ahead of the device.
     pub lookahead: usize,
+    /// The most the lookahead may grow to after underruns (a machine that stalls the media
+    /// thread gets a deeper ring, as PulseAudio raises its watermark); `lookahead` or less
+    /// keeps it fixed.
+    pub max_lookahead: usize,
 }
 
 impl EngineConfig {
     /// A config for a device at `rate` Hz.
     pub fn new(rate: u32, channels: usize) -> Self {
-        EngineConfig { device_rate: rate, channels, block: 128, lookahead: 512 }
+        EngineConfig { device_rate: rate, channels, block: 128, lookahead: 512, max_lookahead: 512 }
     }
 }
 
@@ -355,7 +373,8 @@ pub fn output<P: Program>(
     let channels = config.channels.max(1);
     let block = config.block.next_multiple_of(CHUNK).max(CHUNK);
     let lookahead = config.lookahead.max(block);
-    let (producer, consumer) = RingBuffer::new((lookahead + block) * channels * 2);
+    let max_lookahead = config.max_lookahead.max(lookahead);
+    let (producer, consumer) = RingBuffer::new((max_lookahead + block) * channels * 2);
     let (report_tx, report_rx) = RingBuffer::new(1024);
     let shared = OutputShared::new(gain);
     let ramp_frames = config.device_rate / 200; // 5 ms
@@ -382,9 +401,15 @@ pub fn output<P: Program>(
         channels,
         block,
         lookahead,
+        min_lookahead: lookahead,
+        max_lookahead,
+        shared: shared.clone(),
+        seen_underruns: 0,
+        calm_since: None,
         written: 0,
         scratch: vec![0.0; block * channels],
     };
+    shared.lead_frames.store(lookahead as u64, Ordering::Relaxed);
     (engine, renderer, shared)
 }
 
@@ -401,6 +426,29 @@ impl<P: Program> OutputEngine<P> {
     pub fn written(&self) -> u64 {
         self.written
     }
+    /// Frames currently kept ahead of the device.
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
+    }
+
+    /// After an underrun the lead grows by what was missing (rounded up to blocks, up to
+    /// `max_lookahead`): the media thread was late by that much and may be again. After
+    /// [`LEAD_CALM`] without one it steps back a block at a time.
+    fn adapt_lead(&mut self, now: LocalTime) {
+        let underruns = self.shared.underrun_frames.load(Ordering::Relaxed);
+        let calm_since = *self.calm_since.get_or_insert(now);
+        if underruns > self.seen_underruns {
+            let short = usize::try_from(underruns - self.seen_underruns).unwrap_or(usize::MAX);
+            self.seen_underruns = underruns;
+            let raise = short.min(self.max_lookahead).next_multiple_of(self.block);
+            self.lookahead = (self.lookahead + raise).min(self.max_lookahead);
+            self.calm_since = Some(now);
+        } else if self.lookahead > self.min_lookahead && now - calm_since >= LEAD_CALM {
+            self.lookahead = self.lookahead.saturating_sub(self.block).max(self.min_lookahead);
+            self.calm_since = Some(now);
+        }
+        self.shared.lead_frames.store(self.lookahead as u64, Ordering::Relaxed);
+    }
 
     /// Tops the ring up to the lookahead. Returns the frames written. Call it from the media
     /// thread every millisecond or so.
@@ -408,6 +456,7 @@ impl<P: Program> OutputEngine<P> {
         while let Ok(r) = self.reports.pop() {
             self.map.update(&r);
         }
+        self.adapt_lead(now);
         let mut written = 0;
         loop {
             let queued = self.ring.buffer().capacity() - self.ring.slots();
@@ -430,5 +479,60 @@ impl<P: Program> OutputEngine<P> {
             written += self.block;
         }
         written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program that plays a constant.
+    struct Dc;
+    impl Program for Dc {
+        fn render(&mut self, _: LocalTime, _: LocalTime, out: &mut [f32]) -> bool {
+            out.fill(0.25);
+            true
+        }
+    }
+
+    #[test]
+    fn an_underrun_deepens_the_lead_and_calm_brings_it_back() {
+        let config = EngineConfig {
+            device_rate: 48_000,
+            channels: 1,
+            block: 64,
+            lookahead: 128,
+            max_lookahead: 1_024,
+        };
+        let (mut engine, mut renderer, shared) = output(Dc, config, SharedGain::new());
+        let t0 = LocalTime(1_000_000_000);
+        let mut out = vec![0.0; 128];
+        renderer.render(&mut out, t0, t0);
+        assert_eq!(engine.fill(t0), 128, "filled to the lead");
+        renderer.render(&mut out, t0, t0);
+        assert_eq!(shared.underrun_frames.load(Ordering::Relaxed), 0);
+        // The media thread slept through 192 frames the device wanted.
+        let mut long = vec![0.0; 192];
+        renderer.render(&mut long, t0, t0);
+        assert_eq!(shared.underrun_frames.load(Ordering::Relaxed), 192);
+        let t1 = t0 + Nanos::from_millis(10);
+        engine.fill(t1);
+        assert_eq!(engine.lookahead(), 128 + 192, "raised by what was missing");
+        assert_eq!(shared.lead_frames.load(Ordering::Relaxed), 320);
+        // Calm: one block back per LEAD_CALM, never below the configured lead.
+        engine.fill(t1 + LEAD_CALM - Nanos(1));
+        assert_eq!(engine.lookahead(), 320);
+        engine.fill(t1 + LEAD_CALM);
+        assert_eq!(engine.lookahead(), 256);
+        for k in 2..10 {
+            engine.fill(t1 + Nanos(LEAD_CALM.0 * k));
+        }
+        assert_eq!(engine.lookahead(), 128);
+        // Never past the maximum, however long the stall.
+        let mut stall = vec![0.0; 4_800];
+        renderer.render(&mut out, t1, t1);
+        renderer.render(&mut stall, t1, t1);
+        engine.fill(t1 + Nanos::from_secs(60));
+        assert_eq!(engine.lookahead(), 1_024);
     }
 }

@@ -88,6 +88,7 @@ pub fn click_alignment(
         channels: 2,
         block: 64,
         lookahead: buffer_frames as usize * 2,
+        max_lookahead: buffer_frames as usize * 2,
     };
     let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
     let stop = Arc::new(AtomicBool::new(false));

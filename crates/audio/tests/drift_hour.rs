@@ -24,7 +24,13 @@ fn an_hour_at_300_ppm_stays_within_50_us_without_glitches() {
     let start = t0 + Nanos::from_millis(50);
     let timeline = LocalTimeline::new(Tone::new(RATE, 1, FREQ, AMP), Some(start));
     let voice = Voice::new(timeline, 1, RATE, RATE);
-    let config = EngineConfig { device_rate: RATE, channels: 1, block: 128, lookahead: 512 };
+    let config = EngineConfig {
+        device_rate: RATE,
+        channels: 1,
+        block: 128,
+        lookahead: 512,
+        max_lookahead: 512,
+    };
     let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
 
     // Phase of the played tone against the intended one, per 100 ms window.

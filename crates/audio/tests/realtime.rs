@@ -22,7 +22,13 @@ fn callback_and_warm_media_path_do_not_allocate() {
     let gain = SharedGain::new();
     let (mut engine, mut renderer, _) = output(
         mixer,
-        EngineConfig { device_rate: 48_000, channels: 2, block: 128, lookahead: 256 },
+        EngineConfig {
+            device_rate: 48_000,
+            channels: 2,
+            block: 128,
+            lookahead: 256,
+            max_lookahead: 256,
+        },
         gain.clone(),
     );
     let step = |engine: &mut tutti_audio::engine::OutputEngine<Mixer>,

@@ -18,7 +18,7 @@ use tutti_audio::clock;
 use tutti_audio::engine::{EngineConfig, OutputShared, Program, Voice, output};
 use tutti_audio::mixer::{InputControls, Meter, Mixer};
 use tutti_audio::ramp::SharedGain;
-use tutti_proto::player::PlayerEvent;
+use tutti_proto::player::{PlayerEvent, PlayerStats};
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Nanos, PlayerConfig, PlayerSession, Security};
 
@@ -38,6 +38,8 @@ pub struct MixInput {
     pub controls: Arc<InputControls>,
     /// Capture → playout latency it plays at.
     pub latency: Option<Nanos>,
+    /// Its session's counters (received, lost, recovered, concealed, late, resyncs).
+    pub stats: PlayerStats,
 }
 
 /// A running party host.
@@ -112,6 +114,8 @@ pub fn run_mixer(
         channels: 2,
         block,
         lookahead: opts.buffer_frames as usize + block,
+        // A machine that stalls the media thread costs up to 10 ms more latency, not dropouts.
+        max_lookahead: opts.buffer_frames as usize + block + 480,
     };
     let (mut engine, mut renderer, shared) = output(mixer, config, SharedGain::new());
     let (voice_tx, voice_rx) = channel::<NewVoice>();
@@ -247,6 +251,7 @@ fn network_loop(
                                 name: info.name.clone(),
                                 controls,
                                 latency: None,
+                                stats: PlayerStats::default(),
                             });
                         }
                     }
@@ -256,6 +261,7 @@ fn network_loop(
                 && let Some(i) = list.iter_mut().find(|i| i.addr == *addr)
             {
                 i.latency = s.latency();
+                i.stats = s.stats();
             }
         }
     }

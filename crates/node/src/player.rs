@@ -239,7 +239,8 @@ pub fn run_player(
         opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
     );
     let live = info.mode == Mode::Live;
-    let (buffer, block, lookahead, tick) = render_plan(&info, opts.buffer_frames, &opts.output);
+    let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
+        render_plan(&info, opts.buffer_frames, &opts.output);
     if buffer < opts.buffer_frames
         && let Ok(mut st) = status.lock()
     {
@@ -249,7 +250,8 @@ pub fn run_player(
             info.group_latency.0 / 1_000_000
         ));
     }
-    let config = EngineConfig { device_rate: info.sample_rate, channels, block, lookahead };
+    let config =
+        EngineConfig { device_rate: info.sample_rate, channels, block, lookahead, max_lookahead };
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);
     let (mut engine, mut renderer, shared) = output(voice, config, gain.clone());
@@ -320,6 +322,17 @@ pub fn run_player(
     })
 }
 
+/// How a player renders: device buffer, engine block, the lead it keeps over the device (and
+/// the most it may grow to after underruns), and how often the media thread wakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RenderPlan {
+    buffer: u32,
+    block: usize,
+    lookahead: usize,
+    max_lookahead: usize,
+    tick: usize,
+}
+
 /// Device buffer, block, render lookahead and media-thread tick (frames) for a stream.
 ///
 /// The ring between the media thread and the device must hold a whole device buffer plus a
@@ -328,16 +341,25 @@ pub fn run_player(
 /// the device's own latency (about two buffers) and a block — stays inside the group latency
 /// less one packet and 2 ms, so at a tight latency the buffer asked for shrinks. With room to
 /// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
-/// group latency (a busy machine never starves it).
-fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usize, usize, usize) {
+/// group latency (a busy machine never starves it). After underruns the lead may grow up to
+/// the whole budget (sync) or 10 ms more (live).
+fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> RenderPlan {
     let frames =
         |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;
+    let ms = |n: i64| frames(Nanos::from_millis(n));
     if info.mode == Mode::Live {
         let buffer = asked as usize;
         let tick = frames(Nanos::from_micros(300));
-        return (asked, 64, (2 * buffer).max(buffer + 64 + tick), tick);
+        let lookahead = (2 * buffer).max(buffer + 64 + tick);
+        // Live latency follows the lead, so a stalling machine may push it 10 ms further.
+        return RenderPlan {
+            buffer: asked,
+            block: 64,
+            lookahead,
+            max_lookahead: lookahead + ms(10),
+            tick,
+        };
     }
-    let ms = |n: i64| frames(Nanos::from_millis(n));
     let latency = frames(info.group_latency);
     let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2));
     let block = if budget < ms(40) { 64 } else { 128 };
@@ -347,15 +369,16 @@ fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> (u32, usiz
     // context switch, and the lookahead covers the tick.
     let tick = (latency / 20).clamp(ms(1), ms(5));
     let least = buffer + block + tick;
-    let room = budget.saturating_sub(2 * buffer + block).max(least);
+    // The device's own lead is one buffer when clock-paced (a file), two otherwise; the
+    // engine's may use the rest of the budget, no further (audio must have arrived).
+    let device_lead = if output.clock_paced() { buffer } else { 2 * buffer };
+    let room = budget.saturating_sub(device_lead + block).max(least);
     let lookahead = if output.clock_paced() {
-        // A clock-paced device's own lead is exactly one buffer, not two.
-        let room = budget.saturating_sub(buffer + block).max(least);
         room.min(latency / 2).clamp(least, 1_920.max(least))
     } else {
         (2 * buffer).max(least).min(room)
     };
-    (buffer as u32, block, lookahead, tick)
+    RenderPlan { buffer: buffer as u32, block, lookahead, max_lookahead: room.max(lookahead), tick }
 }
 
 fn network_loop(

@@ -1009,6 +1009,30 @@ fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) 
     if tty {
         eprintln!();
     }
+    // What each microphone cost, for the host's log (a dropout shows here, not only in the ear).
+    let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+    for i in &inputs {
+        let s = &i.stats;
+        eprintln!(
+            "mic `{}`: {} packets, {} lost ({} FEC, {} resent, {} reordered), {} concealed, {} late, {} resyncs{}",
+            i.name,
+            s.received,
+            s.lost,
+            s.recovered_fec,
+            s.recovered_retx,
+            s.reordered,
+            s.concealed,
+            s.late,
+            s.resyncs,
+            i.latency.map_or(String::new(), |l| format!(", playing at {l}"))
+        );
+    }
+    let underruns = host.shared.underrun_frames.load(std::sync::atomic::Ordering::Relaxed);
+    let lead = host.shared.lead_frames.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "mix: {underruns} underrun frames; rendering {:.1} ms ahead of the device",
+        lead as f64 / 48.0
+    );
 }
 
 fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {

@@ -484,10 +484,13 @@ fn party_host_mixes_three_microphones_at_their_gains() {
         "mix levels: 300 Hz {a1:.0}, 500 Hz {a2:.0} (−6 dB), 700 Hz {a3:.0} (of 6000); {glitchy} of {} windows disturbed",
         windows.len()
     );
-    assert!((a1 / 6_000.0 - 1.0).abs() < 0.05, "voice 1 at unity: {a1}");
-    assert!((a3 / 6_000.0 - 1.0).abs() < 0.05, "voice 3 at unity: {a3}");
-    assert!((a2 / a1 - 0.501).abs() < 0.03, "voice 2 at −6 dB: {}", a2 / a1);
-    assert!(glitchy * 4 <= windows.len(), "too many disturbed windows: {glitchy}");
+    let per_window: Vec<String> =
+        windows.iter().map(|w| format!("{:.0}/{:.0}/{:.0}", w[0], w[1], w[2])).collect();
+    let why = format!("windows {per_window:?}\nhost: {log}");
+    assert!((a1 / 6_000.0 - 1.0).abs() < 0.05, "voice 1 at unity: {a1}; {why}");
+    assert!((a3 / 6_000.0 - 1.0).abs() < 0.05, "voice 3 at unity: {a3}; {why}");
+    assert!((a2 / a1 - 0.501).abs() < 0.03, "voice 2 at −6 dB: {}; {why}", a2 / a1);
+    assert!(glitchy * 4 <= windows.len(), "too many disturbed windows: {glitchy}; {why}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
