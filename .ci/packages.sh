@@ -6,7 +6,9 @@
 #   libasound2-plugins           ALSA's PulseAudio plugin (cpal's ALSA host on a PulseAudio box)
 #   sox, libsox-fmt-all          makes FLAC, MP3 and Ogg test files for the decoder tests
 #   bc                           arithmetic in scripts/measure.sh
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc)
+#   mosquitto, mosquitto-clients an external MQTT broker for the hub's tests, and the README's
+#                                mosquitto_sub / mosquitto_pub examples
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients)
 
 ensure_packages() {
     local missing=()

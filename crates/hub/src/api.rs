@@ -25,8 +25,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Hub;
 use crate::registry::{RegistryError, SettingsPatch};
+use crate::{ControlError, Hub};
 use tutti_proto::control::{Command, Zone};
 
 /// An API error: status, code, message.
@@ -36,6 +36,19 @@ pub struct ApiError(StatusCode, &'static str, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1, "message": self.2 }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::Registry(r) => return r.clone().into(),
+            ControlError::Unsupported { .. } | ControlError::NotAnAction => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ControlError::Offline(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.code(), e.to_string())
     }
 }
 
@@ -105,13 +118,8 @@ async fn node(
 }
 
 fn apply_patch(hub: &Hub, id: &str, patch: SettingsPatch) -> Result<Response, ApiError> {
-    let (commands, view) = hub.with(|r| match r.patch(id, patch) {
-        Ok((commands, events)) => (Ok((commands, r.node(id, Instant::now()))), events, true),
-        Err(e) => (Err(e), vec![], false),
-    })?;
-    let view = view?;
-    let delivered = commands.is_empty() || hub.command(id, commands);
-    let status = if delivered || !view.online { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let (view, delivered) = hub.apply(id, patch)?;
+    let status = if delivered { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(view)).into_response())
 }
 
@@ -142,32 +150,8 @@ async fn command(
     Path(id): Path<String>,
     Body(c): Body<Command>,
 ) -> Result<Response, ApiError> {
-    let view = hub.with(|r| (r.node(&id, Instant::now()), vec![], false))?;
-    let kind = match c {
-        Command::Resync => "resync",
-        Command::Identify => "identify",
-        _ => "",
-    };
-    if !kind.is_empty() && !view.info.capabilities.iter().any(|k| k == kind) {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unsupported",
-            format!("node `{id}` cannot {kind} (it can: {})", view.info.capabilities.join(", ")),
-        ));
-    }
-    if kind.is_empty() {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            "`kind`: resync or identify here; volume, mute and delay are PATCH /api/nodes/{id}"
-                .into(),
-        ));
-    }
-    if hub.command(&id, vec![c]) {
-        Ok((StatusCode::ACCEPTED, Json(json!({ "sent": true }))).into_response())
-    } else {
-        Err(ApiError(StatusCode::CONFLICT, "node_offline", format!("node `{id}` is not connected")))
-    }
+    hub.act(&id, c)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sent": true }))).into_response())
 }
 
 async fn zones(State(hub): State<Hub>) -> impl IntoResponse {

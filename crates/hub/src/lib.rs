@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod link;
+pub mod mqtt;
 pub mod registry;
 pub mod store;
 
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tutti_proto::NetworkKey;
 
-use crate::registry::Registry;
-use tutti_proto::control::{Command, Event};
+use crate::registry::{Registry, RegistryError, SettingsPatch};
+use tutti_proto::control::{Command, Event, NodeView};
 
 /// How to run a hub.
 #[derive(Clone, Debug)]
@@ -43,6 +44,29 @@ pub struct HubConfig {
     pub state_file: Option<PathBuf>,
     /// The network key nodes must prove they hold.
     pub key: NetworkKey,
+    /// MQTT: an embedded broker, an external one, or none.
+    pub mqtt: Option<MqttSetup>,
+}
+
+/// Where the hub's MQTT tree lives.
+#[derive(Clone, Debug)]
+pub enum MqttSetup {
+    /// A broker of the hub's own (rumqttd) on this address, admitting these credentials.
+    Embedded {
+        /// Listen address (port 0: any free port).
+        listen: SocketAddr,
+        /// User name and password clients must give.
+        credentials: (String, String),
+    },
+    /// An external broker (Mosquitto, say).
+    External(mqtt::BrokerAddr),
+}
+
+/// The MQTT user name and password for a network: anyone holding the network key can derive
+/// them (`tutti serve` prints them).
+pub fn mqtt_credentials(key: &NetworkKey) -> (String, String) {
+    let proof = key.prove(b"tutti mqtt password");
+    ("tutti".to_owned(), tutti_proto::control::to_hex(&proof[..12]))
 }
 
 /// Why the hub could not start.
@@ -59,6 +83,47 @@ pub enum HubError {
     /// The state file is unreadable.
     #[error("{0}")]
     State(String),
+}
+
+/// Why a control request was not done (the API answers it with a status; MQTT publishes it on
+/// the node's `command/error` topic).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such node or zone, or an invalid value.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The node cannot do that.
+    #[error("node `{id}` cannot {kind} (it can: {can})")]
+    Unsupported {
+        /// The node.
+        id: String,
+        /// The action.
+        kind: &'static str,
+        /// What it can do.
+        can: String,
+    },
+    /// A setting sent as an action.
+    #[error(
+        "`kind`: resync or identify here; volume, mute and delay are settings (PATCH /api/nodes/{{id}} or MQTT tutti/<node>/command with {{\"volume\": 40}})"
+    )]
+    NotAnAction,
+    /// The node is not connected.
+    #[error("node `{0}` is not connected")]
+    Offline(String),
+}
+
+impl ControlError {
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::Registry(RegistryError::NoNode(_)) => "no_such_node",
+            ControlError::Registry(RegistryError::NoZone(_)) => "no_such_zone",
+            ControlError::Registry(RegistryError::Invalid { .. }) => "invalid",
+            ControlError::Unsupported { .. } => "unsupported",
+            ControlError::NotAnAction => "invalid",
+            ControlError::Offline(_) => "node_offline",
+        }
+    }
 }
 
 /// The hub's shared state: the registry, the event stream, and a command channel per
@@ -130,6 +195,41 @@ impl Hub {
         }
     }
 
+    /// Changes a node's settings (as `PATCH /api/nodes/{id}` and MQTT do): saved, announced,
+    /// and sent to the node if it is connected. Returns the node and whether it was reached
+    /// (false: connected but its link refused the commands).
+    pub fn apply(&self, id: &str, patch: SettingsPatch) -> Result<(NodeView, bool), RegistryError> {
+        let (commands, view) = self.with(|r| match r.patch(id, patch) {
+            Ok((commands, events)) => (Ok((commands, r.node(id, Instant::now()))), events, true),
+            Err(e) => (Err(e), vec![], false),
+        })?;
+        let view = view?;
+        let delivered = commands.is_empty() || !view.online || self.command(id, commands);
+        Ok((view, delivered))
+    }
+
+    /// Sends an action (resync, identify) to a node that can do it.
+    pub fn act(&self, id: &str, action: Command) -> Result<(), ControlError> {
+        let view = self.with(|r| (r.node(id, Instant::now()), vec![], false))?;
+        let kind = match action {
+            Command::Resync => "resync",
+            Command::Identify => "identify",
+            _ => return Err(ControlError::NotAnAction),
+        };
+        if !view.info.capabilities.iter().any(|k| k == kind) {
+            return Err(ControlError::Unsupported {
+                id: id.to_owned(),
+                kind,
+                can: view.info.capabilities.join(", "),
+            });
+        }
+        if self.command(id, vec![action]) {
+            Ok(())
+        } else {
+            Err(ControlError::Offline(id.to_owned()))
+        }
+    }
+
     /// The network key.
     pub fn key(&self) -> &NetworkKey {
         &self.key
@@ -158,6 +258,8 @@ pub struct RunningHub {
     pub http: SocketAddr,
     /// Where nodes connect.
     pub link: SocketAddr,
+    /// The MQTT broker the hub publishes to.
+    pub mqtt: Option<mqtt::BrokerAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -200,5 +302,21 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             h.with(|r| ((), r.expire(Instant::now()), false));
         }
     }));
-    Ok(RunningHub { hub, http, link, tasks })
+    let broker = match config.mqtt {
+        None => None,
+        Some(MqttSetup::External(b)) => Some(b),
+        Some(MqttSetup::Embedded { listen, credentials }) => {
+            let addr = mqtt::start_embedded(listen, credentials.clone())?;
+            let host = if addr.ip().is_unspecified() {
+                if addr.is_ipv4() { "127.0.0.1".to_owned() } else { "::1".to_owned() }
+            } else {
+                addr.ip().to_string()
+            };
+            Some(mqtt::BrokerAddr { host, port: addr.port(), credentials: Some(credentials) })
+        }
+    };
+    if let Some(b) = &broker {
+        tasks.extend(mqtt::bridge(hub.clone(), b.clone()));
+    }
+    Ok(RunningHub { hub, http, link, mqtt: broker, tasks })
 }

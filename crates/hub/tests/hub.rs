@@ -30,6 +30,7 @@ async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: state,
         key: key("living room party"),
+        mqtt: None,
     })
     .await
     .expect("hub starts")

@@ -187,6 +187,16 @@ struct ServeArgs {
     /// Keep settings in memory only.
     #[arg(long, conflicts_with = "state")]
     no_state: bool,
+    /// The embedded MQTT broker's address (clients log in with the credentials the hub prints).
+    #[arg(long, default_value = "0.0.0.0:1883")]
+    mqtt: SocketAddr,
+    /// Use an external MQTT broker instead of the embedded one:
+    /// mqtt://[user:password@]host[:port] (Mosquitto, say).
+    #[arg(long, conflicts_with = "no_mqtt")]
+    mqtt_url: Option<String>,
+    /// No MQTT at all.
+    #[arg(long)]
+    no_mqtt: bool,
     /// Stop after this many seconds.
     #[arg(long)]
     seconds: Option<f64>,
@@ -1059,12 +1069,23 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the hub's runtime")?;
+    let credentials = tutti_hub::mqtt_credentials(&key);
+    let mqtt = if a.no_mqtt {
+        None
+    } else if let Some(url) = &a.mqtt_url {
+        Some(tutti_hub::MqttSetup::External(
+            tutti_hub::mqtt::BrokerAddr::parse(url).map_err(|e| anyhow!("--mqtt-url {e}"))?,
+        ))
+    } else {
+        Some(tutti_hub::MqttSetup::Embedded { listen: a.mqtt, credentials: credentials.clone() })
+    };
     rt.block_on(async {
         let hub = tutti_hub::start(tutti_hub::HubConfig {
             http: a.http,
             link: a.link,
             state_file: state_file.clone(),
             key,
+            mqtt,
         })
         .await?;
         println!(
@@ -1074,6 +1095,20 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             hub.link.port(),
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
+        if let Some(b) = &hub.mqtt {
+            let login = match &b.credentials {
+                Some((u, p)) => format!(" -u {u} -P {p}"),
+                None => String::new(),
+            };
+            println!(
+                "hub: MQTT on {}:{}{} (try: mosquitto_sub -h {} -p {}{login} -t 'tutti/#' -v)",
+                b.host,
+                b.port,
+                if a.mqtt_url.is_some() { "" } else { " (embedded broker)" },
+                b.host,
+                b.port
+            );
+        }
         match a.seconds {
             Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
             None => {

@@ -683,6 +683,8 @@ fn the_hub_sets_a_playing_player_and_restarts_without_a_glitch() {
             &format!("127.0.0.1:{http_port}"),
             "--link",
             &format!("127.0.0.1:{link_port}"),
+            "--mqtt",
+            &format!("127.0.0.1:{}", sp + 4),
             "--state",
             state.to_str().unwrap(),
             "--seconds",
