@@ -9,6 +9,7 @@
 //! | GET | `/api/zones` | every zone (`/grouping` is the same list) |
 //! | PUT | `/api/zones/{name}` | `{source, latency_ms}`: create or change |
 //! | DELETE | `/api/zones/{name}` | remove (its players stay, in no zone) |
+//! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
 //!
@@ -94,6 +95,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/zones", get(zones))
         .route("/grouping", get(zones))
         .route("/api/zones/{name}", axum::routing::put(put_zone).delete(delete_zone))
+        .route("/api/discovered", get(discovered))
         .route("/api/events", get(events))
         .route("/api/openapi.json", get(openapi))
         .fallback(|| async {
@@ -152,6 +154,15 @@ async fn command(
 ) -> Result<Response, ApiError> {
     hub.act(&id, c)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "sent": true }))).into_response())
+}
+
+async fn discovered(State(hub): State<Hub>) -> impl IntoResponse {
+    let list: Vec<_> = hub
+        .discovered()
+        .into_iter()
+        .map(|(d, linked)| json!({ "id": d.id, "role": d.role, "addresses": d.addresses, "version": d.version, "linked": linked }))
+        .collect();
+    Json(list)
 }
 
 async fn zones(State(hub): State<Hub>) -> impl IntoResponse {
@@ -244,6 +255,7 @@ pub fn openapi_document() -> serde_json::Value {
                     "responses": { "202": { "description": "sent" }, "404": error, "409": error, "422": error } }
             },
             "/api/zones": { "get": { "summary": "Every zone", "responses": { "200": { "description": "zones" } } } },
+            "/api/discovered": { "get": { "summary": "Nodes heard on mDNS (_tutti._udp), each with `linked`: joined this hub", "responses": { "200": { "description": "nodes" } } } },
             "/api/zones/{name}": {
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "put": { "summary": "Create or change a zone", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "source": { "type": "string" }, "latency_ms": { "type": "number", "minimum": 10, "maximum": 5000 } } } } } }, "responses": { "200": { "description": "zone" }, "422": error } },

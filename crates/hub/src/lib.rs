@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod discovery;
 pub mod link;
 pub mod mqtt;
 pub mod registry;
@@ -46,6 +47,8 @@ pub struct HubConfig {
     pub key: NetworkKey,
     /// MQTT: an embedded broker, an external one, or none.
     pub mqtt: Option<MqttSetup>,
+    /// Advertise the hub and listen for nodes on mDNS.
+    pub mdns: bool,
 }
 
 /// Where the hub's MQTT tree lives.
@@ -135,6 +138,7 @@ pub struct Hub {
     links: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>>,
     state_file: Option<PathBuf>,
     key: NetworkKey,
+    heard: discovery::Heard,
 }
 
 impl core::fmt::Debug for Hub {
@@ -157,6 +161,7 @@ impl Hub {
             links: Arc::default(),
             state_file,
             key,
+            heard: Arc::default(),
         })
     }
 
@@ -230,6 +235,23 @@ impl Hub {
         }
     }
 
+    /// Nodes heard on mDNS, each with whether it is linked to this hub now.
+    pub fn discovered(&self) -> Vec<(discovery::Discovered, bool)> {
+        let heard: Vec<_> =
+            self.heard.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let online: Vec<String> = self.with(|r| {
+            let ids = r.nodes(Instant::now()).into_iter().filter(|n| n.online).map(|n| n.info.id);
+            (ids.collect(), vec![], false)
+        });
+        heard
+            .into_iter()
+            .map(|d| {
+                let linked = online.contains(&d.id);
+                (d, linked)
+            })
+            .collect()
+    }
+
     /// The network key.
     pub fn key(&self) -> &NetworkKey {
         &self.key
@@ -260,12 +282,14 @@ pub struct RunningHub {
     pub link: SocketAddr,
     /// The MQTT broker the hub publishes to.
     pub mqtt: Option<mqtt::BrokerAddr>,
+    discovery: Option<discovery::HubDiscovery>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningHub {
     /// Stops serving.
     pub fn stop(self) {
+        drop(self.discovery);
         for t in self.tasks {
             t.abort();
         }
@@ -318,5 +342,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if let Some(b) = &broker {
         tasks.extend(mqtt::bridge(hub.clone(), b.clone()));
     }
-    Ok(RunningHub { hub, http, link, mqtt: broker, tasks })
+    let discovery = if config.mdns {
+        let mqtt_port = broker.as_ref().map(|b| b.port);
+        match discovery::HubDiscovery::start(link.port(), http.port(), mqtt_port, hub.heard.clone())
+        {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("tutti hub: {e} (nodes must be given --hub)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(RunningHub { hub, http, link, mqtt: broker, discovery, tasks })
 }

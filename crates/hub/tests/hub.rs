@@ -31,6 +31,7 @@ async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
         state_file: state,
         key: key("living room party"),
         mqtt: None,
+        mdns: false,
     })
     .await
     .expect("hub starts")

@@ -24,6 +24,7 @@ async fn hub(mqtt: MqttSetup) -> RunningHub {
         state_file: None,
         key: key(),
         mqtt: Some(mqtt),
+        mdns: false,
     })
     .await
     .expect("hub starts")

@@ -40,6 +40,18 @@ impl HubLink {
         report: Duration,
         handler: impl HubHandler,
     ) -> std::io::Result<Self> {
+        Self::spawn_to(move || Some(hub), info, key, report, handler)
+    }
+
+    /// Keeps a link to whichever hub `find` names when a connection is due (mDNS discovery:
+    /// nothing is tried until a hub answered; a hub that moved is followed on reconnect).
+    pub fn spawn_to(
+        mut find: impl FnMut() -> Option<SocketAddr> + Send + 'static,
+        info: NodeInfo,
+        key: NetworkKey,
+        report: Duration,
+        handler: impl HubHandler,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread =
@@ -47,6 +59,10 @@ impl HubLink {
                 let mut handler = handler;
                 let mut said_lost = false;
                 while !flag.load(Ordering::Relaxed) {
+                    let Some(hub) = find() else {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
                     match session(hub, &info, &key, report, &mut handler, &flag) {
                         Ok(()) => return,
                         Err(e) => {

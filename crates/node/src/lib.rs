@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod hub;
 pub mod mixer;
 pub mod net;
@@ -44,4 +45,13 @@ pub enum NodeError {
     /// The source refused this player.
     #[error("{0}")]
     Refused(String),
+}
+
+/// This machine's name (`/etc/hostname`), for node ids and mDNS.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tutti".into())
 }

@@ -4,6 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The DNS-SD service nodes advertise (their audio port; TXT `role`, `id`, `version`).
+pub const MDNS_NODE_SERVICE: &str = "_tutti._udp.local.";
+/// The DNS-SD service the hub advertises (its node link; TXT `role=hub`, `http`, `mqtt`).
+pub const MDNS_HUB_SERVICE: &str = "_tutti._tcp.local.";
+
 /// What a node is: sent once when it connects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {

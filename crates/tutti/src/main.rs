@@ -171,6 +171,15 @@ struct NetArgs {
     /// listen and inject).
     #[arg(long)]
     insecure: bool,
+    /// Neither advertise this node over mDNS nor look for a hub there (also TUTTI_MDNS=off).
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+impl NetArgs {
+    fn mdns(&self) -> bool {
+        !self.no_mdns && tutti_node::discovery::enabled_by_env()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -191,7 +200,7 @@ struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:1883")]
     mqtt: SocketAddr,
     /// Use an external MQTT broker instead of the embedded one:
-    /// mqtt://[user:password@]host[:port] (Mosquitto, say).
+    /// `mqtt://[user:password@]host[:port]` (Mosquitto, say).
     #[arg(long, conflicts_with = "no_mqtt")]
     mqtt_url: Option<String>,
     /// No MQTT at all.
@@ -624,9 +633,7 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Se
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "player".into())
+    tutti_node::hostname()
 }
 
 fn status_line(s: &PlayerSnapshot) -> String {
@@ -655,61 +662,91 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let local = opts.bind;
     let key = sec.sending_key().cloned();
     let player = run_player(opts, sec, seed()).with_context(|| format!("playing {source}"))?;
-    let link = match &a.hub {
-        Some(h) => {
-            let hub = resolve(h, "--hub")?;
-            let key = key.ok_or_else(|| {
-                anyhow!("--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)")
-            })?;
-            // Stable across restarts (the hub keeps settings by id): host and output, and
-            // the port when one was given.
-            let output = match (&a.wav, a.null, &a.device) {
-                (Some(w), _, _) => format!(
-                    "wav-{}",
-                    w.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned())
-                ),
-                (None, true, _) => "null".into(),
-                (None, false, Some(d)) => d.clone(),
-                (None, false, None) => "default".into(),
-            };
-            let id = match a.port {
-                0 => format!("{}-{output}", hostname()),
-                p => format!("{}-{output}-{p}", hostname()),
-            };
-            let info = tutti_proto::control::NodeInfo {
-                id: id
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
-                    .collect(),
-                name: name.clone(),
-                role: "player".into(),
-                device: a.device.clone().unwrap_or_else(|| {
-                    if a.null {
-                        "null".into()
-                    } else if a.wav.is_some() {
-                        "wav".into()
-                    } else {
-                        "default".into()
-                    }
-                }),
-                capabilities: vec!["volume".into(), "mute".into(), "delay".into()],
-                address: format!("{}:{}", local.ip(), player.local_addr.port()),
-                version: env!("CARGO_PKG_VERSION").into(),
-            };
-            let handler = PlayerHub {
-                status: player.status.clone(),
-                gain: player.gain.clone(),
-                session: player.session.clone(),
-            };
-            Some(tutti_node::hub::HubLink::spawn(
-                hub,
-                info,
-                key,
-                Duration::from_millis(250),
-                handler,
-            )?)
+    // Stable across restarts (the hub keeps settings by id): host and output, and the port
+    // when one was given.
+    let output = match (&a.wav, a.null, &a.device) {
+        (Some(w), _, _) => format!(
+            "wav-{}",
+            w.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned())
+        ),
+        (None, true, _) => "null".into(),
+        (None, false, Some(d)) => d.clone(),
+        (None, false, None) => "default".into(),
+    };
+    let id = match a.port {
+        0 => format!("{}-{output}", hostname()),
+        p => format!("{}-{output}-{p}", hostname()),
+    };
+    let info = tutti_proto::control::NodeInfo {
+        id: id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .collect(),
+        name: name.clone(),
+        role: "player".into(),
+        device: a.device.clone().unwrap_or_else(|| {
+            if a.null {
+                "null".into()
+            } else if a.wav.is_some() {
+                "wav".into()
+            } else {
+                "default".into()
+            }
+        }),
+        capabilities: vec!["volume".into(), "mute".into(), "delay".into()],
+        address: format!("{}:{}", local.ip(), player.local_addr.port()),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    // mDNS: say who we are, and find the hub when none was named.
+    let mut discovery = None;
+    if a.net.mdns() {
+        match tutti_node::discovery::Discovery::start() {
+            Ok(d) => {
+                if let Err(e) = d.advertise(&info.id, "player", player.local_addr.port()) {
+                    eprintln!("tutti: {e} (the hub will not discover this player)");
+                }
+                discovery = Some(d);
+            }
+            Err(e) => eprintln!("tutti: {e} (no discovery: name the hub with --hub)"),
         }
-        None => None,
+    }
+    let handler = PlayerHub {
+        status: player.status.clone(),
+        gain: player.gain.clone(),
+        session: player.session.clone(),
+    };
+    let report = Duration::from_millis(250);
+    let link = match (&a.hub, key, discovery.as_mut()) {
+        (Some(_), None, _) => bail!(
+            "--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)"
+        ),
+        (Some(h), Some(key), _) => {
+            let hub = resolve(h, "--hub")?;
+            Some(tutti_node::hub::HubLink::spawn(hub, info, key, report, handler)?)
+        }
+        // No hub named: join whichever one mDNS finds (none found: play on, alone).
+        (None, Some(key), Some(d)) => match d.watch_hub() {
+            Ok(slot) => {
+                let mut said = false;
+                let status = player.status.clone();
+                let find = move || {
+                    let hub = slot.lock().ok().and_then(|h| *h);
+                    if let (Some(h), false) = (hub, said) {
+                        said = true;
+                        if let Ok(mut st) = status.lock() {
+                            st.log.push(format!("found the hub at {h} (mDNS)"));
+                        }
+                    }
+                    hub
+                };
+                Some(tutti_node::hub::HubLink::spawn_to(find, info, key, report, handler)?)
+            }
+            Err(e) => {
+                eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
+                None
+            }
+        },
+        _ => None,
     };
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let started = std::time::Instant::now();
@@ -737,6 +774,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     if let Some(l) = link {
         l.stop();
     }
+    drop(discovery);
     player.stop();
     Ok(())
 }
@@ -1086,6 +1124,7 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             state_file: state_file.clone(),
             key,
             mqtt,
+            mdns: a.net.mdns(),
         })
         .await?;
         println!(

@@ -21,6 +21,8 @@ fn tutti(args: &[&str]) -> Proc {
         Command::new(BIN)
             .args(args)
             .env("TUTTI_PASSPHRASE", PASS)
+            // Loopback only: no mDNS on the machine's real interfaces.
+            .env("TUTTI_MDNS", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -227,3 +227,76 @@ fn unicast_and_multicast_across_namespaces_are_bit_identical_and_aligned() {
     let _ = std::fs::remove_dir_all(&dir);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn a_player_finds_the_hub_by_mdns_and_the_hub_lists_it() {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root || !ip(&["-V"]) {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root with iproute2");
+        eprintln!("skipped: needs root and iproute2 to create network namespaces");
+        return;
+    }
+    // mDNS stays inside these namespaces: they have only their loopback and the lab's bridge.
+    let prefix = format!("td{}-", std::process::id() % 100_000);
+    let net = format!("10.{}.{}", 241 + std::process::id() % 10, std::process::id() % 200);
+    let lab = Lab::up(&prefix, 2, &net).expect("namespaces and a bridge come up");
+    let dir = std::env::temp_dir().join(format!("tutti-mdns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input_path = dir.join("in.wav");
+    write_input(&input_path);
+    let state = dir.join("hub.json");
+    let hub = lab.run(
+        1,
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:7480",
+            "--link",
+            "0.0.0.0:7481",
+            "--mqtt",
+            "127.0.0.1:1883",
+            "--state",
+            state.to_str().unwrap(),
+            "--seconds",
+            "9",
+        ],
+    );
+    let src = lab
+        .run(1, &["stream", "--file", input_path.to_str().unwrap(), "--port", "7400", "--quiet"]);
+    // No --hub: the player must find it.
+    let out = dir.join("mdns-player.wav");
+    let player = lab.run(
+        2,
+        &[
+            "play",
+            &format!("{net}.1:7400"),
+            "--port",
+            "7401",
+            "--wav",
+            out.to_str().unwrap(),
+            "--seconds",
+            "6",
+            "--quiet",
+        ],
+    );
+    let (ok, player_log) = finish(player);
+    assert!(ok, "player: {player_log}");
+    let (_, src_log) = finish(src);
+    let (ok, hub_log) = finish(hub);
+    assert!(ok, "hub: {hub_log}");
+    assert!(
+        player_log.contains(&format!("found the hub at {net}.1:7481 (mDNS)")),
+        "the player looked for the hub: {player_log}\nsource: {src_log}"
+    );
+    let id = "-wav-mdns-player-7401";
+    assert!(
+        hub_log.lines().any(|l| l.contains("discovered player") && l.contains(id)),
+        "the hub heard the player: {hub_log}"
+    );
+    // It joined: the hub knows it (kept in its state file).
+    let saved = std::fs::read_to_string(&state).expect("the hub saved its state");
+    assert!(saved.contains(id), "the player joined the hub: {saved}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}

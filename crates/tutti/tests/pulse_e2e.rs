@@ -89,6 +89,7 @@ fn three_players_into_three_null_sinks_are_aligned_within_half_a_millisecond() {
             .args(args)
             .env("PULSE_SERVER", &server)
             .env("TUTTI_PASSPHRASE", "pulse three sinks")
+            .env("TUTTI_MDNS", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,133 @@
+//! The hub on mDNS / DNS-SD: it advertises its node link (`_tutti._tcp.local.`, TXT
+//! `role=hub`, `http`, `mqtt`) so nodes join without configuration, and lists the nodes that
+//! advertise themselves (`_tutti._udp.local.`), linked or not (`GET /api/discovered`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use serde::Serialize;
+use tutti_proto::control::{MDNS_HUB_SERVICE, MDNS_NODE_SERVICE};
+
+/// A node heard on mDNS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Discovered {
+    /// Its id (TXT `id`).
+    pub id: String,
+    /// `player`, `source`, `mixer` (TXT `role`).
+    pub role: String,
+    /// Its addresses with its audio port.
+    pub addresses: Vec<String>,
+    /// Its Tutti version.
+    pub version: String,
+}
+
+/// What the hub has heard, by mDNS instance name.
+pub type Heard = Arc<Mutex<BTreeMap<String, Discovered>>>;
+
+/// The hub's mDNS responder and browser; stops (saying goodbye) on drop.
+pub struct HubDiscovery {
+    daemon: ServiceDaemon,
+}
+
+impl core::fmt::Debug for HubDiscovery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HubDiscovery").finish_non_exhaustive()
+    }
+}
+
+impl HubDiscovery {
+    /// Advertises the hub (link on `link_port`) and starts listening for nodes into `heard`.
+    pub fn start(
+        link_port: u16,
+        http_port: u16,
+        mqtt_port: Option<u16>,
+        heard: Heard,
+    ) -> Result<Self, String> {
+        let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
+        let host = label(&hostname());
+        let http = http_port.to_string();
+        let mqtt = mqtt_port.map(|p| p.to_string()).unwrap_or_default();
+        let txt = [
+            ("role", "hub"),
+            ("id", host.as_str()),
+            ("http", http.as_str()),
+            ("mqtt", mqtt.as_str()),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ];
+        let info = ServiceInfo::new(
+            MDNS_HUB_SERVICE,
+            &format!("{host}-hub"),
+            &format!("{host}.local."),
+            "",
+            link_port,
+            &txt[..],
+        )
+        .map_err(|e| format!("mDNS: {e}"))?
+        .enable_addr_auto();
+        daemon.register(info).map_err(|e| format!("mDNS: {e}"))?;
+        let rx = daemon.browse(MDNS_NODE_SERVICE).map_err(|e| format!("mDNS: {e}"))?;
+        let h = heard;
+        std::thread::Builder::new()
+            .name("tutti-hub-mdns".into())
+            .spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    match event {
+                        ServiceEvent::ServiceResolved(s) => {
+                            let prop = |k: &str| s.get_property_val_str(k).unwrap_or("").to_owned();
+                            let mut addresses: Vec<String> = s
+                                .get_addresses_v4()
+                                .into_iter()
+                                .map(|ip| format!("{ip}:{}", s.get_port()))
+                                .collect();
+                            addresses.sort();
+                            let node = Discovered {
+                                id: prop("id"),
+                                role: prop("role"),
+                                addresses,
+                                version: prop("version"),
+                            };
+                            if let Ok(mut map) = h.lock() {
+                                let new = map.get(s.get_fullname()) != Some(&node);
+                                if new {
+                                    println!(
+                                        "hub: discovered {} `{}` at {} (mDNS)",
+                                        node.role,
+                                        node.id,
+                                        node.addresses.join(", ")
+                                    );
+                                }
+                                map.insert(s.get_fullname().to_owned(), node);
+                            }
+                        }
+                        ServiceEvent::ServiceRemoved(_, fullname) => {
+                            if let Ok(mut map) = h.lock() {
+                                map.remove(&fullname);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .map_err(|e| format!("mDNS: {e}"))?;
+        Ok(HubDiscovery { daemon })
+    }
+}
+
+impl Drop for HubDiscovery {
+    fn drop(&mut self) {
+        let _ = self.daemon.shutdown();
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tutti".into())
+}
+
+fn label(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
+}
