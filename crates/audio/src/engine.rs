@@ -197,8 +197,23 @@ impl DacMap {
             sxx += x * x;
             sxy += x * y;
         }
-        let b = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-        let a = (sy - b * sx) / n;
+        let b_fit = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+        let (mx, my) = (sx / n, sy / n);
+        // A young or jittery history fits a rate far off any real crystal (±0.3 ms of
+        // timestamp jitter over 1 s is 300 ppm). Shrink the fitted rate toward the nominal one
+        // by how well it is known: a prior of ±100 ppm against the fit's own variance.
+        let sxx_c = sxx - n * mx * mx;
+        let mut rss = 0.0;
+        for &(f, t) in &self.history {
+            let x = f as f64 - f1 as f64;
+            let y = (t - t1).0 as f64;
+            let r = y - my - b_fit * (x - mx);
+            rss += r * r;
+        }
+        let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
+        let prior = (100e-6 * self.nominal_ns).powi(2);
+        let b = self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit));
+        let a = my - b * mx;
         Some(t1 + Nanos((a + b * (dac_frame as f64 - f1 as f64)).round() as i64))
     }
 }

@@ -182,10 +182,14 @@ async fn put_zone(
     Body(z): Body<ZoneBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let zone = Zone { name, source: z.source, latency_ms: z.latency_ms };
-    hub.with(|r| match r.put_zone(zone.clone()) {
-        Ok(e) => (Ok(()), vec![e], true),
+    let routes = hub.with(|r| match r.put_zone(zone.clone()) {
+        Ok(e) => (Ok(r.zone_routes(&zone.name)), vec![e], true),
         Err(e) => (Err(e), vec![], false),
     })?;
+    // Its players play what it plays now (those offline get it when they connect).
+    for (id, route) in routes {
+        hub.command(&id, vec![route]);
+    }
     Ok(Json(zone))
 }
 

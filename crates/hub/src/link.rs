@@ -104,11 +104,15 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
     let id = info.id.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     hub.attach(&id, tx.clone());
-    let settings = hub.with(|reg| {
+    let (settings, route) = hub.with(|reg| {
         let (s, e) = reg.connect(info, Instant::now());
-        (s, vec![e], true)
+        ((s, reg.route_for(&id)), vec![e], true)
     });
     send(&mut w, &LinkMessage::Welcome { settings }).await?;
+    // A player in a routed zone plays the zone's source.
+    if let Some(route) = route {
+        let _ = tx.send(route);
+    }
     let result = loop {
         tokio::select! {
             n = read_line(&mut r, &mut line) => match n {

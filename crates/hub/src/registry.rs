@@ -241,12 +241,37 @@ impl Registry {
                     self.persisted.zones.insert(z.clone(), zone.clone());
                     events.push(Event::ZoneChanged { zone });
                 }
+                // Moved into a zone that plays something: play it.
+                if settings.zone.as_deref() != Some(z.as_str())
+                    && let Some(route) = self.persisted.zones.get(&z).and_then(route_of)
+                {
+                    commands.push(route);
+                }
                 settings.zone = Some(z);
             }
         }
         self.persisted.settings.insert(id.to_owned(), settings.clone());
         events.push(Event::NodeSettings { id: id.to_owned(), settings });
         Ok((commands, events))
+    }
+
+    /// What a node in a routed zone must play (sent when it connects).
+    pub fn route_for(&self, id: &str) -> Option<Command> {
+        let zone = self.persisted.settings.get(id)?.zone.as_ref()?;
+        route_of(self.persisted.zones.get(zone)?)
+    }
+
+    /// The players of a zone, with what it now plays (after [`put_zone`](Self::put_zone)).
+    pub fn zone_routes(&self, name: &str) -> Vec<(String, Command)> {
+        let Some(route) = self.persisted.zones.get(name).and_then(route_of) else {
+            return Vec::new();
+        };
+        self.persisted
+            .settings
+            .iter()
+            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+            .map(|(id, _)| (id.clone(), route.clone()))
+            .collect()
     }
 
     /// Creates or changes a zone.
@@ -265,6 +290,16 @@ impl Registry {
                 message: format!("{l} is outside 10–5000 ms"),
             });
         }
+        if let Some(s) = &zone.source
+            && (s.trim().is_empty() || !s.contains(':'))
+        {
+            return Err(RegistryError::Invalid {
+                field: "source",
+                message: format!(
+                    "`{s}` is not a source address: host:port, e.g. \"192.168.1.10:7400\""
+                ),
+            });
+        }
         self.persisted.zones.insert(zone.name.clone(), zone.clone());
         Ok(Event::ZoneChanged { zone })
     }
@@ -281,6 +316,11 @@ impl Registry {
         }
         Ok(events)
     }
+}
+
+/// The command that makes a player play a zone's source.
+fn route_of(zone: &Zone) -> Option<Command> {
+    Some(Command::Route { source: zone.source.clone()?, latency_ms: zone.latency_ms })
 }
 
 #[cfg(test)]

@@ -127,6 +127,14 @@ pub enum Command {
     Resync,
     /// Make yourself heard ("this is the kitchen speaker").
     Identify,
+    /// Play this stream (the zone's source), at this group latency if given.
+    Route {
+        /// The source, `host:port`.
+        source: String,
+        /// Group latency, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<f64>,
+    },
 }
 
 /// A node as the API shows it.

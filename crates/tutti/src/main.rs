@@ -657,11 +657,13 @@ fn status_line(s: &PlayerSnapshot) -> String {
 
 fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let (opts, sec) = play_options(&a, cfg)?;
+    let base = opts.clone();
     let source = opts.config.source;
     let name = opts.config.name.clone();
     let local = opts.bind;
     let key = sec.sending_key().cloned();
-    let player = run_player(opts, sec, seed()).with_context(|| format!("playing {source}"))?;
+    let mut player =
+        run_player(opts, sec.clone(), seed()).with_context(|| format!("playing {source}"))?;
     // Stable across restarts (the hub keeps settings by id): host and output, and the port
     // when one was given.
     let output = match (&a.wav, a.null, &a.device) {
@@ -693,7 +695,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                 "default".into()
             }
         }),
-        capabilities: vec!["volume".into(), "mute".into(), "delay".into()],
+        capabilities: vec!["volume".into(), "mute".into(), "delay".into(), "route".into()],
         address: format!("{}:{}", local.ip(), player.local_addr.port()),
         version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -710,11 +712,9 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             Err(e) => eprintln!("tutti: {e} (no discovery: name the hub with --hub)"),
         }
     }
-    let handler = PlayerHub {
-        status: player.status.clone(),
-        gain: player.gain.clone(),
-        session: player.session.clone(),
-    };
+    let handles = std::sync::Arc::new(std::sync::Mutex::new(PlayerHandles::of(&player)));
+    let route: RouteSlot = std::sync::Arc::default();
+    let handler = PlayerHub { handles: handles.clone(), route: route.clone() };
     let report = Duration::from_millis(250);
     let link = match (&a.hub, key, discovery.as_mut()) {
         (Some(_), None, _) => bail!(
@@ -750,8 +750,36 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     };
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let started = std::time::Instant::now();
+    let mut playing = (source, base.config.latency_override);
     loop {
         std::thread::sleep(Duration::from_millis(250));
+        // The hub moved this player to a zone that plays another stream: join it.
+        let wanted = route.lock().ok().and_then(|mut r| r.take());
+        if let Some((to, latency_ms)) = wanted {
+            match resolve(&to, "route") {
+                Ok(addr) => {
+                    let latency = latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
+                    if (addr, latency) != playing {
+                        let mut opts = base.clone();
+                        opts.config.source = addr;
+                        opts.config.latency_override = latency.or(base.config.latency_override);
+                        let levels = handles.lock().ok().map(|h| h.levels.clone());
+                        player.stop();
+                        player = run_player(opts, sec.clone(), seed())
+                            .with_context(|| format!("playing {addr}"))?;
+                        if let Ok(mut h) = handles.lock() {
+                            *h = PlayerHandles::of(&player);
+                            if let Some(l) = levels {
+                                h.apply(&l);
+                            }
+                        }
+                        eprintln!("{}zone: now playing {addr}", if tty { "\r\x1b[K" } else { "" });
+                        playing = (addr, latency);
+                    }
+                }
+                Err(e) => eprintln!("tutti: the hub's route: {e:#}"),
+            }
+        }
         let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
         if let Ok(mut st) = player.status.lock() {
             for l in st.log.drain(..) {
@@ -1159,16 +1187,64 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
     })
 }
 
-/// What a player tells the hub, and how it obeys it.
-struct PlayerHub {
+/// A zone's stream (source, latency ms) the hub asked for, not yet joined.
+type RouteSlot = std::sync::Arc<std::sync::Mutex<Option<(String, Option<f64>)>>>;
+
+/// Volume, mute and delay as the hub last set them (a player that changes streams keeps them).
+#[derive(Clone, Debug, Default)]
+struct Levels {
+    volume: Option<f32>,
+    mute: Option<bool>,
+    delay_ms: Option<f64>,
+}
+
+/// The running player's controls (replaced when it changes streams).
+struct PlayerHandles {
     status: std::sync::Arc<std::sync::Mutex<PlayerSnapshot>>,
     gain: std::sync::Arc<tutti_audio::ramp::SharedGain>,
     session: std::sync::Arc<std::sync::Mutex<tutti_proto::PlayerSession>>,
+    levels: Levels,
+}
+
+impl PlayerHandles {
+    fn of(p: &RunningPlayer) -> Self {
+        PlayerHandles {
+            status: p.status.clone(),
+            gain: p.gain.clone(),
+            session: p.session.clone(),
+            levels: Levels::default(),
+        }
+    }
+
+    /// Applies the levels `l` sets (and remembers them).
+    fn apply(&mut self, l: &Levels) {
+        if let Some(v) = l.volume {
+            self.gain.set_volume_percent(v);
+            self.levels.volume = Some(v);
+        }
+        if let Some(m) = l.mute {
+            self.gain.set_muted(m);
+            self.levels.mute = Some(m);
+        }
+        if let Some(d) = l.delay_ms {
+            if let Ok(mut s) = self.session.lock() {
+                s.set_device_offset(Nanos((d * 1e6).round() as i64));
+            }
+            self.levels.delay_ms = Some(d);
+        }
+    }
+}
+
+/// What a player tells the hub, and how it obeys it.
+struct PlayerHub {
+    handles: std::sync::Arc<std::sync::Mutex<PlayerHandles>>,
+    route: RouteSlot,
 }
 
 impl tutti_node::hub::HubHandler for PlayerHub {
     fn state(&mut self) -> tutti_proto::control::NodeState {
-        let s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let status = self.handles.lock().map(|h| h.status.clone());
+        let s = status.ok().and_then(|st| st.lock().ok().map(|s| s.clone())).unwrap_or_default();
         tutti_proto::control::NodeState {
             streaming: s.streaming,
             stream: s.info.as_ref().map(|i| i.name.clone()),
@@ -1190,20 +1266,27 @@ impl tutti_node::hub::HubHandler for PlayerHub {
     }
     fn command(&mut self, command: &tutti_proto::control::Command) {
         use tutti_proto::control::Command;
-        match command {
-            Command::Volume { percent } => self.gain.set_volume_percent(*percent),
-            Command::Mute { mute } => self.gain.set_muted(*mute),
-            Command::Delay { ms } => {
-                if let Ok(mut s) = self.session.lock() {
-                    s.set_device_offset(Nanos((ms * 1e6).round() as i64));
+        let change = match command {
+            Command::Volume { percent } => Levels { volume: Some(*percent), ..Levels::default() },
+            Command::Mute { mute } => Levels { mute: Some(*mute), ..Levels::default() },
+            Command::Delay { ms } => Levels { delay_ms: Some(*ms), ..Levels::default() },
+            Command::Route { source, latency_ms } => {
+                if let Ok(mut r) = self.route.lock() {
+                    *r = Some((source.clone(), *latency_ms));
                 }
+                return;
             }
             // Not among this player's capabilities: the hub does not send them.
-            Command::Resync | Command::Identify => {}
+            Command::Resync | Command::Identify => return,
+        };
+        if let Ok(mut h) = self.handles.lock() {
+            h.apply(&change);
         }
     }
     fn status(&mut self, message: &str) {
-        if let Ok(mut st) = self.status.lock() {
+        if let Ok(h) = self.handles.lock()
+            && let Ok(mut st) = h.status.lock()
+        {
             st.log.push(message.to_owned());
         }
     }

@@ -763,3 +763,116 @@ fn the_hub_sets_a_playing_player_and_restarts_without_a_glitch() {
     assert!((hub_away / after - 1.0).abs() < 0.02, "playback undisturbed: {after} → {hub_away}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn two_zones_play_two_streams_and_a_player_moves_between_them() {
+    let _serial = serial();
+    let dir = tmp("zones");
+    let sp = port_base(12);
+    let (s1, s2, http_port, link_port, mqtt, pa, pb) =
+        (sp, sp + 1, sp + 2, sp + 3, sp + 4, sp + 5, sp + 6);
+    let mut hub = tutti(&[
+        "serve",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--mqtt",
+        &format!("127.0.0.1:{mqtt}"),
+        "--no-state",
+        "--seconds",
+        "12",
+    ]);
+    let source = |hz: &str, port: u16| {
+        tutti(&["stream", "--tone", hz, "--port", &port.to_string(), "--bind", "127.0.0.1", "-q"])
+    };
+    let (_low, _high) = (source("300", s1), source("700", s2));
+    let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
+    let player = |port: u16, wav: &Path| {
+        tutti(&[
+            "play",
+            &format!("127.0.0.1:{s1}"),
+            "--port",
+            &port.to_string(),
+            "--wav",
+            wav.to_str().unwrap(),
+            "--hub",
+            &format!("127.0.0.1:{link_port}"),
+            "--seconds",
+            "8",
+            "--quiet",
+        ])
+    };
+    let (mut a, mut b) = (player(pa, &wa), player(pb, &wb));
+    let t = std::time::Instant::now();
+    let ids = loop {
+        let (_, body) = http(http_port, "GET", "/api/nodes", "");
+        if body.matches("\"online\":true").count() == 2 {
+            let ids: Vec<String> = body
+                .split("\"id\":\"")
+                .skip(1)
+                .filter_map(|r| r.split('"').next().map(str::to_owned))
+                .collect();
+            break ids;
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "both players join the hub: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let id = |port: u16| ids.iter().find(|i| i.ends_with(&format!("-{port}"))).unwrap().clone();
+    let (ida, idb) = (id(pa), id(pb));
+    for (zone, port) in [("kitchen", s1), ("den", s2)] {
+        let body = format!("{{\"source\":\"127.0.0.1:{port}\"}}");
+        let (status, reply) = http(http_port, "PUT", &format!("/api/zones/{zone}"), &body);
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, reply) = http(http_port, "PUT", "/api/zones/attic", "{\"source\":\"nowhere\"}");
+    assert!(status == 422 && reply.contains("source"), "a bad route is named: {reply}");
+    let zone = |id: &str, z: &str| {
+        let (status, reply) =
+            http(http_port, "PATCH", &format!("/api/nodes/{id}"), &format!("{{\"zone\":\"{z}\"}}"));
+        assert_eq!(status, 200, "{reply}");
+    };
+    zone(&ida, "kitchen");
+    zone(&idb, "den");
+    // B now plays the den's stream; A the kitchen's. Then A moves to the den.
+    std::thread::sleep(Duration::from_millis(2_500));
+    zone(&ida, "den");
+    let (ok, log_a) = wait(&mut a, Duration::from_secs(15));
+    assert!(ok, "player A: {log_a}");
+    let (ok, log_b) = wait(&mut b, Duration::from_secs(15));
+    assert!(ok, "player B: {log_b}");
+    let _ = wait(&mut hub, Duration::from_secs(10));
+    assert!(log_a.contains(&format!("zone: now playing 127.0.0.1:{s2}")), "{log_a}");
+    assert!(log_b.contains(&format!("zone: now playing 127.0.0.1:{s2}")), "{log_b}");
+    // A's output (rewritten when it changed streams) is the den's tone.
+    let out_a = read_wav(&wa);
+    let start = out_a.iter().position(|s| s.unsigned_abs() > 1000).expect("A plays") / 2;
+    let w = &out_a[(start + 4_800) * 2..(start + 24_000).min(out_a.len() / 2) * 2];
+    let (low, high) = (amplitude(w, 300.0), amplitude(w, 700.0));
+    assert!(
+        high > 20.0 * low.max(1.0),
+        "A moved to the den's 700 Hz: 300 Hz {low:.0}, 700 Hz {high:.0}"
+    );
+    // B played the den's tone all along, undisturbed while A joined its zone.
+    let out_b = read_wav(&wb);
+    let start = out_b.iter().position(|s| s.unsigned_abs() > 1000).expect("B plays") / 2;
+    let frames = out_b.len() / 2;
+    let levels: Vec<f64> = (start + 4_800..frames.saturating_sub(4_800))
+        .step_by(4_800)
+        .filter(|f| f + 4_800 <= frames)
+        .map(|f| amplitude(&out_b[f * 2..(f + 4_800) * 2], 700.0))
+        .collect();
+    let median = {
+        let mut v = levels.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let worst = levels.iter().map(|l| (l / median - 1.0).abs()).fold(0.0, f64::max);
+    eprintln!(
+        "zones: B at 700 Hz {median:.0} over {} windows of 100 ms (A joined its zone midway), worst deviation {:.1} %",
+        levels.len(),
+        worst * 100.0
+    );
+    assert!(levels.len() >= 30 && worst < 0.05, "B undisturbed: {levels:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
