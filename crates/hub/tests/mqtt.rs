@@ -174,7 +174,11 @@ async fn state_and_commands_over_mqtt(
     c.publish("tutti/kitchen/delay/set", QoS::AtLeastOnce, false, "-12.5").await.unwrap();
     let (_, delay) = next_publish(&mut ev, |t, b| t == "tutti/kitchen/delay" && b == "-12.5").await;
     assert_eq!(delay, "-12.5");
-    assert!(seen.commands.lock().unwrap().iter().any(|(_, c)| *c == Command::Delay { ms: -12.5 }));
+    // (The echo is published as the setting changes, a moment before the node hears it.)
+    until("the delay at the node", || {
+        seen.commands.lock().unwrap().iter().any(|(_, c)| *c == Command::Delay { ms: -12.5 })
+    })
+    .await;
     // The API sees what MQTT set: one registry.
     let view = h.hub.with(|r| (r.node("kitchen", Instant::now()), vec![], false)).unwrap();
     assert_eq!((view.settings.volume, view.settings.delay_ms), (90.0, -12.5));
