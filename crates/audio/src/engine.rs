@@ -142,9 +142,24 @@ struct DacMap {
     bin_start: Option<LocalTime>,
     offset: u64,
     nominal_ns: f64,
+    /// The line through `history`, refitted when a point changes (not per rendered block).
+    line: Option<Line>,
+}
+
+/// `t = t1 + a + b·(f − f1)`: a DAC instant from a device frame, anchored at the newest point.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    f1: u64,
+    t1: LocalTime,
+    a: f64,
+    b: f64,
 }
 
 impl DacMap {
+    fn new(nominal_ns: f64) -> Self {
+        DacMap { history: VecDeque::new(), bin_start: None, offset: 0, nominal_ns, line: None }
+    }
+
     fn update(&mut self, r: &CallbackReport) {
         self.offset = r.dac_frame - r.ring_frame;
         // A timestamp far off the line (device restarted, clock stepped): start the map over.
@@ -161,9 +176,10 @@ impl DacMap {
         let early = |(f, t): (u64, LocalTime)| t.0 as f64 - f as f64 * nominal;
         match (self.bin_start, self.history.back_mut()) {
             (Some(start), Some(last)) if r.dac_time - start < Nanos::from_millis(50) => {
-                if early((r.dac_frame, r.dac_time)) < early(*last) {
-                    *last = (r.dac_frame, r.dac_time);
+                if early((r.dac_frame, r.dac_time)) >= early(*last) {
+                    return;
                 }
+                *last = (r.dac_frame, r.dac_time);
             }
             _ => {
                 self.bin_start = Some(r.dac_time);
@@ -173,19 +189,23 @@ impl DacMap {
                 }
             }
         }
+        self.line = self.fit();
     }
 
-    /// The local instant device frame `dac_frame` reaches the DAC: a least-squares line
-    /// through the last ~10 s of callback timestamps (one per 50 ms bin), so their jitter
-    /// averages out.
+    /// The local instant device frame `dac_frame` reaches the DAC.
     fn time_of(&self, dac_frame: u64) -> Option<LocalTime> {
+        let Line { f1, t1, a, b } = self.line?;
+        Some(t1 + Nanos((a + b * (dac_frame as f64 - f1 as f64)).round() as i64))
+    }
+
+    /// A least-squares line through the last ~10 s of callback timestamps (one per 50 ms
+    /// bin), so their jitter averages out; the nominal rate until there is half a second.
+    fn fit(&self) -> Option<Line> {
         let &(f1, t1) = self.history.back()?;
         let n = self.history.len() as f64;
         let span = t1 - self.history.front()?.1;
         if self.history.len() < 4 || span < Nanos::from_millis(500) {
-            return Some(
-                t1 + Nanos(((dac_frame as i64 - f1 as i64) as f64 * self.nominal_ns).round() as i64),
-            );
+            return Some(Line { f1, t1, a: 0.0, b: self.nominal_ns });
         }
         // Fit t = a + b·f on values relative to the newest anchor.
         let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
@@ -213,8 +233,7 @@ impl DacMap {
         let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
         let prior = (100e-6 * self.nominal_ns).powi(2);
         let b = self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit));
-        let a = my - b * mx;
-        Some(t1 + Nanos((a + b * (dac_frame as f64 - f1 as f64)).round() as i64))
+        Some(Line { f1, t1, a: my - b * mx, b })
     }
 }
 
@@ -407,12 +426,7 @@ pub fn output<P: Program>(
         program,
         ring: producer,
         reports: report_rx,
-        map: DacMap {
-            history: VecDeque::new(),
-            bin_start: None,
-            offset: 0,
-            nominal_ns: 1e9 / f64::from(config.device_rate),
-        },
+        map: DacMap::new(1e9 / f64::from(config.device_rate)),
         channels,
         block,
         lookahead,

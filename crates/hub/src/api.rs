@@ -157,11 +157,14 @@ async fn command(
 }
 
 async fn discovered(State(hub): State<Hub>) -> impl IntoResponse {
-    let list: Vec<_> = hub
-        .discovered()
-        .into_iter()
-        .map(|(d, linked)| json!({ "id": d.id, "role": d.role, "addresses": d.addresses, "version": d.version, "linked": linked }))
-        .collect();
+    #[derive(serde::Serialize)]
+    struct Heard {
+        #[serde(flatten)]
+        node: crate::discovery::Discovered,
+        linked: bool,
+    }
+    let list: Vec<Heard> =
+        hub.discovered().into_iter().map(|(node, linked)| Heard { node, linked }).collect();
     Json(list)
 }
 

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tutti_proto::control::{Command, Event, NodeView};
 
-use crate::registry::SettingsPatch;
+use crate::registry::{RegistryError, SettingsPatch};
 use crate::{ControlError, Hub, HubError};
 
 /// Retained state goes out at QoS 0: a broker acknowledging every state report (QoS 1) keeps
@@ -305,36 +305,23 @@ async fn handle(hub: &Hub, client: &AsyncClient, topic: &str, payload: &[u8]) {
             r.nodes(Instant::now()).into_iter().map(|n| n.info.id).find(|i| topic_id(i) == node);
         (id, vec![], false)
     });
-    let result = match (id, rest.as_slice()) {
-        (None, _) => {
-            Err(ControlError::Registry(crate::registry::RegistryError::NoNode(node.to_owned()))
-                .to_string())
-            .map_err(|m| ("no_such_node", m))
-        }
-        (Some(id), ["command"]) => match parse_command(payload) {
-            Ok(Request::Patch(p)) => hub.apply(&id, p).map(|_| ()).map_err(|e| {
-                let e = ControlError::from(e);
-                (e.code(), e.to_string())
-            }),
-            Ok(Request::Act(c)) => hub.act(&id, c).map_err(|e| (e.code(), e.to_string())),
-            Err(m) => Err(("bad_json", m)),
-        },
-        (Some(id), ["delay", "set"]) => {
-            match std::str::from_utf8(payload).ok().and_then(|s| s.trim().parse::<f64>().ok()) {
-                Some(ms) => hub
-                    .apply(&id, SettingsPatch { delay_ms: Some(ms), ..Default::default() })
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let e = ControlError::from(e);
-                        (e.code(), e.to_string())
-                    }),
-                None => {
-                    Err(("invalid", "delay_ms: publish a number of milliseconds, e.g. 12.5".into()))
-                }
-            }
-        }
+    let request = match rest.as_slice() {
+        ["command"] => parse_command(payload).map_err(|m| ("bad_json", m)),
+        ["delay", "set"] => std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .map(|ms| Request::Patch(SettingsPatch { delay_ms: Some(ms), ..Default::default() }))
+            .ok_or(("invalid", "delay_ms: publish a number of milliseconds, e.g. 12.5".into())),
         _ => return,
     };
+    let unknown = || ControlError::from(RegistryError::NoNode(node.to_owned()));
+    let result = id.ok_or_else(unknown).map_err(|e| (e.code(), e.to_string())).and_then(|id| {
+        let done = match request? {
+            Request::Patch(p) => hub.apply(&id, p).map(|_| ()).map_err(ControlError::from),
+            Request::Act(c) => hub.act(&id, c),
+        };
+        done.map_err(|e| (e.code(), e.to_string()))
+    });
     if let Err((code, message)) = result {
         let body = json!({ "error": code, "message": message }).to_string();
         let _ = client

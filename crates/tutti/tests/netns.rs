@@ -139,12 +139,20 @@ fn first_sample_ns(path: &Path) -> f64 {
     text.split(':').nth(1).and_then(|v| v.trim().trim_end_matches('}').trim().parse().ok()).unwrap()
 }
 
-#[test]
-fn unicast_and_multicast_across_namespaces_are_bit_identical_and_aligned() {
+/// Root and iproute2 are here (CI has both); otherwise says why the test is skipped.
+fn namespaces_possible() -> bool {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !root || !ip(&["-V"]) {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root with iproute2");
         eprintln!("skipped: needs root and iproute2 to create network namespaces");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn unicast_and_multicast_across_namespaces_are_bit_identical_and_aligned() {
+    if !namespaces_possible() {
         return;
     }
     let prefix = format!("tt{}-", std::process::id() % 100_000);
@@ -230,10 +238,7 @@ fn unicast_and_multicast_across_namespaces_are_bit_identical_and_aligned() {
 
 #[test]
 fn a_player_finds_the_hub_by_mdns_and_the_hub_lists_it() {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if !root || !ip(&["-V"]) {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root with iproute2");
-        eprintln!("skipped: needs root and iproute2 to create network namespaces");
+    if !namespaces_possible() {
         return;
     }
     // mDNS stays inside these namespaces: they have only their loopback and the lab's bridge.
