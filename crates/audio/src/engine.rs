@@ -21,6 +21,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use tutti_proto::playout::Render;
 use tutti_proto::{LocalTime, Nanos};
 
+use crate::cue::{Chime, Cue};
 use crate::pcm::PcmBuffer;
 use crate::ramp::{GainRamp, SharedGain};
 use crate::resample::{CHUNK, DriftFollower, FollowStats};
@@ -252,6 +253,10 @@ pub struct Voice<T: Timeline> {
     channels: usize,
     stats: EngineStats,
     on_block: Option<Box<dyn FnMut(LocalTime, &Render, &[f32]) + Send>>,
+    /// Volume and mute applied here, on stream frames (see [`Voice::set_gain`]).
+    gain: Option<(Arc<SharedGain>, GainRamp)>,
+    /// An identification chime over the stream, if one can be asked for.
+    chime: Option<Chime>,
 }
 
 impl<T: Timeline> core::fmt::Debug for Voice<T> {
@@ -272,7 +277,22 @@ impl<T: Timeline> Voice<T> {
             channels,
             stats: EngineStats::default(),
             on_block: None,
+            gain: None,
+            chime: None,
         }
+    }
+    /// Lets `cue` play an identification chime over the stream (after volume and mute: a
+    /// speaker asked to say where it is says so even when turned down).
+    pub fn set_cue(&mut self, cue: Arc<Cue>, device_rate: u32) {
+        self.chime = Some(Chime::new(cue, device_rate));
+    }
+    /// Applies `gain` to the stream, ramped over `ramp_frames`, here on the media thread where
+    /// each output frame's stream position is known: a change scheduled on a stream frame
+    /// ([`SharedGain::schedule`]) starts on that frame. (The device side's gain, given to
+    /// [`output`], is then best left at unity.)
+    pub fn set_gain(&mut self, gain: Arc<SharedGain>, ramp_frames: u32) {
+        let ramp = GainRamp::new(gain.effective(), ramp_frames);
+        self.gain = Some((gain, ramp));
     }
     /// The timeline.
     pub fn timeline(&mut self) -> &mut T {
@@ -320,6 +340,28 @@ impl<T: Timeline> Program for Voice<T> {
         self.stats.restarts += u64::from(restarted);
         self.stats.last_position = plan.position;
         self.stats.last_dac_time = dac_time;
+        if let Some((shared, ramp)) = self.gain.as_mut() {
+            let channels = self.channels;
+            // Output frames follow stream frames one for one (the drift follower's ratio is
+            // within a few hundred ppm of 1): a change due at stream frame `at` starts on
+            // output frame `at − position`.
+            let due =
+                shared.pending_at().filter(|&at| (at as f64) < plan.position + f64::from(frames));
+            match due {
+                Some(at) => {
+                    let split = ((at as f64 - plan.position).ceil().max(0.0) as usize)
+                        .min(frames as usize)
+                        * channels;
+                    ramp.apply(shared.effective(), &mut out[..split], channels);
+                    shared.commit_pending(at);
+                    ramp.apply(shared.effective(), &mut out[split..], channels);
+                }
+                None => ramp.apply(shared.effective(), out, channels),
+            }
+        }
+        if let Some(chime) = self.chime.as_mut() {
+            chime.mix_into(out, self.channels);
+        }
         if let Some(f) = self.on_block.as_mut() {
             f(dac_time, &plan, out);
         }
@@ -563,5 +605,50 @@ mod tests {
         renderer.render(&mut stall, t1, t1);
         engine.fill(t1 + Nanos::from_secs(60));
         assert_eq!(engine.lookahead(), 1_024);
+    }
+
+    /// A timeline at exactly one stream frame per output frame, from stream frame 1 000, of
+    /// a constant 0.5.
+    struct Steady {
+        next: u64,
+    }
+    impl Timeline for Steady {
+        fn plan(&mut self, _: LocalTime, _: LocalTime, frames: u32) -> Option<Render> {
+            let position = self.next as f64;
+            self.next += u64::from(frames);
+            Some(Render { position, step: 1.0, resynced: false, error_frames: 0.0 })
+        }
+        fn pull(&mut self, until: f64, pcm: &mut PcmBuffer) {
+            let from = if pcm.frames() == 0 { 1_000 } else { pcm.end() };
+            if (from as f64) < until {
+                let n = (until.ceil() as u64 - from) as usize;
+                pcm.push(from, &vec![0.5; n]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_scheduled_gain_starts_on_its_stream_frame() {
+        let gain = SharedGain::new();
+        let mut voice = Voice::new(Steady { next: 1_000 }, 1, 48_000, 48_000);
+        voice.set_exact(true);
+        voice.set_gain(gain.clone(), 1);
+        let t = LocalTime(0);
+        let mut out = vec![0.0; 256];
+        assert!(voice.render(t, t, &mut out));
+        assert!(out.iter().all(|&s| s == 0.5), "unity before any change");
+        // Due at stream frame 1 300: the 45th frame of the block [1 256, 1 512).
+        gain.schedule(Some(0.25), None, 1_300);
+        assert_eq!(gain.gain(), 1.0, "not before its frame");
+        assert!(voice.render(t, t, &mut out));
+        assert!(out[..44].iter().all(|&s| s == 0.5), "{:?}", &out[40..48]);
+        assert!(out[44..].iter().all(|&s| s == 0.125), "{:?}", &out[40..48]);
+        assert_eq!(gain.pending_at(), None);
+        assert_eq!(gain.gain(), 0.25);
+        // A change already past applies from the next block's first frame; mute merges in.
+        gain.schedule(None, Some(true), 10);
+        assert!(voice.render(t, t, &mut out));
+        assert!(out.iter().all(|&s| s == 0.0));
+        assert!(gain.muted());
     }
 }

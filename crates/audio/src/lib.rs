@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod capture;
 pub mod clock;
+pub mod cue;
 pub mod engine;
 pub mod format;
 pub mod measure;

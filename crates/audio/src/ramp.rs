@@ -2,13 +2,28 @@
 //! that no change ever clicks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-/// Volume and mute shared between a control thread and the audio callback.
+/// Volume and mute shared between a control thread and the audio callback, with at most one
+/// change scheduled on a stream frame (see [`schedule`](Self::schedule)).
 #[derive(Debug)]
 pub struct SharedGain {
     gain: AtomicU32,
     muted: AtomicBool,
+    /// Stream frame the pending change is due at (`u64::MAX`: none).
+    pending_at: AtomicU64,
+    /// The pending change: gain bits (0..32), "sets gain" (32), "sets mute" (33), mute (34).
+    pending: AtomicU64,
+}
+
+const SETS_GAIN: u64 = 1 << 32;
+const SETS_MUTE: u64 = 1 << 33;
+const MUTED: u64 = 1 << 34;
+
+/// Volume in percent (0–100 = 0 dB at 100, with a perceptual square-law taper) as a linear gain.
+pub fn percent_to_gain(pct: f32) -> f32 {
+    let v = (pct / 100.0).clamp(0.0, 1.5);
+    v * v
 }
 
 impl SharedGain {
@@ -17,6 +32,8 @@ impl SharedGain {
         Arc::new(SharedGain {
             gain: AtomicU32::new(1.0f32.to_bits()),
             muted: AtomicBool::new(false),
+            pending_at: AtomicU64::new(u64::MAX),
+            pending: AtomicU64::new(0),
         })
     }
     /// Sets the linear gain (clamped to 0..=4).
@@ -26,8 +43,7 @@ impl SharedGain {
     }
     /// Sets the volume in percent (0–100 = 0 dB at 100, with a perceptual square-law taper).
     pub fn set_volume_percent(&self, pct: f32) {
-        let v = (pct / 100.0).clamp(0.0, 1.5);
-        self.set_gain(v * v);
+        self.set_gain(percent_to_gain(pct));
     }
     /// The linear gain.
     pub fn gain(&self) -> f32 {
@@ -44,6 +60,56 @@ impl SharedGain {
     /// The gain to apply now (0 when muted).
     pub fn effective(&self) -> f32 {
         if self.muted() { 0.0 } else { self.gain() }
+    }
+
+    /// Schedules a change of gain and/or mute on stream frame `at`: whoever renders the stream
+    /// (a player's [`Voice`](crate::engine::Voice)) applies it from exactly that frame, so a
+    /// zone-wide change lands on the same sample on every player. One change is pending at a
+    /// time: a second one before the first is due merges into it (and takes its frame).
+    /// Called from one control thread.
+    pub fn schedule(&self, gain: Option<f32>, muted: Option<bool>, at: u64) {
+        let mut bits = if self.pending_at.load(Ordering::Acquire) == u64::MAX {
+            0
+        } else {
+            self.pending.load(Ordering::Relaxed)
+        };
+        if let Some(g) = gain {
+            let g = if g.is_finite() { g.clamp(0.0, 4.0) } else { 0.0 };
+            bits = (bits & !0xFFFF_FFFF) | u64::from(g.to_bits()) | SETS_GAIN;
+        }
+        if let Some(m) = muted {
+            bits = (bits & !MUTED) | SETS_MUTE | if m { MUTED } else { 0 };
+        }
+        // Withdraw, rewrite, republish: a reader that saw the old frame sees it change and
+        // leaves the change for its next block.
+        self.pending_at.store(u64::MAX, Ordering::Release);
+        self.pending.store(bits, Ordering::Release);
+        self.pending_at.store(at.min(u64::MAX - 1), Ordering::Release);
+    }
+
+    /// The stream frame of the pending change, if one is pending.
+    pub fn pending_at(&self) -> Option<u64> {
+        Some(self.pending_at.load(Ordering::Acquire)).filter(|&a| a != u64::MAX)
+    }
+
+    /// Applies the pending change due at `at` (as [`pending_at`](Self::pending_at) said); false
+    /// if it was replaced meanwhile.
+    pub fn commit_pending(&self, at: u64) -> bool {
+        let bits = self.pending.load(Ordering::Acquire);
+        if self
+            .pending_at
+            .compare_exchange(at, u64::MAX, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        if bits & SETS_GAIN != 0 {
+            self.gain.store(bits as u32, Ordering::Relaxed);
+        }
+        if bits & SETS_MUTE != 0 {
+            self.muted.store(bits & MUTED != 0, Ordering::Relaxed);
+        }
+        true
     }
 }
 

@@ -5,10 +5,14 @@
 //! | GET | `/api/nodes` | every node, online or lost (`/devices` is the same list) |
 //! | GET | `/api/nodes/{id}` | one node |
 //! | PATCH | `/api/nodes/{id}` | `{name, volume, mute, delay_ms, zone}` (any of them); reaches the node at once (`/manual-adjust` takes the same body with an `id`) |
-//! | POST | `/api/nodes/{id}/command` | `{"kind":"resync"}` or `{"kind":"identify"}` |
+//! | POST | `/api/nodes/{id}/command` | `{"kind":"resync"}` or `identify` (players); `start`, `pause`, `stop`, `skip` (file sources) |
 //! | GET | `/api/zones` | every zone (`/grouping` is the same list) |
 //! | PUT | `/api/zones/{name}` | `{source, latency_ms}`: create or change |
 //! | DELETE | `/api/zones/{name}` | remove (its players stay, in no zone) |
+//! | POST | `/api/zones/{name}/command` | `{"kind":"volume","percent":40}`, `mute`, `resync`, `identify` for every player of the zone (volume and mute on one stream frame: the same sample everywhere) |
+//! | GET | `/api/streams` | the sources, with what they play (title, artist, position, playlist) and the zones that play them |
+//! | GET | `/api/streams/{id}/cover` | the current track's cover art |
+//! | GET, POST | `/sync` | SyncStream-style: every player's clock offset, skew and latency; POST `{"id"}` or `{"zone"}` (or `{}`: all) resyncs |
 //! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
@@ -95,6 +99,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/zones", get(zones))
         .route("/grouping", get(zones))
         .route("/api/zones/{name}", axum::routing::put(put_zone).delete(delete_zone))
+        .route("/api/zones/{name}/command", post(zone_command))
+        .route("/api/streams", get(streams))
+        .route("/api/streams/{id}/cover", get(cover))
+        .route("/sync", get(sync).post(resync))
         .route("/api/discovered", get(discovered))
         .route("/api/events", get(events))
         .route("/api/openapi.json", get(openapi))
@@ -154,6 +162,135 @@ async fn command(
 ) -> Result<Response, ApiError> {
     hub.act(&id, c)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "sent": true }))).into_response())
+}
+
+async fn zone_command(
+    State(hub): State<Hub>,
+    Path(name): Path<String>,
+    Body(c): Body<Command>,
+) -> Result<Response, ApiError> {
+    let reached = hub.zone_act(&name, &c)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sent": reached }))).into_response())
+}
+
+/// A source as `/api/streams` shows it.
+#[derive(serde::Serialize)]
+struct StreamView {
+    id: String,
+    name: String,
+    online: bool,
+    address: String,
+    stream: Option<String>,
+    track: Option<tutti_proto::control::Track>,
+    players: Option<u32>,
+    zones: Vec<String>,
+    controls: Vec<String>,
+}
+
+/// Does zone source `host:port` name the stream a source at `address` sends?
+fn plays(zone_source: &str, address: &str) -> bool {
+    let (Ok(z), Ok(a)) =
+        (zone_source.parse::<std::net::SocketAddr>(), address.parse::<std::net::SocketAddr>())
+    else {
+        // A host name: same port, and the name is the source's.
+        return zone_source.rsplit_once(':').map(|(_, p)| p)
+            == address.rsplit_once(':').map(|(_, p)| p);
+    };
+    z.port() == a.port() && (a.ip().is_unspecified() || a.ip() == z.ip())
+}
+
+async fn streams(State(hub): State<Hub>) -> impl IntoResponse {
+    let (nodes, zones) = hub.with(|r| ((r.nodes(Instant::now()), r.zones()), vec![], false));
+    let list: Vec<StreamView> = nodes
+        .into_iter()
+        .filter(|n| n.info.role == "source")
+        .map(|n| {
+            let controls = ["start", "pause", "stop", "skip"]
+                .into_iter()
+                .filter(|k| n.info.capabilities.iter().any(|c| c == k))
+                .map(str::to_owned)
+                .collect();
+            StreamView {
+                zones: zones
+                    .iter()
+                    .filter(|z| z.source.as_deref().is_some_and(|s| plays(s, &n.info.address)))
+                    .map(|z| z.name.clone())
+                    .collect(),
+                id: n.info.id,
+                name: n.name,
+                online: n.online,
+                address: n.info.address,
+                stream: n.state.stream,
+                track: n.state.track,
+                players: n.state.peers,
+                controls,
+            }
+        })
+        .collect();
+    Json(list)
+}
+
+async fn cover(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (mime, bytes) = hub.cover(&id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no_cover",
+            format!("source `{id}` has sent no cover art for its current track"),
+        )
+    })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
+async fn sync(State(hub): State<Hub>) -> impl IntoResponse {
+    let nodes = hub.with(|r| (r.nodes(Instant::now()), vec![], false));
+    let players: Vec<serde_json::Value> = nodes
+        .into_iter()
+        .filter(|n| n.info.role == "player")
+        .map(|n| {
+            json!({
+                "id": n.info.id, "name": n.name, "online": n.online, "zone": n.settings.zone,
+                "streaming": n.state.streaming, "offset_us": n.state.offset_us,
+                "skew_ppm": n.state.skew_ppm, "latency_ms": n.state.latency_ms,
+                "delay_ms": n.settings.delay_ms,
+            })
+        })
+        .collect();
+    Json(json!({ "players": players }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResyncBody {
+    id: Option<String>,
+    zone: Option<String>,
+}
+
+async fn resync(State(hub): State<Hub>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let b: ResyncBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResyncBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(StatusCode::BAD_REQUEST, "bad_json", format!("request body: {e}"))
+        })?
+    };
+    let sent = match (b.id, b.zone) {
+        (Some(id), _) => {
+            hub.act(&id, Command::Resync)?;
+            1
+        }
+        (None, Some(zone)) => hub.zone_act(&zone, &Command::Resync)?,
+        (None, None) => {
+            let ids: Vec<String> = hub.with(|r| {
+                let ids = r
+                    .nodes(Instant::now())
+                    .into_iter()
+                    .filter(|n| n.online && n.info.capabilities.iter().any(|c| c == "resync"));
+                (ids.map(|n| n.info.id).collect(), vec![], false)
+            });
+            ids.iter().filter(|id| hub.command(id, vec![Command::Resync])).count()
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sent": sent }))).into_response())
 }
 
 async fn discovered(State(hub): State<Hub>) -> impl IntoResponse {
@@ -258,8 +395,23 @@ pub fn openapi_document() -> serde_json::Value {
             },
             "/api/nodes/{id}/command": {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "post": { "summary": "resync or identify", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "kind": { "type": "string", "enum": ["resync", "identify"] } } } } } },
+                "post": { "summary": "resync or identify (players); start, pause, stop or skip (file sources)", "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
                     "responses": { "202": { "description": "sent" }, "404": error, "409": error, "422": error } }
+            },
+            "/api/zones/{name}/command": {
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "post": { "summary": "volume, mute (on one stream frame: the same sample on every player), resync or identify, for every player of the zone",
+                    "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
+                    "responses": { "202": { "description": "sent: how many players" }, "404": error, "422": error } }
+            },
+            "/api/streams": { "get": { "summary": "The sources: address, current track (title, artist, album, elapsed, duration, playlist position, transport), players, the zones that play them, the controls they take", "responses": { "200": { "description": "streams" } } } },
+            "/api/streams/{id}/cover": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": { "summary": "Cover art of the source's current track", "responses": { "200": { "description": "the image" }, "404": error } }
+            },
+            "/sync": {
+                "get": { "summary": "SyncStream-style: every player's clock offset, skew, latency, delay", "responses": { "200": { "description": "players" } } },
+                "post": { "summary": "SyncStream-style resync: {\"id\"} one player, {\"zone\"} a zone, {} every player", "responses": { "202": { "description": "sent" }, "404": error } }
             },
             "/api/zones": { "get": { "summary": "Every zone", "responses": { "200": { "description": "zones" } } } },
             "/api/discovered": { "get": { "summary": "Nodes heard on mDNS (_tutti._udp), each with `linked`: joined this hub", "responses": { "200": { "description": "nodes" } } } },
@@ -274,6 +426,9 @@ pub fn openapi_document() -> serde_json::Value {
             "/manual-adjust": { "post": { "summary": "SyncStream-style alias of PATCH /api/nodes/{id}, with the id in the body", "responses": { "200": { "description": "applied" } } } }
         },
         "components": { "schemas": {
+            "Command": { "type": "object", "required": ["kind"], "properties": {
+                "kind": { "type": "string", "enum": ["volume", "mute", "resync", "identify", "start", "pause", "stop", "skip"] },
+                "percent": { "type": "number", "minimum": 0, "maximum": 100 }, "mute": { "type": "boolean" } } },
             "Error": { "type": "object", "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
             "SettingsPatch": { "type": "object", "additionalProperties": false, "properties": {
                 "name": { "type": "string" }, "volume": { "type": "number", "minimum": 0, "maximum": 100 },

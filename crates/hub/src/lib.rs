@@ -107,7 +107,7 @@ pub enum ControlError {
     },
     /// A setting sent as an action.
     #[error(
-        "`kind`: resync or identify here; volume, mute and delay are settings (PATCH /api/nodes/{{id}} or MQTT tutti/<node>/command with {{\"volume\": 40}})"
+        "`kind`: resync, identify, start, pause, stop or skip here; volume, mute and delay are settings (PATCH /api/nodes/{{id}} or MQTT tutti/<node>/command with {{\"volume\": 40}})"
     )]
     NotAnAction,
     /// The node is not connected.
@@ -139,6 +139,7 @@ pub struct Hub {
     state_file: Option<PathBuf>,
     key: NetworkKey,
     heard: discovery::Heard,
+    covers: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
 }
 
 impl core::fmt::Debug for Hub {
@@ -162,6 +163,7 @@ impl Hub {
             state_file,
             key,
             heard: Arc::default(),
+            covers: Arc::default(),
         })
     }
 
@@ -219,6 +221,10 @@ impl Hub {
         let kind = match action {
             Command::Resync => "resync",
             Command::Identify => "identify",
+            Command::Start => "start",
+            Command::Pause => "pause",
+            Command::Stop => "stop",
+            Command::Skip => "skip",
             _ => return Err(ControlError::NotAnAction),
         };
         if !view.info.capabilities.iter().any(|k| k == kind) {
@@ -232,6 +238,33 @@ impl Hub {
             Ok(())
         } else {
             Err(ControlError::Offline(id.to_owned()))
+        }
+    }
+
+    /// A command for every player of zone `name` (see [`Registry::zone_command`]): volume and
+    /// mute land on one stream frame everywhere. Returns how many players were reached.
+    pub fn zone_act(&self, name: &str, command: &Command) -> Result<usize, ControlError> {
+        let commands = self.with(|r| match r.zone_command(name, command, Instant::now()) {
+            Ok((commands, events)) => {
+                let save = !events.is_empty();
+                (Ok(commands), events, save)
+            }
+            Err(e) => (Err(e), vec![], false),
+        })?;
+        Ok(commands.into_iter().filter(|(id, c)| self.command(id, vec![c.clone()])).count())
+    }
+
+    /// A source's cover art (MIME type, bytes), as it last sent it.
+    pub fn cover(&self, id: &str) -> Option<(String, Vec<u8>)> {
+        self.covers.lock().ok()?.get(id).cloned()
+    }
+
+    pub(crate) fn set_cover(&self, id: &str, cover: Option<(String, Vec<u8>)>) {
+        if let Ok(mut c) = self.covers.lock() {
+            match cover {
+                Some(c2) => c.insert(id.to_owned(), c2),
+                None => c.remove(id),
+            };
         }
     }
 

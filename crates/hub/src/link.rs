@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use crate::Hub;
 use tutti_proto::control::{LinkMessage, from_hex, to_hex};
 
-/// Longest line accepted from a node.
-pub const MAX_LINE: usize = 64 * 1024;
+/// Longest line accepted from a node (a cover image, hex, is the longest thing it sends).
+pub const MAX_LINE: usize = 1024 * 1024;
 
 /// Accepts node links forever.
 pub async fn serve(hub: Hub, listener: TcpListener) {
@@ -119,11 +119,16 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
                 Ok(0) => break Ok(()),
                 // Anything but state from a node is ignored: an older or newer node may say
                 // more than this hub understands.
-                Ok(_) => {
-                    if let Ok(LinkMessage::State(state)) = serde_json::from_str::<LinkMessage>(line.trim()) {
+                Ok(_) => match serde_json::from_str::<LinkMessage>(line.trim()) {
+                    Ok(LinkMessage::State(state)) => {
                         hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
                     }
-                }
+                    Ok(LinkMessage::Cover { mime, data }) => {
+                        let image = from_hex(&data).filter(|d| !d.is_empty());
+                        hub.set_cover(&id, image.map(|d| (mime, d)));
+                    }
+                    _ => {}
+                },
                 Err(e) => break Err(e),
             },
             c = rx.recv() => match c {

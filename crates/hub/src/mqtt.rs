@@ -191,10 +191,10 @@ fn parse_command(payload: &[u8]) -> Result<Request, String> {
         let c: Command = serde_json::from_value(v).map_err(|e| format!("command: {e}"))?;
         // A setting sent the API's command way is still a setting.
         return Ok(match c {
-            Command::Volume { percent } => {
+            Command::Volume { percent, .. } => {
                 Request::Patch(SettingsPatch { volume: Some(percent), ..Default::default() })
             }
-            Command::Mute { mute } => {
+            Command::Mute { mute, .. } => {
                 Request::Patch(SettingsPatch { mute: Some(mute), ..Default::default() })
             }
             Command::Delay { ms } => {

@@ -12,6 +12,11 @@ use tutti_proto::control::{Command, Event, NodeInfo, NodeState, NodeView, Settin
 /// A node silent this long is marked lost (kept, with its settings).
 pub const LOST_AFTER: Duration = Duration::from_secs(2);
 
+/// How far ahead of "now" a zone-wide change is scheduled: time for the command to reach
+/// every player (they obey within a millisecond on a LAN; Wi-Fi may take tens) before the
+/// frame it starts on is rendered.
+pub const ZONE_LEAD: Duration = Duration::from_millis(150);
+
 /// What survives a hub restart.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Persisted {
@@ -217,13 +222,13 @@ impl Registry {
             && v != settings.volume
         {
             settings.volume = v;
-            commands.push(Command::Volume { percent: v });
+            commands.push(Command::Volume { percent: v, at: None });
         }
         if let Some(m) = patch.mute
             && m != settings.mute
         {
             settings.mute = m;
-            commands.push(Command::Mute { mute: m });
+            commands.push(Command::Mute { mute: m, at: None });
         }
         if let Some(d) = patch.delay_ms
             && d != settings.delay_ms
@@ -252,6 +257,85 @@ impl Registry {
         }
         self.persisted.settings.insert(id.to_owned(), settings.clone());
         events.push(Event::NodeSettings { id: id.to_owned(), settings });
+        Ok((commands, events))
+    }
+
+    /// The stream frame a zone's players play at `now` (extrapolated from the latest report
+    /// of one of them: they all play the same frame at the same instant).
+    pub fn zone_position(&self, name: &str, now: Instant) -> Option<u64> {
+        self.persisted
+            .settings
+            .iter()
+            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+            .filter_map(|(id, _)| {
+                let e = self.nodes.get(id).filter(|e| e.online)?;
+                let (position, rate, seen) = (e.state.position?, e.state.rate?, e.last_seen?);
+                Some((seen, position, rate))
+            })
+            .max_by_key(|(seen, ..)| *seen)
+            .map(|(seen, position, rate)| {
+                let elapsed = now.saturating_duration_since(seen).as_secs_f64();
+                position + (elapsed * f64::from(rate)).round() as u64
+            })
+    }
+
+    /// A command for every player of a zone. Volume and mute change their settings and are
+    /// scheduled on one stream frame [`ZONE_LEAD`] ahead, so they land on the same sample on
+    /// every player; resync and identify go to each at once. Returns the commands per node
+    /// and the events.
+    pub fn zone_command(
+        &mut self,
+        name: &str,
+        command: &Command,
+        now: Instant,
+    ) -> Result<(Vec<(String, Command)>, Vec<Event>), RegistryError> {
+        if !self.persisted.zones.contains_key(name) {
+            return Err(RegistryError::NoZone(name.to_owned()));
+        }
+        let members: Vec<String> = self
+            .persisted
+            .settings
+            .iter()
+            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let at = self.zone_position(name, now).map(|p| {
+            let rate = self
+                .nodes
+                .values()
+                .find_map(|e| e.state.rate.filter(|_| e.online))
+                .unwrap_or(48_000);
+            p + (ZONE_LEAD.as_secs_f64() * f64::from(rate)) as u64
+        });
+        let (patch, scheduled) = match command {
+            Command::Volume { percent, .. } => (
+                SettingsPatch { volume: Some(*percent), ..SettingsPatch::default() },
+                Command::Volume { percent: *percent, at },
+            ),
+            Command::Mute { mute, .. } => (
+                SettingsPatch { mute: Some(*mute), ..SettingsPatch::default() },
+                Command::Mute { mute: *mute, at },
+            ),
+            Command::Resync | Command::Identify => {
+                let commands = members.into_iter().map(|id| (id, command.clone())).collect();
+                return Ok((commands, Vec::new()));
+            }
+            _ => {
+                return Err(RegistryError::Invalid {
+                    field: "kind",
+                    message: "a zone takes volume, mute, resync or identify".into(),
+                });
+            }
+        };
+        let mut commands = Vec::new();
+        let mut events = Vec::new();
+        for id in members {
+            let (cmds, evs) = self.patch(&id, patch.clone())?;
+            events.extend(evs);
+            if !cmds.is_empty() {
+                commands.push((id, scheduled.clone()));
+            }
+        }
         Ok((commands, events))
     }
 
@@ -381,7 +465,10 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(cmds, vec![Command::Volume { percent: 40.0 }, Command::Delay { ms: -12.5 }]);
+        assert_eq!(
+            cmds,
+            vec![Command::Volume { percent: 40.0, at: None }, Command::Delay { ms: -12.5 }]
+        );
         assert!(events.iter().any(|e| matches!(e, Event::ZoneChanged { .. })));
         // A restarted hub gives the node its settings back when it reconnects.
         let mut again = Registry::new(r.persisted().clone());

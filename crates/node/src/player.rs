@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tutti_audio::backend::{ActiveStream, StreamSpec};
 use tutti_audio::clock;
+use tutti_audio::cue::Cue;
 use tutti_audio::engine::{EngineConfig, OutputShared, Timeline, Voice, output};
 use tutti_audio::format::decode_pcm;
 use tutti_audio::opus::OpusDecoder;
@@ -71,8 +72,10 @@ pub struct PlayerSnapshot {
 pub struct RunningPlayer {
     /// Status, refreshed every 100 ms.
     pub status: Arc<Mutex<PlayerSnapshot>>,
-    /// Volume and mute.
+    /// Volume and mute (applied on stream frames: see [`SharedGain::schedule`]).
     pub gain: Arc<SharedGain>,
+    /// Plays the identification chime.
+    pub cue: Arc<Cue>,
     /// The session (for commands: offset, latency).
     pub session: Arc<Mutex<PlayerSession>>,
     /// Local socket address.
@@ -252,9 +255,14 @@ pub fn run_player(
     }
     let config =
         EngineConfig { device_rate: info.sample_rate, channels, block, lookahead, max_lookahead };
+    // Volume and mute act on the stream's frames (a zone-wide change scheduled on a frame lands
+    // on that sample on every player); the device side stays at unity.
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);
-    let (mut engine, mut renderer, shared) = output(voice, config, gain.clone());
+    voice.set_gain(gain.clone(), info.sample_rate / 200);
+    let cue = Cue::new();
+    voice.set_cue(cue.clone(), info.sample_rate);
+    let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
     }
@@ -313,6 +321,7 @@ pub fn run_player(
     Ok(RunningPlayer {
         status,
         gain,
+        cue,
         session,
         local_addr,
         stop,

@@ -66,6 +66,54 @@ pub struct NodeState {
     /// Output level, dBFS peak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level_db: Option<f64>,
+    /// The stream frame playing now (players, before their own delay; the same on every
+    /// player of a stream at one instant): zone-wide changes are scheduled from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The stream's sample rate, Hz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// What a source is playing (title, artist, position), if it knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+    /// Players (sources) or microphones (mixers) connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<u32>,
+}
+
+/// A source's current track.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    /// Title (else the file's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Artist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// Album.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// The file (or input) it comes from.
+    #[serde(default)]
+    pub file: String,
+    /// Its number in the playlist (from 1) and the playlist's length.
+    #[serde(default)]
+    pub index: u32,
+    /// Tracks in the playlist.
+    #[serde(default)]
+    pub count: u32,
+    /// Seconds played.
+    #[serde(default)]
+    pub elapsed_s: f64,
+    /// Its length, seconds, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// `playing`, `paused` or `stopped`.
+    #[serde(default)]
+    pub transport: String,
+    /// It has cover art (`GET /api/streams/{id}/cover`).
+    #[serde(default)]
+    pub cover: bool,
 }
 
 /// What the hub sets on a node; survives restarts of both.
@@ -112,11 +160,18 @@ pub enum Command {
     Volume {
         /// 0–100.
         percent: f32,
+        /// The stream frame it starts on (zone-wide changes: the same sample everywhere);
+        /// absent, at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// Mute or unmute.
     Mute {
         /// Muted.
         mute: bool,
+        /// The stream frame it starts on; absent, at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// Per-device delay.
     Delay {
@@ -125,8 +180,16 @@ pub enum Command {
     },
     /// Re-lock playout now.
     Resync,
-    /// Make yourself heard ("this is the kitchen speaker").
+    /// Make yourself heard ("this is the kitchen speaker"): a short chime over the stream.
     Identify,
+    /// A file source: play (resume, or start over after `stop`).
+    Start,
+    /// A file source: hold the position and send silence.
+    Pause,
+    /// A file source: send silence and go back to the start of the track.
+    Stop,
+    /// A file source: the next track of the playlist.
+    Skip,
     /// Play this stream (the zone's source), at this group latency if given.
     Route {
         /// The source, `host:port`.
@@ -222,6 +285,13 @@ pub enum LinkMessage {
     },
     /// Node → hub: my state.
     State(NodeState),
+    /// Node → hub (sources): the current track's cover art (sent when the track changes).
+    Cover {
+        /// MIME type.
+        mime: String,
+        /// The image, hex.
+        data: String,
+    },
     /// Hub → node: do this.
     Command(Command),
 }

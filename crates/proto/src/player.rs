@@ -668,6 +668,27 @@ impl PlayerSession {
         Some(clock.to_local(p0 + dt + self.config.device_offset + self.extra))
     }
 
+    /// Re-locks playout now: the position controller starts over and the next block plays
+    /// exactly where the clock says (a jump, not a slow slew), as after joining.
+    pub fn resync(&mut self) {
+        if let Some(s) = self.scheduler.as_mut() {
+            s.reset();
+        }
+    }
+
+    /// The stream frame due at local instant `at` before this device's own delay (the inverse
+    /// of [`due_at`](Self::due_at) without the device offset): every player of a stream at one
+    /// group latency names the same frame at the same instant, so this is "now" for all of
+    /// them (zone-wide changes are scheduled on it).
+    pub fn position_at(&self, at: LocalTime) -> Option<u64> {
+        let info = self.info.as_ref()?;
+        let (m0, p0) = self.reference?;
+        let clock = self.locked_clock()?;
+        let since = clock.to_stream(at) - (p0 + self.extra);
+        let frames = i128::from(since.0) * i128::from(info.sample_rate) / 1_000_000_000;
+        u64::try_from(i128::from(m0.0) + frames).ok()
+    }
+
     /// The first local instant at or after `after` at which a whole media frame reaches the
     /// DAC, once the clock is locked and a frame has arrived (sync mode). A device whose
     /// phase is free, a file, starts there: its samples then *are* the stream's samples,

@@ -695,7 +695,14 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                 "default".into()
             }
         }),
-        capabilities: vec!["volume".into(), "mute".into(), "delay".into(), "route".into()],
+        capabilities: vec![
+            "volume".into(),
+            "mute".into(),
+            "delay".into(),
+            "route".into(),
+            "resync".into(),
+            "identify".into(),
+        ],
         address: format!("{}:{}", local.ip(), player.local_addr.port()),
         version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -770,7 +777,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                         if let Ok(mut h) = handles.lock() {
                             *h = PlayerHandles::of(&player);
                             if let Some(l) = levels {
-                                h.apply(&l);
+                                h.apply(&l, None);
                             }
                         }
                         eprintln!("{}zone: now playing {addr}", if tty { "\r\x1b[K" } else { "" });
@@ -1202,6 +1209,7 @@ struct Levels {
 struct PlayerHandles {
     status: std::sync::Arc<std::sync::Mutex<PlayerSnapshot>>,
     gain: std::sync::Arc<tutti_audio::ramp::SharedGain>,
+    cue: std::sync::Arc<tutti_audio::cue::Cue>,
     session: std::sync::Arc<std::sync::Mutex<tutti_proto::PlayerSession>>,
     levels: Levels,
 }
@@ -1211,19 +1219,30 @@ impl PlayerHandles {
         PlayerHandles {
             status: p.status.clone(),
             gain: p.gain.clone(),
+            cue: p.cue.clone(),
             session: p.session.clone(),
             levels: Levels::default(),
         }
     }
 
-    /// Applies the levels `l` sets (and remembers them).
-    fn apply(&mut self, l: &Levels) {
+    /// Applies the levels `l` sets (and remembers them): at once, or from stream frame `at`.
+    fn apply(&mut self, l: &Levels, at: Option<u64>) {
+        use tutti_audio::ramp::percent_to_gain;
+        match at {
+            Some(at) => self.gain.schedule(l.volume.map(percent_to_gain), l.mute, at),
+            None => {
+                if let Some(v) = l.volume {
+                    self.gain.set_volume_percent(v);
+                }
+                if let Some(m) = l.mute {
+                    self.gain.set_muted(m);
+                }
+            }
+        }
         if let Some(v) = l.volume {
-            self.gain.set_volume_percent(v);
             self.levels.volume = Some(v);
         }
         if let Some(m) = l.mute {
-            self.gain.set_muted(m);
             self.levels.mute = Some(m);
         }
         if let Some(d) = l.delay_ms {
@@ -1245,7 +1264,12 @@ impl tutti_node::hub::HubHandler for PlayerHub {
     fn state(&mut self) -> tutti_proto::control::NodeState {
         let status = self.handles.lock().map(|h| h.status.clone());
         let s = status.ok().and_then(|st| st.lock().ok().map(|s| s.clone())).unwrap_or_default();
+        let position = self.handles.lock().ok().and_then(|h| {
+            h.session.lock().ok().and_then(|s| s.position_at(tutti_audio::clock::now()))
+        });
         tutti_proto::control::NodeState {
+            position,
+            rate: s.info.as_ref().map(|i| i.sample_rate),
             streaming: s.streaming,
             stream: s.info.as_ref().map(|i| i.name.clone()),
             offset_us: s.clock.as_ref().map(|c| c.offset.0 as f64 / 1e3),
@@ -1256,31 +1280,49 @@ impl tutti_node::hub::HubHandler for PlayerHub {
             concealed: s.stats.concealed,
             underruns: s.underrun_frames,
             level_db: None,
+            track: None,
+            peers: None,
         }
     }
     fn settings(&mut self, settings: &tutti_proto::control::Settings) {
         use tutti_proto::control::Command;
-        self.command(&Command::Volume { percent: settings.volume });
-        self.command(&Command::Mute { mute: settings.mute });
+        self.command(&Command::Volume { percent: settings.volume, at: None });
+        self.command(&Command::Mute { mute: settings.mute, at: None });
         self.command(&Command::Delay { ms: settings.delay_ms });
     }
     fn command(&mut self, command: &tutti_proto::control::Command) {
         use tutti_proto::control::Command;
-        let change = match command {
-            Command::Volume { percent } => Levels { volume: Some(*percent), ..Levels::default() },
-            Command::Mute { mute } => Levels { mute: Some(*mute), ..Levels::default() },
-            Command::Delay { ms } => Levels { delay_ms: Some(*ms), ..Levels::default() },
+        let (change, at) = match command {
+            Command::Volume { percent, at } => {
+                (Levels { volume: Some(*percent), ..Levels::default() }, *at)
+            }
+            Command::Mute { mute, at } => (Levels { mute: Some(*mute), ..Levels::default() }, *at),
+            Command::Delay { ms } => (Levels { delay_ms: Some(*ms), ..Levels::default() }, None),
             Command::Route { source, latency_ms } => {
                 if let Ok(mut r) = self.route.lock() {
                     *r = Some((source.clone(), *latency_ms));
                 }
                 return;
             }
-            // Not among this player's capabilities: the hub does not send them.
-            Command::Resync | Command::Identify => return,
+            Command::Resync => {
+                if let Ok(h) = self.handles.lock()
+                    && let Ok(mut s) = h.session.lock()
+                {
+                    s.resync();
+                }
+                return;
+            }
+            Command::Identify => {
+                if let Ok(h) = self.handles.lock() {
+                    h.cue.ask();
+                }
+                return;
+            }
+            // A source's controls: not among a player's capabilities.
+            Command::Start | Command::Pause | Command::Stop | Command::Skip => return,
         };
         if let Ok(mut h) = self.handles.lock() {
-            h.apply(&change);
+            h.apply(&change, at);
         }
     }
     fn status(&mut self, message: &str) {
