@@ -164,7 +164,7 @@ impl Registry {
         e.online = true;
         let changed = e.state != state;
         e.state = state.clone();
-        changed.then(|| Event::NodeState { id: id.to_owned(), state })
+        changed.then(|| Event::NodeState { id: id.to_owned(), state: Box::new(state) })
     }
 
     /// A node's link closed.

@@ -161,7 +161,7 @@ async fn state_and_commands_over_mqtt(
             .unwrap();
         until("the command at the node", || seen.commands.lock().unwrap().len() > i).await;
         let (at, got) = seen.commands.lock().unwrap()[i].clone();
-        assert_eq!(got, Command::Volume { percent: *v });
+        assert_eq!(got, Command::Volume { percent: *v, at: None });
         lags.push(at - t);
     }
     lags.sort();

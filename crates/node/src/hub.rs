@@ -22,6 +22,10 @@ pub trait HubHandler: Send + 'static {
     fn command(&mut self, command: &Command);
     /// The link's status, for the user (connected, refused, lost).
     fn status(&mut self, _message: &str) {}
+    /// Anything else to tell the hub (a source's cover art), asked with every report.
+    fn outbox(&mut self) -> Vec<LinkMessage> {
+        Vec::new()
+    }
 }
 
 /// A running link.
@@ -173,7 +177,11 @@ fn session(
         }
         let now = std::time::Instant::now();
         if now >= next {
-            if let Err(e) = write(&mut stream, &LinkMessage::State(handler.state())) {
+            let extra = handler.outbox();
+            let sent = std::iter::once(LinkMessage::State(handler.state()))
+                .chain(extra)
+                .try_for_each(|m| write(&mut stream, &m));
+            if let Err(e) = sent {
                 break Err(e);
             }
             next += report;

@@ -1,6 +1,7 @@
 //! A running stream: encoder thread → network thread (owns the [`SourceSession`]).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,16 +24,118 @@ use crate::net::{RECV_BUF, bind, multicast_sender, recv_until};
 
 /// Where the audio comes from.
 pub enum Input {
-    /// A paced source (file, tone, stdin): read as fast as the schedule wants. `reopen` makes
-    /// a fresh copy for `--loop`.
+    /// A paced source (tone, stdin): read as fast as the schedule wants.
     Paced {
         /// The source, already at the stream's rate and channels.
         source: Box<dyn Source>,
-        /// Makes the source again from the start (looping), if set.
-        reopen: Option<Box<dyn FnMut() -> Option<Box<dyn Source>> + Send>>,
     },
+    /// Files, one after another (one file, a folder, a list): paced, and controlled
+    /// (start, pause, stop, skip: see [`SourceProgress::request`]).
+    Playlist(Playlist),
     /// A capture device: frames leave as soon as they are captured.
     Captured(CaptureSource),
+}
+
+/// Opens a file as a source at the stream's rate and channels.
+pub type Opener = Box<dyn FnMut(&Path) -> Result<Box<dyn Source>, String> + Send>;
+
+/// Files played one after another on one stream.
+pub struct Playlist {
+    files: Vec<PathBuf>,
+    index: usize,
+    looping: bool,
+    open: Opener,
+}
+
+impl Playlist {
+    /// Plays `files` in order (from the first again after the last if `looping`), opening
+    /// each with `open`.
+    pub fn new(files: Vec<PathBuf>, looping: bool, open: Opener) -> Self {
+        Playlist { files, index: 0, looping, open }
+    }
+
+    /// The track at `index` or the first after it that opens (wrapping when looping); the
+    /// tracks that failed, with why. `None`: the playlist is over.
+    fn open_at(&mut self, index: usize, log: &Mutex<Vec<String>>) -> Option<Box<dyn Source>> {
+        let n = self.files.len();
+        for k in 0..n {
+            let i = index + k;
+            if i >= n && !self.looping {
+                return None;
+            }
+            let i = i % n;
+            match (self.open)(&self.files[i]) {
+                Ok(s) => {
+                    self.index = i;
+                    return Some(s);
+                }
+                Err(e) => {
+                    if let Ok(mut l) = log.lock() {
+                        l.push(format!("skipping {}: {e}", self.files[i].display()));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn file_name(&self) -> String {
+        self.files
+            .get(self.index)
+            .and_then(|f| f.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A file source's transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Sending the track.
+    Playing,
+    /// Sending silence, holding the position.
+    Paused,
+    /// Sending silence, at the start of the track.
+    Stopped,
+}
+
+impl Transport {
+    /// `playing`, `paused`, `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Playing => "playing",
+            Transport::Paused => "paused",
+            Transport::Stopped => "stopped",
+        }
+    }
+}
+
+/// A request to a file source's transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Play (resume; from the start after a stop).
+    Start,
+    /// Silence, holding the position.
+    Pause,
+    /// Silence, back to the start of the track.
+    Stop,
+    /// The next track.
+    Skip,
+}
+
+/// What a playlist is playing now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NowPlaying {
+    /// The file's name.
+    pub file: String,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its index in the playlist (from 0) and the playlist's length.
+    pub index: usize,
+    /// Tracks in the playlist.
+    pub count: usize,
+    /// Tracks started so far (changes with every track, looping included).
+    pub serial: u64,
 }
 
 /// Counters a CLI shows.
@@ -50,6 +153,26 @@ pub struct SourceProgress {
     pub snapshot: Mutex<(SourceStats, Vec<(SocketAddr, String, tutti_proto::wire::Report)>)>,
     /// Source events as text, for the CLI (joined, left, refused).
     pub log: Mutex<Vec<String>>,
+    /// A playlist's current track.
+    pub now_playing: Mutex<NowPlaying>,
+    /// A playlist's transport (`None`: not a playlist).
+    transport: Mutex<Option<Transport>>,
+    /// Requests not yet taken by the encoder.
+    requests: Mutex<Vec<Request>>,
+}
+
+impl SourceProgress {
+    /// Asks a playlist's transport for something; false if this stream is not a playlist.
+    pub fn request(&self, r: Request) -> bool {
+        if self.transport().is_none() {
+            return false;
+        }
+        self.requests.lock().map(|mut q| q.push(r)).is_ok()
+    }
+    /// A playlist's transport now (`None`: not a playlist).
+    pub fn transport(&self) -> Option<Transport> {
+        self.transport.lock().ok().and_then(|t| *t)
+    }
 }
 
 /// A running stream.
@@ -130,14 +253,26 @@ pub fn run_source(
     let progress = Arc::new(SourceProgress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<Frame>(64);
-    let metadata = match &input {
-        Input::Paced { source, .. } => {
+    let (feed, metadata) = match input {
+        Input::Paced { source } => {
             progress.total.store(source.duration().unwrap_or(0), Ordering::Relaxed);
-            source.metadata()
+            let m = source.metadata();
+            (Feed::Paced(source, None), m)
         }
-        Input::Captured(_) => Metadata::default(),
+        Input::Playlist(mut list) => {
+            let first = list.open_at(0, &progress.log).ok_or_else(|| {
+                NodeError::Refused("no file of the playlist opens (see the messages above)".into())
+            })?;
+            let m = first.metadata();
+            start_track(&progress, &list, first.as_ref());
+            if let Ok(mut t) = progress.transport.lock() {
+                *t = Some(Transport::Playing);
+            }
+            (Feed::Paced(first, Some(list)), m)
+        }
+        Input::Captured(c) => (Feed::Captured(c), Metadata::default()),
     };
-    let captured = matches!(input, Input::Captured(_));
+    let captured = matches!(feed, Feed::Captured(_));
     let live = captured || cfg.mode == Mode::Live;
     let fpp = usize::from(cfg.frames_per_packet);
     let channels = usize::from(cfg.channels);
@@ -156,7 +291,7 @@ pub fn run_source(
     let codec = encoding.codec;
     let enc = std::thread::Builder::new()
         .name("tutti-encode".into())
-        .spawn(move || encode_loop(input, codec, encoder.as_mut(), fpp, channels, tx, &s1, &p1))
+        .spawn(move || encode_loop(feed, codec, encoder.as_mut(), fpp, channels, tx, &s1, &p1))
         .map_err(|e| NodeError::Net(e.to_string()))?;
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
@@ -170,9 +305,30 @@ pub fn run_source(
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
 }
 
+/// What the encoder reads.
+enum Feed {
+    Paced(Box<dyn Source>, Option<Playlist>),
+    Captured(CaptureSource),
+}
+
+/// A playlist's track starts: say what it is.
+fn start_track(progress: &SourceProgress, list: &Playlist, track: &dyn Source) {
+    progress.frames.store(0, Ordering::Relaxed);
+    progress.total.store(track.duration().unwrap_or(0), Ordering::Relaxed);
+    if let Ok(mut now) = progress.now_playing.lock() {
+        *now = NowPlaying {
+            file: list.file_name(),
+            metadata: track.metadata(),
+            index: list.index,
+            count: list.files.len(),
+            serial: now.serial + 1,
+        };
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn encode_loop(
-    input: Input,
+    feed: Feed,
     codec: Codec,
     mut opus: Option<&mut OpusEncoder>,
     fpp: usize,
@@ -183,13 +339,62 @@ fn encode_loop(
 ) {
     let mut pcm = Vec::with_capacity(fpp * channels);
     let mut out = vec![0u8; MAX_DATAGRAM];
-    let (mut source, mut reopen, mut capture): (Option<Box<dyn Source>>, _, Option<CaptureSource>) =
-        match input {
-            Input::Paced { source, reopen } => (Some(source), reopen, None),
-            Input::Captured(c) => (None, None, Some(c)),
-        };
+    let (mut source, mut playlist, mut capture) = match feed {
+        Feed::Paced(s, list) => (Some(s), list, None),
+        Feed::Captured(c) => (None, None, Some(c)),
+    };
     while !stop.load(Ordering::Relaxed) {
         pcm.clear();
+        // A playlist's transport: requests first, then silence while not playing (the stream
+        // goes on, so players stay locked and resume on the sample).
+        if let Some(list) = playlist.as_mut() {
+            let requests: Vec<Request> =
+                progress.requests.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default();
+            let mut transport = progress.transport().unwrap_or(Transport::Playing);
+            for r in requests {
+                match r {
+                    Request::Start => transport = Transport::Playing,
+                    Request::Pause if transport == Transport::Playing => {
+                        transport = Transport::Paused;
+                    }
+                    Request::Pause => {}
+                    Request::Stop => {
+                        transport = Transport::Stopped;
+                        let index = list.index;
+                        source = list.open_at(index, &progress.log);
+                        if let Some(s) = &source {
+                            start_track(progress, list, s.as_ref());
+                        }
+                    }
+                    Request::Skip => {
+                        // Past the last track (not looping): stopped at the first, the stream
+                        // still up for the next start.
+                        let next = list.index + 1;
+                        source = list.open_at(next, &progress.log).or_else(|| {
+                            transport = Transport::Stopped;
+                            list.open_at(0, &progress.log)
+                        });
+                        match &source {
+                            Some(s) => start_track(progress, list, s.as_ref()),
+                            None => {
+                                let _ = tx.send(Frame::End);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Ok(mut t) = progress.transport.lock() {
+                *t = Some(transport);
+            }
+            if transport != Transport::Playing {
+                pcm.resize(fpp * channels, 0.0);
+                if send(encode(&pcm, codec, &mut opus, &mut out), None, &tx, stop).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let (n, captured) = match (&mut source, &mut capture) {
             (Some(s), _) => (s.read(&mut pcm, fpp).unwrap_or(0), None),
             (None, Some(c)) => {
@@ -199,44 +404,69 @@ fn encode_loop(
             _ => (0, None),
         };
         if n == 0 {
-            if let Some(next) = reopen.as_mut().and_then(|r| r()) {
-                source = Some(next);
-                progress.loops.fetch_add(1, Ordering::Relaxed);
-                progress.frames.store(0, Ordering::Relaxed);
-                continue;
+            // The track ended: the next one, if the playlist goes on.
+            if let Some(list) = playlist.as_mut() {
+                let next = list.index + 1;
+                if let Some(s) = list.open_at(next, &progress.log) {
+                    start_track(progress, list, s.as_ref());
+                    if next >= list.files.len() {
+                        progress.loops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    source = Some(s);
+                    continue;
+                }
             }
             let _ = tx.send(Frame::End);
             return;
         }
         pcm.resize(fpp * channels, 0.0);
         progress.frames.fetch_add(n as u64, Ordering::Relaxed);
-        let payload = match (&mut opus, codec) {
-            (Some(enc), _) => match enc.encode(&pcm, &mut out) {
-                Ok(len) => out[..len].to_vec(),
-                Err(_) => continue,
-            },
-            (None, c) => {
-                let mut b = Vec::with_capacity(pcm.len() * 4);
-                encode_pcm(c, &pcm, &mut b);
-                b
-            }
-        };
-        // A full queue (a paced input runs ahead of its schedule) is retried every 10 ms
-        // rather than woken frame by frame: the network thread never waits on it (it holds
-        // 20 ms of frames ahead), and the encoder wakes 100 times a second, not 400.
-        let mut frame = Frame::Audio { captured, payload };
-        loop {
-            match tx.try_send(frame) {
-                Ok(()) => break,
-                Err(TrySendError::Full(f)) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    frame = f;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+        if send(encode(&pcm, codec, &mut opus, &mut out), captured, &tx, stop).is_err() {
+            return;
+        }
+    }
+}
+
+/// One frame's payload (`None`: the encoder refused it, and it is skipped).
+fn encode(
+    pcm: &[f32],
+    codec: Codec,
+    opus: &mut Option<&mut OpusEncoder>,
+    out: &mut [u8],
+) -> Option<Vec<u8>> {
+    match (opus, codec) {
+        (Some(enc), _) => enc.encode(pcm, out).ok().map(|len| out[..len].to_vec()),
+        (None, c) => {
+            let mut b = Vec::with_capacity(pcm.len() * 4);
+            encode_pcm(c, pcm, &mut b);
+            Some(b)
+        }
+    }
+}
+
+/// Queues a frame for the network thread. A full queue (a paced input runs ahead of its
+/// schedule) is retried every 10 ms rather than woken frame by frame: the network thread
+/// never waits on it (it holds 20 ms of frames ahead), and the encoder wakes 100 times a
+/// second, not 400. Err: stop.
+fn send(
+    payload: Option<Vec<u8>>,
+    captured: Option<LocalTime>,
+    tx: &SyncSender<Frame>,
+    stop: &AtomicBool,
+) -> Result<(), ()> {
+    let Some(payload) = payload else { return Ok(()) };
+    let mut frame = Frame::Audio { captured, payload };
+    loop {
+        match tx.try_send(frame) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(f)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(());
                 }
-                Err(TrySendError::Disconnected(_)) => return,
+                frame = f;
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
+            Err(TrySendError::Disconnected(_)) => return Err(()),
         }
     }
 }

@@ -236,7 +236,7 @@ pub enum Event {
         /// Its id.
         id: String,
         /// The state.
-        state: NodeState,
+        state: Box<NodeState>,
     },
     /// A node's settings changed.
     NodeSettings {

@@ -218,6 +218,10 @@ struct StreamArgs {
     /// An audio file (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A...).
     #[arg(long, group = "input")]
     file: Option<PathBuf>,
+    /// Tracks one after another on one stream: a folder (its audio files by name) or an
+    /// .m3u list. The hub can start, pause, stop and skip it.
+    #[arg(long, group = "input")]
+    playlist: Option<PathBuf>,
     /// A folder: one synchronized stream per file (multitrack), on consecutive ports.
     #[arg(long, group = "input")]
     dir: Option<PathBuf>,
@@ -275,6 +279,11 @@ struct StreamArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Join a hub (`tutti serve`) at HOST:PORT (its node link, 7481): it lists this source
+    /// with its track and starts, pauses, stops and skips a playlist. Without it, the hub
+    /// mDNS finds (if any).
+    #[arg(long)]
+    hub: Option<String>,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -456,21 +465,22 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
 
     // Inputs: one per stream.
     let mut inputs: Vec<(String, Input)> = Vec::new();
-    let file_input = |path: PathBuf, looping: bool| -> Result<Input> {
-        let src = FileSource::open(&path)?;
-        let source: Box<dyn Source> = Box::new(Converted::new(src, rate, ch)?);
-        let reopen: Option<Box<dyn FnMut() -> Option<Box<dyn Source>> + Send>> =
-            looping.then(|| {
-                let p = path.clone();
-                Box::new(move || {
-                    let s = FileSource::open(&p).ok()?;
-                    Some(Box::new(Converted::new(s, rate, ch).ok()?) as Box<dyn Source>)
-                }) as Box<dyn FnMut() -> Option<Box<dyn Source>> + Send>
-            });
-        Ok(Input::Paced { source, reopen })
+    let opener = move || -> tutti_node::source::Opener {
+        Box::new(move |p: &std::path::Path| {
+            let src = FileSource::open(p).map_err(|e| e.to_string())?;
+            Ok(Box::new(Converted::new(src, rate, ch).map_err(|e| e.to_string())?)
+                as Box<dyn Source>)
+        })
+    };
+    let playlist = |files: Vec<PathBuf>, looping: bool| {
+        Input::Playlist(tutti_node::source::Playlist::new(files, looping, opener()))
     };
     if let Some(f) = &a.file {
-        inputs.push((f.display().to_string(), file_input(f.clone(), a.looping)?));
+        FileSource::open(f)?;
+        inputs.push((f.display().to_string(), playlist(vec![f.clone()], a.looping)));
+    } else if let Some(p) = &a.playlist {
+        let files = playlist_files(p)?;
+        inputs.push((p.display().to_string(), playlist(files, a.looping)));
     } else if let Some(d) = &a.dir {
         let mut files: Vec<PathBuf> = std::fs::read_dir(d)
             .with_context(|| format!("--dir {}", d.display()))?
@@ -483,12 +493,12 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         }
         for f in files {
             let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            inputs.push((name, file_input(f, a.looping)?));
+            inputs.push((name, playlist(vec![f], a.looping)));
         }
     } else if let Some(hz) = a.tone {
         inputs.push((
             format!("tone {hz} Hz"),
-            Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)), reopen: None },
+            Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)) },
         ));
     } else if a.stdin {
         let fmt = parse_codec(&a.format)
@@ -496,7 +506,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             .filter(|c| *c != Codec::Opus)
             .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
         let raw = RawPcm::new(std::io::stdin(), fmt, rate, ch)?;
-        inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw), reopen: None }));
+        inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
     } else if let Some(dev) = &a.device {
         let backend = tutti_audio::backend::cpal::CpalBackend::available()
             .into_iter()
@@ -511,13 +521,14 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         std::mem::forget(stream);
         inputs.push((format!("device {dev}"), Input::Captured(cap)));
     } else {
-        bail!("nothing to stream: give --file, --dir, --tone, --stdin or --device");
+        bail!("nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device");
     }
 
     // Stems of a multitrack start together, and every stream starts 300 ms after launch, so
     // that players already listening lock their clocks and hear it from the first sample.
     let start = Some(tutti_audio::clock::now() + Nanos::from_millis(300));
     let mut running: Vec<RunningSource> = Vec::new();
+    let first_name = inputs.first().map(|(n, _)| n.clone()).unwrap_or_default();
     for (i, (name, input)) in inputs.into_iter().enumerate() {
         let mut c = base.clone();
         c.stream_id = i as u32 + 1;
@@ -547,9 +558,57 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         }
         running.push(r);
     }
+    // The hub: this source is listed with what it plays, and takes start/pause/stop/skip.
+    let first = &running[0];
+    let playlist = first.progress.transport().is_some();
+    let info = tutti_proto::control::NodeInfo {
+        id: node_id(&format!("{}-source-{}", hostname(), first.local_addr.port())),
+        name: format!("{} source", hostname()),
+        role: "source".into(),
+        device: a.device.clone().unwrap_or_default(),
+        capabilities: if playlist {
+            ["start", "pause", "stop", "skip"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        },
+        address: first.local_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut discovery = discovery_for(&a.net, &info.id, "source", first.local_addr.port());
+    let handler = SourceHub {
+        progress: running.iter().map(|r| r.progress.clone()).collect(),
+        name: first_name,
+        rate,
+        cover_sent: None,
+    };
+    let log = first.progress.clone();
+    let say = move |m: String| {
+        if let Ok(mut l) = log.log.lock() {
+            l.push(m);
+        }
+    };
+    let key = sec.sending_key().cloned();
+    let _link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut shown_track = 0;
     loop {
         std::thread::sleep(Duration::from_millis(250));
+        if let Ok(now) = first.progress.now_playing.lock()
+            && now.serial != shown_track
+        {
+            shown_track = now.serial;
+            if now.count > 1 || shown_track > 1 {
+                let title = now.metadata.title.clone().unwrap_or_else(|| now.file.clone());
+                let by =
+                    now.metadata.artist.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
+                eprintln!(
+                    "{}now playing {}/{}: {title}{by}",
+                    if tty { "\r\x1b[K" } else { "" },
+                    now.index + 1,
+                    now.count
+                );
+            }
+        }
         for r in &running {
             if let Ok(mut log) = r.progress.log.lock() {
                 for l in log.drain(..) {
@@ -591,6 +650,33 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// A playlist's files: a folder's audio files by name, or an .m3u list's entries (relative to
+/// the list).
+fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = if p.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("--playlist {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.is_file() && FileSource::open(f).is_ok())
+            .collect();
+        files.sort();
+        files
+    } else {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("--playlist {}: a folder or an .m3u list", p.display()))?;
+        let base = p.parent().unwrap_or(std::path::Path::new("."));
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| base.join(l))
+            .collect()
+    };
+    if files.is_empty() {
+        bail!("--playlist {}: no audio files in it", p.display());
+    }
+    Ok(files)
 }
 
 fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Security)> {
@@ -655,6 +741,79 @@ fn status_line(s: &PlayerSnapshot) -> String {
     )
 }
 
+/// mDNS: advertises this node (and listens for the hub), unless `--no-mdns`.
+fn discovery_for(
+    net: &NetArgs,
+    id: &str,
+    role: &str,
+    port: u16,
+) -> Option<tutti_node::discovery::Discovery> {
+    if !net.mdns() {
+        return None;
+    }
+    match tutti_node::discovery::Discovery::start() {
+        Ok(d) => {
+            if let Err(e) = d.advertise(id, role, port) {
+                eprintln!("tutti: {e} (the hub will not discover this {role})");
+            }
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
+            None
+        }
+    }
+}
+
+/// Links this node to the hub `hub` names, else to the one mDNS finds (none found: the node
+/// works on alone). `say` tells the user what was found.
+fn join_hub(
+    hub: Option<&str>,
+    key: Option<tutti_proto::NetworkKey>,
+    discovery: Option<&mut tutti_node::discovery::Discovery>,
+    info: tutti_proto::control::NodeInfo,
+    handler: impl tutti_node::hub::HubHandler,
+    say: impl Fn(String) + Send + 'static,
+) -> Result<Option<tutti_node::hub::HubLink>> {
+    let report = Duration::from_millis(250);
+    Ok(match (hub, key, discovery) {
+        (Some(_), None, _) => bail!(
+            "--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)"
+        ),
+        (Some(h), Some(key), _) => {
+            let hub = resolve(h, "--hub")?;
+            Some(tutti_node::hub::HubLink::spawn(hub, info, key, report, handler)?)
+        }
+        (None, Some(key), Some(d)) => match d.watch_hub() {
+            Ok(slot) => {
+                let mut said = false;
+                let find = move || {
+                    let hub = slot.lock().ok().and_then(|h| *h);
+                    if let (Some(h), false) = (hub, said) {
+                        said = true;
+                        say(format!("found the hub at {h} (mDNS)"));
+                    }
+                    hub
+                };
+                Some(tutti_node::hub::HubLink::spawn_to(find, info, key, report, handler)?)
+            }
+            Err(e) => {
+                eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
+                None
+            }
+        },
+        _ => None,
+    })
+}
+
+/// A node id: stable across restarts (the hub keeps settings by id), DNS-label safe.
+fn node_id(parts: &str) -> String {
+    parts
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect()
+}
+
 fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let (opts, sec) = play_options(&a, cfg)?;
     let base = opts.clone();
@@ -680,10 +839,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         p => format!("{}-{output}-{p}", hostname()),
     };
     let info = tutti_proto::control::NodeInfo {
-        id: id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
-            .collect(),
+        id: node_id(&id),
         name: name.clone(),
         role: "player".into(),
         device: a.device.clone().unwrap_or_else(|| {
@@ -706,55 +862,17 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         address: format!("{}:{}", local.ip(), player.local_addr.port()),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    // mDNS: say who we are, and find the hub when none was named.
-    let mut discovery = None;
-    if a.net.mdns() {
-        match tutti_node::discovery::Discovery::start() {
-            Ok(d) => {
-                if let Err(e) = d.advertise(&info.id, "player", player.local_addr.port()) {
-                    eprintln!("tutti: {e} (the hub will not discover this player)");
-                }
-                discovery = Some(d);
-            }
-            Err(e) => eprintln!("tutti: {e} (no discovery: name the hub with --hub)"),
-        }
-    }
+    let mut discovery = discovery_for(&a.net, &info.id, "player", player.local_addr.port());
     let handles = std::sync::Arc::new(std::sync::Mutex::new(PlayerHandles::of(&player)));
     let route: RouteSlot = std::sync::Arc::default();
     let handler = PlayerHub { handles: handles.clone(), route: route.clone() };
-    let report = Duration::from_millis(250);
-    let link = match (&a.hub, key, discovery.as_mut()) {
-        (Some(_), None, _) => bail!(
-            "--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)"
-        ),
-        (Some(h), Some(key), _) => {
-            let hub = resolve(h, "--hub")?;
-            Some(tutti_node::hub::HubLink::spawn(hub, info, key, report, handler)?)
+    let status = player.status.clone();
+    let say = move |m: String| {
+        if let Ok(mut st) = status.lock() {
+            st.log.push(m);
         }
-        // No hub named: join whichever one mDNS finds (none found: play on, alone).
-        (None, Some(key), Some(d)) => match d.watch_hub() {
-            Ok(slot) => {
-                let mut said = false;
-                let status = player.status.clone();
-                let find = move || {
-                    let hub = slot.lock().ok().and_then(|h| *h);
-                    if let (Some(h), false) = (hub, said) {
-                        said = true;
-                        if let Ok(mut st) = status.lock() {
-                            st.log.push(format!("found the hub at {h} (mDNS)"));
-                        }
-                    }
-                    hub
-                };
-                Some(tutti_node::hub::HubLink::spawn_to(find, info, key, report, handler)?)
-            }
-            Err(e) => {
-                eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
-                None
-            }
-        },
-        _ => None,
     };
+    let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let started = std::time::Instant::now();
     let mut playing = (source, base.config.latency_override);
@@ -846,7 +964,7 @@ fn demo(a: DemoArgs) -> Result<()> {
     let mut cfg = SourceConfig::new(1, 48_000, 2);
     cfg.name = "demo chord".into();
     let src = run_source(
-        Input::Paced { source: Box::new(Tone::new(48_000, 2, 440.0, 0.2)), reopen: None },
+        Input::Paced { source: Box::new(Tone::new(48_000, 2, 440.0, 0.2)) },
         cfg,
         Encoding { codec: Codec::Pcm16, bitrate: 0 },
         "127.0.0.1:0".parse()?,
@@ -1003,13 +1121,10 @@ fn party_mic(
             .chars()
             .take(64)
             .collect();
-        Input::Paced {
-            source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?),
-            reopen: None,
-        }
+        Input::Paced { source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?) }
     } else if let Some(hz) = a.tone {
         c.name = format!("tone {hz}");
-        Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)), reopen: None }
+        Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)) }
     } else {
         let backend =
             tutti_audio::backend::cpal::CpalBackend::available().into_iter().next().ok_or_else(
@@ -1251,6 +1366,88 @@ impl PlayerHandles {
             }
             self.levels.delay_ms = Some(d);
         }
+    }
+}
+
+/// What a source tells the hub (its track, its players), and how it obeys it.
+struct SourceHub {
+    progress: Vec<std::sync::Arc<tutti_node::source::SourceProgress>>,
+    name: String,
+    rate: u32,
+    /// The track whose cover the hub has (`None`: none sent on this link yet).
+    cover_sent: Option<u64>,
+}
+
+impl tutti_node::hub::HubHandler for SourceHub {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let p = &self.progress[0];
+        let rate = f64::from(self.rate);
+        let (_, receivers) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let track = p.transport().and_then(|t| {
+            let now = p.now_playing.lock().ok()?.clone();
+            let total = p.total.load(Ordering::Relaxed);
+            Some(tutti_proto::control::Track {
+                title: now.metadata.title.clone(),
+                artist: now.metadata.artist.clone(),
+                album: now.metadata.album.clone(),
+                file: now.file.clone(),
+                index: now.index as u32 + 1,
+                count: now.count as u32,
+                elapsed_s: p.frames.load(Ordering::Relaxed) as f64 / rate,
+                duration_s: (total > 0).then(|| total as f64 / rate),
+                transport: t.as_str().into(),
+                cover: now.metadata.cover.is_some(),
+            })
+        });
+        tutti_proto::control::NodeState {
+            streaming: !p.ended.load(Ordering::Relaxed),
+            stream: Some(self.name.clone()),
+            rate: Some(self.rate),
+            peers: Some(receivers.len() as u32),
+            track,
+            ..Default::default()
+        }
+    }
+    fn settings(&mut self, _: &tutti_proto::control::Settings) {
+        // A new link: the hub has no cover from us yet.
+        self.cover_sent = None;
+    }
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_node::source::Request;
+        use tutti_proto::control::Command;
+        let r = match command {
+            Command::Start => Request::Start,
+            Command::Pause => Request::Pause,
+            Command::Stop => Request::Stop,
+            Command::Skip => Request::Skip,
+            _ => return,
+        };
+        // Stems of a multitrack move together.
+        for p in &self.progress {
+            p.request(r);
+        }
+    }
+    fn status(&mut self, message: &str) {
+        if let Ok(mut l) = self.progress[0].log.lock() {
+            l.push(message.to_owned());
+        }
+    }
+    fn outbox(&mut self) -> Vec<tutti_proto::control::LinkMessage> {
+        let Ok(now) = self.progress[0].now_playing.lock().map(|n| n.clone()) else {
+            return Vec::new();
+        };
+        if self.cover_sent == Some(now.serial) {
+            return Vec::new();
+        }
+        self.cover_sent = Some(now.serial);
+        // Covers up to 512 kB go to the hub (`GET /api/streams/{id}/cover`); none clears it.
+        let (mime, data) = match &now.metadata.cover {
+            Some((mime, bytes)) if bytes.len() <= 512 * 1024 => {
+                (mime.clone(), tutti_proto::control::to_hex(bytes))
+            }
+            _ => (String::new(), String::new()),
+        };
+        vec![tutti_proto::control::LinkMessage::Cover { mime, data }]
     }
 }
 

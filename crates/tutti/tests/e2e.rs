@@ -876,3 +876,228 @@ fn two_zones_play_two_streams_and_a_player_moves_between_them() {
     assert!(levels.len() >= 30 && worst < 0.05, "B undisturbed: {levels:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hub on the given ports, in memory, for `seconds`.
+fn hub(http_port: u16, link_port: u16, mqtt: u16, seconds: &str) -> Proc {
+    tutti(&[
+        "serve",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--mqtt",
+        &format!("127.0.0.1:{mqtt}"),
+        "--no-state",
+        "--seconds",
+        seconds,
+    ])
+}
+
+/// A WAV player of `source` joined to the hub at `link_port`.
+fn hub_player(source: u16, port: u16, wav: &Path, link_port: u16, seconds: &str) -> Proc {
+    tutti(&[
+        "play",
+        &format!("127.0.0.1:{source}"),
+        "--port",
+        &port.to_string(),
+        "--wav",
+        wav.to_str().unwrap(),
+        "--hub",
+        &format!("127.0.0.1:{link_port}"),
+        "--seconds",
+        seconds,
+        "--quiet",
+    ])
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Polls `GET path` until `ok` holds (or panics after `limit`, showing the last answer).
+fn until(
+    port: u16,
+    path: &str,
+    limit: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    loop {
+        let (status, body) = http(port, "GET", path, "");
+        if status == 200 && ok(&json(&body)) {
+            return json(&body);
+        }
+        assert!(t.elapsed() < limit, "GET {path} within {limit:?}: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_zone_volume_change_lands_on_the_same_sample_on_every_player() {
+    let _serial = serial();
+    let dir = tmp("zone-volume");
+    let p = port_base(13);
+    let (src, http_port, link_port, mqtt, pa, pb) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
+    let mut hub = hub(http_port, link_port, mqtt, "14");
+    let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
+    let mut a = hub_player(src, pa, &wa, link_port, "8");
+    let mut b = hub_player(src, pb, &wb, link_port, "8");
+    // A constant input: every sample 8000 until the volume changes, exactly (the WAV path is
+    // bit-exact), so the first changed sample of each output is where the change landed.
+    let mut source = Proc(
+        Command::new(BIN)
+            .args(["stream", "--stdin", "--port", &src.to_string(), "--bind", "127.0.0.1", "-q"])
+            .env("TUTTI_PASSPHRASE", PASS)
+            .env("TUTTI_MDNS", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tutti starts"),
+    );
+    let mut stdin = source.0.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let block: Vec<u8> =
+            std::iter::repeat_n(8000i16.to_le_bytes(), 4_800 * 2).flatten().collect();
+        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
+    });
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
+        v.as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["state"]["position"].is_u64()))
+    });
+    for n in nodes.as_array().unwrap() {
+        let id = n["info"]["id"].as_str().unwrap();
+        let (status, reply) =
+            http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"zone\":\"hall\"}");
+        assert_eq!(status, 200, "{reply}");
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    let sent = std::time::Instant::now();
+    let (status, reply) =
+        http(http_port, "POST", "/api/zones/hall/command", "{\"kind\":\"volume\",\"percent\":50}");
+    let took = sent.elapsed();
+    assert_eq!((status, json(&reply)["sent"].as_u64()), (202, Some(2)), "{reply}");
+    let (status, reply) =
+        http(http_port, "POST", "/api/zones/hall/command", "{\"kind\":\"volume\",\"percent\":500}");
+    assert!(status == 422 && reply.contains("volume"), "{reply}");
+    let (status, reply) =
+        http(http_port, "POST", "/api/zones/nowhere/command", "{\"kind\":\"mute\",\"mute\":true}");
+    assert_eq!(status, 404, "{reply}");
+    let (ok, log_a) = wait(&mut a, Duration::from_secs(15));
+    assert!(ok, "player A: {log_a}");
+    let (ok, log_b) = wait(&mut b, Duration::from_secs(15));
+    assert!(ok, "player B: {log_b}");
+    drop(source);
+    let _ = feeder.join();
+    let _ = wait(&mut hub, Duration::from_secs(10));
+    // Frames from the stream's first sample to the first changed one, in each output.
+    let landed = |path: &Path| {
+        let out = read_wav(path);
+        let first = out.iter().position(|&s| s == 8000).expect("plays") / 2;
+        let changed = out[first * 2..].iter().position(|&s| s != 8000).expect("changes") / 2;
+        let after = out[(first + changed + 2_400) * 2];
+        (changed, after)
+    };
+    let ((fa, after_a), (fb, after_b)) = (landed(&wa), landed(&wb));
+    eprintln!(
+        "zone volume: request answered in {took:?}; landed on stream frame {fa} (A) and {fb} (B); then {after_a} and {after_b}"
+    );
+    assert_eq!(fa, fb, "the same sample on both players");
+    assert_eq!((after_a, after_b), (2000, 2000), "50 % is a quarter of the amplitude");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_hub_lists_a_playlist_and_starts_pauses_and_skips_it() {
+    let _serial = serial();
+    let dir = tmp("playlist");
+    let p = port_base(14);
+    let (src, http_port, link_port, mqtt, pa) = (p, p + 1, p + 2, p + 3, p + 4);
+    write_tone(&dir.join("1-low.wav"), 300.0, 20.0);
+    write_tone(&dir.join("2-high.wav"), 700.0, 20.0);
+    let mut hub = hub(http_port, link_port, mqtt, "14");
+    let wav = dir.join("out.wav");
+    let mut player = hub_player(src, pa, &wav, link_port, "7");
+    let _source = tutti(&[
+        "stream",
+        "--playlist",
+        dir.to_str().unwrap(),
+        "--port",
+        &src.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--hub",
+        &format!("127.0.0.1:{link_port}"),
+        "-q",
+    ]);
+    let streams = until(http_port, "/api/streams", Duration::from_secs(5), |v| {
+        v[0]["track"]["file"] == "1-low.wav" && v[0]["players"] == 1
+    });
+    let s = &streams[0];
+    assert_eq!(s["track"]["count"], 2, "{s}");
+    assert_eq!(s["track"]["transport"], "playing", "{s}");
+    assert_eq!(s["controls"], serde_json::json!(["start", "pause", "stop", "skip"]), "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    let cmd = |kind: &str| {
+        let (status, reply) = http(
+            http_port,
+            "POST",
+            &format!("/api/nodes/{id}/command"),
+            &format!("{{\"kind\":\"{kind}\"}}"),
+        );
+        assert_eq!(status, 202, "{kind}: {reply}");
+    };
+    // 2 s of the first track, skip: 1.5 s of the second, pause 1.5 s, start again.
+    std::thread::sleep(Duration::from_millis(2_000));
+    cmd("skip");
+    until(http_port, "/api/streams", Duration::from_secs(1), |v| {
+        v[0]["track"]["file"] == "2-high.wav" && v[0]["track"]["index"] == 2
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    cmd("pause");
+    let paused = until(http_port, "/api/streams", Duration::from_secs(1), |v| {
+        v[0]["track"]["transport"] == "paused"
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    let still = until(http_port, "/api/streams", Duration::from_secs(1), |_| true);
+    let (held, later) =
+        (paused[0]["track"]["elapsed_s"].as_f64(), still[0]["track"]["elapsed_s"].as_f64());
+    assert!(held.is_some() && held == later, "paused holds the position: {held:?} {later:?}");
+    cmd("start");
+    until(http_port, "/api/streams", Duration::from_secs(1), |v| {
+        v[0]["track"]["transport"] == "playing"
+    });
+    // A source is no speaker: identify is refused, naming what it can do.
+    let (status, reply) =
+        http(http_port, "POST", &format!("/api/nodes/{id}/command"), "{\"kind\":\"identify\"}");
+    assert!(status == 422 && reply.contains("cannot identify"), "{reply}");
+    let (ok, log) = wait(&mut player, Duration::from_secs(15));
+    assert!(ok, "player: {log}");
+    let _ = wait(&mut hub, Duration::from_secs(10));
+    // What the player heard, 100 ms at a time: low, high, silence, high.
+    let out = read_wav(&wav);
+    let start = out.iter().position(|s| s.unsigned_abs() > 1000).expect("plays") / 2;
+    let heard: Vec<char> = (start..out.len() / 2 - 4_800)
+        .step_by(4_800)
+        .map(|f| {
+            let w = &out[f * 2..(f + 4_800) * 2];
+            let (low, high) = (amplitude(w, 300.0), amplitude(w, 700.0));
+            match (low > 1_000.0, high > 1_000.0) {
+                (true, false) => 'L',
+                (false, true) => 'H',
+                (false, false) => '.',
+                _ => '?',
+            }
+        })
+        .collect();
+    let heard: String = heard.into_iter().collect();
+    eprintln!("playlist: heard {heard}");
+    let runs: Vec<char> = heard.chars().fold(Vec::new(), |mut v, c| {
+        if c != '?' && v.last() != Some(&c) {
+            v.push(c);
+        }
+        v
+    });
+    assert_eq!(runs.iter().collect::<String>(), "LH.H", "low, high, paused, high again: {heard}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
