@@ -148,6 +148,11 @@ struct PartyArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     seconds: Option<f64>,
+    /// Host: join a hub (`tutti serve`) at HOST:PORT (its node link, 7481): it lists this
+    /// party with its microphones and level, and sets its volume. Without it, the hub mDNS
+    /// finds (if any).
+    #[arg(long)]
+    hub: Option<String>,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -1052,11 +1057,40 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         // A participant: a live stream to the host.
         let host = resolve(host, "--to")?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
+        let key = sec.sending_key().cloned();
         let src = party_mic(&a, vec![host], bind, sec)?;
         println!("sending live to {host} from {}", src.local_addr);
+        // A hub citizen too (role `mic`): listed with whether it reaches the host.
+        let what = a
+            .mic
+            .clone()
+            .or_else(|| a.tone.map(|t| format!("tone{t}")))
+            .unwrap_or_else(|| "default".into());
+        let info = tutti_proto::control::NodeInfo {
+            id: node_id(&format!("{}-mic-{what}", hostname())),
+            name: format!("{} microphone", hostname()),
+            role: "mic".into(),
+            device: what,
+            capabilities: Vec::new(),
+            address: src.local_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut discovery = discovery_for(&a.net, &info.id, "mic", src.local_addr.port());
+        let handler = SourceHub {
+            progress: vec![src.progress.clone()],
+            name: info.device.clone(),
+            rate: 48_000,
+            cover_sent: None,
+        };
+        let say = |m: String| eprintln!("{m}");
+        let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
         while !src.finished() && running() {
             std::thread::sleep(Duration::from_millis(100));
         }
+        if let Some(l) = link {
+            l.stop();
+        }
+        drop(discovery);
         src.stop();
         return Ok(());
     }
@@ -1072,25 +1106,104 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         }
         let host = party_host(&a, port, monitor, sec.clone())?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port + 1);
+        let key = sec.sending_key().cloned();
         let src = party_mic(&a, to, bind, sec)?;
         println!(
             "headphones mode: mixing on {} (peers send there), singing from {}",
             host.local_addr, src.local_addr
         );
+        let (link, discovery) = mixer_link(&a, &host, key)?;
         show_mix(&host, &running);
+        if let Some(l) = link {
+            l.stop();
+        }
+        drop(discovery);
         src.stop();
         host.stop();
         return Ok(());
     }
+    let key = sec.sending_key().cloned();
     let host = party_host(&a, a.port.unwrap_or(7500), None, sec)?;
     println!(
         "party host on {}: microphones run `tutti party --to <this-host>:{}`",
         host.local_addr,
         host.local_addr.port()
     );
+    let (link, discovery) = mixer_link(&a, &host, key)?;
     show_mix(&host, &running);
+    if let Some(l) = link {
+        l.stop();
+    }
+    drop(discovery);
     host.stop();
     Ok(())
+}
+
+/// The party host as a hub citizen (role `mixer`): its microphones, level and lead, and its
+/// volume and mute set from the hub.
+fn mixer_link(
+    a: &PartyArgs,
+    host: &tutti_node::mixer::RunningMixer,
+    key: Option<tutti_proto::NetworkKey>,
+) -> Result<(Option<tutti_node::hub::HubLink>, Option<tutti_node::discovery::Discovery>)> {
+    let port = host.local_addr.port();
+    let info = tutti_proto::control::NodeInfo {
+        id: node_id(&format!("{}-mixer-{port}", hostname())),
+        name: format!("{} party", hostname()),
+        role: "mixer".into(),
+        device: a.device.clone().unwrap_or_else(|| "default".into()),
+        capabilities: vec!["volume".into(), "mute".into()],
+        address: host.local_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut discovery = discovery_for(&a.net, &info.id, "mixer", port);
+    let handler = MixerHub {
+        inputs: host.inputs.clone(),
+        master: host.master.clone(),
+        shared: host.shared.clone(),
+    };
+    let say = |m: String| eprintln!("{m}");
+    let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
+    Ok((link, discovery))
+}
+
+/// What a party host tells the hub, and how it obeys it.
+struct MixerHub {
+    inputs: std::sync::Arc<std::sync::Mutex<Vec<tutti_node::mixer::MixInput>>>,
+    master: std::sync::Arc<tutti_audio::mixer::Meter>,
+    shared: std::sync::Arc<tutti_audio::engine::OutputShared>,
+}
+
+impl tutti_node::hub::HubHandler for MixerHub {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let inputs = self.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+        let mut latencies: Vec<f64> =
+            inputs.iter().filter_map(|i| i.latency.map(|l| l.0 as f64 / 1e6)).collect();
+        latencies.sort_by(f64::total_cmp);
+        let peak = self.master.peak_db();
+        tutti_proto::control::NodeState {
+            streaming: !inputs.is_empty(),
+            peers: Some(inputs.len() as u32),
+            latency_ms: latencies.get(latencies.len() / 2).copied(),
+            recovered: inputs.iter().map(|i| i.stats.recovered_fec + i.stats.recovered_retx).sum(),
+            concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
+            underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
+            level_db: peak.is_finite().then_some(f64::from(peak)),
+            ..Default::default()
+        }
+    }
+    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
+        self.shared.gain.set_volume_percent(settings.volume);
+        self.shared.gain.set_muted(settings.mute);
+    }
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_proto::control::Command;
+        match command {
+            Command::Volume { percent, .. } => self.shared.gain.set_volume_percent(*percent),
+            Command::Mute { mute, .. } => self.shared.gain.set_muted(*mute),
+            _ => {}
+        }
+    }
 }
 
 /// A live microphone (or file, or tone) sent to `to`.
