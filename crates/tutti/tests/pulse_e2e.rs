@@ -96,7 +96,7 @@ fn three_players_into_three_null_sinks_are_aligned_within_half_a_millisecond() {
             .unwrap()
     };
     let run = |args: &[&str]| Proc(spawn(args));
-    let _players: Vec<Proc> = ["s1", "s2", "s3"]
+    let mut players: Vec<Proc> = ["s1", "s2", "s3"]
         .iter()
         .map(|s| {
             run(&[
@@ -173,6 +173,19 @@ fn three_players_into_three_null_sinks_are_aligned_within_half_a_millisecond() {
         at(0.9),
         at(1.0)
     );
+    // Each player's own account (underruns, resyncs) goes with the figures.
+    for (p, sink) in players.iter_mut().zip(["s1", "s2", "s3"]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while p.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = p.0.kill();
+        let mut out = String::new();
+        if let Some(mut o) = p.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut out);
+        }
+        eprintln!("player {sink}: {}", out.trim());
+    }
     assert!(spreads.len() >= 10, "too few clicks heard on all three: {text}");
     // The recording's own timestamps (cpal's interpolated PulseAudio latency) jitter by a few
     // hundred µs, and one run in five or so has a recorder stream whose tail wanders to ~1 ms:
