@@ -349,7 +349,9 @@ impl<T: Timeline> Program for Voice<T> {
                 shared.pending_at().filter(|&at| (at as f64) < plan.position + f64::from(frames));
             match due {
                 Some(at) => {
-                    let split = ((at as f64 - plan.position).ceil().max(0.0) as usize)
+                    // Rounded, not ceiled: in bit-exact playout the position is a whole
+                    // frame up to float noise, which a ceiling turns into one frame late.
+                    let split = ((at as f64 - plan.position).round().max(0.0) as usize)
                         .min(frames as usize)
                         * channels;
                     ramp.apply(shared.effective(), &mut out[..split], channels);
