@@ -487,12 +487,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         let files = playlist_files(p)?;
         inputs.push((p.display().to_string(), playlist(files, a.looping)));
     } else if let Some(d) = &a.dir {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
-            .with_context(|| format!("--dir {}", d.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && FileSource::open(p).is_ok())
-            .collect();
-        files.sort();
+        let files = audio_files(d, "--dir")?;
         if files.is_empty() {
             bail!("--dir {}: no audio files found", d.display());
         }
@@ -657,17 +652,22 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     }
 }
 
+/// The files of folder `dir` that open as audio, by name (`flag` names it in errors).
+fn audio_files(dir: &std::path::Path, flag: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{flag} {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.is_file() && FileSource::open(f).is_ok())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// A playlist's files: a folder's audio files by name, or an .m3u list's entries (relative to
 /// the list).
 fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
     let files: Vec<PathBuf> = if p.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-            .with_context(|| format!("--playlist {}", p.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| f.is_file() && FileSource::open(f).is_ok())
-            .collect();
-        files.sort();
-        files
+        audio_files(p, "--playlist")?
     } else {
         let text = std::fs::read_to_string(p)
             .with_context(|| format!("--playlist {}: a folder or an .m3u list", p.display()))?;

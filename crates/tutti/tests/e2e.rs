@@ -771,18 +771,7 @@ fn two_zones_play_two_streams_and_a_player_moves_between_them() {
     let sp = port_base(12);
     let (s1, s2, http_port, link_port, mqtt, pa, pb) =
         (sp, sp + 1, sp + 2, sp + 3, sp + 4, sp + 5, sp + 6);
-    let mut hub = tutti(&[
-        "serve",
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--link",
-        &format!("127.0.0.1:{link_port}"),
-        "--mqtt",
-        &format!("127.0.0.1:{mqtt}"),
-        "--no-state",
-        "--seconds",
-        "12",
-    ]);
+    let mut hub = hub(http_port, link_port, mqtt, "12");
     let source = |hz: &str, port: u16| {
         tutti(&["stream", "--tone", hz, "--port", &port.to_string(), "--bind", "127.0.0.1", "-q"])
     };
