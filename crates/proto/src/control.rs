@@ -277,6 +277,29 @@ pub enum LinkMessage {
     Welcome {
         /// Settings to apply.
         settings: Settings,
+        /// A paired node's stream keys, sealed for it (see [`KeySet`]); absent on passphrase
+        /// networks, where every node derives the key itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keys: Option<String>,
+    },
+    /// Hub → paired node: the stream keys changed (rotation, a revoked node): a [`KeySet`]
+    /// sealed with the node's credential (`Credential::seal`, context `b"tutti keys"`), hex.
+    Keys {
+        /// The sealed key set, hex.
+        sealed: String,
+    },
+    /// Node → hub, first, instead of a hello: pair with a one-time token
+    /// (see [`crate::pairing`]).
+    Pair {
+        /// The token's public id.
+        token: String,
+        /// The first Noise message, hex.
+        noise: String,
+    },
+    /// Hub → node: paired; the Noise answer carrying the grant (then the hub closes the link).
+    Paired {
+        /// The second Noise message, hex.
+        noise: String,
     },
     /// Hub → node: refused (then the hub closes the link).
     Refused {
@@ -295,6 +318,20 @@ pub enum LinkMessage {
     /// Hub → node: do this.
     Command(Command),
 }
+
+/// The stream keys a paired node holds (sent sealed, see [`LinkMessage::Keys`]): 32 bytes of
+/// key material each, hex (`NetworkKey::from_bytes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// Seal new packets with this one.
+    pub send: String,
+    /// Also accept packets sealed with these (the keys of a rotation in progress).
+    #[serde(default)]
+    pub accept: Vec<String>,
+}
+
+/// The context a [`KeySet`] is sealed in.
+pub const KEYS_CONTEXT: &[u8] = b"tutti keys";
 
 /// Lower-case hex.
 pub fn to_hex(bytes: &[u8]) -> String {

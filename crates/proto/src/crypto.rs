@@ -136,6 +136,83 @@ impl NetworkKey {
     }
 }
 
+/// A node's own long-term secret, issued by the hub when the node is paired: it proves the
+/// node on the control link and opens the stream keys the hub sends it. Revoking a node
+/// forgets its credential on the hub; nothing else holds it.
+#[derive(Clone)]
+pub struct Credential {
+    secret: [u8; 32],
+    proof: [u8; 32],
+    boxes: ChaCha20Poly1305,
+}
+
+impl core::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Credential(..)")
+    }
+}
+
+impl Credential {
+    /// The credential made of 32 secret bytes.
+    pub fn from_bytes(secret: [u8; 32]) -> Self {
+        let hk = Hkdf::<Sha256>::new(Some(b"tutti/v1 credential"), &secret);
+        let mut proof = [0u8; 32];
+        hk.expand(b"link proof", &mut proof).expect("32 bytes is a valid HKDF-SHA256 length");
+        let mut boxes = [0u8; 32];
+        hk.expand(b"key boxes", &mut boxes).expect("32 bytes is a valid HKDF-SHA256 length");
+        Credential { secret, proof, boxes: ChaCha20Poly1305::new(&boxes.into()) }
+    }
+
+    /// The secret bytes (to store on the node, owner-only).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Proves the credential for a `challenge` (bound to it: one overheard proof is useless).
+    pub fn prove(&self, challenge: &[u8]) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::from_prk(&self.proof).expect("32-byte PRK");
+        let mut out = [0u8; 32];
+        hk.expand(challenge, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    }
+
+    /// Checks a [`prove`](Self::prove) answer in constant time.
+    pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
+        let want = self.prove(challenge);
+        proof.len() == want.len() && want.iter().zip(proof).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    }
+
+    /// Encrypts `plain` for the holder of this credential: `nonce` (12 fresh random bytes)
+    /// followed by the ciphertext and tag. `context` is authenticated, not sent.
+    pub fn seal(&self, nonce: [u8; 12], context: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut body = plain.to_vec();
+        let tag = self
+            .boxes
+            .encrypt_in_place_detached(&nonce.into(), context, &mut body)
+            .expect("ChaCha20-Poly1305 encrypts any body shorter than 256 GiB");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens what [`seal`](Self::seal) made; `None` if it was not sealed with this credential
+    /// and `context`, or was altered.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < 12 + TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at(12);
+        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut body = body.to_vec();
+        let tag = <[u8; TAG_LEN]>::try_from(tag).ok()?;
+        self.boxes
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), context, &mut body, &Tag::from(tag))
+            .ok()?;
+        Some(body)
+    }
+}
+
 fn nonce(sender: u32, packet_number: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(&sender.to_le_bytes());
@@ -300,6 +377,24 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_proves_and_seals_only_for_itself() {
+        let a = Credential::from_bytes([7; 32]);
+        let b = Credential::from_bytes([8; 32]);
+        let p = a.prove(b"nonce");
+        assert!(a.verify(b"nonce", &p));
+        assert!(!a.verify(b"other nonce", &p));
+        assert!(!b.verify(b"nonce", &p));
+        let boxed = a.seal([1; 12], b"keys", b"secret keys");
+        assert_eq!(a.open(b"keys", &boxed).as_deref(), Some(&b"secret keys"[..]));
+        assert_eq!(b.open(b"keys", &boxed), None, "another node's credential");
+        assert_eq!(a.open(b"cover", &boxed), None, "another context");
+        let mut bent = boxed.clone();
+        bent[14] ^= 1;
+        assert_eq!(a.open(b"keys", &bent), None, "altered");
+        assert_eq!(a.open(b"keys", &boxed[..20]), None, "truncated");
+    }
 
     #[test]
     fn replay_window_accepts_reordered_and_rejects_duplicates() {

@@ -9,6 +9,7 @@
 //! - [`time`]: units ([`LocalTime`], [`StreamTime`], [`MediaTime`], [`SeqNo`], [`Nanos`]).
 //! - [`wire`]: the datagram format (preamble + rkyv bodies), decode with validation.
 //! - [`crypto`]: network keys, the ChaCha20-Poly1305 envelope, replay windows.
+//! - [`pairing`]: one-time tokens turned into node credentials (Noise `NNpsk0`).
 //! - [`clock`]: the clock estimator (offset *and* skew from 4-timestamp probes).
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
 //! - [`jitter`]: the jitter buffer keyed by sequence number and media time.
@@ -29,6 +30,7 @@ pub mod control;
 pub mod crypto;
 pub mod fec;
 pub mod jitter;
+pub mod pairing;
 pub mod player;
 pub mod playout;
 pub mod source;
@@ -36,7 +38,7 @@ pub mod time;
 pub mod wire;
 
 pub use clock::{ClockEstimate, ClockEstimator};
-pub use crypto::{NetworkKey, Security};
+pub use crypto::{Credential, NetworkKey, Security};
 pub use player::{PlayerConfig, PlayerSession};
 pub use source::{SourceConfig, SourceSession};
 pub use time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};

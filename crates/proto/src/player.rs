@@ -392,7 +392,13 @@ impl PlayerSession {
     pub fn clock(&self) -> Option<&ClockEstimate> {
         self.clock.estimate()
     }
-    /// Counters.
+    /// Changes the keys (a rotation): reports and NACKs are sealed with the new sending key,
+    /// datagrams under any key of `security` are accepted.
+    pub fn set_security(&mut self, security: Security) {
+        self.security = security;
+    }
+
+    /// Counters since the session started.
     pub fn stats(&self) -> PlayerStats {
         let mut s = self.stats;
         s.resyncs = self.scheduler.as_ref().map_or(0, |p| p.resyncs());

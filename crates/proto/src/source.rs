@@ -410,6 +410,12 @@ impl SourceSession {
         if ok { Ok(()) } else { Err(PushError::BadPayload { len: payload.len(), expected }) }
     }
 
+    /// Changes the keys (a rotation): packets from now on are sealed with the new sending key;
+    /// the replay windows carry on (packet numbers never restart).
+    pub fn set_security(&mut self, security: Security) {
+        self.security = security;
+    }
+
     /// Fixes the paced schedule's origin: frame 0 leaves at `t0` (before the first push only).
     /// Streams that must start together (the stems of a multitrack) share one `t0`.
     pub fn set_start(&mut self, t0: LocalTime) {
