@@ -1,6 +1,7 @@
-//! The node side of the hub link (see `tutti_hub::link`): connect, prove the network key,
-//! report state a few times a second, apply the settings and commands the hub sends. It
-//! reconnects every second while the hub is away; the audio never waits for it.
+//! The node side of the hub link (see `tutti_hub::link`): connect, prove the network key or
+//! this node's credential, report state a few times a second, apply the settings, commands
+//! and (paired nodes) stream keys the hub sends. It reconnects every second while the hub is
+//! away; the audio never waits for it. [`pair`] turns a one-time token into a credential.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,8 +10,59 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tutti_proto::NetworkKey;
-use tutti_proto::control::{Command, LinkMessage, NodeInfo, NodeState, Settings, from_hex, to_hex};
+use tutti_proto::control::{
+    Command, KEYS_CONTEXT, KeySet, LinkMessage, NodeInfo, NodeState, Settings, from_hex, to_hex,
+};
+use tutti_proto::pairing::{Initiator, PairGrant, PairLink, PairRequest};
+use tutti_proto::{Credential, NetworkKey};
+
+use crate::NodeError;
+use crate::security::{Keys, from_keyset};
+
+/// How a node proves itself to the hub.
+#[derive(Clone, Debug)]
+pub enum LinkAuth {
+    /// A passphrase network: by the network key every node holds.
+    Network(NetworkKey),
+    /// A paired node: by its own credential; the hub sends its stream keys into `keys`.
+    Paired {
+        /// The node's credential.
+        credential: Credential,
+        /// Where the stream keys go.
+        keys: Keys,
+    },
+}
+
+impl LinkAuth {
+    fn prove(&self, nonce: &[u8]) -> [u8; 32] {
+        match self {
+            LinkAuth::Network(k) => k.prove(nonce),
+            LinkAuth::Paired { credential, .. } => credential.prove(nonce),
+        }
+    }
+
+    /// Opens a sealed key set and installs it; `false` if it does not open.
+    fn install(&self, sealed: &str) -> bool {
+        let LinkAuth::Paired { credential, keys } = self else { return false };
+        let set = from_hex(sealed)
+            .and_then(|b| credential.open(KEYS_CONTEXT, &b))
+            .and_then(|plain| serde_json::from_slice::<KeySet>(&plain).ok())
+            .and_then(|set| from_keyset(&set));
+        match set {
+            Some(s) => {
+                keys.set(s);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl From<NetworkKey> for LinkAuth {
+    fn from(k: NetworkKey) -> Self {
+        LinkAuth::Network(k)
+    }
+}
 
 /// What the link does with what the hub says.
 pub trait HubHandler: Send + 'static {
@@ -40,11 +92,11 @@ impl HubLink {
     pub fn spawn(
         hub: SocketAddr,
         info: NodeInfo,
-        key: NetworkKey,
+        auth: impl Into<LinkAuth>,
         report: Duration,
         handler: impl HubHandler,
     ) -> std::io::Result<Self> {
-        Self::spawn_to(move || Some(hub), info, key, report, handler)
+        Self::spawn_to(move || Some(hub), info, auth, report, handler)
     }
 
     /// Keeps a link to whichever hub `find` names when a connection is due (mDNS discovery:
@@ -52,10 +104,11 @@ impl HubLink {
     pub fn spawn_to(
         mut find: impl FnMut() -> Option<SocketAddr> + Send + 'static,
         info: NodeInfo,
-        key: NetworkKey,
+        auth: impl Into<LinkAuth>,
         report: Duration,
         handler: impl HubHandler,
     ) -> std::io::Result<Self> {
+        let key: LinkAuth = auth.into();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread =
@@ -127,7 +180,7 @@ fn read(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<LinkMessage
 fn session(
     hub: SocketAddr,
     info: &NodeInfo,
-    key: &NetworkKey,
+    key: &LinkAuth,
     report: Duration,
     handler: &mut impl HubHandler,
     stop: &AtomicBool,
@@ -143,7 +196,12 @@ fn session(
     let proof = to_hex(&key.prove(&nonce));
     write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof })?;
     match read(&mut reader)? {
-        Some(LinkMessage::Welcome { settings }) => {
+        Some(LinkMessage::Welcome { settings, keys }) => {
+            if let Some(sealed) = keys
+                && !key.install(&sealed)
+            {
+                return Err(std::io::Error::other("the hub's keys do not open with this credential"));
+            }
             handler.settings(&settings);
             handler.status(&format!("hub {hub}: connected"));
         }
@@ -156,6 +214,7 @@ fn session(
     // reports state every `report`.
     stream.set_read_timeout(None)?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let auth = key.clone();
     let reader_thread =
         std::thread::Builder::new().name("tutti-hub-read".into()).spawn(move || {
             loop {
@@ -164,6 +223,10 @@ fn session(
                         if tx.send(c).is_err() {
                             return;
                         }
+                    }
+                    Ok(Some(LinkMessage::Keys { sealed })) => {
+                        // A key set that does not open is ignored: the old keys stay.
+                        auth.install(&sealed);
                     }
                     Ok(_) => {}
                     Err(_) => return,
@@ -203,4 +266,33 @@ fn session(
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = reader_thread.join();
     result
+}
+
+/// Pairs with the hub a link names: presents the one-time token once (Noise `NNpsk0`), and
+/// returns the grant (this node's id and credential). `name` is how the hub will show it.
+pub fn pair(link: &PairLink, name: &str) -> Result<PairGrant, NodeError> {
+    use std::net::ToSocketAddrs;
+    let err = |m: String| NodeError::Refused(m);
+    let hub = link
+        .hub
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| err(format!("the hub `{}` resolves to nothing", link.hub)))?;
+    let io = |e: std::io::Error| err(format!("hub {hub}: {e}"));
+    let mut stream = TcpStream::connect_timeout(&hub, Duration::from_secs(3)).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
+    let Some(LinkMessage::Challenge { .. }) = read(&mut reader).map_err(io)? else {
+        return Err(err(format!("{hub} is not a Tutti hub's node link (no challenge)")));
+    };
+    let (node, first) = Initiator::start(&link.token, &PairRequest { name: name.to_owned() })
+        .map_err(|e| err(e.to_string()))?;
+    write(&mut stream, &LinkMessage::Pair { token: link.token.id.clone(), noise: first })
+        .map_err(io)?;
+    match read(&mut reader).map_err(io)? {
+        Some(LinkMessage::Paired { noise }) => node.finish(&noise).map_err(|e| err(e.to_string())),
+        Some(LinkMessage::Refused { message }) => Err(err(format!("the hub refused: {message}"))),
+        _ => Err(err(format!("hub {hub}: no answer to the pairing"))),
+    }
 }

@@ -20,8 +20,9 @@ use tutti_audio::mixer::{InputControls, Meter, Mixer};
 use tutti_audio::ramp::SharedGain;
 use tutti_proto::player::{PlayerEvent, PlayerStats};
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{Nanos, PlayerConfig, PlayerSession, Security};
+use tutti_proto::{Nanos, PlayerConfig, PlayerSession};
 
+use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until};
 use crate::output::{self, OutputKind};
@@ -99,9 +100,10 @@ type NewVoice = (Box<dyn Program>, usize, Sender<Arc<InputControls>>);
 /// Starts a party host mixing every live stream sent to `opts.bind` (48 kHz stereo out).
 pub fn run_mixer(
     opts: MixerOptions,
-    security: Security,
+    security: impl Into<Keys>,
     seed: u64,
 ) -> Result<RunningMixer, NodeError> {
+    let keys: Keys = security.into();
     let socket = bind(opts.bind, None)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,7 +151,7 @@ pub fn run_mixer(
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
             .spawn(move || {
-                network_loop(socket, security, seed, voice_tx, &inputs, &gains, max, &stop)
+                network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &stop)
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
@@ -185,7 +187,7 @@ struct Mic {
 #[allow(clippy::too_many_arguments)]
 fn network_loop(
     socket: UdpSocket,
-    security: Security,
+    keys: Keys,
     seed: u64,
     voices: Sender<NewVoice>,
     inputs: &Mutex<Vec<MixInput>>,
@@ -197,7 +199,15 @@ fn network_loop(
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut n_seed = seed;
+    let mut key_version = keys.version();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(k) = keys.changed(&mut key_version) {
+            for m in mics.values() {
+                if let Ok(mut s) = m.session.lock() {
+                    s.set_security(k.clone());
+                }
+            }
+        }
         let now = clock::now();
         let tick = Nanos::from_millis(1);
         if let Some((n, from, at)) = recv_until(&socket, &mut buf, now, None, tick, tick) {
@@ -206,7 +216,7 @@ fn network_loop(
                 let mut cfg = PlayerConfig::new(from);
                 cfg.name = "party host".into();
                 cfg.lock_span = Nanos::from_millis(100);
-                let session = PlayerSession::new(cfg, security.clone(), n_seed, clock::now());
+                let session = PlayerSession::new(cfg, keys.current(), n_seed, clock::now());
                 mics.insert(
                     from,
                     Mic { session: Arc::new(Mutex::new(session)), voice_sent: false },

@@ -20,8 +20,9 @@ use tutti_proto::jitter::Playout;
 use tutti_proto::player::{PlayerEvent, PlayerStats, StreamInfo};
 use tutti_proto::playout::Render;
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession, Security};
+use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession};
 
+use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until, try_recv};
 use crate::output::{self, OutputKind};
@@ -190,13 +191,14 @@ impl Timeline for NetTimeline {
 /// Joins a stream and plays it.
 pub fn run_player(
     opts: PlayerOptions,
-    security: Security,
+    security: impl Into<Keys>,
     seed: u64,
 ) -> Result<RunningPlayer, NodeError> {
+    let keys: Keys = security.into();
     let socket = bind(opts.bind, opts.group)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
     let session =
-        Arc::new(Mutex::new(PlayerSession::new(opts.config.clone(), security, seed, clock::now())));
+        Arc::new(Mutex::new(PlayerSession::new(opts.config.clone(), keys.current(), seed, clock::now())));
     let status = Arc::new(Mutex::new(PlayerSnapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared_slot: Arc<Mutex<Option<Arc<OutputShared>>>> = Arc::new(Mutex::new(None));
@@ -208,7 +210,7 @@ pub fn run_player(
             .name("tutti-player-net".into())
             .spawn(move || {
                 clock::prefer_current_thread(-5);
-                network_loop(&session, socket, source, &status, &stop, &shared_slot)
+                network_loop(&session, &keys, socket, source, &status, &stop, &shared_slot)
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
@@ -392,6 +394,7 @@ fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> RenderPlan
 
 fn network_loop(
     session: &Mutex<PlayerSession>,
+    keys: &Keys,
     socket: UdpSocket,
     source: SocketAddr,
     status: &Mutex<PlayerSnapshot>,
@@ -403,10 +406,14 @@ fn network_loop(
     let mut last = clock::now();
     let mut log: Vec<String> = Vec::new();
     let mut batch: Option<Nanos>;
+    let mut key_version = keys.version();
     loop {
         let closing = stop.load(Ordering::Relaxed);
         let deadline = {
             let Ok(mut s) = session.lock() else { return };
+            if let Some(k) = keys.changed(&mut key_version) {
+                s.set_security(k);
+            }
             let now = clock::now();
             s.handle_timeout(now);
             // Sent at once: a clock probe's departure stamp is taken in `poll_transmit`.

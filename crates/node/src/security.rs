@@ -1,6 +1,14 @@
-//! Keys for the network: from a passphrase (or plaintext, loudly, for labs).
+//! Keys for the network: from a passphrase, from the hub (a paired node), or plaintext,
+//! loudly, for labs. [`Keys`] lets the hub change a running session's keys (rotation).
 
-use tutti_proto::{NetworkKey, Security};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tutti_proto::control::{KeySet, from_hex, to_hex};
+use tutti_proto::{Credential, NetworkKey, Security};
 
 use crate::NodeError;
 
@@ -24,4 +32,224 @@ pub fn from_options(
         ));
     };
     Ok(Security::encrypted(NetworkKey::from_passphrase(p, network)?))
+}
+
+/// `n` bytes from the operating system's generator.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random generator");
+    b
+}
+
+/// A session's keys, changeable while it runs: the network thread checks
+/// [`changed`](Self::changed) once per loop (an atomic load; the lock only on a change).
+#[derive(Clone, Debug)]
+pub struct Keys(Arc<Ring>);
+
+#[derive(Debug)]
+struct Ring {
+    version: AtomicU64,
+    security: Mutex<Security>,
+}
+
+impl From<Security> for Keys {
+    fn from(s: Security) -> Self {
+        Keys(Arc::new(Ring { version: AtomicU64::new(1), security: Mutex::new(s) }))
+    }
+}
+
+impl Keys {
+    /// No key yet (a paired node before the hub answered): everything is sealed with a random
+    /// key nobody holds and nothing is accepted. Version 0.
+    pub fn pending() -> Self {
+        let k = Keys::from(Security::encrypted(NetworkKey::from_bytes(random())));
+        k.0.version.store(0, Ordering::Release);
+        k
+    }
+
+    /// Replaces the keys.
+    pub fn set(&self, security: Security) {
+        if let Ok(mut s) = self.0.security.lock() {
+            *s = security;
+        }
+        self.0.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Security {
+        self.0.security.lock().map(|s| s.clone()).unwrap_or(Security::Plaintext)
+    }
+
+    /// How many times the keys were set (0: never, still pending).
+    pub fn version(&self) -> u64 {
+        self.0.version.load(Ordering::Acquire)
+    }
+
+    /// The keys, if they changed since `seen` (which is updated).
+    pub fn changed(&self, seen: &mut u64) -> Option<Security> {
+        let v = self.version();
+        if v == *seen {
+            return None;
+        }
+        *seen = v;
+        Some(self.current())
+    }
+
+    /// Waits up to `timeout` for a first key; `false` if none came.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while self.version() == 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+/// The security a [`KeySet`] describes (`None` if a key is not 32 bytes of hex).
+pub fn from_keyset(set: &KeySet) -> Option<Security> {
+    let key = |h: &String| {
+        from_hex(h).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(NetworkKey::from_bytes)
+    };
+    let send = key(&set.send)?;
+    let accept = set.accept.iter().map(key).collect::<Option<Vec<_>>>()?;
+    Some(Security::Encrypted { send, accept })
+}
+
+/// What pairing gave this node, kept on disk owner-only.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Pairing {
+    /// The node's id on the network.
+    pub node: String,
+    /// The credential (hex).
+    pub credential: String,
+    /// The hub's node link (`host:port`).
+    pub hub: String,
+    /// The network's name.
+    pub network: String,
+}
+
+impl core::fmt::Debug for Pairing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pairing").field("node", &self.node).field("hub", &self.hub).finish()
+    }
+}
+
+impl Pairing {
+    /// The credential.
+    pub fn credential(&self) -> Result<Credential, NodeError> {
+        from_hex(&self.credential)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Credential::from_bytes)
+            .ok_or_else(|| NodeError::Refused("the stored credential is damaged: pair again".into()))
+    }
+
+    /// Where a node keeps its pairing: `$XDG_CONFIG_HOME/tutti/pairing.json` (or
+    /// `~/.config/...`).
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .join(".config")
+            })
+            .join("tutti/pairing.json")
+    }
+
+    /// Reads a pairing; `Ok(None)` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, NodeError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+                NodeError::Refused(format!(
+                    "{}: not a Tutti pairing ({e}); pair again with `tutti pair LINK`",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(NodeError::Refused(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes the pairing, readable by this user only.
+    pub fn save(&self, path: &Path) -> Result<(), NodeError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| NodeError::Net(e.to_string()))?;
+        write_private(path, text.as_bytes())
+            .map_err(|e| NodeError::Refused(format!("{}: {e}", path.display())))
+    }
+
+    /// A pairing from a hub's grant.
+    pub fn from_grant(grant: &tutti_proto::pairing::PairGrant, hub: &str) -> Self {
+        Pairing {
+            node: grant.node.clone(),
+            credential: grant.credential.clone(),
+            hub: hub.to_owned(),
+            network: grant.network.clone(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600 (the directory is made 0700 if new).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Hex of fresh random key material (32 bytes).
+pub fn fresh_key_hex() -> String {
+    to_hex(&random::<32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_change_in_place_and_a_pairing_is_owner_only() {
+        let keys = Keys::pending();
+        assert_eq!(keys.version(), 0);
+        assert!(!keys.wait(std::time::Duration::from_millis(10)));
+        let mut seen = 0;
+        assert!(keys.changed(&mut seen).is_none());
+        let set = KeySet { send: fresh_key_hex(), accept: vec![fresh_key_hex()] };
+        keys.set(from_keyset(&set).unwrap());
+        assert!(keys.wait(std::time::Duration::from_millis(10)));
+        assert!(matches!(keys.changed(&mut seen), Some(Security::Encrypted { accept, .. }) if accept.len() == 1));
+        assert!(keys.changed(&mut seen).is_none());
+        assert!(from_keyset(&KeySet { send: "abcd".into(), accept: vec![] }).is_none());
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tutti-pairing-{}", std::process::id()));
+        let path = dir.join("sub/pairing.json");
+        let p = Pairing {
+            node: "kitchen".into(),
+            credential: fresh_key_hex(),
+            hub: "127.0.0.1:7481".into(),
+            network: "home".into(),
+        };
+        p.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = Pairing::load(&path).unwrap().unwrap();
+        assert_eq!(back.credential().unwrap().bytes(), p.credential().unwrap().bytes());
+        assert!(Pairing::load(&dir.join("none.json")).unwrap().is_none());
+        std::fs::write(&path, "{").unwrap();
+        assert!(Pairing::load(&path).unwrap_err().to_string().contains("pair again"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -16,9 +16,10 @@ use tutti_audio::source::{Metadata, Source};
 use tutti_proto::source::{SourceEvent, SourceStats};
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{
-    Codec, Destination, LocalTime, Mode, Nanos, Security, SourceConfig, SourceSession,
+    Codec, Destination, LocalTime, Mode, Nanos, SourceConfig, SourceSession,
 };
 
+use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, multicast_sender, recv_until};
 
@@ -235,10 +236,11 @@ pub fn run_source(
     config: SourceConfig,
     encoding: Encoding,
     bind_addr: SocketAddr,
-    security: Security,
+    security: impl Into<Keys>,
     seed: u64,
     start: Option<LocalTime>,
 ) -> Result<RunningSource, NodeError> {
+    let keys: Keys = security.into();
     let socket = bind(bind_addr, None)?;
     if config.multicast.is_some() {
         multicast_sender(&socket)?;
@@ -246,7 +248,7 @@ pub fn run_source(
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
     let mut cfg = config;
     cfg.codec = encoding.codec;
-    let mut session = SourceSession::new(cfg.clone(), security, seed, clock::now())?;
+    let mut session = SourceSession::new(cfg.clone(), keys.current(), seed, clock::now())?;
     if let Some(t0) = start {
         session.set_start(t0);
     }
@@ -299,7 +301,7 @@ pub fn run_source(
         .spawn(move || {
             // Packets must leave on schedule: prefer this thread (best effort).
             clock::prefer_current_thread(-5);
-            network_loop(session, socket, rx, captured, live, &s2, &p2)
+            network_loop(session, &keys, socket, rx, captured, live, &s2, &p2)
         })
         .map_err(|e| NodeError::Net(e.to_string()))?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
@@ -471,8 +473,10 @@ fn send(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn network_loop(
     mut session: SourceSession,
+    keys: &Keys,
     socket: UdpSocket,
     rx: Receiver<Frame>,
     captured_input: bool,
@@ -486,8 +490,12 @@ fn network_loop(
     let mut drained_at: Option<LocalTime> = None;
     let mut last_snapshot = clock::now();
     let mut pending: Option<Frame> = None;
+    let mut key_version = keys.version();
     loop {
         let now = clock::now();
+        if let Some(s) = keys.changed(&mut key_version) {
+            session.set_security(s);
+        }
         if stop.load(Ordering::Relaxed) && !ended {
             ended = true;
         }
