@@ -1,7 +1,7 @@
 //! Tutti's hub: the control plane. It knows every node (what it is, what it reports, how it is
 //! set), groups players into zones, persists settings, and exposes all of it through an
-//! HTTP and WebSocket API. Nodes keep a link to it (TCP, JSON lines, authenticated by the network
-//! key); commands reach them over that link at once. The hub is never on the audio path:
+//! HTTP and WebSocket API. Nodes keep a link to it (TCP, JSON lines, authenticated by each node's
+//! credential from pairing, or by a passphrase network's key); commands reach them over that link at once. The hub is never on the audio path:
 //! stop it and music plays on; start it and nodes reconnect within a second or two.
 //!
 //! # Layout
@@ -10,7 +10,8 @@
 //!
 //! - [`registry`]: the state and its rules, without I/O.
 //! - [`store`]: settings on disk, written atomically.
-//! - [`link`]: the node link's server side.
+//! - [`link`]: the node link's server side (and pairing).
+//! - [`secrets`]: the network's keys, API tokens and paired nodes (owner-only file).
 //! - [`api`]: the HTTP + WebSocket API.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod link;
 pub mod mqtt;
 pub mod registry;
+pub mod secrets;
 pub mod store;
 
 use std::collections::HashMap;
@@ -32,7 +34,18 @@ use tokio::sync::{broadcast, mpsc};
 use tutti_proto::NetworkKey;
 
 use crate::registry::{Registry, RegistryError, SettingsPatch};
-use tutti_proto::control::{Command, Event, NodeView};
+use crate::secrets::{PairedNode, Secrets, TokenError, Tokens};
+use tutti_proto::control::{Command, Event, LinkMessage, NodeView, to_hex};
+use tutti_proto::pairing::{PairGrant, PairLink, Token};
+
+/// How long a new stream key is accepted before sources send with it (every node has it by
+/// then: the hub pushes keys to all links at once).
+pub const KEY_PROMOTE: Duration = Duration::from_secs(2);
+/// How long the previous stream key is still accepted after the switch (packets in flight,
+/// retransmissions).
+pub const KEY_RETIRE: Duration = Duration::from_secs(10);
+/// How long a pairing token lives unless asked otherwise.
+pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How to run a hub.
 #[derive(Clone, Debug)]
@@ -43,8 +56,18 @@ pub struct HubConfig {
     pub link: SocketAddr,
     /// Where settings are kept (`None`: memory only).
     pub state_file: Option<PathBuf>,
-    /// The network key nodes must prove they hold.
-    pub key: NetworkKey,
+    /// A passphrase network's key: nodes holding it join without pairing (`None`: paired
+    /// nodes only).
+    pub key: Option<NetworkKey>,
+    /// The network's secrets (tokens, stream keys, paired nodes).
+    pub secrets: Secrets,
+    /// Where the secrets are kept (`None`: memory only).
+    pub secrets_file: Option<PathBuf>,
+    /// The address nodes reach the link at, for pairing links (`host:port`; `None`: found
+    /// from the link address and this machine's interfaces).
+    pub advertise: Option<String>,
+    /// How often the stream keys rotate.
+    pub key_lifetime: Duration,
     /// MQTT: an embedded broker, an external one, or none.
     pub mqtt: Option<MqttSetup>,
     /// Advertise the hub and listen for nodes on mDNS.
@@ -135,11 +158,37 @@ impl ControlError {
 pub struct Hub {
     registry: Arc<Mutex<Registry>>,
     events: broadcast::Sender<Event>,
-    links: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>>,
+    links: Arc<Mutex<HashMap<String, Link>>>,
     state_file: Option<PathBuf>,
-    key: NetworkKey,
+    key: Option<NetworkKey>,
+    vault: Arc<Mutex<Vault>>,
     heard: discovery::Heard,
     covers: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
+}
+
+/// A connected node's channel, and the paired node it proved to be (if any).
+#[derive(Clone, Debug)]
+pub(crate) struct Link {
+    pub(crate) tx: mpsc::UnboundedSender<LinkMessage>,
+    pub(crate) paired: Option<String>,
+}
+
+struct Vault {
+    secrets: Secrets,
+    file: Option<PathBuf>,
+    tokens: Tokens,
+    link: String,
+    rotation: u64,
+}
+
+impl Vault {
+    fn save(&self) {
+        if let Some(p) = &self.file
+            && let Err(e) = self.secrets.save(p)
+        {
+            eprintln!("tutti hub: could not save secrets: {e}");
+        }
+    }
 }
 
 impl core::fmt::Debug for Hub {
@@ -149,8 +198,14 @@ impl core::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub with the settings in `state_file` (if any), checking nodes against `key`.
-    pub fn new(state_file: Option<PathBuf>, key: NetworkKey) -> Result<Self, HubError> {
+    /// A hub with the settings in `state_file` (if any), the network's `secrets`, and (a
+    /// passphrase network) `key`.
+    pub fn new(
+        state_file: Option<PathBuf>,
+        key: Option<NetworkKey>,
+        secrets: Secrets,
+        secrets_file: Option<PathBuf>,
+    ) -> Result<Self, HubError> {
         let persisted = match &state_file {
             Some(p) => store::load(p).map_err(HubError::State)?,
             None => Default::default(),
@@ -162,6 +217,13 @@ impl Hub {
             links: Arc::default(),
             state_file,
             key,
+            vault: Arc::new(Mutex::new(Vault {
+                secrets,
+                file: secrets_file,
+                tokens: Tokens::default(),
+                link: String::new(),
+                rotation: 0,
+            })),
             heard: Arc::default(),
             covers: Arc::default(),
         })
@@ -197,7 +259,7 @@ impl Hub {
     pub fn command(&self, id: &str, commands: Vec<Command>) -> bool {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         match links.get(id) {
-            Some(tx) => commands.into_iter().all(|c| tx.send(c).is_ok()),
+            Some(l) => commands.into_iter().all(|c| l.tx.send(LinkMessage::Command(c)).is_ok()),
             None => false,
         }
     }
@@ -285,18 +347,163 @@ impl Hub {
             .collect()
     }
 
-    /// The network key.
-    pub fn key(&self) -> &NetworkKey {
-        &self.key
+    /// A passphrase network's key, if nodes may join with it.
+    pub fn key(&self) -> Option<&NetworkKey> {
+        self.key.as_ref()
     }
 
-    pub(crate) fn attach(&self, id: &str, tx: mpsc::UnboundedSender<Command>) {
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), tx);
+    fn vault<R>(&self, f: impl FnOnce(&mut Vault) -> R) -> R {
+        f(&mut self.vault.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(crate) fn detach(&self, id: &str, tx: &mpsc::UnboundedSender<Command>) -> bool {
+    /// The admin and read-only API tokens.
+    pub fn api_tokens(&self) -> (String, String) {
+        self.vault(|v| (v.secrets.admin_token.clone(), v.secrets.read_token.clone()))
+    }
+
+    /// The network's name.
+    pub fn network(&self) -> String {
+        self.vault(|v| v.secrets.network.clone())
+    }
+
+    /// Issues a one-time pairing token valid for `ttl`, as a link.
+    pub fn issue_token(&self, ttl: Duration) -> PairLink {
+        self.vault(|v| {
+            let token = v.tokens.issue(ttl, Instant::now());
+            PairLink { hub: v.link.clone(), token }
+        })
+    }
+
+    pub(crate) fn take_token(&self, id: &str) -> Result<Token, TokenError> {
+        self.vault(|v| v.tokens.take(id, Instant::now()))
+    }
+
+    /// Pairs a node that presented a good token: its id and credential, saved.
+    pub(crate) fn grant(&self, name: &str) -> PairGrant {
+        self.vault(|v| {
+            let (node, credential) = v.secrets.pair(name);
+            v.save();
+            PairGrant { node, credential, network: v.secrets.network.clone() }
+        })
+    }
+
+    /// A paired node's credential (hex), or why it has none.
+    pub(crate) fn credential(&self, id: &str) -> Result<String, String> {
+        self.vault(|v| match (v.secrets.nodes.get(id), v.secrets.revoked.get(id)) {
+            (Some(n), _) => Ok(n.credential.clone()),
+            (None, Some(_)) => Err(format!(
+                "node `{id}` was revoked: it can pair again only with a new token from the hub"
+            )),
+            (None, None) => {
+                Err(format!("no paired node `{id}` on this hub: pair it with `tutti pair LINK`"))
+            }
+        })
+    }
+
+    /// The current stream keys sealed for `credential` (hex).
+    pub(crate) fn sealed_keys(&self, credential: &str) -> Option<String> {
+        self.vault(|v| v.secrets.sealed_keys(credential))
+    }
+
+    /// Paired nodes by id (credentials left out), and revoked ids with when.
+    pub fn paired(&self) -> (Vec<(String, PairedNode)>, Vec<(String, u64)>) {
+        self.vault(|v| {
+            let nodes = v
+                .secrets
+                .nodes
+                .iter()
+                .map(|(id, n)| (id.clone(), PairedNode { credential: String::new(), ..n.clone() }))
+                .collect();
+            (nodes, v.secrets.revoked.iter().map(|(k, t)| (k.clone(), *t)).collect())
+        })
+    }
+
+    /// Revokes a paired node: its credential is forgotten, its links are closed, and the
+    /// stream keys rotate so what it holds stops working. `false` if it was not paired.
+    pub fn revoke(&self, id: &str) -> bool {
+        if !self.vault(|v| {
+            let r = v.secrets.revoke(id);
+            v.save();
+            r
+        }) {
+            return false;
+        }
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        for l in links.values().filter(|l| l.paired.as_deref() == Some(id)) {
+            let message = "this node was revoked by the hub's administrator".to_owned();
+            let _ = l.tx.send(LinkMessage::Refused { message });
+        }
+        drop(links);
+        self.rotate_keys();
+        true
+    }
+
+    /// Sends every paired link its sealed keys.
+    fn push_keys(&self) {
+        let links: Vec<Link> =
+            self.links.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for l in links {
+            let Some(p) = &l.paired else { continue };
+            let Ok(c) = self.credential(p) else { continue };
+            if let Some(sealed) = self.sealed_keys(&c) {
+                let _ = l.tx.send(LinkMessage::Keys { sealed });
+            }
+        }
+    }
+
+    /// Rotates the stream keys in three steps: every paired node accepts a new key; after
+    /// [`KEY_PROMOTE`] everyone sends with it; after [`KEY_RETIRE`] more the old key is
+    /// refused. Needs a tokio runtime. Returns the rotation's number.
+    pub fn rotate_keys(&self) -> u64 {
+        let new = to_hex(&secrets::random::<32>());
+        let (old, n) = self.vault(|v| {
+            v.rotation += 1;
+            v.secrets.keys.accept.push(new.clone());
+            v.save();
+            (v.secrets.keys.send.clone(), v.rotation)
+        });
+        self.push_keys();
+        let hub = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(KEY_PROMOTE).await;
+            hub.vault(|v| {
+                let k = &mut v.secrets.keys;
+                if k.send == old {
+                    k.accept.retain(|a| *a != new);
+                    k.accept.insert(0, old.clone());
+                    k.send = new.clone();
+                    v.secrets.keys_since = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    v.save();
+                }
+            });
+            hub.push_keys();
+            tokio::time::sleep(KEY_RETIRE).await;
+            hub.vault(|v| {
+                v.secrets.keys.accept.retain(|a| *a != old);
+                v.save();
+            });
+            hub.push_keys();
+            hub.vault(|v| {
+                v.save();
+            });
+        });
+        n
+    }
+
+    /// Whether a key rotation is under way (a new key accepted, or an old one not retired).
+    pub fn rotating(&self) -> bool {
+        self.vault(|v| !v.secrets.keys.accept.is_empty())
+    }
+
+    pub(crate) fn attach(&self, id: &str, link: Link) {
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), link);
+    }
+
+    pub(crate) fn detach(&self, id: &str, tx: &mpsc::UnboundedSender<LinkMessage>) -> bool {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        let current = links.get(id).is_some_and(|t| t.same_channel(tx));
+        let current = links.get(id).is_some_and(|t| t.tx.same_channel(tx));
         if current {
             links.remove(id);
         }
@@ -331,7 +538,12 @@ impl RunningHub {
 
 /// Starts the hub's servers on the current tokio runtime.
 pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
-    let hub = Hub::new(config.state_file.clone(), config.key.clone())?;
+    let hub = Hub::new(
+        config.state_file.clone(),
+        config.key.clone(),
+        config.secrets.clone(),
+        config.secrets_file.clone(),
+    )?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -345,12 +557,25 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let link = link_listener
         .local_addr()
         .map_err(|e| HubError::Bind { addr: config.link, message: e.to_string() })?;
+    let advertised = config.advertise.clone().unwrap_or_else(|| {
+        let ip = if link.ip().is_unspecified() { primary_ip() } else { link.ip() };
+        SocketAddr::new(ip, link.port()).to_string()
+    });
+    hub.vault(|v| v.link = advertised);
     let router = api::router(hub.clone());
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(async move {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
+    let h = hub.clone();
+    let lifetime = config.key_lifetime.max(Duration::from_secs(60));
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lifetime).await;
+            h.rotate_keys();
+        }
+    }));
     let h = hub.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -389,4 +614,15 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         None
     };
     Ok(RunningHub { hub, http, link, mqtt: broker, discovery, tasks })
+}
+
+/// This machine's address on its default route (no packet is sent: a UDP `connect` only
+/// picks the route), else loopback.
+fn primary_ip() -> std::net::IpAddr {
+    let probe = || -> std::io::Result<std::net::IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
 }

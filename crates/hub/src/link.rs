@@ -2,25 +2,30 @@
 //!
 //! ```text
 //! hub  → node  {"challenge":{"nonce":"<32 random bytes, hex>"}}
-//! node → hub   {"hello":{"info":{...},"proof":"<NetworkKey::prove(nonce), hex>"}}
-//! hub  → node  {"welcome":{"settings":{...}}}      or {"refused":{"message":...}} and close
+//! node → hub   {"hello":{"info":{...},"paired":"kitchen","proof":"<Credential::prove(nonce), hex>"}}
+//! hub  → node  {"welcome":{"settings":{...},"keys":"<sealed KeySet>"}}  or {"refused":...}, close
 //! node → hub   {"state":{...}}                       a few times a second
 //! hub  → node  {"command":{"kind":"volume","percent":40}}   whenever the API says so
+//! hub  → node  {"keys":{"sealed":"..."}}             on every key rotation
 //! ```
 //!
-//! Only holders of the network key get in; a proof is bound to its nonce, so one overheard
-//! cannot be replayed. (The link is authenticated, not yet encrypted: settings are not
-//! secret; the audio is.)
+//! A paired node proves its own credential (its id is the paired id, or starts with it and a
+//! dash: one paired machine may run a player and a source); on a passphrase network a node
+//! may instead prove the network key (no `paired`). A proof is bound to its nonce, so one
+//! overheard cannot be replayed. Stream keys travel sealed with the node's credential. (The
+//! rest of the link is authenticated, not encrypted: settings are not secret; the audio is.)
+//!
+//! Instead of a hello, a new node may pair: `{"pair":{"token":ID,"noise":...}}` (see
+//! [`tutti_proto::pairing`]); the hub answers `{"paired":{"noise":...}}` and closes.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::Hub;
-use tutti_proto::control::{LinkMessage, from_hex, to_hex};
+use crate::{Hub, Link};
+use tutti_proto::control::{LinkMessage, NodeInfo, from_hex, to_hex};
 
 /// Longest line accepted from a node (a cover image, hex, is the longest thing it sends).
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -43,15 +48,7 @@ pub async fn serve(hub: Hub, listener: TcpListener) {
 }
 
 fn nonce() -> [u8; 32] {
-    let mut n = [0u8; 32];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut n)).is_err() {
-        // No OS randomness: a time-based nonce still never repeats on this hub.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        n[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    n
+    crate::secrets::random()
 }
 
 async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, m: &LinkMessage) -> std::io::Result<()> {
@@ -80,38 +77,43 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
     send(&mut w, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
     let mut line = String::new();
     let hello = tokio::time::timeout(Duration::from_secs(5), read_line(&mut r, &mut line)).await;
-    let info = match (hello, serde_json::from_str::<LinkMessage>(line.trim())) {
-        (Ok(Ok(_)), Ok(LinkMessage::Hello { info, proof })) => {
-            let ok = from_hex(&proof).is_some_and(|p| hub.key().verify(&challenge, &p));
-            if !ok {
-                let message = "wrong network key: use the same passphrase as the hub".to_owned();
-                send(&mut w, &LinkMessage::Refused { message }).await?;
-                return Err(std::io::Error::other(format!("{peer}: wrong network key")));
+    let refuse = async |w: &mut tokio::net::tcp::OwnedWriteHalf, message: String| {
+        let e = std::io::Error::other(format!("{peer}: {message}"));
+        send(w, &LinkMessage::Refused { message }).await?;
+        Err::<(), _>(e)
+    };
+    let (info, paired) = match (hello, serde_json::from_str::<LinkMessage>(line.trim())) {
+        (Ok(Ok(_)), Ok(LinkMessage::Pair { token, noise })) => {
+            return match pair(&hub, &token, &noise) {
+                Ok(answer) => send(&mut w, &LinkMessage::Paired { noise: answer }).await,
+                Err(message) => refuse(&mut w, message).await,
+            };
+        }
+        (Ok(Ok(_)), Ok(LinkMessage::Hello { info, proof, paired })) => {
+            if let Err(message) = admit(&hub, &challenge, &info, &proof, paired.as_deref()) {
+                return refuse(&mut w, message).await;
             }
-            if info.id.is_empty() || info.id.len() > 128 {
-                let message = "`info.id` must be 1–128 characters".to_owned();
-                send(&mut w, &LinkMessage::Refused { message }).await?;
-                return Err(std::io::Error::other(format!("{peer}: bad id")));
-            }
-            info
+            (info, paired)
         }
         _ => {
-            let message = "expected {\"hello\":{...}} within 5 s".to_owned();
-            send(&mut w, &LinkMessage::Refused { message }).await?;
-            return Err(std::io::Error::other(format!("{peer}: no hello")));
+            return refuse(&mut w, "expected {\"hello\":{...}} within 5 s".to_owned()).await;
         }
     };
     let id = info.id.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    hub.attach(&id, tx.clone());
+    hub.attach(&id, Link { tx: tx.clone(), paired: paired.clone() });
+    let keys = match &paired {
+        Some(p) => hub.credential(p).ok().and_then(|c| hub.sealed_keys(&c)),
+        None => None,
+    };
     let (settings, route) = hub.with(|reg| {
         let (s, e) = reg.connect(info, Instant::now());
         ((s, reg.route_for(&id)), vec![e], true)
     });
-    send(&mut w, &LinkMessage::Welcome { settings }).await?;
+    send(&mut w, &LinkMessage::Welcome { settings, keys }).await?;
     // A player in a routed zone plays the zone's source.
     if let Some(route) = route {
-        let _ = tx.send(route);
+        let _ = tx.send(LinkMessage::Command(route));
     }
     let result = loop {
         tokio::select! {
@@ -131,10 +133,14 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
                 },
                 Err(e) => break Err(e),
             },
-            c = rx.recv() => match c {
-                Some(c) => {
-                    if let Err(e) = send(&mut w, &LinkMessage::Command(c)).await {
+            m = rx.recv() => match m {
+                Some(m) => {
+                    let last = matches!(m, LinkMessage::Refused { .. });
+                    if let Err(e) = send(&mut w, &m).await {
                         break Err(e);
+                    }
+                    if last {
+                        break Err(std::io::Error::other(format!("{id}: revoked")));
                     }
                 }
                 None => break Ok(()),
@@ -146,4 +152,54 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
         hub.with(|reg| ((), reg.disconnect(&id).into_iter().collect(), false));
     }
     result
+}
+
+/// Checks a hello: a paired node's credential proof, or (passphrase networks) the network
+/// key's. `Err` is the message the node is told.
+fn admit(
+    hub: &Hub,
+    challenge: &[u8],
+    info: &NodeInfo,
+    proof: &str,
+    paired: Option<&str>,
+) -> Result<(), String> {
+    if info.id.is_empty() || info.id.len() > 128 {
+        return Err("`info.id` must be 1–128 characters".to_owned());
+    }
+    let proof = from_hex(proof).unwrap_or_default();
+    match (paired, hub.key()) {
+        (Some(p), _) => {
+            let credential = hub.credential(p)?;
+            let ok = crate::secrets::credential_of(&credential)
+                .is_some_and(|c| c.verify(challenge, &proof));
+            if !ok {
+                return Err(format!("wrong credential for `{p}`: pair this node again"));
+            }
+            if info.id != p && !info.id.starts_with(&format!("{p}-")) {
+                return Err(format!(
+                    "node id `{}` is not `{p}`'s: a paired node's ids start with its paired id",
+                    info.id
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(key)) if key.verify(challenge, &proof) => Ok(()),
+        (None, Some(_)) => Err("wrong network key: use the same passphrase as the hub".to_owned()),
+        (None, None) => Err(
+            "this hub admits paired nodes only: pair this node with `tutti pair LINK` (`tutti \
+             serve` prints a link; POST /api/pairing makes more)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Answers a pairing: the token is used up whatever happens.
+fn pair(hub: &Hub, token: &str, noise: &str) -> Result<String, String> {
+    let t = hub.take_token(token).map_err(|e| e.to_string())?;
+    let (request, responder) =
+        tutti_proto::pairing::respond(&t, noise).map_err(|e| e.to_string())?;
+    let name = request.name.chars().take(64).collect::<String>();
+    let grant = hub.grant(&name);
+    eprintln!("tutti hub: paired `{}` as `{}`", name, grant.node);
+    responder.grant(&grant).map_err(|e| e.to_string())
 }

@@ -26,6 +26,8 @@ pub enum LinkAuth {
     Network(NetworkKey),
     /// A paired node: by its own credential; the hub sends its stream keys into `keys`.
     Paired {
+        /// The paired id (this node's id is it, or starts with it and a dash).
+        node: String,
         /// The node's credential.
         credential: Credential,
         /// Where the stream keys go.
@@ -34,6 +36,13 @@ pub enum LinkAuth {
 }
 
 impl LinkAuth {
+    fn paired(&self) -> Option<String> {
+        match self {
+            LinkAuth::Network(_) => None,
+            LinkAuth::Paired { node, .. } => Some(node.clone()),
+        }
+    }
+
     fn prove(&self, nonce: &[u8]) -> [u8; 32] {
         match self {
             LinkAuth::Network(k) => k.prove(nonce),
@@ -43,7 +52,7 @@ impl LinkAuth {
 
     /// Opens a sealed key set and installs it; `false` if it does not open.
     fn install(&self, sealed: &str) -> bool {
-        let LinkAuth::Paired { credential, keys } = self else { return false };
+        let LinkAuth::Paired { credential, keys, .. } = self else { return false };
         let set = from_hex(sealed)
             .and_then(|b| credential.open(KEYS_CONTEXT, &b))
             .and_then(|plain| serde_json::from_slice::<KeySet>(&plain).ok())
@@ -194,7 +203,7 @@ fn session(
     };
     let nonce = from_hex(&nonce).ok_or_else(|| std::io::Error::other("bad challenge"))?;
     let proof = to_hex(&key.prove(&nonce));
-    write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof })?;
+    write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof, paired: key.paired() })?;
     match read(&mut reader)? {
         Some(LinkMessage::Welcome { settings, keys }) => {
             if let Some(sealed) = keys

@@ -270,8 +270,11 @@ pub enum LinkMessage {
     Hello {
         /// The node.
         info: NodeInfo,
-        /// `NetworkKey::prove(nonce)`, hex.
+        /// `Credential::prove(nonce)` (paired) or `NetworkKey::prove(nonce)`, hex.
         proof: String,
+        /// The paired id whose credential made the proof (`None`: the network key did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paired: Option<String>,
     },
     /// Hub → node: accepted; here are your settings.
     Welcome {
