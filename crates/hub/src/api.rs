@@ -16,6 +16,16 @@
 //! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
+//! | POST | `/api/pairing` | a one-time pairing token `{ttl_s}` (default 900): its link and QR code (SVG) |
+//! | GET | `/api/pairing` | paired nodes (no credentials) and revoked ids |
+//! | DELETE | `/api/pairing/{id}` | revoke a paired node: its links close, the stream keys rotate |
+//! | POST | `/api/keys/rotate` | rotate the stream keys now |
+//!
+//! Every request needs a token: `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for a
+//! browser's WebSocket). The read-only token may GET; everything else needs the admin token.
+//! None or an unknown token: 401; the read-only token on a change: 403. A request whose
+//! `Origin` is not this host is refused (403): a web page elsewhere cannot drive the hub
+//! through a user's browser. Bodies are limited to 64 KiB (413).
 //!
 //! Errors are `{"error": code, "message": text}` with the matching status.
 
@@ -79,13 +89,90 @@ struct Body<T>(T);
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+            ApiError(status, code, format!("request body: {e} (at most {MAX_BODY} bytes)"))
+        })?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
             ApiError(StatusCode::BAD_REQUEST, "bad_json", format!("request body: {e}"))
         })
     }
+}
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Who a request's token says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Admin,
+    Read,
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Checks the token and the origin of every request.
+async fn guard(
+    State(hub): State<Hub>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let query = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
+    });
+    let token = bearer.map(str::to_owned).or(query);
+    let (admin, read) = hub.api_tokens();
+    let access = match token.as_deref() {
+        Some(t) if constant_eq(t, &admin) => Some(Access::Admin),
+        Some(t) if constant_eq(t, &read) => Some(Access::Read),
+        _ => None,
+    };
+    let Some(access) = access else {
+        let message = if token.is_none() {
+            "this API needs a token: send `Authorization: Bearer TOKEN` (the admin and read-only \
+             tokens are in the hub's secrets file; `tutti serve` says where)"
+        } else {
+            "unknown token: use the admin or read-only token from the hub's secrets file"
+        };
+        let mut r = ApiError(StatusCode::UNAUTHORIZED, "unauthorized", message.into()).into_response();
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"tutti\""),
+        );
+        return r;
+    };
+    // A browser says where a request comes from: only this host's own pages may use the API.
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if host != Some(origin_host) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("requests from {origin} are refused: use the hub's own address"),
+            )
+            .into_response();
+        }
+    }
+    let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if access == Access::Read && !reads {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "the read-only token may only GET: use the admin token to change anything".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The API's router.
@@ -106,6 +193,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/discovered", get(discovered))
         .route("/api/events", get(events))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/pairing", get(paired).post(new_token))
+        .route("/api/pairing/{id}", axum::routing::delete(revoke))
+        .route("/api/keys/rotate", post(rotate))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -113,7 +203,77 @@ pub fn router(hub: Hub) -> Router {
                 "no such resource: see /api/openapi.json".into(),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(hub)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    ttl_s: Option<u64>,
+}
+
+async fn new_token(
+    State(hub): State<Hub>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(StatusCode::BAD_REQUEST, "bad_json", format!("request body: {e}"))
+        })?
+    };
+    let ttl = req.ttl_s.unwrap_or(900);
+    if !(10..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("`ttl_s` = {ttl}: a token lives 10 s to 7 days"),
+        ));
+    }
+    let link = hub.issue_token(std::time::Duration::from_secs(ttl));
+    let text = link.text();
+    let svg = qrcode::QrCode::new(text.as_bytes())
+        .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
+        .unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": link.token.text(),
+            "link": text,
+            "hub": link.hub,
+            "expires_in_s": ttl,
+            "qr_svg": svg,
+            "how": format!("on the new node: tutti pair '{text}'"),
+        })),
+    )
+        .into_response())
+}
+
+async fn paired(State(hub): State<Hub>) -> impl IntoResponse {
+    let (nodes, revoked) = hub.paired();
+    let nodes: Vec<_> = nodes
+        .into_iter()
+        .map(|(id, n)| json!({"id": id, "name": n.name, "paired_at": n.paired_at}))
+        .collect();
+    let revoked: Vec<_> =
+        revoked.into_iter().map(|(id, at)| json!({"id": id, "revoked_at": at})).collect();
+    Json(json!({ "nodes": nodes, "revoked": revoked, "rotating": hub.rotating() }))
+}
+
+async fn revoke(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if hub.revoke(&id) {
+        Ok(Json(json!({"revoked": id, "keys": "rotating"})).into_response())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, "not_paired", format!("no paired node `{id}`")))
+    }
+}
+
+async fn rotate(State(hub): State<Hub>) -> impl IntoResponse {
+    let n = hub.rotate_keys();
+    Json(json!({"rotation": n, "promote_s": crate::KEY_PROMOTE.as_secs(), "retire_s": crate::KEY_RETIRE.as_secs()}))
 }
 
 async fn nodes(State(hub): State<Hub>) -> impl IntoResponse {

@@ -50,6 +50,9 @@ enum Command {
     Devices,
     /// Run the hub: the control plane every node can join (HTTP + WebSocket API, node link).
     Serve(ServeArgs),
+    /// Join this node to a hub's network with a one-time pairing link (`tutti serve` prints
+    /// one; POST /api/pairing makes more). The node keeps its own credential (owner-only).
+    Pair(PairArgs),
     /// Run a source and several players on this machine and show them in sync.
     Demo(DemoArgs),
     /// Karaoke: with --to, send this device's microphone live to a host; with --peers,
@@ -78,6 +81,18 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+}
+
+#[derive(Args, Debug)]
+struct PairArgs {
+    /// The link: `tutti://HOST:PORT/pair/ID.SECRET`.
+    link: String,
+    /// How the hub will show this node (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to keep the pairing (default ~/.config/tutti/pairing.json; also TUTTI_PAIRING).
+    #[arg(long, env = "TUTTI_PAIRING")]
+    pairing: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +191,10 @@ struct NetArgs {
     /// listen and inject).
     #[arg(long)]
     insecure: bool,
+    /// This node's pairing (from `tutti pair`), used when no passphrase is given; default
+    /// ~/.config/tutti/pairing.json.
+    #[arg(long, env = "TUTTI_PAIRING")]
+    pairing: Option<PathBuf>,
     /// Neither advertise this node over mDNS nor look for a hub there (also TUTTI_MDNS=off).
     #[arg(long)]
     no_mdns: bool,
@@ -189,12 +208,25 @@ impl NetArgs {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// HTTP + WebSocket API address (local only by default: the API has no login yet).
+    /// HTTP + WebSocket API address (this machine only by default; every request needs the
+    /// admin or read-only token from the secrets file either way).
     #[arg(long, default_value = "127.0.0.1:7480")]
     http: SocketAddr,
-    /// Where nodes connect (`tutti play --hub HOST:7481`); they must hold the network key.
+    /// Where nodes connect: paired nodes with their credential, or (with --passphrase) any
+    /// node holding the network key.
     #[arg(long, default_value = "0.0.0.0:7481")]
     link: SocketAddr,
+    /// The address nodes reach the link at, as written in pairing links (default: this
+    /// machine's address on its default route, and the link's port).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Use this admin token for the API instead of the generated one (16+ characters; it is
+    /// saved in the secrets file).
+    #[arg(long, env = "TUTTI_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Rotate the stream keys this often (hours).
+    #[arg(long, default_value_t = 24.0)]
+    key_hours: f64,
     /// Settings file (names, zones, volumes, delays); default ~/.local/state/tutti/hub.json.
     #[arg(long)]
     state: Option<PathBuf>,
@@ -378,12 +410,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Play(a) => play(a, &cfg),
         Command::Devices => devices(),
         Command::Serve(a) => serve(a, &cfg),
+        Command::Pair(a) => pair(a),
         Command::Demo(a) => demo(a),
         Command::Party(a) => party(a, &cfg),
         Command::Record(a) => record(a),
         Command::ClicksWav { out, seconds } => clicks_wav(&out, seconds),
         Command::Skew { wavs } => skew(&wavs),
     }
+}
+
+/// How this node belongs to its network: the keys its sessions use, how it proves itself to
+/// the hub, the hub its pairing names, and the prefix of its node ids.
+struct Member {
+    keys: tutti_node::security::Keys,
+    auth: Option<tutti_node::hub::LinkAuth>,
+    hub: Option<String>,
+    prefix: String,
+}
+
+/// `--insecure`, else a passphrase, else this node's pairing (`tutti pair`).
+fn member(net: &NetArgs, cfg: &config::Config) -> Result<Member> {
+    let insecure = net.insecure || cfg.network.insecure.unwrap_or(false);
+    let pass = net.passphrase.is_some() || cfg.network.passphrase.is_some();
+    if insecure || pass {
+        let sec = security(net, cfg)?;
+        let auth = sec.sending_key().cloned().map(tutti_node::hub::LinkAuth::Network);
+        return Ok(Member { keys: sec.into(), auth, hub: None, prefix: hostname() });
+    }
+    let path = net.pairing.clone().unwrap_or_else(tutti_node::security::Pairing::default_path);
+    let Some(p) = tutti_node::security::Pairing::load(&path)? else {
+        bail!(
+            "this node belongs to no network yet: pair it with `tutti pair LINK` (`tutti serve` \
+             prints a link; POST /api/pairing on the hub makes more), or give every node the \
+             same --passphrase (no pairing file at {})",
+            path.display()
+        );
+    };
+    let keys = tutti_node::security::Keys::pending();
+    let auth = tutti_node::hub::LinkAuth::Paired {
+        node: p.node.clone(),
+        credential: p.credential()?,
+        keys: keys.clone(),
+    };
+    Ok(Member { keys, auth: Some(auth), hub: Some(p.hub.clone()), prefix: p.node })
 }
 
 fn security(net: &NetArgs, cfg: &config::Config) -> Result<Security> {
@@ -431,7 +500,7 @@ fn seed() -> u64 {
 }
 
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
-    let sec = security(&a.net, cfg)?;
+    let m = member(&a.net, cfg)?;
     let s = &cfg.stream;
     let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
         "opus"
@@ -534,7 +603,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         c.stream_id = i as u32 + 1;
         c.name = name.chars().take(64).collect();
         let addr = SocketAddr::new(bind_ip, port + i as u16);
-        let r = run_source(input, c, encoding, addr, sec.clone(), seed() ^ i as u64, start)
+        let r = run_source(input, c, encoding, addr, m.keys.clone(), seed() ^ i as u64, start)
             .with_context(|| format!("stream {name} on {addr}"))?;
         let meta = &r.metadata;
         let title = meta
@@ -562,7 +631,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let first = &running[0];
     let playlist = first.progress.transport().is_some();
     let info = tutti_proto::control::NodeInfo {
-        id: node_id(&format!("{}-source-{}", hostname(), first.local_addr.port())),
+        id: node_id(&format!("{}-source-{}", m.prefix, first.local_addr.port())),
         name: format!("{} source", hostname()),
         role: "source".into(),
         device: a.device.clone().unwrap_or_default(),
@@ -587,8 +656,8 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             l.push(m);
         }
     };
-    let key = sec.sending_key().cloned();
-    let _link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
+    let hub = a.hub.as_deref().or(m.hub.as_deref());
+    let _link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let mut shown_track = 0;
     loop {
@@ -684,7 +753,7 @@ fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Security)> {
+fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Member)> {
     let p = &cfg.play;
     let source = a.source.clone().or_else(|| p.source.clone()).ok_or_else(|| {
         anyhow!("which source? `tutti play HOST:PORT` (or [play] source = ... in the config)")
@@ -720,7 +789,7 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Se
         volume: a.volume.or(p.volume).unwrap_or(100.0),
         join_timeout: Duration::from_secs(5),
     };
-    Ok((opts, security(&a.net, cfg)?))
+    Ok((opts, member(&a.net, cfg)?))
 }
 
 fn hostname() -> String {
@@ -774,7 +843,7 @@ fn discovery_for(
 /// works on alone). `say` tells the user what was found.
 fn join_hub(
     hub: Option<&str>,
-    key: Option<tutti_proto::NetworkKey>,
+    key: Option<tutti_node::hub::LinkAuth>,
     discovery: Option<&mut tutti_node::discovery::Discovery>,
     info: tutti_proto::control::NodeInfo,
     handler: impl tutti_node::hub::HubHandler,
@@ -783,7 +852,8 @@ fn join_hub(
     let report = Duration::from_millis(250);
     Ok(match (hub, key, discovery) {
         (Some(_), None, _) => bail!(
-            "--hub: the hub admits nodes by the network key: give --passphrase (not --insecure)"
+            "--hub: the hub admits paired nodes (`tutti pair LINK`) or a passphrase network's \
+             nodes (--passphrase), not --insecure ones"
         ),
         (Some(h), Some(key), _) => {
             let hub = resolve(h, "--hub")?;
@@ -820,14 +890,13 @@ fn node_id(parts: &str) -> String {
 }
 
 fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
-    let (opts, sec) = play_options(&a, cfg)?;
+    let (opts, m) = play_options(&a, cfg)?;
     let base = opts.clone();
     let source = opts.config.source;
     let name = opts.config.name.clone();
     let local = opts.bind;
-    let key = sec.sending_key().cloned();
     let mut player =
-        run_player(opts, sec.clone(), seed()).with_context(|| format!("playing {source}"))?;
+        run_player(opts, m.keys.clone(), seed()).with_context(|| format!("playing {source}"))?;
     // Stable across restarts (the hub keeps settings by id): host and output, and the port
     // when one was given.
     let output = match (&a.wav, a.null, &a.device) {
@@ -840,8 +909,8 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         (None, false, None) => "default".into(),
     };
     let id = match a.port {
-        0 => format!("{}-{output}", hostname()),
-        p => format!("{}-{output}-{p}", hostname()),
+        0 => format!("{}-{output}", m.prefix),
+        p => format!("{}-{output}-{p}", m.prefix),
     };
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
@@ -877,7 +946,8 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             st.log.push(m);
         }
     };
-    let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
+    let hub = a.hub.as_deref().or(m.hub.as_deref());
+    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let started = std::time::Instant::now();
     let mut playing = (source, base.config.latency_override);
@@ -895,7 +965,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                         opts.config.latency_override = latency.or(base.config.latency_override);
                         let levels = handles.lock().ok().map(|h| h.levels.clone());
                         player.stop();
-                        player = run_player(opts, sec.clone(), seed())
+                        player = run_player(opts, m.keys.clone(), seed())
                             .with_context(|| format!("playing {addr}"))?;
                         if let Ok(mut h) = handles.lock() {
                             *h = PlayerHandles::of(&player);
@@ -1050,15 +1120,15 @@ fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
-    let sec = security(&a.net, cfg)?;
+    let m = member(&a.net, cfg)?;
+    let hub = a.hub.as_deref().or(m.hub.as_deref());
     let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     let running = || until.is_none_or(|u| std::time::Instant::now() < u);
     if let Some(host) = &a.to {
         // A participant: a live stream to the host.
         let host = resolve(host, "--to")?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
-        let key = sec.sending_key().cloned();
-        let src = party_mic(&a, vec![host], bind, sec)?;
+        let src = party_mic(&a, vec![host], bind, m.keys.clone())?;
         println!("sending live to {host} from {}", src.local_addr);
         // A hub citizen too (role `mic`): listed with whether it reaches the host.
         let what = a
@@ -1067,7 +1137,7 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
             .or_else(|| a.tone.map(|t| format!("tone{t}")))
             .unwrap_or_else(|| "default".into());
         let info = tutti_proto::control::NodeInfo {
-            id: node_id(&format!("{}-mic-{what}", hostname())),
+            id: node_id(&format!("{}-mic-{what}", m.prefix)),
             name: format!("{} microphone", hostname()),
             role: "mic".into(),
             device: what,
@@ -1083,7 +1153,7 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
             cover_sent: None,
         };
         let say = |m: String| eprintln!("{m}");
-        let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
+        let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
         while !src.finished() && running() {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -1104,15 +1174,14 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         if monitor.is_some() {
             to.push(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
         }
-        let host = party_host(&a, port, monitor, sec.clone())?;
+        let host = party_host(&a, port, monitor, m.keys.clone())?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port + 1);
-        let key = sec.sending_key().cloned();
-        let src = party_mic(&a, to, bind, sec)?;
+        let src = party_mic(&a, to, bind, m.keys.clone())?;
         println!(
             "headphones mode: mixing on {} (peers send there), singing from {}",
             host.local_addr, src.local_addr
         );
-        let (link, discovery) = mixer_link(&a, &host, key)?;
+        let (link, discovery) = mixer_link(&a, &host, &m, hub)?;
         show_mix(&host, &running);
         if let Some(l) = link {
             l.stop();
@@ -1122,14 +1191,13 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         host.stop();
         return Ok(());
     }
-    let key = sec.sending_key().cloned();
-    let host = party_host(&a, a.port.unwrap_or(7500), None, sec)?;
+    let host = party_host(&a, a.port.unwrap_or(7500), None, m.keys.clone())?;
     println!(
         "party host on {}: microphones run `tutti party --to <this-host>:{}`",
         host.local_addr,
         host.local_addr.port()
     );
-    let (link, discovery) = mixer_link(&a, &host, key)?;
+    let (link, discovery) = mixer_link(&a, &host, &m, hub)?;
     show_mix(&host, &running);
     if let Some(l) = link {
         l.stop();
@@ -1144,11 +1212,12 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
 fn mixer_link(
     a: &PartyArgs,
     host: &tutti_node::mixer::RunningMixer,
-    key: Option<tutti_proto::NetworkKey>,
+    m: &Member,
+    hub: Option<&str>,
 ) -> Result<(Option<tutti_node::hub::HubLink>, Option<tutti_node::discovery::Discovery>)> {
     let port = host.local_addr.port();
     let info = tutti_proto::control::NodeInfo {
-        id: node_id(&format!("{}-mixer-{port}", hostname())),
+        id: node_id(&format!("{}-mixer-{port}", m.prefix)),
         name: format!("{} party", hostname()),
         role: "mixer".into(),
         device: a.device.clone().unwrap_or_else(|| "default".into()),
@@ -1163,7 +1232,7 @@ fn mixer_link(
         shared: host.shared.clone(),
     };
     let say = |m: String| eprintln!("{m}");
-    let link = join_hub(a.hub.as_deref(), key, discovery.as_mut(), info, handler, say)?;
+    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     Ok((link, discovery))
 }
 
@@ -1211,7 +1280,7 @@ fn party_mic(
     a: &PartyArgs,
     to: Vec<SocketAddr>,
     bind: SocketAddr,
-    sec: Security,
+    sec: tutti_node::security::Keys,
 ) -> Result<tutti_node::source::RunningSource> {
     let codec = parse_codec(&a.codec)?;
     let mut c = SourceConfig::new(
@@ -1265,7 +1334,7 @@ fn party_host(
     a: &PartyArgs,
     port: u16,
     monitor: Option<(SocketAddr, f32)>,
-    sec: Security,
+    sec: tutti_node::security::Keys,
 ) -> Result<tutti_node::mixer::RunningMixer> {
     let output = if let Some(w) = &a.wav {
         OutputKind::Wav(w.clone())
@@ -1347,10 +1416,23 @@ fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) 
 }
 
 fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
-    let sec = security(&a.net, cfg)?;
-    let key = sec.sending_key().cloned().ok_or_else(|| {
-        anyhow!("the hub admits nodes by the network key: give --passphrase (not --insecure)")
-    })?;
+    if a.net.insecure || cfg.network.insecure.unwrap_or(false) {
+        bail!(
+            "the hub has no insecure mode: its API and node link always need credentials (nodes \
+             pair with `tutti pair`, or hold --passphrase)"
+        );
+    }
+    // A passphrase network: its nodes may join without pairing.
+    let key = match a.net.passphrase.is_some() || cfg.network.passphrase.is_some() {
+        true => security(&a.net, cfg)?.sending_key().cloned(),
+        false => None,
+    };
+    let network = a
+        .net
+        .network
+        .clone()
+        .or_else(|| cfg.network.name.clone())
+        .unwrap_or_else(|| tutti_node::security::DEFAULT_NETWORK.into());
     let state_file = if a.no_state {
         None
     } else {
@@ -1365,12 +1447,31 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
     if let Some(dir) = state_file.as_ref().and_then(|p| p.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
+    let secrets_file = state_file.as_ref().map(|p| p.with_file_name("secrets.json"));
+    let (mut secrets, created) = match &secrets_file {
+        Some(f) => tutti_hub::secrets::Secrets::load_or_create(f, &network).map_err(|e| anyhow!(e))?,
+        None => (tutti_hub::secrets::Secrets::generate(&network), true),
+    };
+    if let Some(t) = &a.admin_token {
+        if t.chars().count() < 16 || t == &secrets.read_token {
+            bail!("--admin-token (TUTTI_ADMIN_TOKEN): use at least 16 characters, not the read token");
+        }
+        if *t != secrets.admin_token {
+            secrets.admin_token = t.clone();
+            if let Some(f) = &secrets_file {
+                secrets.save(f).map_err(|e| anyhow!(e))?;
+            }
+        }
+    }
+    if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
+        bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the hub's runtime")?;
-    let credentials = tutti_hub::mqtt_credentials(&key);
+    let credentials = tutti_hub::mqtt_credentials(key.as_ref().unwrap_or(&secrets.network_key()));
     let mqtt = if a.no_mqtt {
         None
     } else if let Some(url) = &a.mqtt_url {
@@ -1386,17 +1487,41 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             link: a.link,
             state_file: state_file.clone(),
             key,
+            secrets: secrets.clone(),
+            secrets_file: secrets_file.clone(),
+            advertise: a.advertise.clone(),
+            key_lifetime: Duration::from_secs_f64(a.key_hours * 3600.0),
             mqtt,
             mdns: a.net.mdns(),
         })
         .await?;
+        let tokens = match &secrets_file {
+            Some(f) => format!(
+                "tokens in {} (try: curl -H \"Authorization: Bearer $(jq -r .admin_token {})\" http://{}/api/nodes)",
+                f.display(),
+                f.display(),
+                hub.http
+            ),
+            None => format!("admin token {} (--no-state: not saved)", secrets.admin_token),
+        };
         println!(
-            "hub: API on http://{} (try: curl http://{}/api/nodes), nodes join with `tutti play ... --hub <this-host>:{}`{}",
+            "hub: network `{network}`{}; API on http://{}, {tokens}{}",
+            if created { " (new: its keys were just made)" } else { "" },
             hub.http,
-            hub.http,
-            hub.link.port(),
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
+        let invite = hub.hub.issue_token(tutti_hub::TOKEN_TTL);
+        println!(
+            "hub: add a node: on it run  tutti pair '{}'  (works once, for {} min; more: POST /api/pairing){}",
+            invite.text(),
+            tutti_hub::TOKEN_TTL.as_secs() / 60,
+            if hub.hub.key().is_some() { "; passphrase nodes join with --hub too" } else { "" }
+        );
+        if std::io::stdout().is_terminal()
+            && let Ok(q) = qrcode::QrCode::new(invite.text().as_bytes())
+        {
+            println!("{}", q.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
+        }
         if let Some(b) = &hub.mqtt {
             let login = match &b.credentials {
                 Some((u, p)) => format!(" -u {u} -P {p}"),
@@ -1420,6 +1545,24 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
         hub.stop();
         Ok(())
     })
+}
+
+fn pair(a: PairArgs) -> Result<()> {
+    let link = tutti_proto::pairing::PairLink::parse(&a.link)?;
+    let path = a.pairing.clone().unwrap_or_else(tutti_node::security::Pairing::default_path);
+    let name = a.name.clone().unwrap_or_else(hostname);
+    let grant = tutti_node::hub::pair(&link, &name)?;
+    let p = tutti_node::security::Pairing::from_grant(&grant, &link.hub);
+    p.save(&path)?;
+    println!(
+        "paired as `{}` on network `{}` (hub {}); credential in {} (owner-only). This node now \
+         joins with it: `tutti play HOST:7400`, `tutti stream ...` need no passphrase.",
+        grant.node,
+        grant.network,
+        link.hub,
+        path.display()
+    );
+    Ok(())
 }
 
 /// A zone's stream (source, latency ms) the hub asked for, not yet joined.
