@@ -277,6 +277,31 @@ fn session(
     result
 }
 
+/// A paired node's first keys, fetched before its session starts (a player must decode the
+/// stream it joins): connects, proves the credential, installs the keys of the welcome and
+/// closes. The hub sees the node for that moment; its lasting link follows.
+pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&hub, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let Some(LinkMessage::Challenge { nonce }) = read(&mut reader)? else {
+        return Err(std::io::Error::other("not a Tutti hub (no challenge)"));
+    };
+    let nonce = from_hex(&nonce).ok_or_else(|| std::io::Error::other("bad challenge"))?;
+    let proof = to_hex(&auth.prove(&nonce));
+    write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof, paired: auth.paired() })?;
+    let result = match read(&mut reader)? {
+        Some(LinkMessage::Welcome { keys: Some(sealed), .. }) if auth.install(&sealed) => Ok(()),
+        Some(LinkMessage::Welcome { .. }) => {
+            Err(std::io::Error::other("the hub sent no keys this credential opens"))
+        }
+        Some(LinkMessage::Refused { message }) => Err(std::io::Error::other(format!("refused: {message}"))),
+        _ => Err(std::io::Error::other("no welcome")),
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    result
+}
+
 /// Pairs with the hub a link names: presents the one-time token once (Noise `NNpsk0`), and
 /// returns the grant (this node's id and credential). `name` is how the hub will show it.
 pub fn pair(link: &PairLink, name: &str) -> Result<PairGrant, NodeError> {

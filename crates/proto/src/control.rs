@@ -10,7 +10,7 @@ pub const MDNS_NODE_SERVICE: &str = "_tutti._udp.local.";
 pub const MDNS_HUB_SERVICE: &str = "_tutti._tcp.local.";
 
 /// What a node is: sent once when it connects.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Stable id (chosen by the node, e.g. hostname + role + port).
     pub id: String,

@@ -891,12 +891,6 @@ fn node_id(parts: &str) -> String {
 
 fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let (opts, m) = play_options(&a, cfg)?;
-    let base = opts.clone();
-    let source = opts.config.source;
-    let name = opts.config.name.clone();
-    let local = opts.bind;
-    let mut player =
-        run_player(opts, m.keys.clone(), seed()).with_context(|| format!("playing {source}"))?;
     // Stable across restarts (the hub keeps settings by id): host and output, and the port
     // when one was given.
     let output = match (&a.wav, a.null, &a.device) {
@@ -912,6 +906,28 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         0 => format!("{}-{output}", m.prefix),
         p => format!("{}-{output}-{p}", m.prefix),
     };
+    // A paired player needs its keys before it can hear the stream it joins.
+    if let (Some(auth @ tutti_node::hub::LinkAuth::Paired { .. }), Some(h)) =
+        (&m.auth, a.hub.as_deref().or(m.hub.as_deref()))
+    {
+        let hub = resolve(h, "the hub")?;
+        let info = tutti_proto::control::NodeInfo {
+            id: node_id(&id),
+            name: opts.config.name.clone(),
+            role: "player".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        tutti_node::hub::fetch_keys(hub, &info, auth).with_context(|| {
+            format!("getting this node's stream keys from the hub at {hub} (is `tutti serve` running?)")
+        })?;
+    }
+    let base = opts.clone();
+    let source = opts.config.source;
+    let name = opts.config.name.clone();
+    let local = opts.bind;
+    let mut player =
+        run_player(opts, m.keys.clone(), seed()).with_context(|| format!("playing {source}"))?;
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
         name: name.clone(),
