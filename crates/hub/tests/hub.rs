@@ -24,12 +24,25 @@ fn blake(s: &str) -> Box<[u8; 32]> {
     Box::new(out)
 }
 
+/// The API's admin token in these tests.
+const ADMIN: &str = "admin-token-for-tests";
+
+fn secrets() -> tutti_hub::secrets::Secrets {
+    let mut s = tutti_hub::secrets::Secrets::generate("test");
+    s.admin_token = ADMIN.into();
+    s
+}
+
 async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: state,
-        key: key("living room party"),
+        key: Some(key("living room party")),
+        secrets: secrets(),
+        secrets_file: None,
+        advertise: None,
+        key_lifetime: Duration::from_secs(86_400),
         mqtt: None,
         mdns: false,
     })
@@ -42,7 +55,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -98,7 +111,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_report_and_obey_within_100_ms() {
     let h = hub(None).await;
-    let mut events = tokio_tungstenite::connect_async(format!("ws://{}/api/events", h.http))
+    let mut events = tokio_tungstenite::connect_async(format!("ws://{}/api/events?token={ADMIN}", h.http))
         .await
         .expect("websocket")
         .0;
@@ -176,7 +189,7 @@ async fn a_stranger_without_the_key_is_refused() {
     let challenge: LinkMessage = serde_json_line(&buf[..n]);
     let LinkMessage::Challenge { nonce } = challenge else { panic!("{challenge:?}") };
     let proof = to_hex(&key("guessing").prove(&from_hex(&nonce).unwrap()));
-    let hello = LinkMessage::Hello { info: info("intruder"), proof };
+    let hello = LinkMessage::Hello { info: info("intruder"), proof, paired: None };
     let mut line = serde_json::to_vec(&hello).unwrap();
     line.push(b'\n');
     s.write_all(&line).await.unwrap();

@@ -17,12 +17,25 @@ fn key() -> NetworkKey {
     NetworkKey::from_bytes([7; 32])
 }
 
+/// The API's admin token in these tests.
+const ADMIN: &str = "admin-token-for-tests";
+
+fn secrets() -> tutti_hub::secrets::Secrets {
+    let mut s = tutti_hub::secrets::Secrets::generate("test");
+    s.admin_token = ADMIN.into();
+    s
+}
+
 async fn hub(mqtt: MqttSetup) -> RunningHub {
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: None,
-        key: key(),
+        key: Some(key()),
+        secrets: secrets(),
+        secrets_file: None,
+        advertise: None,
+        key_lifetime: Duration::from_secs(86_400),
         mqtt: Some(mqtt),
         mdns: false,
     })

@@ -229,9 +229,13 @@ fn session(
             loop {
                 match read(&mut reader) {
                     Ok(Some(LinkMessage::Command(c))) => {
-                        if tx.send(c).is_err() {
+                        if tx.send(Ok(c)).is_err() {
                             return;
                         }
+                    }
+                    Ok(Some(LinkMessage::Refused { message })) => {
+                        let _ = tx.send(Err(message));
+                        return;
                     }
                     Ok(Some(LinkMessage::Keys { sealed })) => {
                         // A key set that does not open is ignored: the old keys stay.
@@ -265,7 +269,8 @@ fn session(
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
-            Ok(c) => handler.command(&c),
+            Ok(Ok(c)) => handler.command(&c),
+            Ok(Err(message)) => break Err(std::io::Error::other(format!("refused: {message}"))),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(std::io::Error::other("the hub closed the link"));

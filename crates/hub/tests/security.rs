@@ -1,0 +1,275 @@
+//! A stranger's attempts on the control plane, each of which must fail, and the happy path:
+//! API tokens, origins and body limits; pairing tokens (once, before expiry, exact); paired
+//! links (credential, id, revocation, key rotation).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tutti_hub::{HubConfig, RunningHub};
+use tutti_node::hub::{HubLink, LinkAuth};
+use tutti_node::security::Keys;
+use tutti_proto::control::{Command, NodeInfo, NodeState, Settings};
+use tutti_proto::pairing::PairLink;
+use tutti_proto::{NetworkKey, Security};
+
+const ADMIN: &str = "admin-token-for-security-tests";
+
+async fn hub(passphrase_key: Option<NetworkKey>) -> RunningHub {
+    let mut secrets = tutti_hub::secrets::Secrets::generate("test");
+    secrets.admin_token = ADMIN.into();
+    tutti_hub::start(HubConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        link: "127.0.0.1:0".parse().unwrap(),
+        state_file: None,
+        key: passphrase_key,
+        secrets,
+        secrets_file: None,
+        advertise: None,
+        key_lifetime: Duration::from_secs(86_400),
+        mqtt: None,
+        mdns: false,
+    })
+    .await
+    .expect("hub starts")
+}
+
+/// Raw HTTP/1.1: (status, head, body).
+async fn http(addr: SocketAddr, req: &str, extra: &str, body: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (method, path) = req.split_once(' ').unwrap();
+    let text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn bearer(t: &str) -> String {
+    format!("Authorization: Bearer {t}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_strangers_read_only_writers_other_origins_and_huge_bodies() {
+    let h = hub(None).await;
+    let (_, read) = h.hub.api_tokens();
+    let admin = bearer(ADMIN);
+    let patch = r#"{"name":"x"}"#;
+
+    let (s, head, body) = http(h.http, "GET /api/nodes", "", "").await;
+    assert_eq!(s, 401, "no token: {body}");
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert!(body.contains("Authorization: Bearer"), "says how: {body}");
+    let (s, _, _) = http(h.http, "GET /api/nodes", &bearer("admin-guess"), "").await;
+    assert_eq!(s, 401, "a wrong token");
+    let (s, _, _) = http(h.http, "GET /api/nodes?token=nope", "", "").await;
+    assert_eq!(s, 401, "a wrong token in the query");
+    let (s, _, _) = http(h.http, "POST /api/keys/rotate", "", "").await;
+    assert_eq!(s, 401, "a change without a token");
+
+    let (s, _, _) = http(h.http, "GET /api/nodes", &bearer(&read), "").await;
+    assert_eq!(s, 200, "the read-only token reads");
+    let (s, _, body) = http(h.http, "PUT /api/zones/kitchen", &bearer(&read), "{}").await;
+    assert_eq!(s, 403, "the read-only token changes nothing: {body}");
+    let (s, _, _) = http(h.http, "POST /api/pairing", &bearer(&read), "").await;
+    assert_eq!(s, 403, "nor pairs");
+    let (s, _, body) = http(h.http, "GET /api/pairing", &bearer(&read), "").await;
+    assert_eq!(s, 200);
+    assert!(!body.contains("credential\":\"0") && !body.contains(ADMIN), "{body}");
+
+    let evil = format!("{admin}Origin: http://evil.example\r\n");
+    let (s, _, body) = http(h.http, "PATCH /api/nodes/x", &evil, patch).await;
+    assert_eq!(s, 403, "another site's page, with the admin's token: {body}");
+    let own = format!("{admin}Origin: http://{}\r\n", h.http);
+    let (s, _, _) = http(h.http, "GET /api/nodes", &own, "").await;
+    assert_eq!(s, 200, "the hub's own origin");
+
+    let huge = format!(r#"{{"name":"{}"}}"#, "a".repeat(100 * 1024));
+    let (s, _, body) = http(h.http, "PUT /api/zones/kitchen", &admin, &huge).await;
+    assert_eq!(s, 413, "{body}");
+    let (s, _, _) = http(h.http, "PUT /api/zones/kitchen", &admin, "{}").await;
+    assert_eq!(s, 200, "the admin token changes things");
+    h.stop();
+}
+
+#[derive(Clone, Default)]
+struct Quiet {
+    statuses: Arc<Mutex<Vec<String>>>,
+}
+
+impl tutti_node::hub::HubHandler for Quiet {
+    fn state(&mut self) -> NodeState {
+        NodeState { streaming: true, ..NodeState::default() }
+    }
+    fn settings(&mut self, _: &Settings) {}
+    fn command(&mut self, _: &Command) {}
+    fn status(&mut self, m: &str) {
+        self.statuses.lock().unwrap().push(m.to_owned());
+    }
+}
+
+fn info(id: &str) -> NodeInfo {
+    NodeInfo { id: id.into(), name: id.into(), role: "player".into(), ..NodeInfo::default() }
+}
+
+async fn new_link(h: &RunningHub, ttl_s: u64) -> PairLink {
+    let body = format!(r#"{{"ttl_s":{ttl_s}}}"#);
+    let (s, _, body) = http(h.http, "POST /api/pairing", &bearer(ADMIN), &body).await;
+    assert_eq!(s, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["qr_svg"].as_str().unwrap().contains("<svg"), "a QR code comes with it");
+    PairLink::parse(v["link"].as_str().unwrap()).unwrap()
+}
+
+async fn pair(link: PairLink, name: &str) -> Result<tutti_proto::pairing::PairGrant, String> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || tutti_node::hub::pair(&link, &name))
+        .await
+        .unwrap()
+        .map_err(|e| e.to_string())
+}
+
+fn sending_id(k: &Keys) -> Option<tutti_proto::crypto::KeyId> {
+    match k.current() {
+        Security::Encrypted { send, .. } => Some(send.id()),
+        Security::Plaintext => None,
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 5 s: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_a_node_out() {
+    let h = hub(None).await;
+
+    // A token pairs once.
+    let link = new_link(&h, 600).await;
+    let grant = pair(link.clone(), "Kitchen").await.expect("pairs");
+    assert_eq!(grant.node, "kitchen");
+    let again = pair(link.clone(), "Kitchen").await.unwrap_err();
+    assert!(again.contains("already used"), "{again}");
+
+    // A token with the right id but a guessed secret: refused, and burnt.
+    let mut forged = new_link(&h, 600).await;
+    let real = forged.clone();
+    forged.token.secret[3] ^= 0x10;
+    let e = pair(forged, "mallory").await.unwrap_err();
+    assert!(e.contains("refused"), "{e}");
+    let e = pair(real, "late").await.unwrap_err();
+    assert!(e.contains("already used"), "a token tried once is gone: {e}");
+
+    // An expired token.
+    let old = h.hub.issue_token(Duration::from_millis(1));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = pair(old, "slow").await.unwrap_err();
+    assert!(e.contains("expired"), "{e}");
+
+    // The paired node links with its credential and receives the stream keys.
+    let credential = tutti_hub::secrets::credential_of(&grant.credential).unwrap();
+    let kitchen_keys = Keys::pending();
+    let auth = |keys: &Keys, node: &str, c: &tutti_proto::Credential| LinkAuth::Paired {
+        node: node.into(),
+        credential: c.clone(),
+        keys: keys.clone(),
+    };
+    let kq = Quiet::default();
+    let link = HubLink::spawn(
+        h.link,
+        info("kitchen-default"),
+        auth(&kitchen_keys, "kitchen", &credential),
+        Duration::from_millis(100),
+        kq.clone(),
+    )
+    .unwrap();
+    until("the kitchen gets keys", || kitchen_keys.version() > 0).await;
+
+    // A second paired node, to watch the keys move on without the first.
+    let g2 = pair(new_link(&h, 600).await, "hall").await.unwrap();
+    let hall_keys = Keys::pending();
+    let hall_c = tutti_hub::secrets::credential_of(&g2.credential).unwrap();
+    let hall = HubLink::spawn(
+        h.link,
+        info("hall"),
+        auth(&hall_keys, "hall", &hall_c),
+        Duration::from_millis(100),
+        Quiet::default(),
+    )
+    .unwrap();
+    until("the hall gets keys", || hall_keys.version() > 0).await;
+    assert_eq!(sending_id(&hall_keys), sending_id(&kitchen_keys), "one stream key");
+
+    // Strangers on the link: a wrong credential, another node's id, no pairing at all.
+    for (id, node, c, want) in [
+        ("kitchen", "kitchen", tutti_proto::Credential::from_bytes([9; 32]), "wrong credential"),
+        ("hall-x", "kitchen", credential.clone(), "is not `kitchen`'s"),
+        ("ghost", "ghost", credential.clone(), "no paired node"),
+    ] {
+        let q = Quiet::default();
+        let l = HubLink::spawn(
+            h.link,
+            info(id),
+            auth(&Keys::pending(), node, &c),
+            Duration::from_millis(100),
+            q.clone(),
+        )
+        .unwrap();
+        until(want, || q.statuses.lock().unwrap().iter().any(|s| s.contains(want))).await;
+        l.stop();
+    }
+    let q = Quiet::default();
+    let l = HubLink::spawn(
+        h.link,
+        info("passphrase-node"),
+        NetworkKey::from_bytes([1; 32]),
+        Duration::from_millis(100),
+        q.clone(),
+    )
+    .unwrap();
+    until("paired only", || q.statuses.lock().unwrap().iter().any(|s| s.contains("paired nodes only"))).await;
+    l.stop();
+
+    // Revoke the kitchen: its link is closed, it cannot come back, and the keys rotate past it.
+    let before = sending_id(&kitchen_keys);
+    let (s, _, body) = http(h.http, "DELETE /api/pairing/kitchen", &bearer(ADMIN), "").await;
+    assert_eq!(s, 200, "{body}");
+    until("the kitchen is told", || {
+        kq.statuses.lock().unwrap().iter().any(|s| s.contains("revoked"))
+    })
+    .await;
+    // It keeps trying; each time the hub says why not.
+    until("the kitchen is refused on reconnect", || {
+        kq.statuses.lock().unwrap().iter().filter(|s| s.contains("revoked")).count() >= 1
+            && h.hub.paired().1.iter().any(|(id, _)| id == "kitchen")
+    })
+    .await;
+    // The hall accepts a new key, then sends with it; the kitchen never hears of it.
+    until("the hall sends with a new key", || sending_id(&hall_keys) != before).await;
+    assert_eq!(sending_id(&kitchen_keys), before, "the revoked node's keys are the old ones");
+    let kitchen_accepts = match kitchen_keys.current() {
+        Security::Encrypted { send, accept } => {
+            std::iter::once(send.id()).chain(accept.iter().map(NetworkKey::id)).collect::<Vec<_>>()
+        }
+        Security::Plaintext => vec![],
+    };
+    assert!(!kitchen_accepts.contains(&sending_id(&hall_keys).unwrap()));
+    let (s, _, body) = http(h.http, "DELETE /api/pairing/kitchen", &bearer(ADMIN), "").await;
+    assert_eq!(s, 404, "revoked already: {body}");
+    link.stop();
+    hall.stop();
+    h.stop();
+}
