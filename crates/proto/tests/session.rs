@@ -275,3 +275,89 @@ fn config_errors_name_the_field_and_the_fix() {
     assert_eq!(cfg.validate().unwrap_err().field, "sample_rate");
     let _ = SeqNo(0);
 }
+
+fn keyed(send: u8, accept: &[u8]) -> Security {
+    Security::Encrypted {
+        send: NetworkKey::from_bytes([send; 32]),
+        accept: accept.iter().map(|a| NetworkKey::from_bytes([*a; 32])).collect(),
+    }
+}
+
+#[test]
+fn a_stranger_hears_nothing_and_a_capture_replayed_after_a_rotation_plays_nothing() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use tutti_proto::wire::RxError;
+    let mut net = Net::new(SourceConfig::new(1, 48_000, 2));
+    net.add_player(6000);
+    // An unpaired player: it holds some other key.
+    let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
+    cfg.name = "stranger".into();
+    net.players.push((addr(6001), PlayerSession::new(cfg, keyed(9, &[]), 9, net.now)));
+    let capture: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let c = capture.clone();
+    net.drop = Box::new(move |to, data| {
+        if to == addr(6000) {
+            c.borrow_mut().push(data.to_vec());
+        }
+        false
+    });
+    let mut rendered = vec![Vec::new(), Vec::new()];
+    net.run(Nanos::from_secs(2), &mut rendered);
+    assert!(rendered[0].len() > 300, "the member plays");
+    assert!(rendered[1].is_empty(), "the stranger plays nothing");
+    let stranger = net.players[1].1.stats();
+    assert_eq!(stranger.received, 0);
+    // Its join requests never reach the source as a receiver, and each is counted there.
+    assert_eq!(net.source.receivers().len(), 1);
+    assert!(net.source.stats().rx_errors.get(RxError::UnknownKey(0)) > 0);
+
+    // Later, after the keys rotated (new key 5 only), the capture is replayed to a player.
+    let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
+    cfg.name = "victim".into();
+    let t = net.now + Nanos::from_secs(60);
+    let mut victim = PlayerSession::new(cfg, keyed(5, &[]), 7, t);
+    for (i, d) in capture.borrow().iter().enumerate() {
+        let mut d = d.clone();
+        victim.handle_datagram(t + Nanos::from_millis(i as i64), SRC.parse().unwrap(), &mut d);
+    }
+    assert!(events(&mut victim).is_empty(), "nothing joined");
+    assert!(victim.render(t, t + Nanos::from_millis(5), 240).is_none(), "nothing to play");
+    let s = victim.stats();
+    assert_eq!(s.received, 0);
+    assert_eq!(s.rx_errors.total(), capture.borrow().len() as u64, "every datagram counted");
+
+    // The member itself, fed its own capture again: all replays.
+    let member = &mut net.players[0].1;
+    let before = member.stats().rx_errors.get(RxError::Replayed);
+    for d in capture.borrow().iter().rev().take(50) {
+        let mut d = d.clone();
+        member.handle_datagram(net.now, SRC.parse().unwrap(), &mut d);
+    }
+    assert_eq!(member.stats().rx_errors.get(RxError::Replayed) - before, 50);
+}
+
+#[test]
+fn keys_rotate_under_a_playing_stream_without_a_gap() {
+    let mut net = Net::new(SourceConfig::new(1, 48_000, 2));
+    net.add_player(6000);
+    let mut rendered = vec![Vec::new()];
+    net.run(Nanos::from_secs(1), &mut rendered);
+    // Step 1: everyone accepts the new key (8); step 2: the source sends with it; step 3:
+    // the old one (4) is retired.
+    net.players[0].1.set_security(keyed(4, &[8]));
+    net.source.set_security(keyed(4, &[8]));
+    net.run(Nanos::from_millis(500), &mut rendered);
+    net.source.set_security(keyed(8, &[4]));
+    net.players[0].1.set_security(keyed(8, &[4]));
+    net.run(Nanos::from_millis(500), &mut rendered);
+    net.source.set_security(keyed(8, &[]));
+    net.players[0].1.set_security(keyed(8, &[]));
+    net.run(Nanos::from_secs(1), &mut rendered);
+    let r = &rendered[0];
+    assert!(r.len() > 500, "{} packets", r.len());
+    assert!(r.iter().all(|p| matches!(p, Played::Frame(_))), "nothing concealed");
+    let seqs: Vec<u64> = r.iter().map(|p| p.seq()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps");
+    assert_eq!(net.players[0].1.stats().rx_errors.total(), 0);
+}
