@@ -15,6 +15,9 @@
 //! overheard cannot be replayed. Stream keys travel sealed with the node's credential. (The
 //! rest of the link is authenticated, not encrypted: settings are not secret; the audio is.)
 //!
+//! A hello with role `keys` only fetches a paired node's keys (it is answered with a
+//! welcome and closed, and the node is not listed): a player needs them before it joins.
+//!
 //! Instead of a hello, a new node may pair: `{"pair":{"token":ID,"noise":...}}` (see
 //! [`tutti_proto::pairing`]); the hub answers `{"paired":{"noise":...}}` and closes.
 
@@ -99,6 +102,12 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
             return refuse(&mut w, "expected {\"hello\":{...}} within 5 s".to_owned()).await;
         }
     };
+    // A paired node fetching its keys before it starts (role `keys`): answered, not listed.
+    if info.role == "keys" {
+        let keys = paired.as_deref().and_then(|p| hub.credential(p).ok()).and_then(|c| hub.sealed_keys(&c));
+        let settings = Default::default();
+        return send(&mut w, &LinkMessage::Welcome { settings, keys }).await;
+    }
     let id = info.id.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     hub.attach(&id, Link { tx: tx.clone(), paired: paired.clone() });

@@ -501,6 +501,7 @@ fn seed() -> u64 {
 
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let m = member(&a.net, cfg)?;
+    fetch_keys(&m, a.hub.as_deref())?;
     let s = &cfg.stream;
     let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
         "opus"
@@ -839,6 +840,27 @@ fn discovery_for(
     }
 }
 
+/// A paired node's first keys, before its sessions start (a player must decode what it
+/// joins; a source must not send its first packets under no key). Nothing for others.
+fn fetch_keys(m: &Member, hub: Option<&str>) -> Result<()> {
+    let (Some(auth @ tutti_node::hub::LinkAuth::Paired { node, .. }), Some(h)) =
+        (&m.auth, hub.or(m.hub.as_deref()))
+    else {
+        return Ok(());
+    };
+    let hub = resolve(h, "the hub")?;
+    let info = tutti_proto::control::NodeInfo {
+        id: node.clone(),
+        name: node.clone(),
+        role: "keys".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    tutti_node::hub::fetch_keys(hub, &info, auth).with_context(|| {
+        format!("getting this node's stream keys from the hub at {hub} (is `tutti serve` running?)")
+    })
+}
+
 /// Links this node to the hub `hub` names, else to the one mDNS finds (none found: the node
 /// works on alone). `say` tells the user what was found.
 fn join_hub(
@@ -907,21 +929,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         p => format!("{}-{output}-{p}", m.prefix),
     };
     // A paired player needs its keys before it can hear the stream it joins.
-    if let (Some(auth @ tutti_node::hub::LinkAuth::Paired { .. }), Some(h)) =
-        (&m.auth, a.hub.as_deref().or(m.hub.as_deref()))
-    {
-        let hub = resolve(h, "the hub")?;
-        let info = tutti_proto::control::NodeInfo {
-            id: node_id(&id),
-            name: opts.config.name.clone(),
-            role: "player".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        };
-        tutti_node::hub::fetch_keys(hub, &info, auth).with_context(|| {
-            format!("getting this node's stream keys from the hub at {hub} (is `tutti serve` running?)")
-        })?;
-    }
+    fetch_keys(&m, a.hub.as_deref())?;
     let base = opts.clone();
     let source = opts.config.source;
     let name = opts.config.name.clone();
@@ -1137,6 +1145,7 @@ fn demo(a: DemoArgs) -> Result<()> {
 
 fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
     let m = member(&a.net, cfg)?;
+    fetch_keys(&m, a.hub.as_deref())?;
     let hub = a.hub.as_deref().or(m.hub.as_deref());
     let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     let running = || until.is_none_or(|u| std::time::Instant::now() < u);

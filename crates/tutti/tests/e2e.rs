@@ -6,6 +6,8 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tutti");
 const PASS: &str = "e2e test passphrase";
+/// The hubs' admin token (`TUTTI_ADMIN_TOKEN`).
+const ADMIN: &str = "e2e-admin-token-0123456789";
 
 struct Proc(Child);
 
@@ -21,6 +23,7 @@ fn tutti(args: &[&str]) -> Proc {
         Command::new(BIN)
             .args(args)
             .env("TUTTI_PASSPHRASE", PASS)
+            .env("TUTTI_ADMIN_TOKEN", ADMIN)
             // Loopback only: no mDNS on the machine's real interfaces.
             .env("TUTTI_MDNS", "off")
             .stdout(Stdio::piped())
@@ -645,7 +648,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if s.write_all(req.as_bytes()).is_err() {
@@ -1090,5 +1093,152 @@ fn the_hub_lists_a_playlist_and_starts_pauses_and_skips_it() {
         v
     });
     assert_eq!(runs.iter().collect::<String>(), "LH.H", "low, high, paused, high again: {heard}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node of a paired network: no passphrase in its environment.
+fn member(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .env_remove("TUTTI_PASSPHRASE")
+            .env("TUTTI_ADMIN_TOKEN", ADMIN)
+            .env("TUTTI_MDNS", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tutti starts"),
+    )
+}
+
+#[test]
+fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
+    let _serial = serial();
+    let dir = tmp("paired");
+    let p = port_base(15);
+    let (src, http_port, link_port, pa, pb) = (p, p + 1, p + 2, p + 3, p + 4);
+    let state = dir.join("hub/hub.json");
+    let mut hub = member(&[
+        "serve",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--no-mqtt",
+        "--state",
+        state.to_str().unwrap(),
+        "--seconds",
+        "30",
+    ]);
+    let t = std::time::Instant::now();
+    while http(http_port, "GET", "/api/pairing", "").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the hub answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = dir.join("hub/secrets.json");
+    let mode = std::fs::metadata(&secrets).expect("secrets made").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the hub's secrets are owner-only");
+
+    // Each node pairs with a link of its own.
+    let pair = |name: &str, file: &Path| {
+        let (status, body) = http(http_port, "POST", "/api/pairing", "{}");
+        assert_eq!(status, 201, "{body}");
+        let link = json(&body)["link"].as_str().unwrap().to_owned();
+        let mut p = member(&["pair", &link, "--name", name, "--pairing", file.to_str().unwrap()]);
+        let (ok, log) = wait(&mut p, Duration::from_secs(10));
+        assert!(ok && log.contains("paired as"), "{name}: {log}");
+        link
+    };
+    let (sj, aj, bj) = (dir.join("src.json"), dir.join("a.json"), dir.join("b.json"));
+    pair("source", &sj);
+    let used = pair("player a", &aj);
+    pair("player b", &bj);
+    let mut again =
+        member(&["pair", &used, "--pairing", dir.join("again.json").to_str().unwrap()]);
+    let (ok, log) = wait(&mut again, Duration::from_secs(10));
+    assert!(!ok && log.contains("already used"), "a used link: {log}");
+
+    let input_path = dir.join("in.wav");
+    let input = write_input(&input_path, 8.0, 11);
+    let player = |port: u16, wav: &Path, pairing: &Path, seconds: &str| {
+        member(&[
+            "play",
+            &format!("127.0.0.1:{src}"),
+            "--port",
+            &port.to_string(),
+            "--wav",
+            wav.to_str().unwrap(),
+            "--pairing",
+            pairing.to_str().unwrap(),
+            "--seconds",
+            seconds,
+            "--quiet",
+        ])
+    };
+    let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
+    let mut a = player(pa, &wa, &aj, "11");
+    let mut b = player(pb, &wb, &bj, "11");
+    std::thread::sleep(Duration::from_millis(500));
+    let to = format!("127.0.0.1:{pa},127.0.0.1:{pb}");
+    let mut source = member(&[
+        "stream",
+        "--file",
+        input_path.to_str().unwrap(),
+        "--port",
+        &src.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--to",
+        &to,
+        "--pairing",
+        sj.to_str().unwrap(),
+        "--latency-ms",
+        "200",
+        "--quiet",
+    ]);
+    // Strangers meanwhile: no pairing at all, and a forged one.
+    let mut lost = player(p + 5, &dir.join("s.wav"), &dir.join("none.json"), "2");
+    let (ok, log) = wait(&mut lost, Duration::from_secs(10));
+    assert!(!ok && log.contains("belongs to no network yet"), "unpaired: {log}");
+    let forged = dir.join("forged.json");
+    let fake = serde_json::json!({
+        "node": "player-a", "credential": "11".repeat(32),
+        "hub": format!("127.0.0.1:{link_port}"), "network": "tutti"
+    });
+    std::fs::write(&forged, fake.to_string()).unwrap();
+    let mut liar = player(p + 6, &dir.join("f.wav"), &forged, "2");
+    let (ok, log) = wait(&mut liar, Duration::from_secs(10));
+    assert!(!ok && log.contains("wrong credential"), "forged: {log}");
+
+    // Three seconds in, player b is revoked.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, body) = http(http_port, "DELETE", "/api/pairing/player-b", "");
+    assert_eq!(status, 200, "{body}");
+    let revoked_at = t.elapsed();
+
+    let (ok, log_a) = wait(&mut a, Duration::from_secs(20));
+    assert!(ok, "player a: {log_a}");
+    let (_, log_b) = wait(&mut b, Duration::from_secs(20));
+    let (ok, log) = wait(&mut source, Duration::from_secs(20));
+    assert!(ok, "source: {log}");
+    let out = read_wav(&wa);
+    assert!(
+        find_exact(&out, &input).is_some(),
+        "player a plays every sample, bit-exact, through the key rotation ({log_a})"
+    );
+    assert!(wav_has_sound_between(&wb, 0.5, 2.0), "player b played while paired: {log_b}");
+    assert!(
+        !wav_has_sound_between(&wb, 6.5, 8.5),
+        "player b hears nothing once the keys moved on (revoked {revoked_at:?} after start): {log_b}"
+    );
+    let listed = until(http_port, "/api/pairing", Duration::from_secs(1), |_| true);
+    assert!(
+        listed["revoked"].as_array().unwrap().iter().any(|r| r["id"] == "player-b"),
+        "{listed}"
+    );
+    let _ = hub.0.kill();
+    let (_, hub_log) = wait(&mut hub, Duration::from_secs(5));
+    let _ = hub_log;
     let _ = std::fs::remove_dir_all(&dir);
 }
