@@ -91,7 +91,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+            let code =
+                if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
             ApiError(status, code, format!("request body: {e} (at most {MAX_BODY} bytes)"))
         })?;
         serde_json::from_slice(&bytes).map(Body).map_err(|e| {
@@ -126,9 +127,10 @@ async fn guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let query = req.uri().query().and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
-    });
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned));
     let token = bearer.map(str::to_owned).or(query);
     let (admin, read) = hub.api_tokens();
     let access = match token.as_deref() {
@@ -143,7 +145,8 @@ async fn guard(
         } else {
             "unknown token: use the admin or read-only token from the hub's secrets file"
         };
-        let mut r = ApiError(StatusCode::UNAUTHORIZED, "unauthorized", message.into()).into_response();
+        let mut r =
+            ApiError(StatusCode::UNAUTHORIZED, "unauthorized", message.into()).into_response();
         r.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer realm=\"tutti\""),
@@ -214,10 +217,7 @@ struct TokenRequest {
     ttl_s: Option<u64>,
 }
 
-async fn new_token(
-    State(hub): State<Hub>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn new_token(State(hub): State<Hub>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let req: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
     } else {
@@ -273,7 +273,9 @@ async fn revoke(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Respon
 
 async fn rotate(State(hub): State<Hub>) -> impl IntoResponse {
     let n = hub.rotate_keys();
-    Json(json!({"rotation": n, "promote_s": crate::KEY_PROMOTE.as_secs(), "retire_s": crate::KEY_RETIRE.as_secs()}))
+    Json(
+        json!({"rotation": n, "promote_s": crate::KEY_PROMOTE.as_secs(), "retire_s": crate::KEY_RETIRE.as_secs()}),
+    )
 }
 
 async fn nodes(State(hub): State<Hub>) -> impl IntoResponse {

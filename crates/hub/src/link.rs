@@ -104,7 +104,10 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
     };
     // A paired node fetching its keys before it starts (role `keys`): answered, not listed.
     if info.role == "keys" {
-        let keys = paired.as_deref().and_then(|p| hub.credential(p).ok()).and_then(|c| hub.sealed_keys(&c));
+        let keys = paired
+            .as_deref()
+            .and_then(|p| hub.credential(p).ok())
+            .and_then(|c| hub.sealed_keys(&c));
         let settings = Default::default();
         return send(&mut w, &LinkMessage::Welcome { settings, keys }).await;
     }
@@ -194,11 +197,11 @@ fn admit(
         }
         (None, Some(key)) if key.verify(challenge, &proof) => Ok(()),
         (None, Some(_)) => Err("wrong network key: use the same passphrase as the hub".to_owned()),
-        (None, None) => Err(
-            "this hub admits paired nodes only: pair this node with `tutti pair LINK` (`tutti \
+        (None, None) => {
+            Err("this hub admits paired nodes only: pair this node with `tutti pair LINK` (`tutti \
              serve` prints a link; POST /api/pairing makes more)"
-                .to_owned(),
-        ),
+                .to_owned())
+        }
     }
 }
 

@@ -150,7 +150,11 @@ impl Secrets {
         let credential = to_hex(&random::<32>());
         self.nodes.insert(
             id.clone(),
-            PairedNode { credential: credential.clone(), name: name.to_owned(), paired_at: now_unix() },
+            PairedNode {
+                credential: credential.clone(),
+                name: name.to_owned(),
+                paired_at: now_unix(),
+            },
         );
         self.revoked.remove(&id);
         (id, credential)

@@ -111,10 +111,11 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_report_and_obey_within_100_ms() {
     let h = hub(None).await;
-    let mut events = tokio_tungstenite::connect_async(format!("ws://{}/api/events?token={ADMIN}", h.http))
-        .await
-        .expect("websocket")
-        .0;
+    let mut events =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/events?token={ADMIN}", h.http))
+            .await
+            .expect("websocket")
+            .0;
     let seen = Seen::default();
     let link = tutti_node::hub::HubLink::spawn(
         h.link,

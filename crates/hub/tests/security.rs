@@ -240,7 +240,10 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
         q.clone(),
     )
     .unwrap();
-    until("paired only", || q.statuses.lock().unwrap().iter().any(|s| s.contains("paired nodes only"))).await;
+    until("paired only", || {
+        q.statuses.lock().unwrap().iter().any(|s| s.contains("paired nodes only"))
+    })
+    .await;
     l.stop();
 
     // Revoke the kitchen: its link is closed, it cannot come back, and the keys rotate past it.

@@ -209,7 +209,9 @@ fn session(
             if let Some(sealed) = keys
                 && !key.install(&sealed)
             {
-                return Err(std::io::Error::other("the hub's keys do not open with this credential"));
+                return Err(std::io::Error::other(
+                    "the hub's keys do not open with this credential",
+                ));
             }
             handler.settings(&settings);
             handler.status(&format!("hub {hub}: connected"));
@@ -300,7 +302,9 @@ pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io:
         Some(LinkMessage::Welcome { .. }) => {
             Err(std::io::Error::other("the hub sent no keys this credential opens"))
         }
-        Some(LinkMessage::Refused { message }) => Err(std::io::Error::other(format!("refused: {message}"))),
+        Some(LinkMessage::Refused { message }) => {
+            Err(std::io::Error::other(format!("refused: {message}")))
+        }
         _ => Err(std::io::Error::other("no welcome")),
     };
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -22,11 +22,11 @@ use tutti_proto::player::{PlayerEvent, PlayerStats};
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Nanos, PlayerConfig, PlayerSession};
 
-use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until};
 use crate::output::{self, OutputKind};
 use crate::player::NetTimeline;
+use crate::security::Keys;
 
 /// One microphone as the host sees it.
 #[derive(Clone, Debug)]
@@ -150,9 +150,7 @@ pub fn run_mixer(
         let max = opts.max_inputs;
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
-            .spawn(move || {
-                network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &stop)
-            })
+            .spawn(move || network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &stop))
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
     let spec = StreamSpec::new(48_000, 2, opts.buffer_frames);

@@ -22,10 +22,10 @@ use tutti_proto::playout::Render;
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession};
 
-use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until, try_recv};
 use crate::output::{self, OutputKind};
+use crate::security::Keys;
 
 /// How to run a player.
 #[derive(Clone, Debug)]
@@ -197,8 +197,12 @@ pub fn run_player(
     let keys: Keys = security.into();
     let socket = bind(opts.bind, opts.group)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
-    let session =
-        Arc::new(Mutex::new(PlayerSession::new(opts.config.clone(), keys.current(), seed, clock::now())));
+    let session = Arc::new(Mutex::new(PlayerSession::new(
+        opts.config.clone(),
+        keys.current(),
+        seed,
+        clock::now(),
+    )));
     let status = Arc::new(Mutex::new(PlayerSnapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared_slot: Arc<Mutex<Option<Arc<OutputShared>>>> = Arc::new(Mutex::new(None));

@@ -143,7 +143,9 @@ impl Pairing {
         from_hex(&self.credential)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .map(Credential::from_bytes)
-            .ok_or_else(|| NodeError::Refused("the stored credential is damaged: pair again".into()))
+            .ok_or_else(|| {
+                NodeError::Refused("the stored credential is damaged: pair again".into())
+            })
     }
 
     /// Where a node keeps its pairing: `$XDG_CONFIG_HOME/tutti/pairing.json` (or
@@ -229,7 +231,9 @@ mod tests {
         let set = KeySet { send: fresh_key_hex(), accept: vec![fresh_key_hex()] };
         keys.set(from_keyset(&set).unwrap());
         assert!(keys.wait(std::time::Duration::from_millis(10)));
-        assert!(matches!(keys.changed(&mut seen), Some(Security::Encrypted { accept, .. }) if accept.len() == 1));
+        assert!(
+            matches!(keys.changed(&mut seen), Some(Security::Encrypted { accept, .. }) if accept.len() == 1)
+        );
         assert!(keys.changed(&mut seen).is_none());
         assert!(from_keyset(&KeySet { send: "abcd".into(), accept: vec![] }).is_none());
 

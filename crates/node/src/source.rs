@@ -15,13 +15,11 @@ use tutti_audio::opus::{FrameDuration, OpusEncoder};
 use tutti_audio::source::{Metadata, Source};
 use tutti_proto::source::{SourceEvent, SourceStats};
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{
-    Codec, Destination, LocalTime, Mode, Nanos, SourceConfig, SourceSession,
-};
+use tutti_proto::{Codec, Destination, LocalTime, Mode, Nanos, SourceConfig, SourceSession};
 
-use crate::security::Keys;
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, multicast_sender, recv_until};
+use crate::security::Keys;
 
 /// Where the audio comes from.
 pub enum Input {

@@ -207,7 +207,12 @@ impl Credential {
         let mut body = body.to_vec();
         let tag = <[u8; TAG_LEN]>::try_from(tag).ok()?;
         self.boxes
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), context, &mut body, &Tag::from(tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                context,
+                &mut body,
+                &Tag::from(tag),
+            )
             .ok()?;
         Some(body)
     }

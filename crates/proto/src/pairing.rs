@@ -81,8 +81,7 @@ impl Token {
         if id.len() != 8 || from_hex(id).is_none() {
             return Err(bad());
         }
-        let secret: [u8; 16] =
-            from_hex(secret).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+        let secret: [u8; 16] = from_hex(secret).and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
         Ok(Token { id: id.to_ascii_lowercase(), secret })
     }
 
@@ -132,9 +131,7 @@ impl PairLink {
             ))
         })?;
         let (hub, token) = rest.split_once("/pair/").ok_or_else(|| {
-            PairError::Malformed(format!(
-                "`{text}`: expected tutti://HOST:PORT/pair/TOKEN"
-            ))
+            PairError::Malformed(format!("`{text}`: expected tutti://HOST:PORT/pair/TOKEN"))
         })?;
         if hub.is_empty() || !hub.contains(':') {
             return Err(PairError::Malformed(format!(
@@ -260,8 +257,11 @@ mod tests {
         let (node, first) = Initiator::start(&t, &PairRequest { name: "kitchen".into() }).unwrap();
         let (req, hub) = respond(&t, &first).unwrap();
         assert_eq!(req.name, "kitchen");
-        let grant =
-            PairGrant { node: "kitchen".into(), credential: "ab".repeat(32), network: "home".into() };
+        let grant = PairGrant {
+            node: "kitchen".into(),
+            credential: "ab".repeat(32),
+            network: "home".into(),
+        };
         let answer = hub.grant(&grant).unwrap();
         assert_eq!(node.finish(&answer).unwrap(), grant);
 

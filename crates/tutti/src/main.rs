@@ -1474,12 +1474,16 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
     }
     let secrets_file = state_file.as_ref().map(|p| p.with_file_name("secrets.json"));
     let (mut secrets, created) = match &secrets_file {
-        Some(f) => tutti_hub::secrets::Secrets::load_or_create(f, &network).map_err(|e| anyhow!(e))?,
+        Some(f) => {
+            tutti_hub::secrets::Secrets::load_or_create(f, &network).map_err(|e| anyhow!(e))?
+        }
         None => (tutti_hub::secrets::Secrets::generate(&network), true),
     };
     if let Some(t) = &a.admin_token {
         if t.chars().count() < 16 || t == &secrets.read_token {
-            bail!("--admin-token (TUTTI_ADMIN_TOKEN): use at least 16 characters, not the read token");
+            bail!(
+                "--admin-token (TUTTI_ADMIN_TOKEN): use at least 16 characters, not the read token"
+            );
         }
         if *t != secrets.admin_token {
             secrets.admin_token = t.clone();

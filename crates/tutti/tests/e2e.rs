@@ -1154,8 +1154,7 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
     pair("source", &sj);
     let used = pair("player a", &aj);
     pair("player b", &bj);
-    let mut again =
-        member(&["pair", &used, "--pairing", dir.join("again.json").to_str().unwrap()]);
+    let mut again = member(&["pair", &used, "--pairing", dir.join("again.json").to_str().unwrap()]);
     let (ok, log) = wait(&mut again, Duration::from_secs(10));
     assert!(!ok && log.contains("already used"), "a used link: {log}");
 
