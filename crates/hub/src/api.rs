@@ -546,7 +546,19 @@ pub fn openapi_document() -> serde_json::Value {
     json!({
         "openapi": "3.0.3",
         "info": { "title": "Tutti hub", "version": env!("CARGO_PKG_VERSION") },
+        "security": [{ "bearer": [] }, { "query": [] }],
         "paths": {
+            "/api/pairing": {
+                "get": { "summary": "Paired nodes (no credentials), revoked ids, whether a key rotation is under way", "responses": { "200": { "description": "pairing" } } },
+                "post": { "summary": "A one-time pairing token: link (tutti://HOST:PORT/pair/ID.SECRET), QR code (SVG), expiry",
+                    "requestBody": { "required": false, "content": { "application/json": { "schema": { "type": "object", "properties": { "ttl_s": { "type": "integer", "minimum": 10, "maximum": 604800, "default": 900 } } } } } },
+                    "responses": { "201": { "description": "token" }, "400": error, "403": error, "422": error } }
+            },
+            "/api/pairing/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "delete": { "summary": "Revoke a paired node: its links close, the stream keys rotate without it", "responses": { "200": { "description": "revoked" }, "403": error, "404": error } }
+            },
+            "/api/keys/rotate": { "post": { "summary": "Rotate the stream keys now (accept new, then send with it, then retire the old)", "responses": { "200": { "description": "rotating" }, "403": error } } },
             "/api/nodes": { "get": { "summary": "Every node, online or lost", "responses": { "200": { "description": "nodes", "content": { "application/json": { "schema": { "type": "array", "items": node_ref } } } } } } },
             "/api/nodes/{id}": {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
@@ -587,7 +599,12 @@ pub fn openapi_document() -> serde_json::Value {
             "/grouping": { "get": { "summary": "SyncStream-style alias of /api/zones", "responses": { "200": { "description": "zones" } } } },
             "/manual-adjust": { "post": { "summary": "SyncStream-style alias of PATCH /api/nodes/{id}, with the id in the body", "responses": { "200": { "description": "applied" } } } }
         },
-        "components": { "schemas": {
+        "components": {
+          "securitySchemes": {
+            "bearer": { "type": "http", "scheme": "bearer", "description": "the admin token (everything) or the read-only token (GET only), from the hub's secrets file" },
+            "query": { "type": "apiKey", "in": "query", "name": "token", "description": "the same token as ?token= (browsers' WebSockets)" }
+          },
+          "schemas": {
             "Command": { "type": "object", "required": ["kind"], "properties": {
                 "kind": { "type": "string", "enum": ["volume", "mute", "resync", "identify", "start", "pause", "stop", "skip"] },
                 "percent": { "type": "number", "minimum": 0, "maximum": 100 }, "mute": { "type": "boolean" } } },
