@@ -568,6 +568,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
+    // A rotation cut short by a restart: its extra keys are retired after the usual grace.
+    if hub.rotating() {
+        let h = hub.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(KEY_PROMOTE + KEY_RETIRE).await;
+            h.vault(|v| {
+                v.secrets.keys.accept.clear();
+                v.save();
+            });
+            h.push_keys();
+        }));
+    }
     let h = hub.clone();
     let lifetime = config.key_lifetime.max(Duration::from_secs(60));
     tasks.push(tokio::spawn(async move {
