@@ -481,13 +481,15 @@ impl Hub {
             hub.push_keys();
             tokio::time::sleep(KEY_RETIRE).await;
             hub.vault(|v| {
-                v.secrets.keys.accept.retain(|a| *a != old);
+                // The latest rotation retires every older key; an earlier one only its own.
+                if v.rotation == n {
+                    v.secrets.keys.accept.clear();
+                } else {
+                    v.secrets.keys.accept.retain(|a| *a != old);
+                }
                 v.save();
             });
             hub.push_keys();
-            hub.vault(|v| {
-                v.save();
-            });
         });
         n
     }
@@ -568,17 +570,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
-    // A rotation cut short by a restart: its extra keys are retired after the usual grace.
+    // A rotation cut short by a restart (the send key may be one a revoked node holds):
+    // rotate afresh; its last step retires every older key.
     if hub.rotating() {
-        let h = hub.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(KEY_PROMOTE + KEY_RETIRE).await;
-            h.vault(|v| {
-                v.secrets.keys.accept.clear();
-                v.save();
-            });
-            h.push_keys();
-        }));
+        hub.rotate_keys();
     }
     let h = hub.clone();
     let lifetime = config.key_lifetime.max(Duration::from_secs(60));
