@@ -43,6 +43,7 @@ use serde_json::json;
 use crate::registry::{RegistryError, SettingsPatch};
 use crate::{ControlError, Hub};
 use tutti_proto::control::{Command, Zone};
+use tutti_proto::crypto::constant_time_eq;
 
 /// An API error: status, code, message.
 #[derive(Debug)]
@@ -111,10 +112,6 @@ enum Access {
     Read,
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 /// Checks the token and the origin of every request.
 async fn guard(
     State(hub): State<Hub>,
@@ -134,8 +131,8 @@ async fn guard(
     let token = bearer.map(str::to_owned).or(query);
     let (admin, read) = hub.api_tokens();
     let access = match token.as_deref() {
-        Some(t) if constant_eq(t, &admin) => Some(Access::Admin),
-        Some(t) if constant_eq(t, &read) => Some(Access::Read),
+        Some(t) if constant_time_eq(t.as_bytes(), admin.as_bytes()) => Some(Access::Admin),
+        Some(t) if constant_time_eq(t.as_bytes(), read.as_bytes()) => Some(Access::Read),
         _ => None,
     };
     let Some(access) = access else {

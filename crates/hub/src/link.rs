@@ -50,10 +50,6 @@ pub async fn serve(hub: Hub, listener: TcpListener) {
     }
 }
 
-fn nonce() -> [u8; 32] {
-    crate::secrets::random()
-}
-
 async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, m: &LinkMessage) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -76,7 +72,7 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let challenge = nonce();
+    let challenge: [u8; 32] = crate::secrets::random();
     send(&mut w, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
     let mut line = String::new();
     let hello = tokio::time::timeout(Duration::from_secs(5), read_line(&mut r, &mut line)).await;

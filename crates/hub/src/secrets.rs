@@ -3,8 +3,7 @@
 //! atomically), never served by the API.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -111,14 +110,13 @@ impl Secrets {
     /// Writes the secrets atomically, mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        write_private(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        crate::store::write_atomic(path, text.as_bytes(), 0o600)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The network key (for the MQTT login).
     pub fn network_key(&self) -> NetworkKey {
-        let b = tutti_proto::control::from_hex(&self.network_key)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .unwrap_or([0; 32]);
+        let b = tutti_proto::control::key_from_hex(&self.network_key).unwrap_or([0; 32]);
         NetworkKey::from_bytes(b)
     }
 
@@ -172,26 +170,7 @@ impl Secrets {
 
 /// A credential from its hex.
 pub fn credential_of(hex: &str) -> Option<Credential> {
-    tutti_proto::control::from_hex(hex)
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(Credential::from_bytes)
-}
-
-/// Writes `bytes` to `path` atomically with mode 0600.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    tutti_proto::control::key_from_hex(hex).map(Credential::from_bytes)
 }
 
 /// One-time pairing tokens not yet used (memory only: a hub restart voids them).

@@ -23,14 +23,25 @@ pub fn load(path: &Path) -> Result<Persisted, String> {
 /// Writes `state` to `path` atomically.
 pub fn save(path: &Path, state: &Persisted) -> Result<(), String> {
     let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    write_atomic(path, text.as_bytes(), 0o666).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically (beside it, synced, renamed), creating the file with
+/// `mode` (less the umask): 0o666 for settings, 0o600 for secrets.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let err = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -194,33 +194,14 @@ fn session(
     handler: &mut impl HubHandler,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&hub, Duration::from_secs(1))?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let Some(LinkMessage::Challenge { nonce }) = read(&mut reader)? else {
-        return Err(std::io::Error::other("not a Tutti hub (no challenge)"));
-    };
-    let nonce = from_hex(&nonce).ok_or_else(|| std::io::Error::other("bad challenge"))?;
-    let proof = to_hex(&key.prove(&nonce));
-    write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof, paired: key.paired() })?;
-    match read(&mut reader)? {
-        Some(LinkMessage::Welcome { settings, keys }) => {
-            if let Some(sealed) = keys
-                && !key.install(&sealed)
-            {
-                return Err(std::io::Error::other(
-                    "the hub's keys do not open with this credential",
-                ));
-            }
-            handler.settings(&settings);
-            handler.status(&format!("hub {hub}: connected"));
-        }
-        Some(LinkMessage::Refused { message }) => {
-            return Err(std::io::Error::other(format!("refused: {message}")));
-        }
-        _ => return Err(std::io::Error::other("no welcome")),
+    let (mut stream, mut reader, settings, keys) = greet(hub, info, key, Duration::from_secs(1))?;
+    if let Some(sealed) = keys
+        && !key.install(&sealed)
+    {
+        return Err(std::io::Error::other("the hub's keys do not open with this credential"));
     }
+    handler.settings(&settings);
+    handler.status(&format!("hub {hub}: connected"));
     // A reader thread hands commands over as they come; this loop applies them at once and
     // reports state every `report`.
     stream.set_read_timeout(None)?;
@@ -288,7 +269,24 @@ fn session(
 /// stream it joins): connects, proves the credential, installs the keys of the welcome and
 /// closes. The hub sees the node for that moment; its lasting link follows.
 pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&hub, Duration::from_secs(2))?;
+    let (stream, _, _, keys) = greet(hub, info, auth, Duration::from_secs(2))?;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    match keys {
+        Some(sealed) if auth.install(&sealed) => Ok(()),
+        _ => Err(std::io::Error::other("the hub sent no keys this credential opens")),
+    }
+}
+
+/// Connects and says hello: the challenge answered with `auth`'s proof, then the welcome's
+/// settings and sealed keys (or the hub's refusal, as an error).
+fn greet(
+    hub: SocketAddr,
+    info: &NodeInfo,
+    auth: &LinkAuth,
+    connect: Duration,
+) -> std::io::Result<(TcpStream, BufReader<TcpStream>, Settings, Option<String>)> {
+    let mut stream = TcpStream::connect_timeout(&hub, connect)?;
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let Some(LinkMessage::Challenge { nonce }) = read(&mut reader)? else {
@@ -297,18 +295,13 @@ pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io:
     let nonce = from_hex(&nonce).ok_or_else(|| std::io::Error::other("bad challenge"))?;
     let proof = to_hex(&auth.prove(&nonce));
     write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof, paired: auth.paired() })?;
-    let result = match read(&mut reader)? {
-        Some(LinkMessage::Welcome { keys: Some(sealed), .. }) if auth.install(&sealed) => Ok(()),
-        Some(LinkMessage::Welcome { .. }) => {
-            Err(std::io::Error::other("the hub sent no keys this credential opens"))
-        }
+    match read(&mut reader)? {
+        Some(LinkMessage::Welcome { settings, keys }) => Ok((stream, reader, settings, keys)),
         Some(LinkMessage::Refused { message }) => {
             Err(std::io::Error::other(format!("refused: {message}")))
         }
         _ => Err(std::io::Error::other("no welcome")),
-    };
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    result
+    }
 }
 
 /// Pairs with the hub a link names: presents the one-time token once (Noise `NNpsk0`), and

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tutti_proto::control::{KeySet, from_hex, to_hex};
+use tutti_proto::control::{KeySet, key_from_hex};
 use tutti_proto::{Credential, NetworkKey, Security};
 
 use crate::NodeError;
@@ -94,25 +94,11 @@ impl Keys {
         *seen = v;
         Some(self.current())
     }
-
-    /// Waits up to `timeout` for a first key; `false` if none came.
-    pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        let until = std::time::Instant::now() + timeout;
-        while self.version() == 0 {
-            if std::time::Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        true
-    }
 }
 
 /// The security a [`KeySet`] describes (`None` if a key is not 32 bytes of hex).
 pub fn from_keyset(set: &KeySet) -> Option<Security> {
-    let key = |h: &String| {
-        from_hex(h).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(NetworkKey::from_bytes)
-    };
+    let key = |h: &String| key_from_hex(h).map(NetworkKey::from_bytes);
     let send = key(&set.send)?;
     let accept = set.accept.iter().map(key).collect::<Option<Vec<_>>>()?;
     Some(Security::Encrypted { send, accept })
@@ -140,12 +126,9 @@ impl core::fmt::Debug for Pairing {
 impl Pairing {
     /// The credential.
     pub fn credential(&self) -> Result<Credential, NodeError> {
-        from_hex(&self.credential)
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .map(Credential::from_bytes)
-            .ok_or_else(|| {
-                NodeError::Refused("the stored credential is damaged: pair again".into())
-            })
+        key_from_hex(&self.credential).map(Credential::from_bytes).ok_or_else(|| {
+            NodeError::Refused("the stored credential is damaged: pair again".into())
+        })
     }
 
     /// Where a node keeps its pairing: `$XDG_CONFIG_HOME/tutti/pairing.json` (or
@@ -212,25 +195,25 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Hex of fresh random key material (32 bytes).
-pub fn fresh_key_hex() -> String {
-    to_hex(&random::<32>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tutti_proto::control::to_hex;
+
+    fn fresh_key_hex() -> String {
+        to_hex(&random::<32>())
+    }
 
     #[test]
     fn keys_change_in_place_and_a_pairing_is_owner_only() {
         let keys = Keys::pending();
         assert_eq!(keys.version(), 0);
-        assert!(!keys.wait(std::time::Duration::from_millis(10)));
+
         let mut seen = 0;
         assert!(keys.changed(&mut seen).is_none());
         let set = KeySet { send: fresh_key_hex(), accept: vec![fresh_key_hex()] };
         keys.set(from_keyset(&set).unwrap());
-        assert!(keys.wait(std::time::Duration::from_millis(10)));
+        assert_eq!(keys.version(), 1, "the first key set is there");
         assert!(
             matches!(keys.changed(&mut seen), Some(Security::Encrypted { accept, .. }) if accept.len() == 1)
         );

@@ -341,6 +341,11 @@ pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 32 bytes of key material or a credential, from 64 hex digits.
+pub fn key_from_hex(s: &str) -> Option<[u8; 32]> {
+    from_hex(s).and_then(|b| b.try_into().ok())
+}
+
 /// Parses lower- or upper-case hex.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {

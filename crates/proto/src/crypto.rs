@@ -71,16 +71,12 @@ impl NetworkKey {
     /// HKDF-SHA256 expansion (an HMAC) under a key of its own, so a proof reveals nothing about
     /// the packet key and cannot be replayed against another challenge.
     pub fn prove(&self, challenge: &[u8]) -> [u8; 32] {
-        let hk = Hkdf::<Sha256>::from_prk(&self.control).expect("32-byte PRK");
-        let mut out = [0u8; 32];
-        hk.expand(challenge, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
-        out
+        prove_under(&self.control, challenge)
     }
 
     /// Checks a [`prove`](Self::prove) answer in constant time.
     pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
-        let want = self.prove(challenge);
-        proof.len() == want.len() && want.iter().zip(proof).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        constant_time_eq(&self.prove(challenge), proof)
     }
 
     /// Derives the network key from a passphrase with Argon2id, salted with the network's name
@@ -170,16 +166,12 @@ impl Credential {
 
     /// Proves the credential for a `challenge` (bound to it: one overheard proof is useless).
     pub fn prove(&self, challenge: &[u8]) -> [u8; 32] {
-        let hk = Hkdf::<Sha256>::from_prk(&self.proof).expect("32-byte PRK");
-        let mut out = [0u8; 32];
-        hk.expand(challenge, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
-        out
+        prove_under(&self.proof, challenge)
     }
 
     /// Checks a [`prove`](Self::prove) answer in constant time.
     pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
-        let want = self.prove(challenge);
-        proof.len() == want.len() && want.iter().zip(proof).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        constant_time_eq(&self.prove(challenge), proof)
     }
 
     /// Encrypts `plain` for the holder of this credential: `nonce` (12 fresh random bytes)
@@ -216,6 +208,20 @@ impl Credential {
             .ok()?;
         Some(body)
     }
+}
+
+/// A proof for `challenge` under a 32-byte proof key: HKDF-SHA256 expansion (an HMAC).
+fn prove_under(key: &[u8; 32], challenge: &[u8]) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::from_prk(key).expect("32-byte PRK");
+    let mut out = [0u8; 32];
+    hk.expand(challenge, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
+/// Whether two byte strings are equal, in time that depends on their lengths only (for
+/// proofs and tokens).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn nonce(sender: u32, packet_number: u64) -> Nonce {

@@ -19,18 +19,24 @@ impl Drop for Proc {
 }
 
 fn tutti(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .env("TUTTI_PASSPHRASE", PASS)
-            .env("TUTTI_ADMIN_TOKEN", ADMIN)
-            // Loopback only: no mDNS on the machine's real interfaces.
-            .env("TUTTI_MDNS", "off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tutti starts"),
-    )
+    spawn(args, true)
+}
+
+/// `tutti args`, with the network passphrase in its environment or (a paired node) without.
+fn spawn(args: &[&str], passphrase: bool) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("TUTTI_ADMIN_TOKEN", ADMIN)
+        // Loopback only: no mDNS on the machine's real interfaces.
+        .env("TUTTI_MDNS", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if passphrase {
+        c.env("TUTTI_PASSPHRASE", PASS);
+    } else {
+        c.env_remove("TUTTI_PASSPHRASE");
+    }
+    Proc(c.spawn().expect("tutti starts"))
 }
 
 fn wait(p: &mut Proc, limit: Duration) -> (bool, String) {
@@ -1098,17 +1104,7 @@ fn the_hub_lists_a_playlist_and_starts_pauses_and_skips_it() {
 
 /// A node of a paired network: no passphrase in its environment.
 fn member(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .env_remove("TUTTI_PASSPHRASE")
-            .env("TUTTI_ADMIN_TOKEN", ADMIN)
-            .env("TUTTI_MDNS", "off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tutti starts"),
-    )
+    spawn(args, false)
 }
 
 #[test]
