@@ -15,17 +15,20 @@ use tutti_proto::{LocalTime, Nanos};
 
 use crate::AudioError;
 use crate::backend::{ActiveStream, Backend, StreamSpec};
+use crate::clock::{BinPick, DeviceClock};
 use crate::source::Source;
 
 /// An input device as a source.
 pub struct CaptureSource {
     samples: Consumer<f32>,
     stamps: Consumer<(u64, LocalTime)>,
-    peeked: Option<(u64, LocalTime)>,
+    clock: DeviceClock,
     rate: u32,
     channels: usize,
     read_frames: u64,
-    anchor: Option<(u64, LocalTime)>,
+    /// Reading silence on the local clock since `.0`, `.1` frames so far (the device is quiet).
+    silence: Option<(LocalTime, u64)>,
+    device: String,
     overruns: Arc<AtomicU64>,
 }
 
@@ -72,31 +75,38 @@ impl CaptureSource {
         let source = CaptureSource {
             samples,
             stamps,
-            peeked: None,
+            clock: DeviceClock::new(spec.sample_rate, BinPick::Mean),
             rate: spec.sample_rate,
             channels,
             read_frames: 0,
-            anchor: None,
+            silence: None,
+            device: device.unwrap_or("default").to_owned(),
             overruns,
         };
         Ok((source, stream))
     }
 
-    /// The local instant the next frame [`read`](Source::read) returns was captured (from the
-    /// newest device stamp at or before it).
+    /// The local instant the next frame [`read`](Source::read) returns was captured: the
+    /// device's sample clock fitted through every chunk's timestamp (see [`DeviceClock`]), so
+    /// the timestamps' jitter does not reach the stream's presentation times.
     pub fn next_capture_time(&mut self) -> Option<LocalTime> {
-        loop {
-            let next = self.peeked.take().or_else(|| self.stamps.pop().ok());
-            match next {
-                Some(s) if s.0 <= self.read_frames => self.anchor = Some(s),
-                other => {
-                    self.peeked = other;
-                    break;
-                }
-            }
+        while let Ok((frame, t)) = self.stamps.pop() {
+            self.clock.update(frame, t);
         }
-        let (f, t) = self.anchor?;
-        Some(t + Nanos::from_frames(self.read_frames - f, self.rate))
+        match self.silence {
+            Some((start, done)) => Some(start + Nanos::from_frames(done, self.rate)),
+            _ => self.clock.time_of(self.read_frames),
+        }
+    }
+
+    /// The device's name, as asked for.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Whether the device has delivered nothing for [`QUIET`] and silence is streamed instead.
+    pub fn is_waiting(&self) -> bool {
+        self.silence.is_some()
     }
 
     /// Frames lost because the reader fell more than two seconds behind.
@@ -117,20 +127,47 @@ impl Source for CaptureSource {
     fn channels(&self) -> usize {
         self.channels
     }
-    /// Blocks until `frames` frames were captured (a live source never ends).
+    /// Blocks until `frames` frames were captured (a live source never ends). A device that
+    /// delivers nothing for [`QUIET`] (nothing plays into the monitored sink yet, a suspended
+    /// source) is read as silence on the local clock until it delivers again: the stream goes
+    /// on and players stay locked ([`CaptureSource::is_waiting`] says so).
     fn read(&mut self, out: &mut Vec<f32>, frames: usize) -> Result<usize, AudioError> {
         let want = frames * self.channels;
+        if let Some((start, done)) = self.silence {
+            if self.samples.slots() >= want {
+                // The device is back: its own clock takes over again.
+                self.silence = None;
+            } else {
+                let due = start + Nanos::from_frames(done + frames as u64, self.rate);
+                crate::clock::sleep_until(due);
+                out.resize(out.len() + want, 0.0);
+                self.silence = Some((start, done + frames as u64));
+                return Ok(frames);
+            }
+        }
         let mut got = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut quiet_since = crate::clock::now();
         while got < want {
             let n = self.samples.slots().min(want - got);
             if n == 0 {
-                if std::time::Instant::now() > deadline {
-                    return Err(AudioError::Device(
-                        "the input device delivered nothing for 5 s".into(),
-                    ));
+                let now = crate::clock::now();
+                if now - quiet_since >= QUIET {
+                    // Nothing for a while: the rest of this frame is silence, and so is what
+                    // follows until the device speaks again.
+                    out.resize(out.len() + want - got, 0.0);
+                    let device_frames = (got / self.channels) as u64;
+                    self.read_frames += device_frames;
+                    let synthetic = frames as u64 - device_frames;
+                    self.silence =
+                        Some((now - Nanos::from_frames(synthetic, self.rate), synthetic));
+                    return Ok(frames);
                 }
-                std::thread::sleep(std::time::Duration::from_micros(500));
+                // Sleep until the rest could be there (a device delivers in blocks; polling
+                // finer only burns wake-ups), 0.5–5 ms.
+                let missing = ((want - got) / self.channels) as u64;
+                let wait = Nanos::from_frames(missing, self.rate)
+                    .clamp(Nanos::from_micros(500), Nanos::from_millis(5));
+                std::thread::sleep(wait.to_duration());
                 continue;
             }
             if let Ok(chunk) = self.samples.read_chunk(n) {
@@ -140,8 +177,12 @@ impl Source for CaptureSource {
                 chunk.commit_all();
             }
             got += n;
+            quiet_since = crate::clock::now();
         }
         self.read_frames += frames as u64;
         Ok(frames)
     }
 }
+
+/// How long a capture device may deliver nothing before it is read as silence.
+pub const QUIET: Nanos = Nanos::from_millis(250);

@@ -13,7 +13,6 @@
 //! frames map to local time through the callbacks' timestamps (the DAC's own clock, seen from
 //! the local one), so drift between the two is measured, not assumed.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -21,6 +20,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use tutti_proto::playout::Render;
 use tutti_proto::{LocalTime, Nanos};
 
+use crate::clock::{BinPick, DeviceClock};
 use crate::cue::{Chime, Cue};
 use crate::pcm::PcmBuffer;
 use crate::ramp::{GainRamp, SharedGain};
@@ -139,102 +139,25 @@ impl Renderer {
 /// Maps device frame indices to local time from callback reports.
 #[derive(Debug)]
 struct DacMap {
-    history: VecDeque<(u64, LocalTime)>,
-    bin_start: Option<LocalTime>,
+    clock: DeviceClock,
     offset: u64,
-    nominal_ns: f64,
-    /// The line through `history`, refitted when a point changes (not per rendered block).
-    line: Option<Line>,
-}
-
-/// `t = t1 + a + b·(f − f1)`: a DAC instant from a device frame, anchored at the newest point.
-#[derive(Clone, Copy, Debug)]
-struct Line {
-    f1: u64,
-    t1: LocalTime,
-    a: f64,
-    b: f64,
 }
 
 impl DacMap {
-    fn new(nominal_ns: f64) -> Self {
-        DacMap { history: VecDeque::new(), bin_start: None, offset: 0, nominal_ns, line: None }
+    fn new(rate: u32) -> Self {
+        // Reported DAC instants err late more than early (a latency read a moment after it
+        // was true), so the earliest-looking callback of each bin is the least wrong.
+        DacMap { clock: DeviceClock::new(rate, BinPick::Earliest), offset: 0 }
     }
 
     fn update(&mut self, r: &CallbackReport) {
         self.offset = r.dac_frame - r.ring_frame;
-        // A timestamp far off the line (device restarted, clock stepped): start the map over.
-        if let Some(predicted) = self.time_of(r.dac_frame)
-            && (predicted - r.dac_time).abs() > Nanos::from_millis(50)
-        {
-            self.history.clear();
-            self.bin_start = None;
-        }
-        // One point per 50 ms: the earliest-looking callback of the bin. Reported DAC instants
-        // err late more than early (a latency read a moment after it was true: PulseAudio's
-        // timing replies), so the earliest of a bin is the least wrong.
-        let nominal = self.nominal_ns;
-        let early = |(f, t): (u64, LocalTime)| t.0 as f64 - f as f64 * nominal;
-        match (self.bin_start, self.history.back_mut()) {
-            (Some(start), Some(last)) if r.dac_time - start < Nanos::from_millis(50) => {
-                if early((r.dac_frame, r.dac_time)) >= early(*last) {
-                    return;
-                }
-                *last = (r.dac_frame, r.dac_time);
-            }
-            _ => {
-                self.bin_start = Some(r.dac_time);
-                self.history.push_back((r.dac_frame, r.dac_time));
-                while self.history.len() > 200 {
-                    self.history.pop_front();
-                }
-            }
-        }
-        self.line = self.fit();
+        self.clock.update(r.dac_frame, r.dac_time);
     }
 
     /// The local instant device frame `dac_frame` reaches the DAC.
     fn time_of(&self, dac_frame: u64) -> Option<LocalTime> {
-        let Line { f1, t1, a, b } = self.line?;
-        Some(t1 + Nanos((a + b * (dac_frame as f64 - f1 as f64)).round() as i64))
-    }
-
-    /// A least-squares line through the last ~10 s of callback timestamps (one per 50 ms
-    /// bin), so their jitter averages out; the nominal rate until there is half a second.
-    fn fit(&self) -> Option<Line> {
-        let &(f1, t1) = self.history.back()?;
-        let n = self.history.len() as f64;
-        let span = t1 - self.history.front()?.1;
-        if self.history.len() < 4 || span < Nanos::from_millis(500) {
-            return Some(Line { f1, t1, a: 0.0, b: self.nominal_ns });
-        }
-        // Fit t = a + b·f on values relative to the newest anchor.
-        let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
-        for &(f, t) in &self.history {
-            let x = f as f64 - f1 as f64;
-            let y = (t - t1).0 as f64;
-            sx += x;
-            sy += y;
-            sxx += x * x;
-            sxy += x * y;
-        }
-        let b_fit = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-        let (mx, my) = (sx / n, sy / n);
-        // A young or jittery history fits a rate far off any real crystal (±0.3 ms of
-        // timestamp jitter over 1 s is 300 ppm). Shrink the fitted rate toward the nominal one
-        // by how well it is known: a prior of ±100 ppm against the fit's own variance.
-        let sxx_c = sxx - n * mx * mx;
-        let mut rss = 0.0;
-        for &(f, t) in &self.history {
-            let x = f as f64 - f1 as f64;
-            let y = (t - t1).0 as f64;
-            let r = y - my - b_fit * (x - mx);
-            rss += r * r;
-        }
-        let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
-        let prior = (100e-6 * self.nominal_ns).powi(2);
-        let b = self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit));
-        Some(Line { f1, t1, a: my - b * mx, b })
+        self.clock.time_of(dac_frame)
     }
 }
 
@@ -470,7 +393,7 @@ pub fn output<P: Program>(
         program,
         ring: producer,
         reports: report_rx,
-        map: DacMap::new(1e9 / f64::from(config.device_rate)),
+        map: DacMap::new(config.device_rate),
         channels,
         block,
         lookahead,

@@ -4,6 +4,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
@@ -72,16 +73,58 @@ pub fn recv_until(
     min: Nanos,
     max: Nanos,
 ) -> Option<(usize, SocketAddr, LocalTime)> {
+    recv_or_wake(socket, None, buf, now, deadline, min, max)
+}
+
+/// [`recv_until`] that also returns (with `None`) as soon as `wake` is signalled (see
+/// [`wake_pair`]): a thread that waits for the network and for another thread at once, with
+/// no polling.
+pub fn recv_or_wake(
+    socket: &UdpSocket,
+    wake: Option<&UnixDatagram>,
+    buf: &mut [u8],
+    now: LocalTime,
+    deadline: Option<LocalTime>,
+    min: Nanos,
+    max: Nanos,
+) -> Option<(usize, SocketAddr, LocalTime)> {
     if let Some(r) = try_recv(socket, buf) {
         return Some(r);
     }
     let wait = deadline.map_or(max, |d| (d - now).clamp(min, max));
     let timeout = Timespec { tv_sec: wait.0 / 1_000_000_000, tv_nsec: wait.0 % 1_000_000_000 };
-    let mut fds = [PollFd::new(socket, PollFlags::IN)];
-    match poll(&mut fds, Some(&timeout)) {
+    let ready = match wake {
+        Some(w) => {
+            let mut fds = [PollFd::new(socket, PollFlags::IN), PollFd::new(w, PollFlags::IN)];
+            let n = poll(&mut fds, Some(&timeout));
+            if fds[1].revents().contains(PollFlags::IN) {
+                // Drain every wake-up queued: one turn of the caller's loop serves them all.
+                let mut b = [0u8; 16];
+                while w.recv(&mut b).is_ok() {}
+            }
+            n
+        }
+        None => poll(&mut [PollFd::new(socket, PollFlags::IN)], Some(&timeout)),
+    };
+    match ready {
         Ok(n) if n > 0 => try_recv(socket, buf),
         _ => None,
     }
+}
+
+/// A wake-up line between two threads: the sender's [`wake`] makes the receiver's
+/// [`recv_or_wake`] return. Both ends are non-blocking; wake-ups beyond the socket's queue
+/// are dropped (one is enough).
+pub fn wake_pair() -> std::io::Result<(UnixDatagram, UnixDatagram)> {
+    let (a, b) = UnixDatagram::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    Ok((a, b))
+}
+
+/// Signals the other end of a [`wake_pair`].
+pub fn wake(w: &UnixDatagram) {
+    let _ = w.send(&[1]);
 }
 
 /// Receives one datagram if one is queued, without waiting.

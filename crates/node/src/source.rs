@@ -1,6 +1,7 @@
 //! A running stream: encoder thread → network thread (owns the [`SourceSession`]).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,7 +19,7 @@ use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{Codec, Destination, LocalTime, Mode, Nanos, SourceConfig, SourceSession};
 
 use crate::NodeError;
-use crate::net::{RECV_BUF, bind, multicast_sender, recv_until};
+use crate::net::{RECV_BUF, bind, multicast_sender, recv_or_wake, wake, wake_pair};
 use crate::security::Keys;
 
 /// Where the audio comes from.
@@ -253,6 +254,8 @@ pub fn run_source(
     let progress = Arc::new(SourceProgress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<Frame>(64);
+    let (wake_tx, wake_rx) = wake_pair().map_err(|e| NodeError::Net(e.to_string()))?;
+    let tx = FrameTx { tx, wake: wake_tx };
     let (feed, metadata) = match input {
         Input::Paced { source } => {
             progress.total.store(source.duration().unwrap_or(0), Ordering::Relaxed);
@@ -273,7 +276,6 @@ pub fn run_source(
         Input::Captured(c) => (Feed::Captured(c), Metadata::default()),
     };
     let captured = matches!(feed, Feed::Captured(_));
-    let live = captured || cfg.mode == Mode::Live;
     let fpp = usize::from(cfg.frames_per_packet);
     let channels = usize::from(cfg.channels);
     let mut encoder = match encoding.codec {
@@ -299,7 +301,7 @@ pub fn run_source(
         .spawn(move || {
             // Packets must leave on schedule: prefer this thread (best effort).
             clock::prefer_current_thread(-5);
-            network_loop(session, &keys, socket, rx, captured, live, &s2, &p2)
+            network_loop(session, &keys, socket, (rx, wake_rx), captured, &s2, &p2)
         })
         .map_err(|e| NodeError::Net(e.to_string()))?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
@@ -327,18 +329,38 @@ fn start_track(progress: &SourceProgress, list: &Playlist, track: &dyn Source) {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The encoder's end of the frame queue: every frame queued wakes the network thread.
+struct FrameTx {
+    tx: SyncSender<Frame>,
+    wake: UnixDatagram,
+}
+
+impl FrameTx {
+    fn try_send(&self, f: Frame) -> Result<(), TrySendError<Frame>> {
+        self.tx.try_send(f)?;
+        wake(&self.wake);
+        Ok(())
+    }
+    fn send(&self, f: Frame) -> Result<(), std::sync::mpsc::SendError<Frame>> {
+        self.tx.send(f)?;
+        wake(&self.wake);
+        Ok(())
+    }
+}
+
 fn encode_loop(
     feed: Feed,
     codec: Codec,
     mut opus: Option<&mut OpusEncoder>,
     fpp: usize,
     channels: usize,
-    tx: SyncSender<Frame>,
+    tx: FrameTx,
     stop: &AtomicBool,
     progress: &SourceProgress,
 ) {
     let mut pcm = Vec::with_capacity(fpp * channels);
     let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut waiting = false;
     let (mut source, mut playlist, mut capture) = match feed {
         Feed::Paced(s, list) => (Some(s), list, None),
         Feed::Captured(c) => (None, None, Some(c)),
@@ -399,7 +421,21 @@ fn encode_loop(
             (Some(s), _) => (s.read(&mut pcm, fpp).unwrap_or(0), None),
             (None, Some(c)) => {
                 let t = c.next_capture_time();
-                (c.read(&mut pcm, fpp).unwrap_or(0), t)
+                let n = c.read(&mut pcm, fpp).unwrap_or(0);
+                if c.is_waiting() != waiting {
+                    waiting = c.is_waiting();
+                    if let Ok(mut log) = progress.log.lock() {
+                        log.push(if waiting {
+                            format!(
+                                "waiting for sound on {}: streaming silence meanwhile",
+                                c.device()
+                            )
+                        } else {
+                            format!("sound on {}", c.device())
+                        });
+                    }
+                }
+                (n, t)
             }
             _ => (0, None),
         };
@@ -451,7 +487,7 @@ fn encode(
 fn send(
     payload: Option<Vec<u8>>,
     captured: Option<LocalTime>,
-    tx: &SyncSender<Frame>,
+    tx: &FrameTx,
     stop: &AtomicBool,
 ) -> Result<(), ()> {
     let Some(payload) = payload else { return Ok(()) };
@@ -476,9 +512,8 @@ fn network_loop(
     mut session: SourceSession,
     keys: &Keys,
     socket: UdpSocket,
-    rx: Receiver<Frame>,
+    (rx, wake): (Receiver<Frame>, UnixDatagram),
     captured_input: bool,
-    live: bool,
     stop: &AtomicBool,
     progress: &SourceProgress,
 ) {
@@ -570,17 +605,17 @@ fn network_loop(
             progress.ended.store(true, Ordering::Relaxed);
             return;
         }
-        // Live frames (captured, or paced in live mode) must leave on time: wake often.
         // A paced stream's next departure is always known (frames are queued 20 ms ahead):
-        // sleep until it. Live frames come from capture at any moment: look often.
-        let max = if live { Nanos::from_micros(500) } else { Nanos::from_millis(10) };
-        if let Some((n, from, at)) = recv_until(
+        // sleep until it. Captured frames come at any moment: the encoder wakes this thread
+        // for each, so they leave at once without this thread polling for them.
+        if let Some((n, from, at)) = recv_or_wake(
             &socket,
+            Some(&wake),
             &mut buf,
             clock::now(),
             session.poll_timeout(),
             Nanos::from_micros(100),
-            max,
+            Nanos::from_millis(10),
         ) {
             session.handle_datagram(at, from, &mut buf[..n]);
         }

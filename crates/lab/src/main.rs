@@ -1,0 +1,178 @@
+//! `tutti-lab`: the speaker-sync instrument's tools (driven by `scripts/speakers.sh`).
+//!
+//! ```text
+//! tutti-lab signal OUT.wav --seconds S [--channels N] [--delay-us D]
+//! tutti-lab record FIFO OUT.raw --channels C --keep K --seconds S [--format s16le|float32le] [--pipe-bytes B] [--log LOG.tsv] [--summary JSON]
+//! tutti-lab analyze REC.raw --channels K [--format s16le|float32le] [--names a,b,c] [--settle S] [--mark SECONDS:PLAYER] [--label L] [--json OUT]
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tutti_lab::analyze::{AnalyzeOptions, Recording, analyze};
+use tutti_lab::record::{RecordOptions, record};
+use tutti_lab::signal::{RATE, render};
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tutti-lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Positional arguments and `--flag value` pairs.
+struct Args {
+    positional: Vec<String>,
+    flags: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse(args: Vec<String>) -> Result<Args, String> {
+        let mut positional = Vec::new();
+        let mut flags = Vec::new();
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                flags.push((name.to_owned(), v));
+            } else {
+                positional.push(a);
+            }
+        }
+        Ok(Args { positional, flags })
+    }
+    fn get(&self, name: &str) -> Option<&str> {
+        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn num<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, String> {
+        match self.get(name) {
+            Some(v) => v.parse().map_err(|_| format!("--{name} {v}: not a number")),
+            None => default.ok_or_else(|| format!("--{name} is required")),
+        }
+    }
+    fn path(&self, i: usize, what: &str) -> Result<PathBuf, String> {
+        self.positional.get(i + 1).map(PathBuf::from).ok_or_else(|| format!("missing {what}"))
+    }
+    fn check(&self, known: &[&str]) -> Result<(), String> {
+        for (n, _) in &self.flags {
+            if !known.contains(&n.as_str()) {
+                return Err(format!("unknown flag --{n} (known: --{})", known.join(", --")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes per sample of `--format` (s16le, the default, or float32le).
+fn sample_bytes(format: Option<&str>) -> Result<usize, String> {
+    match format.unwrap_or("s16le") {
+        "s16le" => Ok(2),
+        "float32le" => Ok(4),
+        f => Err(format!("--format {f}: use s16le or float32le")),
+    }
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let a = Args::parse(args)?;
+    match a.positional.first().map(String::as_str) {
+        Some("signal") => {
+            a.check(&["seconds", "channels", "delay-us"])?;
+            let out = a.path(0, "the output WAV")?;
+            let seconds: f64 = a.num("seconds", None)?;
+            let channels: u16 = a.num("channels", Some(2))?;
+            let delay: f64 = a.num("delay-us", Some(0.0))?;
+            let samples = render((seconds * f64::from(RATE)) as usize, channels.into(), delay);
+            let spec = hound::WavSpec {
+                channels,
+                sample_rate: RATE,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(&out, spec)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            for s in samples {
+                w.write_sample(s).map_err(|e| e.to_string())?;
+            }
+            w.finalize().map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Some("record") => {
+            a.check(&["channels", "keep", "seconds", "pipe-bytes", "log", "summary", "format"])?;
+            let fifo = a.path(0, "the pipe sink's FIFO")?;
+            let out = a.path(1, "the output file")?;
+            let opts = RecordOptions {
+                channels: a.num("channels", None)?,
+                keep: a.num("keep", None)?,
+                seconds: a.num("seconds", None)?,
+                pipe_bytes: a.num("pipe-bytes", Some(4096))?,
+                sample_bytes: sample_bytes(a.get("format"))?,
+            };
+            if opts.keep == 0 || opts.keep > opts.channels {
+                return Err(format!("--keep {} must be 1..={}", opts.keep, opts.channels));
+            }
+            let log = a.get("log").map(PathBuf::from);
+            let summary = record(&fifo, &out, log.as_deref(), &opts)?;
+            let json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+            match a.get("summary") {
+                Some(p) => std::fs::write(p, json + "\n").map_err(|e| format!("{p}: {e}"))?,
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
+        Some("analyze") => {
+            a.check(&[
+                "channels",
+                "names",
+                "settle",
+                "mark",
+                "label",
+                "json",
+                "max-latency",
+                "format",
+            ])?;
+            let path = a.path(0, "the recording")?;
+            let channels: usize = a.num("channels", None)?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let rec = match sample_bytes(a.get("format"))? {
+                2 => Recording::from_s16(&bytes, channels),
+                _ => Recording::from_f32(&bytes, channels),
+            };
+            let names: Vec<String> = a
+                .get("names")
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            let mark = match a.get("mark") {
+                Some(m) => {
+                    let (t, who) = m.split_once(':').ok_or("--mark SECONDS:PLAYER")?;
+                    let t: f64 = t.parse().map_err(|_| format!("--mark {m}: seconds"))?;
+                    let who = names
+                        .iter()
+                        .position(|n| n == who)
+                        .or_else(|| who.parse().ok())
+                        .ok_or_else(|| format!("--mark {m}: no player `{who}`"))?;
+                    Some((t, who))
+                }
+                None => None,
+            };
+            let opts = AnalyzeOptions {
+                names,
+                settle: a.num("settle", Some(10.0))?,
+                mark,
+                max_latency: a.num("max-latency", Some(2.0))?,
+            };
+            let report = analyze(&rec, &opts)?;
+            print!("{}", report.table(a.get("label").unwrap_or("recording")));
+            if let Some(p) = a.get("json") {
+                let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+                std::fs::write(p, json + "\n").map_err(|e| format!("{p}: {e}"))?;
+            }
+            Ok(())
+        }
+        _ => Err("usage: tutti-lab signal|record|analyze ... (see the source's header)".into()),
+    }
+}

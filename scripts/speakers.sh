@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Tutti and Snapcast on real (virtual) speakers, side by side, on one sample clock.
+#
+# A private headless PulseAudio whose one real sink is a module-pipe-sink drained at exactly
+# 48 kHz of CLOCK_MONOTONIC by `tutti-lab record` (SCHED_FIFO): the recording index is time.
+# Every sink under test is a module-remap-sink onto one channel of it: `src` (channel 0, the
+# source's sink: the test signal is played into it and captured from `src.monitor`) and
+# `p1..pN` (one per player). Each phase records all of them at once, then `tutti-lab analyze`
+# reads per 250 ms window: latency per player, spread between players, missing, silent and
+# glitched windows, delay steps; CPU and RSS of every process come from /proc.
+#
+# Phases (--phases, in order):
+#   floor       one (N+1)-channel sink feeding every channel the same signal: must read 0
+#   tutti-L     `tutti stream --device src.monitor --latency-ms L` and N `tutti play --device pI`
+#   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin` as the source
+#   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
+#               `snapclient --player pulse` on p1..pN
+# Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
+# player 1 for 200 ms T seconds into the measured part, then measure its recovery), --busy
+# (keep one core busy with a normal-priority loop), --out DIR (keep recordings and logs there).
+# Everything runs in a private network namespace (its own loopback): nothing leaves the machine.
+#
+# Usage (root; installs pulseaudio, pulseaudio-utils, snapserver, snapclient when missing):
+#   bash scripts/speakers.sh [--seconds 120] [--phases "floor tutti-100 tutti-20 snap-1000 snap-100"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=120
+SETTLE=10
+PLAYERS=3
+PHASES="floor tutti-100 tutti-20 snap-1000 snap-100"
+STOP_AT=""
+BUSY=0
+OUT=""
+PIPE_KB=4
+while [ $# -gt 0 ]; do
+    case $1 in
+    --seconds) SECS=$2; shift 2 ;;
+    --settle) SETTLE=$2; shift 2 ;;
+    --players) PLAYERS=$2; shift 2 ;;
+    --phases) PHASES=$2; shift 2 ;;
+    --stop-at) STOP_AT=$2; shift 2 ;;
+    --busy) BUSY=1; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --pipe-kb) PIPE_KB=$2; shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "speakers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "speakers.sh needs root: a private network namespace, and SCHED_FIFO for the recorder" >&2; exit 1; }
+need=()
+for p in pulseaudio pulseaudio-utils snapserver snapclient iproute2 util-linux; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# shellcheck source=/dev/null
+source .ci/packages.sh
+ensure_packages
+cargo build --release --locked -q -p tutti -p tutti-lab
+TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")/release
+TUTTI=$TARGET/tutti
+LAB=$TARGET/tutti-lab
+
+DIR=$(mktemp -d /tmp/tutti-speakers.XXXXXX)
+[ -n "$OUT" ] && mkdir -p "$OUT" && OUT=$(realpath "$OUT")
+NS="tutti-spk-$$"
+# src, the players, and one channel that takes every right channel; at least 8 channels of
+# 32-bit float, so the pipe sink renders 4 KiB blocks of 128 frames (2.7 ms), like a
+# low-latency sound card. --pipe-kb sets the pipe (the sink's queue: its latency), 4 KiB
+# (~2.7 ms) by default; 64 is a device with ~43 ms of latency.
+CH=$((PLAYERS + 2)); [ "$CH" -lt 8 ] && CH=8
+KEEP=$((PLAYERS + 1))
+export PULSE_SERVER="unix:$DIR/native"
+export TUTTI_PASSPHRASE="speakers-$$-passphrase"
+export TUTTI_MDNS=off
+pids=()
+stop_phase() {
+    for p in "${pids[@]:-}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+    wait "${pids[@]:-}" 2>/dev/null || true
+    pids=()
+}
+cleanup() {
+    stop_phase
+    [ -n "${BUSY_PID:-}" ] && kill "$BUSY_PID" 2>/dev/null
+    [ -n "${PA_PID:-}" ] && kill "$PA_PID" 2>/dev/null
+    wait 2>/dev/null || true
+    ip netns del "$NS" 2>/dev/null || true
+    if [ -n "$OUT" ]; then cp -r "$DIR"/. "$OUT"/ 2>/dev/null || true; fi
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+# Always run in the background (`in_ns CMD... &`): the subshell becomes nsenter, which becomes
+# CMD, so $! is the pid of the process measured.
+in_ns() { exec nsenter --net="/run/netns/$NS" "$@"; }
+
+# The sound server.
+aux() { local s="" i; for i in $(seq 0 $(($1 - 1))); do s="$s${s:+,}aux$i"; done; echo "$s"; }
+{
+    echo ".fail"
+    echo "load-module module-native-protocol-unix auth-anonymous=1 socket=$DIR/native"
+    echo "load-module module-pipe-sink sink_name=rec file=$DIR/rec.fifo format=float32le rate=48000 channels=$CH channel_map=$(aux "$CH")"
+    echo "load-module module-remap-sink sink_name=src master=rec channels=2 channel_map=front-left,front-right master_channel_map=aux0,aux$((CH - 1)) remix=no"
+    for i in $(seq "$PLAYERS"); do
+        echo "load-module module-remap-sink sink_name=p$i master=rec channels=2 channel_map=front-left,front-right master_channel_map=aux$i,aux$((CH - 1)) remix=no"
+    done
+    echo "load-module module-remap-sink sink_name=fan master=rec channels=$KEEP channel_map=$(aux "$KEEP") master_channel_map=$(aux "$KEEP") remix=no"
+    echo "set-default-sink src"
+    echo "set-default-source src.monitor"
+} > "$DIR/lab.pa"
+mkdir -p -m700 "$DIR/run"
+XDG_RUNTIME_DIR="$DIR/run" pulseaudio -n -F "$DIR/lab.pa" --daemonize=no --exit-idle-time=-1 \
+    --use-pid-file=no --log-target=file:"$DIR/pulse.log" >/dev/null 2>&1 &
+PA_PID=$!
+for _ in $(seq 100); do pactl info >/dev/null 2>&1 && break; sleep 0.1; done
+pactl info >/dev/null || { echo "PulseAudio did not start: $DIR/pulse.log" >&2; cat "$DIR/pulse.log" >&2; exit 1; }
+
+"$LAB" signal "$DIR/signal.wav" --seconds $((SECS + SETTLE + 10))
+"$LAB" signal "$DIR/fan.wav" --seconds $((SECS + SETTLE + 10)) --channels "$KEEP"
+if [ "$BUSY" = 1 ]; then
+    ( while :; do :; done ) &
+    BUSY_PID=$!
+    echo "one core kept busy by a normal-priority loop (pid $BUSY_PID)"
+fi
+
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+now() { date +%s.%N; }
+
+# run_phase NAME: starts the phase's processes (into pids and the roles below), records,
+# measures CPU, analyzes.
+run_phase() {
+    local name=$1 kind=${1%%-*} arg=${1#*-}
+    local rec_secs=$((SECS + SETTLE + 8))
+    local roles=() rpids=()
+    echo
+    echo "== $name: $PLAYERS players, ${SECS} s measured after ${SETTLE} s"
+    chrt -f 60 "$LAB" record "$DIR/rec.fifo" "$DIR/$name.raw" --channels "$CH" --keep "$KEEP" \
+        --format float32le --pipe-bytes $((PIPE_KB * 1024)) --seconds "$rec_secs" --log "$DIR/$name.pipe.tsv" --summary "$DIR/$name.rec.json" &
+    local recorder=$!
+    local t_rec; t_rec=$(now)
+    sleep 0.5
+    case $kind in
+    floor)
+        paplay -d fan --channel-map="$(aux "$KEEP")" "$DIR/fan.wav" & pids+=($!)
+        ;;
+    tutti|stdin)
+        if [ "$kind" = tutti ]; then
+            in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
+                > "$DIR/$name.source.log" 2>&1 &
+        else
+            in_ns bash -c "exec parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 \
+                | exec '$TUTTI' stream --stdin --latency-ms '$arg' --bind 127.0.0.1 --port 7400" \
+                > "$DIR/$name.source.log" 2>&1 &
+        fi
+        pids+=($!); sleep 0.3
+        local src_pid=$!
+        [ "$kind" = stdin ] && src_pid=$(pgrep -n -f "$TUTTI stream" || true)
+        roles+=("source"); rpids+=("$src_pid")
+        for i in $(seq "$PLAYERS"); do
+            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) \
+                > "$DIR/$name.p$i.log" 2>&1 &
+            pids+=($!); roles+=("p$i"); rpids+=($!)
+        done
+        sleep 2
+        paplay -d src "$DIR/signal.wav" & pids+=($!)
+        ;;
+    snap)
+        cat > "$DIR/snapserver.conf" <<CONF
+[server]
+datadir = $DIR
+[http]
+enabled = false
+[tcp]
+enabled = false
+[stream]
+bind_to_address = 127.0.0.1
+port = 1704
+source = pipe://$DIR/snapfifo?name=lab&sampleformat=48000:16:2
+codec = pcm
+buffer = $arg
+[logging]
+filter = *:warning
+CONF
+        rm -f "$DIR/snapfifo"
+        in_ns snapserver -c "$DIR/snapserver.conf" > "$DIR/$name.server.log" 2>&1 &
+        pids+=($!); roles+=("snapserver"); rpids+=($!)
+        for _ in $(seq 50); do [ -p "$DIR/snapfifo" ] && break; sleep 0.1; done
+        parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 > "$DIR/snapfifo" &
+        pids+=($!); roles+=("parec"); rpids+=($!)
+        for i in $(seq "$PLAYERS"); do
+            in_ns snapclient -h 127.0.0.1 -p 1704 -i "$i" --hostID "lab$i" --player pulse -s "p$i" \
+                --logsink stderr --logfilter '*:warning' > "$DIR/$name.p$i.log" 2>&1 &
+            pids+=($!); roles+=("p$i"); rpids+=($!)
+        done
+        sleep 2
+        paplay -d src "$DIR/signal.wav" & pids+=($!)
+        ;;
+    *) echo "unknown phase $name" >&2; exit 2 ;;
+    esac
+    roles+=("pulseaudio"); rpids+=("$PA_PID")
+    # Settle, then measure.
+    local t_start; t_start=$(now)
+    sleep "$SETTLE"
+    local c0=() c1=() p
+    for p in "${rpids[@]}"; do c0+=("$(cpu_ticks "$p")"); done
+    local mark=""
+    if [ -n "$STOP_AT" ] && [ "$kind" != floor ]; then
+        sleep "$STOP_AT"
+        local victim=${rpids[1]}
+        [ "$kind" = snap ] && victim=${rpids[2]}
+        mark=$(echo "$(now) - $t_rec" | bc -l)
+        kill -STOP "$victim"; sleep 0.2; kill -CONT "$victim"
+        sleep $((SECS - STOP_AT))
+    else
+        sleep "$SECS"
+    fi
+    for p in "${rpids[@]}"; do c1+=("$(cpu_ticks "$p")"); done
+    {
+        printf '  %-11s %8s %9s\n' process "cpu_%" rss_kB
+        for i in "${!roles[@]}"; do
+            printf '  %-11s %8.2f %9d\n' "${roles[$i]}" \
+                "$(echo "(${c1[$i]} - ${c0[$i]}) * 100 / $TICK / $SECS" | bc -l)" "$(rss_kb "${rpids[$i]}")"
+        done
+    } > "$DIR/$name.cpu.txt"
+    stop_phase
+    wait "$recorder" || { echo "the recorder failed" >&2; exit 1; }
+    local names="" i
+    for i in $(seq "$PLAYERS"); do names="$names${names:+,}p$i"; done
+    # The signal (its first event) starts as the settling does.
+    local args=(--channels "$KEEP" --format float32le --names "$names" --settle "$SETTLE" --label "$name" --json "$DIR/$name.json")
+    [ -n "$mark" ] && args+=(--mark "$mark:p1")
+    "$LAB" analyze "$DIR/$name.raw" "${args[@]}" || echo "  (no analysis: see the logs in ${OUT:-$DIR})"
+    cat "$DIR/$name.cpu.txt"
+    sed -e 's/^/  recorder: /' "$DIR/$name.rec.json"
+    for f in "$DIR/$name".p*.log "$DIR/$name.source.log"; do
+        [ -f "$f" ] || continue
+        grep -iE "error|warn|cannot|latency|underrun|resync|waiting" "$f" | tail -3 | sed -e "s|^|  $(basename "$f" .log): |" || true
+    done
+    [ -n "$OUT" ] || rm -f "$DIR/$name.raw"
+}
+
+for ph in $PHASES; do
+    run_phase "$ph"
+done
