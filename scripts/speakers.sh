@@ -186,14 +186,19 @@ buffer = $arg
 [logging]
 filter = *:warning
 CONF
-        rm -f "$DIR/snapfifo"
+        # The writer first (its open waits for the reader): a pipe source that opens a FIFO
+        # with no writer reads end-of-file and gives up.
+        rm -f "$DIR/snapfifo"; mkfifo "$DIR/snapfifo"
+        parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 > "$DIR/snapfifo" &
+        local feeder=$!; pids+=($!)
         in_ns snapserver -c "$DIR/snapserver.conf" > "$DIR/$name.server.log" 2>&1 &
         pids+=($!); roles+=("snapserver"); rpids+=($!)
-        for _ in $(seq 50); do [ -p "$DIR/snapfifo" ] && break; sleep 0.1; done
-        parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 > "$DIR/snapfifo" &
-        pids+=($!); roles+=("parec"); rpids+=($!)
+        roles+=("parec"); rpids+=("$feeder")
         for i in $(seq "$PLAYERS"); do
-            in_ns snapclient -h 127.0.0.1 -p 1704 -i "$i" --hostID "lab$i" --player pulse -s "p$i" \
+            # snapclient's PulseAudio buffer (100 ms by default) must fit in the server's
+            # buffer: a fifth of it, 10-100 ms.
+            local bt=$((arg / 5)); [ "$bt" -lt 10 ] && bt=10; [ "$bt" -gt 100 ] && bt=100
+            in_ns snapclient -h 127.0.0.1 -p 1704 -i "$i" --hostID "lab$i" --player "pulse:buffer_time=$bt" -s "p$i" \
                 --logsink stderr --logfilter '*:warning' > "$DIR/$name.p$i.log" 2>&1 &
             pids+=($!); roles+=("p$i"); rpids+=($!)
         done

@@ -86,6 +86,90 @@ impl CaptureSource {
         Ok((source, stream))
     }
 
+    /// Captures a live byte stream (a pipe: `parec | tutti stream --stdin`) of `codec` PCM as
+    /// if it were a device: a thread reads it as it comes and stamps every chunk with its
+    /// arrival (its first frame was written a chunk's duration before), and the reader's
+    /// clock is fitted like a device's. What was already queued when it starts (the pipe's
+    /// backlog, written before anyone read) is dropped: it is late, and playing it would
+    /// add its length to the latency for good.
+    pub fn from_reader<R>(
+        mut reader: R,
+        name: &str,
+        codec: tutti_proto::Codec,
+        rate: u32,
+        channels: usize,
+    ) -> Result<Self, AudioError>
+    where
+        R: std::io::Read + std::os::fd::AsFd + Send + 'static,
+    {
+        let Some(sample_bytes) = codec.pcm_bytes() else {
+            return Err(AudioError::Config(
+                "raw input must be PCM: use s16le, s24le or f32le".into(),
+            ));
+        };
+        let channels = channels.max(1);
+        let frame_bytes = sample_bytes * channels;
+        let (mut tx, samples) = RingBuffer::<f32>::new(rate as usize * 2 * channels);
+        let (mut stamp_tx, stamps) = RingBuffer::<(u64, LocalTime)>::new(4096);
+        let overruns = Arc::new(AtomicU64::new(0));
+        let over = overruns.clone();
+        std::thread::Builder::new()
+            .name("tutti-pipe-reader".into())
+            .spawn(move || {
+                let mut bytes = vec![0u8; frame_bytes * (rate as usize / 100).max(1)];
+                let mut carry = 0usize;
+                let mut pcm = Vec::new();
+                let mut written = 0u64;
+                // The backlog: whatever is queued now.
+                let mut backlog = rustix::io::ioctl_fionread(&reader).unwrap_or(0) as usize;
+                while backlog > 0 {
+                    let n = backlog.min(bytes.len());
+                    match reader.read(&mut bytes[..n]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => backlog -= k,
+                    }
+                }
+                loop {
+                    let n = match reader.read(&mut bytes[carry..]) {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => return,
+                    };
+                    let now = crate::clock::now();
+                    let have = carry + n;
+                    let whole = have / frame_bytes * frame_bytes;
+                    pcm.clear();
+                    crate::format::decode_pcm(codec, &bytes[..whole], &mut pcm);
+                    let frames = (whole / frame_bytes) as u64;
+                    bytes.copy_within(whole..have, 0);
+                    carry = have - whole;
+                    let fit = (tx.slots() / channels).min(frames as usize) * channels;
+                    if let Ok(chunk) = tx.write_chunk_uninit(fit) {
+                        chunk.fill_from_iter(pcm[..fit].iter().copied());
+                    }
+                    if (fit as u64) < frames * channels as u64 {
+                        over.fetch_add(frames - (fit / channels) as u64, Ordering::Relaxed);
+                    }
+                    let first = now - Nanos::from_frames(frames, rate);
+                    let _ = stamp_tx.push((written, first));
+                    written += (fit / channels) as u64;
+                }
+            })
+            .map_err(|e| AudioError::Io(e.to_string()))?;
+        Ok(CaptureSource {
+            samples,
+            stamps,
+            clock: DeviceClock::new(rate, BinPick::Mean),
+            rate,
+            channels,
+            read_frames: 0,
+            silence: None,
+            device: name.to_owned(),
+            overruns,
+        })
+    }
+
     /// The local instant the next frame [`read`](Source::read) returns was captured: the
     /// device's sample clock fitted through every chunk's timestamp (see [`DeviceClock`]), so
     /// the timestamps' jitter does not reach the stream's presentation times.

@@ -145,9 +145,10 @@ struct DacMap {
 
 impl DacMap {
     fn new(rate: u32) -> Self {
-        // Reported DAC instants err late more than early (a latency read a moment after it
-        // was true), so the earliest-looking callback of each bin is the least wrong.
-        DacMap { clock: DeviceClock::new(rate, BinPick::Earliest), offset: 0 }
+        // The backends' DAC instants err both ways (cpal's PulseAudio host dates each latency
+        // reading by the server's own clock; a sink draining in blocks makes it a sawtooth):
+        // each bin's mean.
+        DacMap { clock: DeviceClock::new(rate, BinPick::Mean), offset: 0 }
     }
 
     fn update(&mut self, r: &CallbackReport) {

@@ -286,7 +286,7 @@ struct StreamArgs {
     /// Codec: pcm (16-bit), pcm24, f32, opus.
     #[arg(long)]
     codec: Option<String>,
-    /// Packet duration in ms (2.5, 5, 10, 20 for Opus).
+    /// Packet duration in ms (2.5, 5, 10, 20 for Opus); 5 by default, 2.5 live and for a captured input (device, stdin) under 40 ms of group latency.
     #[arg(long)]
     frame_ms: Option<f64>,
     /// Group latency in ms (sync mode): every player plays this long after capture.
@@ -508,7 +508,11 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     } else {
         "pcm"
     }))?;
-    let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live { 2.5 } else { 5.0 });
+    // A captured input's packet leaves when its last frame is captured: at a tight group
+    // latency, shorter packets leave more of it to the network and the players' devices.
+    let tight =
+        (a.device.is_some() || a.stdin) && a.latency_ms.or(s.latency_ms).is_some_and(|l| l < 40.0);
+    let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
     let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
     let mut base = SourceConfig::new(1, a.rate, a.channels);
     base.codec = codec;
@@ -575,8 +579,21 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             .ok()
             .filter(|c| *c != Codec::Opus)
             .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
-        let raw = RawPcm::new(std::io::stdin(), fmt, rate, ch)?;
-        inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
+        // A pipe or a socket is live (`parec | tutti stream --stdin`): captured as it comes,
+        // its backlog dropped, each frame played a group latency after it arrived. A file is
+        // read at the stream's pace.
+        let stdin = std::io::stdin();
+        let live = rustix::fs::fstat(&stdin).is_ok_and(|st| {
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            matches!(kind, rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket)
+        });
+        if live {
+            let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch)?;
+            inputs.push(("stdin".into(), Input::Captured(cap)));
+        } else {
+            let raw = RawPcm::new(stdin, fmt, rate, ch)?;
+            inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
+        }
     } else if let Some(dev) = &a.device {
         let backend = tutti_audio::backend::cpal::CpalBackend::available()
             .into_iter()
@@ -660,6 +677,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let hub = a.hub.as_deref().or(m.hub.as_deref());
     let _link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut status_log = StatusLog::new();
     let mut shown_track = 0;
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -710,6 +728,17 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             if tty {
                 eprint!("\r\x1b[K{line}");
                 let _ = std::io::stderr().flush();
+            } else {
+                let key = format!("{} {lost} {conc}", rx.len());
+                status_log.tick(key, || {
+                    format!(
+                        "receivers={} position_s={pos:.1} sent_pkts={} nacks={} retransmits={} players_lost={lost} players_concealed={conc}",
+                        rx.len(),
+                        stats.frames_sent,
+                        stats.nacks_received,
+                        stats.retransmits
+                    )
+                });
             }
         }
         if running.iter().all(|r| r.finished()) {
@@ -795,6 +824,52 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Me
 
 fn hostname() -> String {
     tutti_node::hostname()
+}
+
+/// Status for a log (stderr not a terminal: a service's journal, a file): one `status:` line
+/// of `key=value` fields whenever the counters that matter change, and every 10 s.
+struct StatusLog {
+    last: Option<(std::time::Instant, String)>,
+}
+
+impl StatusLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        StatusLog { last: None }
+    }
+
+    /// Prints `fields` if `key` (the counters that matter) changed or 10 s went by.
+    fn tick(&mut self, key: String, fields: impl FnOnce() -> String) {
+        let due = match &self.last {
+            None => true,
+            Some((at, k)) => *k != key || at.elapsed() >= Self::EVERY,
+        };
+        if due {
+            eprintln!("status: {}", fields());
+            self.last = Some((std::time::Instant::now(), key));
+        }
+    }
+}
+
+/// A player's status as `key=value` fields (see [`StatusLog`]).
+fn status_fields(s: &PlayerSnapshot) -> String {
+    let c = s.clock.as_ref();
+    format!(
+        "state={} offset_us={} skew_ppm={:.2} latency_ms={} device_latency_ms={:.2} buffer_pkts={} underrun_frames={} resyncs={} concealed={} stalled={} recovered_fec={} recovered_nack={}",
+        if s.streaming { "playing" } else { "waiting" },
+        c.map_or("?".into(), |c| format!("{:.1}", c.offset.0 as f64 / 1e3)),
+        c.map_or(0.0, |c| c.skew_ppm()),
+        s.latency.map_or("?".into(), |l| format!("{:.3}", l.0 as f64 / 1e6)),
+        s.device_latency.0 as f64 / 1e6,
+        s.buffered,
+        s.underrun_frames,
+        s.stats.resyncs,
+        s.stats.concealed,
+        s.stats.stalled,
+        s.stats.recovered_fec,
+        s.stats.recovered_retx,
+    )
 }
 
 fn status_line(s: &PlayerSnapshot) -> String {
@@ -973,6 +1048,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let hub = a.hub.as_deref().or(m.hub.as_deref());
     let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut status_log = StatusLog::new();
     let started = std::time::Instant::now();
     let mut playing = (source, base.config.latency_override);
     loop {
@@ -1013,6 +1089,12 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         if tty {
             eprint!("\r\x1b[K{}", status_line(&snap));
             let _ = std::io::stderr().flush();
+        } else if !a.quiet {
+            let key = format!(
+                "{} {} {} {}",
+                snap.streaming, snap.underrun_frames, snap.stats.resyncs, snap.stats.concealed
+            );
+            status_log.tick(key, || status_fields(&snap));
         }
         if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             break;

@@ -22,7 +22,10 @@ use crate::{
     OutputCallbackInfo, OutputStreamTimestamp, SampleFormat, StreamInstant,
 };
 
-const LATENCY_MAX_INTERVAL: Duration = Duration::from_millis(100);
+// Tutti: 40 ms (was 100 ms with a poll after every callback). Timestamps come from the byte
+// count between polls; polls only sample the device latency, whose jitter (a sink draining in
+// blocks) averages out over many of them.
+const LATENCY_MAX_INTERVAL: Duration = Duration::from_millis(40);
 
 // Coordinates the latency polling thread
 struct LatencyHandle {
@@ -163,12 +166,10 @@ impl Stream {
     {
         let start = Instant::now();
 
-        let current_latency_micros = Arc::new(AtomicU64::new(0));
-        // Microseconds since stream creation at the time of the last latency poll, used
-        // to interpolate the latency between polls.
-        let last_poll_micros = Arc::new(AtomicU64::new(0));
-        let latency_clone = current_latency_micros.clone();
-        let poll_clone = last_poll_micros.clone();
+        // When byte 0 of the stream plays (ns since `start`; see `Origin`), from the latest
+        // timing reply. Byte `x` then plays at `origin + x / byte rate`.
+        let origin = Arc::new(Origin::new());
+        let origin_clone = origin.clone();
         let sample_spec = params.sample_spec;
         let pa_format = sample_spec.format;
 
@@ -192,25 +193,18 @@ impl Stream {
         let handle = LatencyHandle::new();
         let update_callback = handle.update.clone();
 
+        // Bytes handed to the server before the current callback.
+        let mut written: u64 = 0;
+
         // Wrap the write callback to match the pulseaudio signature.
         let callback = move |buf: &mut [u8]| {
             let elapsed = Instant::now().saturating_duration_since(start);
-            let elapsed_usec = elapsed.as_micros() as u64;
 
-            // Interpolate the latency based on elapsed time since the last
-            // poll: as audio plays, the DAC drains the buffer at a constant
-            // rate, so the latency decreases linearly between polls.
-            let stored_latency = latency_clone.load(Ordering::Relaxed);
-            let poll_usec = poll_clone.load(Ordering::Relaxed);
-            // Cap to LATENCY_MAX_INTERVAL: the linear-drain assumption is only valid for that
-            // window, and a stale poll_usec (e.g. after cork/uncork where timing_info blocks)
-            // would otherwise saturate latency to zero.
-            let elapsed_since_poll = elapsed_usec
-                .saturating_sub(poll_usec)
-                .min(LATENCY_MAX_INTERVAL.as_micros() as u64);
-            let latency = stored_latency.saturating_sub(elapsed_since_poll);
-
-            let playback_time = elapsed + Duration::from_micros(latency);
+            // This buffer's first byte is byte `written` of the stream: it plays at the
+            // origin plus that many bytes (never before now).
+            let playback_time = origin_clone
+                .at(written, sample_spec)
+                .map_or(elapsed, |t| t.max(elapsed));
 
             let timestamp = OutputStreamTimestamp {
                 callback: StreamInstant::new(elapsed.as_secs(), elapsed.subsec_nanos()),
@@ -231,11 +225,12 @@ impl Stream {
             let mut data = unsafe { Data::from_parts(buf.as_mut_ptr().cast(), n_samples, format) };
 
             data_callback(&mut data, &OutputCallbackInfo { timestamp });
+            written += buf.len() as u64;
 
-            // Notify the latency thread that audio was written, so it updates timing info.
-            let (lock, cvar) = &*update_callback;
-            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cvar.notify_one();
+            // No timing request per callback: the byte count keeps the timestamps exact
+            // between the latency thread's polls (every LATENCY_MAX_INTERVAL, and at once on
+            // play and pause), without a round trip to the server every few milliseconds.
+            let _ = &update_callback;
 
             // We always consider the full buffer filled, because cpal's
             // user-facing API doesn't allow short writes.
@@ -275,8 +270,6 @@ impl Stream {
         let cancel_thread = handle.cancel.clone();
         let update_thread = handle.update.clone();
         let stream_clone = stream.clone();
-        let latency_clone = current_latency_micros.clone();
-        let poll_clone = last_poll_micros.clone();
 
         let waiter_latency = latch.waiter();
         let latency_handle = std::thread::spawn(move || {
@@ -295,16 +288,13 @@ impl Stream {
                     }
                 };
 
-                let poll_since_epoch =
+                // The byte at the read index is being rendered into the sink now: it plays
+                // after the sink's latency.
+                let measured =
                     measured_at(asked, timing_info.remote_time).saturating_duration_since(start);
-                poll_clone.store(poll_since_epoch.as_micros() as u64, Ordering::Relaxed);
-
-                store_latency(
-                    &latency_clone,
-                    sample_spec,
-                    timing_info.sink_usec,
-                    timing_info.write_offset,
-                    timing_info.read_offset,
+                origin.set(
+                    measured.as_nanos() as i64 + timing_info.sink_usec as i64 * 1_000
+                        - bytes_ns(timing_info.read_offset, sample_spec),
                 );
 
                 // Wait until woken by a write/play/pause/drop event or until LATENCY_MAX_INTERVAL.
@@ -338,12 +328,10 @@ impl Stream {
     {
         let start = Instant::now();
 
-        let current_latency_micros = Arc::new(AtomicU64::new(0));
-        // Microseconds since stream creation at the time of the last latency poll, used
-        // to interpolate the latency between polls.
-        let last_poll_micros = Arc::new(AtomicU64::new(0));
-        let latency_clone = current_latency_micros.clone();
-        let poll_clone = last_poll_micros.clone();
+        // When byte 0 of the stream was captured (ns since `start`; see `Origin`), from the
+        // latest timing reply. Byte `x` was captured at `origin + x / byte rate`.
+        let origin = Arc::new(Origin::new());
+        let origin_clone = origin.clone();
         let sample_spec = params.sample_spec;
         let pa_format = sample_spec.format;
 
@@ -357,26 +345,18 @@ impl Stream {
         let handle = LatencyHandle::new();
         let update_callback = handle.update.clone();
 
+        // Bytes received before the current callback.
+        let mut read: u64 = 0;
+
         let callback = move |buf: &[u8]| {
             let elapsed = Instant::now().saturating_duration_since(start);
-            let elapsed_usec = elapsed.as_micros() as u64;
 
-            // Interpolate the latency based on elapsed time since the last poll: as audio records,
-            // the ADC fills the buffer at a constant rate, so the latency increases linearly
-            // between polls.
-            let stored_latency = latency_clone.load(Ordering::Relaxed);
-            let poll_usec = poll_clone.load(Ordering::Relaxed);
-            // Cap to LATENCY_MAX_INTERVAL: the linear-fill assumption is only valid for that
-            // window, and a stale poll_usec (e.g. after cork/uncork where timing_info blocks)
-            // would otherwise keep inflating the interpolated latency up to the cap.
-            let elapsed_since_poll = elapsed_usec
-                .saturating_sub(poll_usec)
-                .min(LATENCY_MAX_INTERVAL.as_micros() as u64);
-            let latency = stored_latency.saturating_add(elapsed_since_poll);
-
-            let capture_time = elapsed
-                .checked_sub(Duration::from_micros(latency))
-                .unwrap_or_default();
+            // This buffer's first byte is byte `read` of the stream (never captured after
+            // now).
+            let capture_time = origin_clone
+                .at(read, sample_spec)
+                .map_or(elapsed, |t| t.min(elapsed));
+            read += buf.len() as u64;
 
             let timestamp = InputStreamTimestamp {
                 callback: StreamInstant::new(elapsed.as_secs(), elapsed.subsec_nanos()),
@@ -395,10 +375,8 @@ impl Stream {
 
             data_callback(&data, &InputCallbackInfo { timestamp });
 
-            // Notify the latency thread that audio was read, so it updates timing info.
-            let (lock, cvar) = &*update_callback;
-            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cvar.notify_one();
+            // No timing request per callback (see the playback side).
+            let _ = &update_callback;
         };
 
         let stream =
@@ -408,8 +386,6 @@ impl Stream {
         let cancel_thread = handle.cancel.clone();
         let update_thread = handle.update.clone();
         let stream_clone = stream.clone();
-        let latency_clone = current_latency_micros.clone();
-        let poll_clone = last_poll_micros.clone();
 
         // The latch is released just before the `Stream` is returned so the latency thread cannot
         // fire any callbacks before the caller has the handle.
@@ -432,16 +408,14 @@ impl Stream {
                     }
                 };
 
-                let poll_since_epoch =
+                // The byte at the write index entered the record queue now, the source's
+                // latency after it was captured.
+                let measured =
                     measured_at(asked, timing_info.remote_time).saturating_duration_since(start);
-                poll_clone.store(poll_since_epoch.as_micros() as u64, Ordering::Relaxed);
-
-                store_latency(
-                    &latency_clone,
-                    sample_spec,
-                    timing_info.source_usec,
-                    timing_info.write_offset,
-                    timing_info.read_offset,
+                origin.set(
+                    measured.as_nanos() as i64
+                        - timing_info.source_usec as i64 * 1_000
+                        - bytes_ns(timing_info.write_offset, sample_spec),
                 );
 
                 // Wait until woken by a read/play/pause/drop event or until LATENCY_MAX_INTERVAL.
@@ -486,20 +460,40 @@ fn measured_at(asked: Instant, remote_time: std::time::SystemTime) -> Instant {
     }
 }
 
-fn store_latency(
-    latency_micros: &AtomicU64,
-    sample_spec: protocol::SampleSpec,
-    device_latency_usec: u64,
-    write_offset: i64,
-    read_offset: i64,
-) {
-    let offset = (write_offset - read_offset).max(0) as u64;
+/// Where byte 0 of a stream is on the stream's own timeline (ns since the stream's
+/// `start`, possibly negative), from the latest timing reply; one atomic, so a callback never
+/// reads half of an update.
+struct Origin(AtomicU64);
 
-    let latency =
-        Duration::from_micros(device_latency_usec) + sample_spec.bytes_to_duration(offset as usize);
+impl Origin {
+    const UNKNOWN: u64 = i64::MIN as u64;
 
-    latency_micros.store(
-        latency.as_micros().try_into().unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    fn new() -> Self {
+        Origin(AtomicU64::new(Self::UNKNOWN))
+    }
+
+    fn set(&self, ns: i64) {
+        self.0.store(ns as u64, Ordering::Relaxed);
+    }
+
+    /// The instant (since `start`) of byte `offset`, once a timing reply came.
+    fn at(&self, offset: u64, spec: protocol::SampleSpec) -> Option<Duration> {
+        let origin = self.0.load(Ordering::Relaxed);
+        if origin == Self::UNKNOWN {
+            return None;
+        }
+        let ns = (origin as i64).saturating_add(bytes_ns(offset as i64, spec));
+        Some(Duration::from_nanos(ns.max(0) as u64))
+    }
+}
+
+/// How long `bytes` of audio of `spec` last, ns.
+fn bytes_ns(bytes: i64, spec: protocol::SampleSpec) -> i64 {
+    let per_second = i128::from(spec.sample_rate)
+        * i128::from(spec.channels)
+        * spec.format.bytes_per_sample() as i128;
+    if per_second == 0 {
+        return 0;
+    }
+    (i128::from(bytes) * 1_000_000_000 / per_second) as i64
 }
