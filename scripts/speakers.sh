@@ -12,12 +12,14 @@
 # Phases (--phases, in order):
 #   floor       one (N+1)-channel sink feeding every channel the same signal: must read 0
 #   tutti-L     `tutti stream --device src.monitor --latency-ms L` and N `tutti play --device pI`
-#   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin` as the source
+#   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin-live` as the source
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
 # player 1 for 200 ms T seconds into the measured part, then measure its recovery), --busy
-# (keep one core busy with a normal-priority loop), --out DIR (keep recordings and logs there).
+# (keep one core busy with a normal-priority loop), --pipe-kb K (the sink's queue: 4 KiB,
+# ~2.7 ms, by default; 64 is a device with ~43 ms of its own latency), --out DIR (keep
+# recordings and logs there). See docs/instrument.md.
 # Everything runs in a private network namespace (its own loopback): nothing leaves the machine.
 #
 # Usage (root; installs pulseaudio, pulseaudio-utils, snapserver, snapclient when missing):
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
     --busy) BUSY=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --pipe-kb) PIPE_KB=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "speakers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -154,7 +156,7 @@ run_phase() {
                 > "$DIR/$name.source.log" 2>&1 &
         else
             in_ns bash -c "exec parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 \
-                | exec '$TUTTI' stream --stdin --latency-ms '$arg' --bind 127.0.0.1 --port 7400" \
+                | exec '$TUTTI' stream --stdin-live --latency-ms '$arg' --bind 127.0.0.1 --port 7400" \
                 > "$DIR/$name.source.log" 2>&1 &
         fi
         pids+=($!); sleep 0.3

@@ -59,10 +59,13 @@ pub fn click_alignment(
     let rec = recorded.clone();
     let recording = Arc::new(AtomicBool::new(false));
     let rec_on = recording.clone();
+    let delivering = Arc::new(AtomicBool::new(false));
+    let deliv = delivering.clone();
     let mut input = backend.open_input(
         input_device,
         &StreamSpec::new(rate, 2, buffer_frames),
         Box::new(move |data, t| {
+            deliv.store(true, Ordering::Relaxed);
             // The measurement harness records from a normal thread's point of view; a lock
             // here is fine (this is a test rig, not the playout path).
             if rec_on.load(Ordering::Relaxed)
@@ -72,6 +75,13 @@ pub fn click_alignment(
             }
         }),
     )?;
+
+    // The recorder must be running before the first click: a monitor's first data can take
+    // a second or two (the server wakes the sink).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !delivering.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     // Playback: clicks from the first block's DAC instant; every block's claim is recorded.
     let claims: Arc<Mutex<Vec<(LocalTime, f64)>>> = Arc::new(Mutex::new(Vec::new()));

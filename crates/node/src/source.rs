@@ -328,7 +328,6 @@ fn start_track(progress: &SourceProgress, list: &Playlist, track: &dyn Source) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// The encoder's end of the frame queue: every frame queued wakes the network thread.
 struct FrameTx {
     tx: SyncSender<Frame>,
@@ -348,6 +347,7 @@ impl FrameTx {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_loop(
     feed: Feed,
     codec: Codec,

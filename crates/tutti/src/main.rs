@@ -265,9 +265,15 @@ struct StreamArgs {
     /// A test tone (Hz).
     #[arg(long, group = "input", num_args = 0..=1, default_missing_value = "440")]
     tone: Option<f64>,
-    /// Raw PCM from standard input (see --format, --rate, --channels).
+    /// Raw PCM from standard input (see --format, --rate, --channels), read at the stream's
+    /// pace (a file, or a decoder writing faster than real time).
     #[arg(long, group = "input")]
     stdin: bool,
+    /// Raw PCM from a live producer on standard input (`parec`, `arecord`): captured as it
+    /// arrives, what was queued before the stream started dropped, every frame played a group
+    /// latency after it arrived.
+    #[arg(long, group = "input")]
+    stdin_live: bool,
     /// Capture from an input device (e.g. "out.monitor" to stream this computer's sound).
     #[arg(long, group = "input")]
     device: Option<String>,
@@ -510,8 +516,8 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     }))?;
     // A captured input's packet leaves when its last frame is captured: at a tight group
     // latency, shorter packets leave more of it to the network and the players' devices.
-    let tight =
-        (a.device.is_some() || a.stdin) && a.latency_ms.or(s.latency_ms).is_some_and(|l| l < 40.0);
+    let tight = (a.device.is_some() || a.stdin_live)
+        && a.latency_ms.or(s.latency_ms).is_some_and(|l| l < 40.0);
     let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
     let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
     let mut base = SourceConfig::new(1, a.rate, a.channels);
@@ -574,20 +580,16 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             format!("tone {hz} Hz"),
             Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)) },
         ));
-    } else if a.stdin {
+    } else if a.stdin || a.stdin_live {
         let fmt = parse_codec(&a.format)
             .ok()
             .filter(|c| *c != Codec::Opus)
             .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
-        // A pipe or a socket is live (`parec | tutti stream --stdin`): captured as it comes,
-        // its backlog dropped, each frame played a group latency after it arrived. A file is
-        // read at the stream's pace.
+        // A live producer (`parec | tutti stream --stdin-live`) is captured as it comes, its
+        // backlog dropped, each frame played a group latency after it arrived; anything else
+        // is read at the stream's pace (a pipe cannot say whether its writer is live).
         let stdin = std::io::stdin();
-        let live = rustix::fs::fstat(&stdin).is_ok_and(|st| {
-            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            matches!(kind, rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket)
-        });
-        if live {
+        if a.stdin_live {
             let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch)?;
             inputs.push(("stdin".into(), Input::Captured(cap)));
         } else {
@@ -852,6 +854,39 @@ impl StatusLog {
     }
 }
 
+/// Watches a player for packets that arrive after they were due (`stalled` while the source
+/// streams): the group latency is shorter than this device and path need.
+#[derive(Default)]
+struct LateWatch {
+    window: Option<(std::time::Instant, u64)>,
+    said: Option<std::time::Instant>,
+}
+
+impl LateWatch {
+    /// A warning to print, if packets were late in the last 10 s and none was said for a
+    /// minute.
+    fn check(&mut self, s: &PlayerSnapshot) -> Option<String> {
+        let now = std::time::Instant::now();
+        let (since, base) = *self.window.get_or_insert((now, s.stats.stalled));
+        if now - since < Duration::from_secs(10) {
+            return None;
+        }
+        self.window = Some((now, s.stats.stalled));
+        let late = s.stats.stalled.saturating_sub(base);
+        let quiet = self.said.is_none_or(|t| now - t >= Duration::from_secs(60));
+        let latency = s.latency?;
+        if late < 5 || !s.streaming || !quiet {
+            return None;
+        }
+        self.said = Some(now);
+        Some(format!(
+            "late packets: {late} in 10 s arrived after they were due and played as gaps; the group latency ({:.1} ms) does not fit this device ({:.1} ms of its own) and the path to it: give the stream more (--latency-ms)",
+            latency.0 as f64 / 1e6,
+            s.device_latency.0 as f64 / 1e6
+        ))
+    }
+}
+
 /// A player's status as `key=value` fields (see [`StatusLog`]).
 fn status_fields(s: &PlayerSnapshot) -> String {
     let c = s.clock.as_ref();
@@ -1049,6 +1084,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let mut status_log = StatusLog::new();
+    let mut late = LateWatch::default();
     let started = std::time::Instant::now();
     let mut playing = (source, base.config.latency_override);
     loop {
@@ -1095,6 +1131,11 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                 snap.streaming, snap.underrun_frames, snap.stats.resyncs, snap.stats.concealed
             );
             status_log.tick(key, || status_fields(&snap));
+        }
+        // Packets that keep arriving after they were due: the group latency does not fit this
+        // device and path. Said once a minute at most, with what the device takes of it.
+        if let Some(w) = late.check(&snap) {
+            eprintln!("{}{w}", if tty { "\r\x1b[K" } else { "" });
         }
         if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             break;
