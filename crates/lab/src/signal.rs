@@ -47,7 +47,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// The bed at `t` seconds: a chord of three notes of a pentatonic scale (with two
-/// overtones each) every [`CHORD`] seconds, attacking, decaying and released before the next.
+/// overtones each) every 1.5 s, attacking, decaying and released before the next.
 pub fn bed(t: f64) -> f64 {
     if t < 0.0 {
         return 0.0;
