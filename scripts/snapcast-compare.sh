@@ -28,8 +28,8 @@ ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 
 TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 # measure NAME N SERVER_PID PLAYER_PID: CPU over SECS seconds, RSS at the end.
 measure() {
     local s0 p0 s1 p1
@@ -41,21 +41,7 @@ measure() {
         "$(echo "($s1 - $s0) * 100 / $TICK / $SECS" | bc -l)" "$(rss_kb "$3")" \
         "$(echo "($p1 - $p0) * 100 / $TICK / $SECS" | bc -l)" "$(rss_kb "$4")"
 }
-cat > "$DIR/snapserver.conf" <<CONF
-[server]
-datadir = $DIR
-[http]
-enabled = false
-[tcp]
-enabled = false
-[stream]
-bind_to_address = 127.0.0.1
-port = 1704
-source = pipe://$DIR/fifo?name=tone&sampleformat=48000:16:2
-codec = pcm
-[logging]
-filter = *:error
-CONF
+snapserver_conf "$DIR" "$DIR/fifo" tone error
 echo "== CPU (% of one core) and RSS (kB), ${SECS} s each, tone to N players discarding it"
 printf '%-9s %7s %12s %10s %12s %10s\n' system players server_cpu server_kB player_cpu player_kB
 for n in "${COUNTS[@]}"; do

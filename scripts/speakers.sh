@@ -129,8 +129,8 @@ if [ "$BUSY" = 1 ]; then
 fi
 
 TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 now() { date +%s.%N; }
 
 # run_phase NAME: starts the phase's processes (into pids and the roles below), records,
@@ -172,22 +172,7 @@ run_phase() {
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
     snap)
-        cat > "$DIR/snapserver.conf" <<CONF
-[server]
-datadir = $DIR
-[http]
-enabled = false
-[tcp]
-enabled = false
-[stream]
-bind_to_address = 127.0.0.1
-port = 1704
-source = pipe://$DIR/snapfifo?name=lab&sampleformat=48000:16:2
-codec = pcm
-buffer = $arg
-[logging]
-filter = *:warning
-CONF
+        snapserver_conf "$DIR" "$DIR/snapfifo" lab warning "$arg"
         # The writer first (its open waits for the reader): a pipe source that opens a FIFO
         # with no writer reads end-of-file and gives up.
         rm -f "$DIR/snapfifo"; mkfifo "$DIR/snapfifo"

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rtrb::{Consumer, RingBuffer};
+use rtrb::{Consumer, Producer, RingBuffer};
 use tutti_proto::{LocalTime, Nanos};
 
 use crate::AudioError;
 use crate::backend::{ActiveStream, Backend, StreamSpec};
-use crate::clock::{BinPick, DeviceClock};
+use crate::clock::DeviceClock;
 use crate::source::Source;
 
 /// An input device as a source.
@@ -40,6 +40,33 @@ impl core::fmt::Debug for CaptureSource {
     }
 }
 
+/// The capturing side of a [`CaptureSource`]: a device callback or a pipe reader thread.
+struct Feeder {
+    samples: Producer<f32>,
+    stamps: Producer<(u64, LocalTime)>,
+    channels: usize,
+    written: u64,
+    overruns: Arc<AtomicU64>,
+}
+
+impl Feeder {
+    /// Queues interleaved `data` whose first frame was captured at `captured`: copies what
+    /// fits, counts what does not, stamps the chunk. Real-time safe.
+    fn push(&mut self, data: &[f32], captured: LocalTime) {
+        let channels = self.channels;
+        let frames = (data.len() / channels) as u64;
+        let fit = (self.samples.slots() / channels).min(frames as usize) * channels;
+        if let Ok(chunk) = self.samples.write_chunk_uninit(fit) {
+            chunk.fill_from_iter(data[..fit].iter().copied());
+        }
+        if (fit as u64) < frames * channels as u64 {
+            self.overruns.fetch_add(frames - (fit / channels) as u64, Ordering::Relaxed);
+        }
+        let _ = self.stamps.push((self.written, captured));
+        self.written += (fit / channels) as u64;
+    }
+}
+
 impl CaptureSource {
     /// Opens `device` (default when `None`) on `backend` and starts capturing. The stream
     /// handle stays with the caller (on the thread that opened it); dropping it stops capture.
@@ -48,45 +75,17 @@ impl CaptureSource {
         device: Option<&str>,
         spec: &StreamSpec,
     ) -> Result<(Self, Box<dyn ActiveStream>), AudioError> {
-        let channels = usize::from(spec.channels.max(1));
-        // Two seconds of slack between the device and the reader.
-        let (mut tx, samples) = RingBuffer::<f32>::new(spec.sample_rate as usize * 2 * channels);
-        let (mut stamp_tx, stamps) = RingBuffer::<(u64, LocalTime)>::new(4096);
-        let overruns = Arc::new(AtomicU64::new(0));
-        let over = overruns.clone();
-        let mut written = 0u64;
+        let (mut feeder, source) =
+            Self::pair(device.unwrap_or("default"), spec.sample_rate, spec.channels.into());
         let stream = backend.open_input(
             device,
             spec,
-            Box::new(move |data, t| {
-                let frames = (data.len() / channels) as u64;
-                // Real-time side: copy what fits, count what does not, stamp the chunk.
-                let fit = (tx.slots() / channels).min(frames as usize) * channels;
-                if let Ok(chunk) = tx.write_chunk_uninit(fit) {
-                    chunk.fill_from_iter(data[..fit].iter().copied());
-                }
-                if (fit as u64) < frames * channels as u64 {
-                    over.fetch_add(frames - (fit / channels) as u64, Ordering::Relaxed);
-                }
-                let _ = stamp_tx.push((written, t.captured));
-                written += (fit / channels) as u64;
-            }),
+            Box::new(move |data, t| feeder.push(data, t.captured)),
         )?;
-        let source = CaptureSource {
-            samples,
-            stamps,
-            clock: DeviceClock::new(spec.sample_rate, BinPick::Mean),
-            rate: spec.sample_rate,
-            channels,
-            read_frames: 0,
-            silence: None,
-            device: device.unwrap_or("default").to_owned(),
-            overruns,
-        };
         Ok((source, stream))
     }
 
-    /// Captures a live byte stream (a pipe: `parec | tutti stream --stdin`) of `codec` PCM as
+    /// Captures a live byte stream (a pipe: `parec | tutti stream --stdin-live`) of `codec` PCM as
     /// if it were a device: a thread reads it as it comes and stamps every chunk with its
     /// arrival (its first frame was written a chunk's duration before), and the reader's
     /// clock is fitted like a device's. What was already queued when it starts (the pipe's
@@ -107,19 +106,14 @@ impl CaptureSource {
                 "raw input must be PCM: use s16le, s24le or f32le".into(),
             ));
         };
-        let channels = channels.max(1);
-        let frame_bytes = sample_bytes * channels;
-        let (mut tx, samples) = RingBuffer::<f32>::new(rate as usize * 2 * channels);
-        let (mut stamp_tx, stamps) = RingBuffer::<(u64, LocalTime)>::new(4096);
-        let overruns = Arc::new(AtomicU64::new(0));
-        let over = overruns.clone();
+        let (mut feeder, source) = Self::pair(name, rate, channels);
+        let frame_bytes = sample_bytes * source.channels;
         std::thread::Builder::new()
             .name("tutti-pipe-reader".into())
             .spawn(move || {
                 let mut bytes = vec![0u8; frame_bytes * (rate as usize / 100).max(1)];
                 let mut carry = 0usize;
                 let mut pcm = Vec::new();
-                let mut written = 0u64;
                 // The backlog: whatever is queued now.
                 let mut backlog = rustix::io::ioctl_fionread(&reader).unwrap_or(0) as usize;
                 while backlog > 0 {
@@ -144,30 +138,39 @@ impl CaptureSource {
                     let frames = (whole / frame_bytes) as u64;
                     bytes.copy_within(whole..have, 0);
                     carry = have - whole;
-                    let fit = (tx.slots() / channels).min(frames as usize) * channels;
-                    if let Ok(chunk) = tx.write_chunk_uninit(fit) {
-                        chunk.fill_from_iter(pcm[..fit].iter().copied());
-                    }
-                    if (fit as u64) < frames * channels as u64 {
-                        over.fetch_add(frames - (fit / channels) as u64, Ordering::Relaxed);
-                    }
-                    let first = now - Nanos::from_frames(frames, rate);
-                    let _ = stamp_tx.push((written, first));
-                    written += (fit / channels) as u64;
+                    feeder.push(&pcm, now - Nanos::from_frames(frames, rate));
                 }
             })
             .map_err(|e| AudioError::Io(e.to_string()))?;
-        Ok(CaptureSource {
+        Ok(source)
+    }
+
+    /// A source named `device` of `channels` channels at `rate` Hz, and the [`Feeder`] that
+    /// fills it (two seconds of slack between them).
+    fn pair(device: &str, rate: u32, channels: usize) -> (Feeder, Self) {
+        let channels = channels.max(1);
+        let (samples_tx, samples) = RingBuffer::<f32>::new(rate as usize * 2 * channels);
+        let (stamps_tx, stamps) = RingBuffer::<(u64, LocalTime)>::new(4096);
+        let overruns = Arc::new(AtomicU64::new(0));
+        let feeder = Feeder {
+            samples: samples_tx,
+            stamps: stamps_tx,
+            channels,
+            written: 0,
+            overruns: overruns.clone(),
+        };
+        let source = CaptureSource {
             samples,
             stamps,
-            clock: DeviceClock::new(rate, BinPick::Mean),
+            clock: DeviceClock::new(rate),
             rate,
             channels,
             read_frames: 0,
             silence: None,
-            device: name.to_owned(),
+            device: device.to_owned(),
             overruns,
-        })
+        };
+        (feeder, source)
     }
 
     /// The local instant the next frame [`read`](Source::read) returns was captured: the

@@ -68,20 +68,12 @@ pub fn prefer_current_thread(nice: i32) -> bool {
     rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).is_ok()
 }
 
-/// Which callback of a 50 ms bin stands for it in a [`DeviceClock`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinPick {
-    /// The earliest-looking one (timestamps that err late more than early: output latency
-    /// read a moment after it was true).
-    Earliest,
-    /// Their mean (timestamps whose errors are even).
-    Mean,
-}
-
 /// A device's sample clock seen from the local clock: which local instant device frame `f`
 /// is at, from the timestamps its callbacks report.
 ///
-/// One point per 50 ms bin, a least-squares line through the last ~10 s of them (so the
+/// One point per 50 ms bin (the mean of its timestamps against the frame count: their errors
+/// are even — cpal's PulseAudio host dates every latency reading by the server's own clock,
+/// and a sink draining in blocks makes it a sawtooth), a least-squares line through the last ~10 s of them (so the
 /// timestamps' jitter averages out), its rate shrunk toward the nominal one by how well the
 /// fit knows it (±0.3 ms of jitter over 1 s is 300 ppm: a young history must not invent a
 /// crystal that far off); the nominal rate until there is half a second. A timestamp 50 ms
@@ -91,7 +83,6 @@ pub struct DeviceClock {
     history: VecDeque<(u64, LocalTime)>,
     bin: Option<(LocalTime, u32, f64)>,
     nominal_ns: f64,
-    pick: BinPick,
     line: Option<Line>,
 }
 
@@ -106,12 +97,11 @@ struct Line {
 
 impl DeviceClock {
     /// A clock at a nominal `rate` Hz.
-    pub fn new(rate: u32, pick: BinPick) -> Self {
+    pub fn new(rate: u32) -> Self {
         DeviceClock {
             history: VecDeque::new(),
             bin: None,
             nominal_ns: 1e9 / f64::from(rate.max(1)),
-            pick,
             line: None,
         }
     }
@@ -135,22 +125,12 @@ impl DeviceClock {
         let early = |f: u64, t: LocalTime| t.0 as f64 - f as f64 * nominal;
         match (self.bin, self.history.back_mut()) {
             (Some((start, n, sum)), Some(last)) if t - start < Nanos::from_millis(50) => {
-                match self.pick {
-                    BinPick::Earliest => {
-                        if early(frame, t) >= early(last.0, last.1) {
-                            return;
-                        }
-                        *last = (frame, t);
-                    }
-                    BinPick::Mean => {
-                        // The bin's mean offset, placed at its newest frame.
-                        let sum = sum + early(frame, t);
-                        let n = n + 1;
-                        self.bin = Some((start, n, sum));
-                        let at = sum / f64::from(n) + frame as f64 * nominal;
-                        *last = (frame, LocalTime(at.round().max(0.0) as u64));
-                    }
-                }
+                // The bin's mean offset, placed at its newest frame.
+                let sum = sum + early(frame, t);
+                let n = n + 1;
+                self.bin = Some((start, n, sum));
+                let at = sum / f64::from(n) + frame as f64 * nominal;
+                *last = (frame, LocalTime(at.round().max(0.0) as u64));
             }
             _ => {
                 self.bin = Some((t, 1, early(frame, t)));
@@ -224,26 +204,21 @@ mod tests {
     fn a_device_clock_averages_jitter_and_follows_a_skewed_crystal() {
         // A device 80 ppm slow against the local clock, timestamps jittering by ±0.4 ms in a
         // fixed pseudo-random pattern, a callback every 256 frames for 12 s.
-        for pick in [BinPick::Earliest, BinPick::Mean] {
-            let mut c = DeviceClock::new(48_000, pick);
-            let truth = |f: u64| 5e9 + f as f64 * (1e9 / 48_000.0) * (1.0 + 80e-6);
-            let mut x = 12_345u64;
-            for k in 0..2_250u64 {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let u = (x >> 33) as f64 / (1u64 << 31) as f64;
-                // Late-only errors for the earliest pick, even ones for the mean.
-                let jitter = if pick == BinPick::Earliest { u * 8e5 } else { (u - 0.5) * 8e5 };
-                let f = k * 256;
-                c.update(f, LocalTime((truth(f) + jitter) as u64));
-            }
-            let f = 2_250 * 256;
-            let err = c.time_of(f).unwrap().0 as f64 - truth(f);
-            assert!(err.abs() < 100_000.0, "{pick:?}: {err} ns off");
-            let skew = c.skew_ppm().unwrap();
-            assert!((skew - 80.0).abs() < 15.0, "{pick:?}: {skew} ppm");
+        let mut c = DeviceClock::new(48_000);
+        let truth = |f: u64| 5e9 + f as f64 * (1e9 / 48_000.0) * (1.0 + 80e-6);
+        let mut x = 12_345u64;
+        for k in 0..2_250u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let u = (x >> 33) as f64 / (1u64 << 31) as f64;
+            let jitter = (u - 0.5) * 8e5;
+            let f = k * 256;
+            c.update(f, LocalTime((truth(f) + jitter) as u64));
         }
+        let f = 2_250 * 256;
+        let err = c.time_of(f).unwrap().0 as f64 - truth(f);
+        assert!(err.abs() < 100_000.0, "{err} ns off");
+        let skew = c.skew_ppm().unwrap();
+        assert!((skew - 80.0).abs() < 15.0, "{skew} ppm");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use tutti_proto::playout::Render;
 use tutti_proto::{LocalTime, Nanos};
 
-use crate::clock::{BinPick, DeviceClock};
+use crate::clock::DeviceClock;
 use crate::cue::{Chime, Cue};
 use crate::pcm::PcmBuffer;
 use crate::ramp::{GainRamp, SharedGain};
@@ -145,10 +145,7 @@ struct DacMap {
 
 impl DacMap {
     fn new(rate: u32) -> Self {
-        // The backends' DAC instants err both ways (cpal's PulseAudio host dates each latency
-        // reading by the server's own clock; a sink draining in blocks makes it a sawtooth):
-        // each bin's mean.
-        DacMap { clock: DeviceClock::new(rate, BinPick::Mean), offset: 0 }
+        DacMap { clock: DeviceClock::new(rate), offset: 0 }
     }
 
     fn update(&mut self, r: &CallbackReport) {

@@ -191,7 +191,6 @@ impl Stream {
         };
 
         let handle = LatencyHandle::new();
-        let update_callback = handle.update.clone();
 
         // Bytes handed to the server before the current callback.
         let mut written: u64 = 0;
@@ -230,7 +229,6 @@ impl Stream {
             // No timing request per callback: the byte count keeps the timestamps exact
             // between the latency thread's polls (every LATENCY_MAX_INTERVAL, and at once on
             // play and pause), without a round trip to the server every few milliseconds.
-            let _ = &update_callback;
 
             // We always consider the full buffer filled, because cpal's
             // user-facing API doesn't allow short writes.
@@ -297,7 +295,7 @@ impl Stream {
                         - bytes_ns(timing_info.read_offset, sample_spec),
                 );
 
-                // Wait until woken by a write/play/pause/drop event or until LATENCY_MAX_INTERVAL.
+                // Wait until woken by a play/pause/drop event or until LATENCY_MAX_INTERVAL.
                 let (lock, cvar) = &*update_thread;
                 let Ok(guard) = lock.lock() else { break };
                 let (mut guard, _) = cvar
@@ -343,7 +341,6 @@ impl Stream {
         })?;
 
         let handle = LatencyHandle::new();
-        let update_callback = handle.update.clone();
 
         // Bytes received before the current callback.
         let mut read: u64 = 0;
@@ -376,7 +373,6 @@ impl Stream {
             data_callback(&data, &InputCallbackInfo { timestamp });
 
             // No timing request per callback (see the playback side).
-            let _ = &update_callback;
         };
 
         let stream =
@@ -418,7 +414,7 @@ impl Stream {
                         - bytes_ns(timing_info.write_offset, sample_spec),
                 );
 
-                // Wait until woken by a read/play/pause/drop event or until LATENCY_MAX_INTERVAL.
+                // Wait until woken by a play/pause/drop event or until LATENCY_MAX_INTERVAL.
                 let (lock, cvar) = &*update_thread;
                 let Ok(guard) = lock.lock() else { break };
                 let (mut guard, _) = cvar
