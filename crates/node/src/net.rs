@@ -138,7 +138,6 @@ pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr
         MsgFlags::MSG_DONTWAIT,
     )
     .ok()?;
-    let now = clock::now();
     let from = msg.address.as_ref().and_then(to_socket_addr)?;
     let kernel = msg.cmsgs().ok().and_then(|mut c| {
         c.find_map(|m| match m {
@@ -146,18 +145,39 @@ pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr
             _ => None,
         })
     });
+    let (now, real) = clock_pair();
     // The kernel stamps with the real-time clock: its age, read on that clock, moves the
-    // monotonic `now` back to the arrival. Ages outside 0..1 s (a clock step) are ignored.
+    // monotonic `now` back to the arrival. Ages outside 0..1 s (a clock step), or a reading
+    // pair torn apart by preemption, leave the (later, never too early) reader's time.
     let at = kernel
-        .and_then(|ts| {
-            let real = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
-            let age =
-                (real.tv_sec() - ts.tv_sec()) * 1_000_000_000 + (real.tv_nsec() - ts.tv_nsec());
+        .zip(real)
+        .and_then(|(ts, real)| {
+            let age = (real.tv_sec() - ts.tv_sec()) * 1_000_000_000 + (real.tv_nsec() - ts.tv_nsec());
             (0..1_000_000_000).contains(&age).then(|| now - Nanos(age))
         })
         .unwrap_or(now);
     Some((msg.bytes, from, at))
 }
+
+/// The monotonic and the real-time clock read at one instant: the real-time reading is
+/// bracketed by two monotonic ones, and a bracket wider than [`PAIR_SLACK`] (the thread was
+/// preempted between the reads) is retried, then given up (`None`). A torn pair would date
+/// a packet's arrival before it really came, by as long as the preemption: a favourable
+/// outlier the clock estimator's envelopes would latch onto.
+fn clock_pair() -> (LocalTime, Option<TimeSpec>) {
+    for _ in 0..3 {
+        let a = clock::now();
+        let real = clock_gettime(ClockId::CLOCK_REALTIME).ok();
+        let b = clock::now();
+        if b - a <= PAIR_SLACK {
+            return (LocalTime(a.0 + (b - a).0 as u64 / 2), real);
+        }
+    }
+    (clock::now(), None)
+}
+
+/// The widest bracket of a [`clock_pair`] reading: a few clock reads, no preemption.
+const PAIR_SLACK: Nanos = Nanos::from_micros(5);
 
 fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
