@@ -224,7 +224,7 @@ run_phase() {
     local names="" i
     for i in $(seq "$PLAYERS"); do names="$names${names:+,}p$i"; done
     # The signal (its first event) starts as the settling does.
-    local args=(--channels "$KEEP" --format float32le --names "$names" --settle "$SETTLE" --label "$name" --json "$DIR/$name.json")
+    local args=(--channels "$KEEP" --format float32le --names "$names" --settle "$SETTLE" --label "$name" --json "$DIR/$name.json" --series "$DIR/$name.series.tsv")
     [ -n "$mark" ] && args+=(--mark "$mark:p1")
     "$LAB" analyze "$DIR/$name.raw" "${args[@]}" || echo "  (no analysis: see the logs in ${OUT:-$DIR})"
     cat "$DIR/$name.cpu.txt"

@@ -71,20 +71,55 @@ pub fn prefer_current_thread(nice: i32) -> bool {
 /// A device's sample clock seen from the local clock: which local instant device frame `f`
 /// is at, from the timestamps its callbacks report.
 ///
-/// One point per 50 ms bin (the mean of its timestamps against the frame count: their errors
-/// are even — cpal's PulseAudio host dates every latency reading by the server's own clock,
-/// and a sink draining in blocks makes it a sawtooth), a least-squares line through the last ~10 s of them (so the
-/// timestamps' jitter averages out), its rate shrunk toward the nominal one by how well the
-/// fit knows it (±0.3 ms of jitter over 1 s is 300 ppm: a young history must not invent a
-/// crystal that far off); the nominal rate until there is half a second. A timestamp 50 ms
-/// off the line (a device restart, a clock step) starts it over.
+/// A sound server reports a device's position with a bounded, even error: PulseAudio's
+/// latency of a sink that renders in blocks is a sawtooth as wide as a block (about 1 ms
+/// here), every reading anywhere in it. A least-squares line through such readings is only
+/// as good as their mean (±50 µs from 10 s of readings every 40 ms); the *edges* of the band
+/// they fill are found far better (their error falls as 1/n, not 1/√n). So:
+///
+/// - the **rate** is a least-squares line through up to [`RATE_WINDOW`] of points (one per
+///   [`POINT_EVERY`]), shrunk toward the nominal rate by how well the fit knows it (±0.3 ms
+///   of jitter over 1 s is 300 ppm: a young history must not invent a crystal that far off);
+/// - the **level** is the middle of the band the last [`LEVEL_WINDOW`] of points fill around
+///   that line, all but [`TRIM`] of them at each edge (a few stray readings do not move it).
+///
+/// A reading 50 ms off the line (a device restart, a clock step) starts it over; two seconds
+/// of readings whose median moved from the one before them by 40 % of the band (the
+/// device's latency changed) drops the history before them, keeping the rate measured before
+/// the change for [`RATE_RELEARNED`]. (A smaller change widens the band, and the line takes
+/// half of it at once and the rest once the older readings age out.)
 #[derive(Clone, Debug)]
 pub struct DeviceClock {
-    history: VecDeque<(u64, LocalTime)>,
-    bin: Option<(LocalTime, u32, f64)>,
+    points: VecDeque<(u64, LocalTime)>,
     nominal_ns: f64,
     line: Option<Line>,
+    /// Points added since the line was last fitted.
+    unfitted: usize,
+    /// The rate measured before the device's latency changed (it did not change with it).
+    known_rate: Option<f64>,
+    residuals: Vec<f64>,
 }
+
+/// One point per this many frames' worth of time: a point for every distinct reading of a
+/// server that answers every 40 ms, and a bounded history.
+pub const POINT_EVERY: Nanos = Nanos::from_millis(20);
+/// The rate is fitted over this long.
+pub const RATE_WINDOW: Nanos = Nanos::from_secs(60);
+/// The fraction of points at each edge of the band left out of it (stray readings).
+pub const TRIM: f64 = 0.01;
+/// The band's middle is taken over this long (the rate over [`RATE_WINDOW`]).
+pub const LEVEL_WINDOW: Nanos = Nanos::from_secs(20);
+/// Once the history is this long, the line is refitted every [`REFIT_POINTS`] points.
+const SETTLED: Nanos = Nanos::from_secs(2);
+const REFIT_POINTS: usize = 10;
+/// The newest points that tell a changed latency from noise.
+const STEP_WINDOW: Nanos = Nanos::from_secs(2);
+/// ... compared with the readings before them, up to this far back.
+const STEP_BEFORE: Nanos = Nanos::from_secs(10);
+/// What is kept of them once they told one.
+const STEP_KEEP: Nanos = Nanos::from_millis(800);
+/// How long the rate from before a latency change is trusted over a new fit.
+pub const RATE_RELEARNED: Nanos = Nanos::from_secs(30);
 
 /// `t = t1 + a + b·(f − f1)`, anchored at the newest point.
 #[derive(Clone, Copy, Debug)]
@@ -93,24 +128,31 @@ struct Line {
     t1: LocalTime,
     a: f64,
     b: f64,
+    /// The band's half-width around the line, ns.
+    half_band: f64,
 }
 
 impl DeviceClock {
     /// A clock at a nominal `rate` Hz.
     pub fn new(rate: u32) -> Self {
+        // Room for a whole window up front: the media thread never allocates once running.
+        let capacity = (RATE_WINDOW.0 / POINT_EVERY.0) as usize + 2;
         DeviceClock {
-            history: VecDeque::new(),
-            bin: None,
+            points: VecDeque::with_capacity(capacity),
             nominal_ns: 1e9 / f64::from(rate.max(1)),
             line: None,
+            unfitted: 0,
+            known_rate: None,
+            residuals: Vec::with_capacity(capacity),
         }
     }
 
     /// Forgets everything (a device restarted).
     pub fn reset(&mut self) {
-        self.history.clear();
-        self.bin = None;
+        self.points.clear();
         self.line = None;
+        self.unfitted = 0;
+        self.known_rate = None;
     }
 
     /// Device frame `frame` was (or will be) at local instant `t`.
@@ -120,32 +162,40 @@ impl DeviceClock {
         {
             self.reset();
         }
-        let nominal = self.nominal_ns;
-        // A point's offset from the nominal line: comparable across frames.
-        let early = |f: u64, t: LocalTime| t.0 as f64 - f as f64 * nominal;
-        match (self.bin, self.history.back_mut()) {
-            (Some((start, n, sum)), Some(last)) if t - start < Nanos::from_millis(50) => {
-                // The bin's mean offset, placed at its newest frame.
-                let sum = sum + early(frame, t);
-                let n = n + 1;
-                self.bin = Some((start, n, sum));
-                let at = sum / f64::from(n) + frame as f64 * nominal;
-                *last = (frame, LocalTime(at.round().max(0.0) as u64));
-            }
-            _ => {
-                self.bin = Some((t, 1, early(frame, t)));
-                self.history.push_back((frame, t));
-                while self.history.len() > 200 {
-                    self.history.pop_front();
-                }
-            }
+        // Chosen by frame count, not by the (noisy) timestamp: choosing by timestamp would
+        // prefer late readings.
+        let every = POINT_EVERY.0 as f64 / self.nominal_ns;
+        match self.points.back() {
+            Some(&(last, _)) if frame < last => self.reset(),
+            Some(&(last, _)) if ((frame - last) as f64) < every => return,
+            _ => {}
         }
-        self.line = self.fit();
+        self.points.push_back((frame, t));
+        while self.points.front().is_some_and(|&(_, first)| t - first > RATE_WINDOW) {
+            self.points.pop_front();
+        }
+        self.unfitted += 1;
+        let young = self.points.front().is_some_and(|&(_, first)| t - first < SETTLED);
+        if young || self.unfitted >= REFIT_POINTS || self.line.is_none() {
+            self.line = self.fit();
+            if self.latency_changed() {
+                // The rate from the readings before the newest ones (not bent by the change).
+                let newest = self.points.back().map_or(t, |p| p.1);
+                let before = self.points.iter().take_while(|p| newest - p.1 > STEP_WINDOW).count();
+                self.known_rate = Some(self.rate(before));
+                // Most of the newest readings are past the change: keep only those.
+                while self.points.front().is_some_and(|&(_, first)| t - first > STEP_KEEP) {
+                    self.points.pop_front();
+                }
+                self.line = self.fit();
+            }
+            self.unfitted = 0;
+        }
     }
 
     /// The local instant of device frame `frame`.
     pub fn time_of(&self, frame: u64) -> Option<LocalTime> {
-        let Line { f1, t1, a, b } = self.line?;
+        let Line { f1, t1, a, b, .. } = self.line?;
         Some(t1 + Nanos((a + b * (frame as f64 - f1 as f64)).round() as i64))
     }
 
@@ -154,24 +204,74 @@ impl DeviceClock {
         self.line.map(|l| (l.b / self.nominal_ns - 1.0) * 1e6)
     }
 
-    fn fit(&self) -> Option<Line> {
-        let &(f1, t1) = self.history.back()?;
-        let n = self.history.len() as f64;
-        let span = t1 - self.history.front()?.1;
-        if self.history.len() < 4 || span < Nanos::from_millis(500) {
-            // Anchored on the newest point at the nominal rate: shift by the mean offset of
-            // what there is, so one odd point does not move the whole map.
-            let nominal = self.nominal_ns;
-            let mean = self
-                .history
-                .iter()
-                .map(|&(f, t)| (t - t1).0 as f64 - (f as f64 - f1 as f64) * nominal)
-                .sum::<f64>()
-                / n;
-            return Some(Line { f1, t1, a: mean, b: nominal });
+    /// Half the width of the band the readings fill around the line (their jitter), once
+    /// there is a line.
+    pub fn jitter(&self) -> Option<Nanos> {
+        self.line.map(|l| Nanos(l.half_band.round() as i64))
+    }
+
+    /// The newest readings sit apart from the ones before them: the device's latency changed.
+    fn latency_changed(&mut self) -> bool {
+        let (Some(line), Some(&(_, newest))) = (self.line, self.points.back()) else {
+            return false;
+        };
+        if self.points.front().is_none_or(|&(_, first)| newest - first < STEP_BEFORE) {
+            return false;
         }
+        // The median offset from the line's slope of the newest STEP_WINDOW of readings,
+        // against that of the ones before them (up to STEP_BEFORE back).
+        let mut median_between = |from: Nanos, to: Nanos| {
+            self.residuals.clear();
+            let points = self.points.iter().filter(|&&(_, t)| (from..to).contains(&(newest - t)));
+            self.residuals.extend(
+                points.map(|&(f, t)| (t - line.t1).0 as f64 - line.b * (f as f64 - line.f1 as f64)),
+            );
+            let mid = self.residuals.len() / 2;
+            *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1
+        };
+        let recent = median_between(Nanos::ZERO, STEP_WINDOW);
+        let before = median_between(STEP_WINDOW, STEP_BEFORE);
+        (recent - before).abs() > (0.8 * line.half_band).max(200e3)
+    }
+
+    fn fit(&mut self) -> Option<Line> {
+        let &(_, t1) = self.points.back()?;
+        let span = t1 - self.points.front()?.1;
+        // Right after a latency change, the rate from before it (a few seconds of readings
+        // would measure it far worse).
+        if let Some(b) = self.known_rate.filter(|_| span < RATE_RELEARNED) {
+            return Some(self.band(b));
+        }
+        self.known_rate = None;
+        let b = self.rate(usize::MAX);
+        Some(self.band(b))
+    }
+
+    /// The line of slope `b` through the middle of the band the last [`LEVEL_WINDOW`] of
+    /// points fill around it (all but [`TRIM`] of them at each edge).
+    fn band(&mut self, b: f64) -> Line {
+        let (f1, t1) = *self.points.back().expect("a point");
+        self.residuals.clear();
+        let recent = self.points.iter().rev().take_while(|&&(_, t)| t1 - t <= LEVEL_WINDOW);
+        self.residuals.extend(recent.map(|&(f, t)| (t - t1).0 as f64 - b * (f as f64 - f1 as f64)));
+        let (lo, hi) = trimmed_range(&mut self.residuals);
+        Line { f1, t1, a: (lo + hi) / 2.0, b, half_band: (hi - lo) / 2.0 }
+    }
+
+    /// The least-squares rate through the oldest `count` points, shrunk toward the nominal one by how well
+    /// the fit knows it; the nominal rate until there is half a second.
+    fn rate(&self, count: usize) -> f64 {
+        let points = self.points.range(..count.min(self.points.len()));
+        let (Some(&(f1, t1)), Some(&(_, t0))) = (points.clone().next_back(), self.points.front())
+        else {
+            return self.nominal_ns;
+        };
+        if points.len() < 4 || t1 - t0 < Nanos::from_millis(500) {
+            return self.nominal_ns;
+        }
+        let n = points.len() as f64;
         let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
-        for &(f, t) in &self.history {
+        for &(f, t) in points.clone() {
             let x = f as f64 - f1 as f64;
             let y = (t - t1).0 as f64;
             sx += x;
@@ -183,7 +283,7 @@ impl DeviceClock {
         let (mx, my) = (sx / n, sy / n);
         let sxx_c = sxx - n * mx * mx;
         let mut rss = 0.0;
-        for &(f, t) in &self.history {
+        for &(f, t) in points {
             let x = f as f64 - f1 as f64;
             let y = (t - t1).0 as f64;
             let r = y - my - b_fit * (x - mx);
@@ -191,9 +291,17 @@ impl DeviceClock {
         }
         let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
         let prior = (100e-6 * self.nominal_ns).powi(2);
-        let b = self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit));
-        Some(Line { f1, t1, a: my - b * mx, b })
+        self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit))
     }
+}
+
+/// The [`TRIM`] and `1 − TRIM` quantiles of `v` (reordered).
+fn trimmed_range(v: &mut [f64]) -> (f64, f64) {
+    let last = v.len() - 1;
+    let k = (TRIM * last as f64) as usize;
+    let lo = *v.select_nth_unstable_by(k, f64::total_cmp).1;
+    let hi = *v.select_nth_unstable_by(last - k, f64::total_cmp).1;
+    (lo, hi)
 }
 
 #[cfg(test)]
@@ -219,6 +327,60 @@ mod tests {
         assert!(err.abs() < 100_000.0, "{err} ns off");
         let skew = c.skew_ppm().unwrap();
         assert!((skew - 80.0).abs() < 15.0, "{skew} ppm");
+    }
+
+    /// A sound server's readings: a fresh one every 40 ms, anywhere in a 1 ms band (a sink
+    /// rendering in blocks), stamped on every 256-frame callback until the next.
+    fn server_readings(seconds: u64, step_at: Option<(u64, f64)>) -> Vec<(u64, LocalTime, f64)> {
+        let truth = |f: u64| {
+            let step = step_at.filter(|&(at, _)| f >= at * 48_000).map_or(0.0, |s| s.1);
+            3e9 + f as f64 * (1e9 / 48_000.0) * (1.0 - 30e-6) + step
+        };
+        let mut x = 99u64;
+        let mut err = 0.0;
+        let mut next_reading = 0.0;
+        (0..seconds * 48_000 / 256)
+            .map(|k| {
+                let f = k * 256;
+                if truth(f) >= next_reading {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    err = ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 1e6;
+                    next_reading = truth(f) + 40e6;
+                }
+                (f, LocalTime((truth(f) + err) as u64), truth(f))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_middle_of_a_block_sawtooth_is_found_within_microseconds() {
+        let mut c = DeviceClock::new(48_000);
+        let mut worst: f64 = 0.0;
+        for (f, t, truth) in server_readings(90, None) {
+            c.update(f, t);
+            if truth > 3e9 + 30e9 {
+                worst = worst.max((c.time_of(f).unwrap().0 as f64 - truth).abs());
+            }
+        }
+        // The mean of such readings wanders by tens of µs; the band's edges do not.
+        assert!(worst < 25_000.0, "{worst} ns off");
+        assert!((c.skew_ppm().unwrap() + 30.0).abs() < 0.5, "{:?} ppm", c.skew_ppm());
+        assert!((c.jitter().unwrap().0 - 500_000).abs() < 40_000, "{:?}", c.jitter());
+    }
+
+    #[test]
+    fn a_changed_device_latency_is_followed_within_two_seconds() {
+        let mut c = DeviceClock::new(48_000);
+        let mut worst_after: f64 = 0.0;
+        for (f, t, truth) in server_readings(60, Some((40, 3e6))) {
+            c.update(f, t);
+            if f > 42 * 48_000 {
+                worst_after = worst_after.max((c.time_of(f).unwrap().0 as f64 - truth).abs());
+            }
+        }
+        assert!(worst_after < 30_000.0, "{worst_after} ns off after the change");
     }
 
     #[test]

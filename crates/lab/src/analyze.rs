@@ -192,17 +192,26 @@ fn best_match(x: &[f32], t: &[f32], from: i64, to: i64) -> Option<(f64, f64)> {
     matches(x, t, from, to, f64::MIN).into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// How alike the source's audio around frame `s` and a player's around `p` are (normalized
-/// correlation of 200 ms): 1 for the same audio, low for audio from elsewhere in the bed.
+/// How alike the source's bed from the chirp at frame `s` on and a player's from `p` on are:
+/// the normalized correlation of [`LIKENESS`] frames, longer than a chord, with the chirps
+/// left out. 1 for the same audio, low for audio from elsewhere in the bed. (A chord's notes
+/// repeat every half second, and chirps of one kind too: a window within one chord, or one
+/// with the chirps in, finds a chirp a period or two off nearly as alike.)
 fn similarity(src: &[f32], y: &[f32], s: f64, p: f64) -> f64 {
     let (s, p) = (s.round() as usize, p.round() as usize);
-    let len = 9_600.min(src.len().saturating_sub(s)).min(y.len().saturating_sub(p));
-    let (a, b) = (&src[s..s + len], &y[p..p + len]);
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|v| f64::from(*v).powi(2)).sum();
-    let nb: f64 = b.iter().map(|v| f64::from(*v).powi(2)).sum();
+    let len = LIKENESS.min(src.len().saturating_sub(s)).min(y.len().saturating_sub(p));
+    let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
+    for i in (0..len).filter(|i| i % PERIOD >= CHIRP) {
+        let (a, b) = (f64::from(src[s + i]), f64::from(y[p + i]));
+        dot += a * b;
+        na += a * a;
+        nb += b * b;
+    }
     if na * nb > 0.0 { dot / (na * nb).sqrt() } else { 0.0 }
 }
+
+/// Frames [`similarity`] compares: 1.75 s, so a chord changes within it.
+const LIKENESS: usize = 84_000;
 
 /// A correlation this good is the chirp.
 const FOUND: f64 = 0.6;
@@ -442,6 +451,29 @@ pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, String>
 }
 
 impl Report {
+    /// Every window's latency per player, µs, one row per window (`t_s`, then one column per
+    /// player; `-` where its event was missing): tab-separated, with a header.
+    pub fn series(&self) -> String {
+        let mut out = String::from("t_s");
+        for p in &self.players {
+            out.push('\t');
+            out.push_str(&p.name);
+        }
+        out.push('\n');
+        let rows = self.players.iter().map(|p| p.latency_us.len()).max().unwrap_or(0);
+        for i in 0..rows {
+            out.push_str(&format!("{:.2}", i as f64 * PERIOD as f64 / f64::from(RATE)));
+            for p in &self.players {
+                match p.latency_us.get(i).copied().flatten() {
+                    Some(l) => out.push_str(&format!("\t{l:.2}")),
+                    None => out.push_str("\t-"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// The report as a table (one line per player, then the spread).
     pub fn table(&self, label: &str) -> String {
         let mut s = String::new();
@@ -480,7 +512,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::render;
+    use crate::signal::{FIRST, render};
 
     fn fanned(seconds: f64, channels: usize, delay_us: f64) -> Recording {
         let frames = (seconds * f64::from(RATE)) as usize;
@@ -516,6 +548,27 @@ mod tests {
                 assert_eq!((p.missing, p.glitched, p.steps), (0, 0, 0), "{p:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_player_that_stumbles_at_first_is_found_at_its_latency_not_a_chirp_off() {
+        // 100 ms late, and its first 2 s broken: 20 ms dropouts every 30 ms (the bed around
+        // its first chirps unlike the source's, its chirps whole).
+        let rate = RATE as usize;
+        let mut rec = fanned(12.0, 2, 0.0);
+        let delay = rate / 10;
+        let src = rec.channels[0].clone();
+        let y = &mut rec.channels[1];
+        y.fill(0.0);
+        y[delay..].copy_from_slice(&src[..src.len() - delay]);
+        for k in 0..(2 * rate / 1_440) {
+            let a = delay + FIRST + CHIRP + k * 1_440;
+            y[a..a + 960].fill(0.0);
+        }
+        let r = analyze(&rec, &AnalyzeOptions { settle: 3.0, ..Default::default() }).unwrap();
+        let p = &r.players[0];
+        assert!((p.latency_ms.p50 - 100.0).abs() < 0.01, "{p:?}");
+        assert!((p.latency_ms.max - 100.0).abs() < 0.01, "{p:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //! tutti-lab signal OUT.wav --seconds S [--channels N] [--delay-us D]
 //! tutti-lab record FIFO OUT.raw --channels C --keep K --seconds S [--format s16le|float32le] [--pipe-bytes B] [--log LOG.tsv] [--summary JSON]
-//! tutti-lab analyze REC.raw --channels K [--format s16le|float32le] [--names a,b,c] [--settle S] [--mark SECONDS:PLAYER] [--label L] [--json OUT]
+//! tutti-lab analyze REC.raw --channels K [--format s16le|float32le] [--names a,b,c] [--settle S] [--mark SECONDS:PLAYER] [--label L] [--json OUT] [--series OUT.tsv]
 //! ```
 
 #![forbid(unsafe_code)]
@@ -134,6 +134,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 "json",
                 "max-latency",
                 "format",
+                "series",
             ])?;
             let path = a.path(0, "the recording")?;
             let channels: usize = a.num("channels", None)?;
@@ -170,6 +171,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
             if let Some(p) = a.get("json") {
                 let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
                 std::fs::write(p, json + "\n").map_err(|e| format!("{p}: {e}"))?;
+            }
+            if let Some(p) = a.get("series") {
+                std::fs::write(p, report.series()).map_err(|e| format!("{p}: {e}"))?;
             }
             Ok(())
         }

@@ -152,7 +152,8 @@ pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr
     let at = kernel
         .zip(real)
         .and_then(|(ts, real)| {
-            let age = (real.tv_sec() - ts.tv_sec()) * 1_000_000_000 + (real.tv_nsec() - ts.tv_nsec());
+            let age =
+                (real.tv_sec() - ts.tv_sec()) * 1_000_000_000 + (real.tv_nsec() - ts.tv_nsec());
             (0..1_000_000_000).contains(&age).then(|| now - Nanos(age))
         })
         .unwrap_or(now);

@@ -33,7 +33,7 @@ pub enum Input {
     /// (start, pause, stop, skip: see [`SourceProgress::request`]).
     Playlist(Playlist),
     /// A capture device: frames leave as soon as they are captured.
-    Captured(CaptureSource),
+    Captured(Box<CaptureSource>),
 }
 
 /// Opens a file as a source at the stream's rate and channels.
@@ -273,7 +273,7 @@ pub fn run_source(
             }
             (Feed::Paced(first, Some(list)), m)
         }
-        Input::Captured(c) => (Feed::Captured(c), Metadata::default()),
+        Input::Captured(c) => (Feed::Captured(*c), Metadata::default()),
     };
     let captured = matches!(feed, Feed::Captured(_));
     let fpp = usize::from(cfg.frames_per_packet);

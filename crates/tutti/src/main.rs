@@ -591,7 +591,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         let stdin = std::io::stdin();
         if a.stdin_live {
             let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch)?;
-            inputs.push(("stdin".into(), Input::Captured(cap)));
+            inputs.push(("stdin".into(), Input::Captured(Box::new(cap))));
         } else {
             let raw = RawPcm::new(stdin, fmt, rate, ch)?;
             inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
@@ -608,7 +608,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         )?;
         // The capture stream lives as long as this process.
         std::mem::forget(stream);
-        inputs.push((format!("device {dev}"), Input::Captured(cap)));
+        inputs.push((format!("device {dev}"), Input::Captured(Box::new(cap))));
     } else {
         bail!("nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device");
     }
@@ -1464,7 +1464,7 @@ fn party_mic(
             CaptureSource::open(&backend, a.mic.as_deref(), &StreamSpec::new(48_000, 1, 64))?;
         std::mem::forget(stream);
         c.name = a.mic.clone().unwrap_or_else(hostname).chars().take(64).collect();
-        Input::Captured(cap)
+        Input::Captured(Box::new(cap))
     };
     let start = tutti_audio::clock::now() + Nanos::from_millis(300);
     let paced = matches!(input, Input::Paced { .. });

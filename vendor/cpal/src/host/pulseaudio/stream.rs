@@ -405,12 +405,14 @@ impl Stream {
                 };
 
                 // The byte at the write index entered the record queue now, the source's
-                // latency after it was captured.
+                // latency after it was captured. A monitor source "captures" what its sink
+                // renders: the sound is heard the sink's latency later (the server reports it
+                // as `sink_usec` for a monitor, 0 otherwise), and that is its capture instant.
                 let measured =
                     measured_at(asked, timing_info.remote_time).saturating_duration_since(start);
                 origin.set(
-                    measured.as_nanos() as i64
-                        - timing_info.source_usec as i64 * 1_000
+                    measured.as_nanos() as i64 - timing_info.source_usec as i64 * 1_000
+                        + timing_info.sink_usec as i64 * 1_000
                         - bytes_ns(timing_info.write_offset, sample_spec),
                 );
 
