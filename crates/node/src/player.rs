@@ -38,8 +38,9 @@ pub struct PlayerOptions {
     pub group: Option<SocketAddr>,
     /// Where to play.
     pub output: OutputKind,
-    /// Device buffer, frames.
-    pub buffer_frames: u32,
+    /// Device buffer, frames; `None`: sized from the group latency (a fifth of it, at most
+    /// ~21 ms: fewer wake-ups where the latency leaves room, small where it does not).
+    pub buffer_frames: Option<u32>,
     /// Volume, percent.
     pub volume: f32,
     /// How long to wait for the stream's description.
@@ -250,12 +251,11 @@ pub fn run_player(
     let live = info.mode == Mode::Live;
     let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
         render_plan(&info, opts.buffer_frames, &opts.output);
-    if buffer < opts.buffer_frames
+    if let Some(asked) = opts.buffer_frames.filter(|&a| buffer < a)
         && let Ok(mut st) = status.lock()
     {
         st.log.push(format!(
-            "device buffer {buffer} frames, not {}: a {} ms group latency leaves no room for more",
-            opts.buffer_frames,
+            "device buffer {buffer} frames, not {asked}: a {} ms group latency leaves no room for more",
             info.group_latency.0 / 1_000_000
         ));
     }
@@ -358,17 +358,20 @@ struct RenderPlan {
 /// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
 /// group latency (a busy machine never starves it). After underruns the lead may grow up to
 /// the whole budget (sync) or 10 ms more (live).
-fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> RenderPlan {
+/// The largest device buffer chosen unasked, frames (~21 ms at 48 kHz).
+const AUTO_BUFFER_MAX: usize = 1_024;
+
+fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> RenderPlan {
     let frames =
         |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;
     let ms = |n: i64| frames(Nanos::from_millis(n));
     if info.mode == Mode::Live {
-        let buffer = asked as usize;
+        let buffer = asked.unwrap_or(256) as usize;
         let tick = frames(Nanos::from_micros(300));
         let lookahead = (2 * buffer).max(buffer + 64 + tick);
         // Live latency follows the lead, so a stalling machine may push it 10 ms further.
         return RenderPlan {
-            buffer: asked,
+            buffer: buffer as u32,
             block: 64,
             lookahead,
             max_lookahead: lookahead + ms(10),
@@ -379,7 +382,11 @@ fn render_plan(info: &StreamInfo, asked: u32, output: &OutputKind) -> RenderPlan
     let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2));
     let block = if budget < ms(40) { 64 } else { 128 };
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
-    let buffer = (asked as usize).min(fit).max(64);
+    // Unasked, a fifth of the latency (20 ms at 100 ms, as snapclient's default share):
+    // every device buffer is a wake-up of the sound server's client thread and the media
+    // thread, and the latency is compensated whatever its size.
+    let asked = asked.map_or((latency / 5).min(AUTO_BUFFER_MAX) / 32 * 32, |a| a as usize);
+    let buffer = asked.min(fit).max(64);
     // The media thread wakes every 1–5 ms (a twentieth of the latency): each wake is a
     // context switch, and the lookahead covers the tick.
     let tick = (latency / 20).clamp(ms(1), ms(5));

@@ -280,7 +280,11 @@ impl JitterBuffer {
         let start = self.next_out.map_or(self.end.0, |n| n.0);
         let end = self.end.0;
         let len = self.slots.len() as u64;
-        self.slots.iter_mut().filter_map(move |slot| match &mut slot.state {
+        // Only the slots of start..end, in order (from the cursor's slot round the ring): a
+        // walk of the whole ring on every timer was most of a player's NACK bookkeeping.
+        let count = end.saturating_sub(start).min(len) as usize;
+        let (before, from) = self.slots.split_at_mut((start % len) as usize);
+        from.iter_mut().chain(before).take(count).filter_map(move |slot| match &mut slot.state {
             State::Missing(m) if slot.seq.0 >= start && slot.seq.0 < end.min(start + len) => {
                 Some((slot.seq, m))
             }

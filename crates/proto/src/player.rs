@@ -95,7 +95,7 @@ impl PlayerConfig {
             join: true,
             device_offset: Nanos::ZERO,
             latency_override: None,
-            probe_interval: Nanos::from_millis(50),
+            probe_interval: Nanos::from_millis(200),
             burst_interval: Nanos::from_millis(10),
             burst_probes: 100,
             report_interval: Nanos::from_secs(1),
@@ -623,6 +623,17 @@ impl PlayerSession {
         let Some(info) = &self.info else { return };
         let stream_id = info.stream_id;
         let jitter = &self.jitter;
+        // Only a packet still to be played is worth a decode: those already played have left
+        // the buffer and look missing, and decoding them back (a whole Reed–Solomon decode per
+        // block) was most of the network thread's time.
+        let data = info.fec.map_or(0, |(d, _)| u64::from(d));
+        let next = jitter.next_out();
+        let wanted = (block.0..block.0 + data)
+            .map(SeqNo)
+            .any(|s| next.is_none_or(|n| s >= n) && jitter.get(s).is_none());
+        if !wanted {
+            return;
+        }
         let scratch = &mut self.fec_scratch;
         scratch.clear();
         self.fec.recover(

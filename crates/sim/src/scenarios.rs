@@ -1,5 +1,8 @@
 //! The named scenarios of the benchmark (`cargo run --release -p tutti-sim`).
 
+use std::net::SocketAddr;
+
+use tutti_proto::player::PlayerConfig;
 use tutti_proto::{Mode, Nanos};
 
 use crate::link::{Jitter, LinkModel, Loss};
@@ -32,7 +35,7 @@ pub fn lan() -> Scenario {
         dac_noise: 2e-6,
         joins: Vec::new(),
         encrypted: true,
-        probe_interval: Nanos::from_millis(50),
+        probe_interval: PlayerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))).probe_interval,
         multicast: false,
     }
 }

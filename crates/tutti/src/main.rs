@@ -817,7 +817,7 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Me
         bind,
         group,
         output,
-        buffer_frames: a.buffer.or(p.buffer).unwrap_or(256),
+        buffer_frames: a.buffer.or(p.buffer),
         volume: a.volume.or(p.volume).unwrap_or(100.0),
         join_timeout: Duration::from_secs(5),
     };
@@ -1212,7 +1212,7 @@ fn demo(a: DemoArgs) -> Result<()> {
             bind: "127.0.0.1:0".parse()?,
             group: None,
             output,
-            buffer_frames: 256,
+            buffer_frames: None,
             volume: 100.0,
             join_timeout: Duration::from_secs(5),
         };
