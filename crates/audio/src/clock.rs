@@ -83,7 +83,8 @@ pub fn prefer_current_thread(nice: i32) -> bool {
 /// - the **level** is the middle of the band the last [`LEVEL_WINDOW`] of points fill around
 ///   that line, all but [`TRIM`] of them at each edge (a few stray readings do not move it).
 ///
-/// A reading 50 ms off the line (a device restart, a clock step) starts it over; two seconds
+/// A reading 50 ms off the line (a device restart, a stall) starts it over at the rate it
+/// had (kept for [`RATE_RELEARNED`]); two seconds
 /// of readings whose median moved from the one before them by 40 % of the band (the
 /// device's latency changed) drops the history before them, keeping the rate measured before
 /// the change for [`RATE_RELEARNED`]. (A smaller change widens the band, and the line takes
@@ -160,7 +161,12 @@ impl DeviceClock {
         if let Some(predicted) = self.time_of(frame)
             && (predicted - t).abs() > Nanos::from_millis(50)
         {
+            // The position jumped (the server played silence while this process stalled, a
+            // device restarted): the rate did not, and a fresh fit of it from the first,
+            // unsettled readings after such a jump would be off by hundreds of ppm.
+            let rate = self.line.map(|l| l.b);
             self.reset();
+            self.known_rate = rate;
         }
         // Chosen by frame count, not by the (noisy) timestamp: choosing by timestamp would
         // prefer late readings.

@@ -161,8 +161,11 @@ fn stream_setup(
     };
     let errors = Arc::new(AtomicU64::new(0));
     let counter = errors.clone();
-    let on_error = move |_e: cpal::Error| {
-        counter.fetch_add(1, Ordering::Relaxed);
+    // cpal's own threads call this (never the audio callback): say what failed.
+    let on_error = move |e: cpal::Error| {
+        if counter.fetch_add(1, Ordering::Relaxed) < 10 {
+            eprintln!("audio stream error: {e}");
+        }
     };
     (config, errors, on_error)
 }

@@ -329,7 +329,13 @@ impl Reactor {
         let mut events = mio::Events::with_capacity(1024);
 
         loop {
-            self.poll.poll(&mut events, None)?;
+            // epoll_wait fails with EINTR when a signal handler runs, and even without one
+            // after the process was stopped and continued (SIGSTOP/SIGCONT, a debugger):
+            // that is no reason to drop the connection and every stream on it.
+            match self.poll.poll(&mut events, None) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            }
             self.recv()?;
 
             // Handle any requested writes.
