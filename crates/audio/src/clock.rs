@@ -233,10 +233,15 @@ impl DeviceClock {
                 points.map(|&(f, t)| (t - line.t1).0 as f64 - line.b * (f as f64 - line.f1 as f64)),
             );
             let mid = self.residuals.len() / 2;
-            *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1
+            (!self.residuals.is_empty())
+                .then(|| *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1)
         };
-        let recent = median_between(Nanos::ZERO, STEP_WINDOW);
-        let before = median_between(STEP_WINDOW, STEP_BEFORE);
+        // (No readings before the newest ones, after a long gap: nothing to compare.)
+        let (Some(recent), Some(before)) =
+            (median_between(Nanos::ZERO, STEP_WINDOW), median_between(STEP_WINDOW, STEP_BEFORE))
+        else {
+            return false;
+        };
         (recent - before).abs() > (0.8 * line.half_band).max(200e3)
     }
 
@@ -264,8 +269,8 @@ impl DeviceClock {
         Line { f1, t1, a: (lo + hi) / 2.0, b, half_band: (hi - lo) / 2.0 }
     }
 
-    /// The least-squares rate through the oldest `count` points, shrunk toward the nominal one by how well
-    /// the fit knows it; the nominal rate until there is half a second.
+    /// The least-squares rate through the oldest `count` points, shrunk toward the nominal one
+    /// by how well the fit knows it; the nominal rate until there is half a second.
     fn rate(&self, count: usize) -> f64 {
         let points = self.points.range(..count.min(self.points.len()));
         let (Some(&(f1, t1)), Some(&(_, t0))) = (points.clone().next_back(), self.points.front())

@@ -348,6 +348,9 @@ struct RenderPlan {
     tick: usize,
 }
 
+/// The largest device buffer chosen unasked, frames (~21 ms at 48 kHz).
+const AUTO_BUFFER_MAX: usize = 1_024;
+
 /// Device buffer, block, render lookahead and media-thread tick (frames) for a stream.
 ///
 /// The ring between the media thread and the device must hold a whole device buffer plus a
@@ -358,9 +361,6 @@ struct RenderPlan {
 /// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
 /// group latency (a busy machine never starves it). After underruns the lead may grow up to
 /// the whole budget (sync) or 10 ms more (live).
-/// The largest device buffer chosen unasked, frames (~21 ms at 48 kHz).
-const AUTO_BUFFER_MAX: usize = 1_024;
-
 fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> RenderPlan {
     let frames =
         |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;

@@ -360,7 +360,7 @@ struct PlayArgs {
     /// Play at this group latency instead of the source's (zones).
     #[arg(long)]
     latency_ms: Option<f64>,
-    /// Device buffer in frames.
+    /// Device buffer in frames (default: a fifth of the group latency, at most 1024)
     #[arg(long)]
     buffer: Option<u32>,
     /// Listen to a multicast group (the source address still receives clock probes).
