@@ -95,7 +95,7 @@ impl PlayerConfig {
             join: true,
             device_offset: Nanos::ZERO,
             latency_override: None,
-            probe_interval: Nanos::from_millis(200),
+            probe_interval: Nanos::from_millis(50),
             burst_interval: Nanos::from_millis(10),
             burst_probes: 100,
             report_interval: Nanos::from_secs(1),
