@@ -83,11 +83,10 @@ pub fn prefer_current_thread(nice: i32) -> bool {
 /// - the **level** is the middle of the band the last [`LEVEL_WINDOW`] of points fill around
 ///   that line, all but [`TRIM`] of them at each edge (a few stray readings do not move it).
 ///
-/// A reading 50 ms off the line (a device restart, a stall) starts it over at the rate it
-/// had (kept for [`RATE_RELEARNED`]); two seconds
-/// of readings whose median moved from the one before them by 40 % of the band (the
-/// device's latency changed) drops the history before them, keeping the rate measured before
-/// the change for [`RATE_RELEARNED`]. (A smaller change widens the band, and the line takes
+/// A reading 50 ms off the line (a device restart, a stall) starts it over; two seconds of
+/// readings whose median moved from the one before them by 40 % of the band (the device's
+/// latency changed) drop the history before them. Either way the rate measured before is
+/// kept for [`RATE_RELEARNED`]. (A smaller change widens the band, and the line takes
 /// half of it at once and the rest once the older readings age out.)
 #[derive(Clone, Debug)]
 pub struct DeviceClock {
@@ -96,7 +95,8 @@ pub struct DeviceClock {
     line: Option<Line>,
     /// Points added since the line was last fitted.
     unfitted: usize,
-    /// The rate measured before the device's latency changed (it did not change with it).
+    /// The rate measured before the position jumped or the latency changed (it did not
+    /// change with them).
     known_rate: Option<f64>,
     residuals: Vec<f64>,
 }
@@ -186,8 +186,7 @@ impl DeviceClock {
             self.line = self.fit();
             if self.latency_changed() {
                 // The rate from the readings before the newest ones (not bent by the change).
-                let newest = self.points.back().map_or(t, |p| p.1);
-                let before = self.points.iter().take_while(|p| newest - p.1 > STEP_WINDOW).count();
+                let before = self.points.iter().take_while(|p| t - p.1 > STEP_WINDOW).count();
                 self.known_rate = Some(self.rate(before));
                 // Most of the newest readings are past the change: keep only those.
                 while self.points.front().is_some_and(|&(_, first)| t - first > STEP_KEEP) {
