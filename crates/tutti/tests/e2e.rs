@@ -22,6 +22,37 @@ fn tutti(args: &[&str]) -> Proc {
     spawn(args, true)
 }
 
+/// One core kept busy at normal priority while it lives (a compiler, a browser): real-time
+/// paths must hold with the other core taken.
+struct BusyCore(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<u64>>,
+);
+
+impl BusyCore {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let spin = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+            n
+        });
+        BusyCore(stop, Some(spin))
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// `tutti args`, with the network passphrase in its environment or (a paired node) without.
 fn spawn(args: &[&str], passphrase: bool) -> Proc {
     let mut c = Command::new(BIN);
@@ -433,6 +464,9 @@ fn amplitude(samples: &[i16], hz: f64) -> f64 {
 #[test]
 fn party_host_mixes_three_microphones_at_their_gains() {
     let _serial = serial();
+    // With one core taken at normal priority (issue #11, item 5): on 2026-12-05 this test
+    // disturbed 18 of 25 windows on a loaded machine; now 0 (1 at most with both cores taken).
+    let _busy = BusyCore::start();
     let dir = tmp("party");
     let hp = port_base(9);
     let mix = dir.join("mix.wav");
@@ -501,7 +535,7 @@ fn party_host_mixes_three_microphones_at_their_gains() {
     assert!((a1 / 6_000.0 - 1.0).abs() < 0.05, "voice 1 at unity: {a1}; {why}");
     assert!((a3 / 6_000.0 - 1.0).abs() < 0.05, "voice 3 at unity: {a3}; {why}");
     assert!((a2 / a1 - 0.501).abs() < 0.03, "voice 2 at −6 dB: {}; {why}", a2 / a1);
-    assert!(glitchy * 4 <= windows.len(), "too many disturbed windows: {glitchy}; {why}");
+    assert!(glitchy <= 1, "disturbed windows with a core busy: {glitchy}; {why}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
