@@ -108,6 +108,10 @@ pub const POINT_EVERY: Nanos = Nanos::from_millis(20);
 pub const RATE_WINDOW: Nanos = Nanos::from_secs(60);
 /// The fraction of points at each edge of the band left out of it (stray readings).
 pub const TRIM: f64 = 0.01;
+/// Below this many points in the level window the level is their median (the band's middle
+/// too, for readings that fill it evenly); from it on, the band leaves out at least the
+/// highest and the lowest reading.
+const FEW_POINTS: usize = 10;
 /// The band's middle is taken over this long (the rate over [`RATE_WINDOW`]).
 pub const LEVEL_WINDOW: Nanos = Nanos::from_secs(20);
 /// Once the history is this long, the line is refitted every [`REFIT_POINTS`] points.
@@ -167,6 +171,10 @@ impl DeviceClock {
             let rate = self.line.map(|l| l.b);
             self.reset();
             self.known_rate = rate;
+            // The reading that jumped is the first after the stall and the least trustworthy
+            // (PulseAudio's first callback after a server-side underrun read 2.4 ms off the
+            // ones after it): start from the next.
+            return;
         }
         // Chosen by frame count, not by the (noisy) timestamp: choosing by timestamp would
         // prefer late readings.
@@ -265,7 +273,14 @@ impl DeviceClock {
         let recent = self.points.iter().rev().take_while(|&&(_, t)| t1 - t <= LEVEL_WINDOW);
         self.residuals.extend(recent.map(|&(f, t)| (t - t1).0 as f64 - b * (f as f64 - f1 as f64)));
         let (lo, hi) = trimmed_range(&mut self.residuals);
-        Line { f1, t1, a: (lo + hi) / 2.0, b, half_band: (hi - lo) / 2.0 }
+        // Too few readings to leave a stray one out of the band: their median.
+        let a = if self.residuals.len() < FEW_POINTS {
+            let mid = self.residuals.len() / 2;
+            *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1
+        } else {
+            (lo + hi) / 2.0
+        };
+        Line { f1, t1, a, b, half_band: (hi - lo) / 2.0 }
     }
 
     /// The least-squares rate through the oldest `count` points, shrunk toward the nominal one
@@ -305,10 +320,11 @@ impl DeviceClock {
     }
 }
 
-/// The [`TRIM`] and `1 − TRIM` quantiles of `v` (reordered).
+/// The [`TRIM`] and `1 − TRIM` quantiles of `v` (reordered), leaving out at least one
+/// reading at each edge once there are [`FEW_POINTS`].
 fn trimmed_range(v: &mut [f64]) -> (f64, f64) {
     let last = v.len() - 1;
-    let k = (TRIM * last as f64) as usize;
+    let k = ((TRIM * last as f64) as usize).max(usize::from(v.len() >= FEW_POINTS));
     let lo = *v.select_nth_unstable_by(k, f64::total_cmp).1;
     let hi = *v.select_nth_unstable_by(last - k, f64::total_cmp).1;
     (lo, hi)
@@ -391,6 +407,25 @@ mod tests {
             }
         }
         assert!(worst_after < 30_000.0, "{worst_after} ns off after the change");
+    }
+
+    #[test]
+    fn after_a_stall_the_map_is_right_within_half_a_second() {
+        // 30 s in, the server played 170 ms of silence while this process was stopped; the
+        // first reading after it is 2.4 ms early (a late callback's), the rest as before.
+        let mut c = DeviceClock::new(48_000);
+        let at = 30 * 48_000;
+        let mut first = true;
+        let mut worst_after: f64 = 0.0;
+        for (f, t, truth) in server_readings(40, Some((30, 170e6))) {
+            let t = if f >= at && std::mem::take(&mut first) { t - Nanos(2_400_000) } else { t };
+            c.update(f, t);
+            if f > at + 24_000 {
+                worst_after = worst_after.max((c.time_of(f).unwrap().0 as f64 - truth).abs());
+            }
+        }
+        assert!(worst_after < 100_000.0, "{worst_after} ns off after the stall");
+        assert!((c.skew_ppm().unwrap() + 30.0).abs() < 0.5, "rate kept: {:?} ppm", c.skew_ppm());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - a **feed-forward** rate: the stream clock's rate against the local clock (the clock
 //!   estimate's skew, given by the caller) times the local time per DAC frame, measured from
 //!   the callbacks' timestamps over the last couple of seconds (the DAC's crystal error,
-//!   whatever its size), plus
+//!   whatever its size; a step in those timestamps — the device map re-levelled, the device
+//!   jumped after a stall — is taken out of that history, not read as a rate), plus
 //! - a **proportional correction** that pulls the cursor onto the target over
 //!   `correction_time` (a 20 µs error becomes a ~40 ppm nudge: inaudible),
 //!
@@ -80,8 +81,16 @@ pub struct PlayoutScheduler {
     cursor: Option<f64>,
     dac_frames: u64,
     history: VecDeque<(LocalTime, u64)>,
+    /// The previous callback: its DAC instant and frames (where this one should start).
+    last: Option<(LocalTime, u32)>,
     resyncs: u64,
 }
+
+/// A callback whose DAC instant is this far from where the previous one ended has stepped
+/// (its device map moved): the step is a change of level, not of rate. Consecutive
+/// callbacks of a drifting DAC differ from the nominal by far less (500 ppm of a 20 ms
+/// callback is 10 µs).
+pub const DAC_STEP: Nanos = Nanos::from_micros(100);
 
 impl PlayoutScheduler {
     /// A scheduler that has not played yet.
@@ -91,6 +100,7 @@ impl PlayoutScheduler {
             cursor: None,
             dac_frames: 0,
             history: VecDeque::with_capacity(256),
+            last: None,
             resyncs: 0,
         }
     }
@@ -99,6 +109,7 @@ impl PlayoutScheduler {
     pub fn reset(&mut self) {
         self.cursor = None;
         self.history.clear();
+        self.last = None;
         self.dac_frames = 0;
     }
 
@@ -124,6 +135,20 @@ impl PlayoutScheduler {
         target: f64,
         stream_rate: f64,
     ) -> Render {
+        let nominal_period = 1e9 / f64::from(self.config.sample_rate);
+        if let Some((last, last_frames)) = self.last {
+            let period = self.dac_period_ns().unwrap_or(nominal_period);
+            let expected = last + Nanos((period * f64::from(last_frames)).round() as i64);
+            let step = dac_time - expected;
+            if step.abs() > DAC_STEP {
+                // Measured before the step, the history would read it as a rate (a 170 ms
+                // jump in a 2 s window is +8 %): move it by the step instead.
+                for (t, _) in self.history.iter_mut() {
+                    *t = *t + step;
+                }
+            }
+        }
+        self.last = Some((dac_time, frames));
         // Measure the DAC's rate against the local clock, sampling every 20 ms.
         if self.history.back().is_none_or(|&(t, _)| dac_time - t >= Nanos::from_millis(20)) {
             self.history.push_back((dac_time, self.dac_frames));
@@ -133,7 +158,6 @@ impl PlayoutScheduler {
             }
         }
         self.dac_frames += u64::from(frames);
-        let nominal_period = 1e9 / f64::from(self.config.sample_rate);
         let dac_period = self.dac_period_ns().unwrap_or(nominal_period);
         let ff = self.config.nominal_step * stream_rate * dac_period / nominal_period;
         let threshold =
@@ -197,6 +221,40 @@ mod tests {
         assert!(worst < 1.0, "worst steady-state error {worst} µs");
         let overall = errors.iter().fold(0.0f64, |m, e| m.max(e.abs()));
         assert!(overall < 50.0, "worst error during lock {overall} µs");
+    }
+
+    #[test]
+    fn a_jump_of_the_dac_is_one_resync_not_a_rate() {
+        // A DAC whose device position jumps 170 ms ahead of its frame count 5 s in (the
+        // server played silence while this process was stopped), then steps 1 ms (its map
+        // re-levelled) 3 s later.
+        let mut s = PlayoutScheduler::new(PlayoutConfig::new(48_000));
+        let block = 1_024u32;
+        let mut shift = 0.0;
+        let mut worst_after = 0.0f64;
+        for k in 0..1_000u64 {
+            let frame = k * u64::from(block);
+            if frame == 5 * 48_000 / 1_024 * 1_024 {
+                shift += 0.170;
+            }
+            if frame == 8 * 48_000 / 1_024 * 1_024 {
+                shift += 0.001;
+            }
+            let local_s = frame as f64 / 48_000.0 + shift;
+            let target = local_s * 48_000.0 + 1_000.0;
+            let r = s.schedule(LocalTime((local_s * 1e9) as u64 + 1), block, target, 1.0);
+            if frame > 48_000 {
+                assert!((r.step - 1.0).abs() <= 1e-3 + 1e-9, "block {k}: step {}", r.step);
+            }
+            if frame > 10 * 48_000 {
+                worst_after = worst_after.max((r.position - target).abs() / 0.048);
+            }
+        }
+        // The 170 ms jump resyncs (once); the 1 ms step is slewed away.
+        assert_eq!(s.resyncs(), 2);
+        assert!(worst_after < 10.0, "error 2 s after the step: {worst_after} µs");
+        let period = s.dac_period_ns().expect("a rate");
+        assert!((period / (1e9 / 48_000.0) - 1.0).abs() < 1e-6, "rate after the jumps: {period}");
     }
 
     #[test]
