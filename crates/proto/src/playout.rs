@@ -144,7 +144,7 @@ impl PlayoutScheduler {
                 // Measured before the step, the history would read it as a rate (a 170 ms
                 // jump in a 2 s window is +8 %): move it by the step instead.
                 for (t, _) in self.history.iter_mut() {
-                    *t = *t + step;
+                    *t += step;
                 }
             }
         }
