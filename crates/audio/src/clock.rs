@@ -81,9 +81,12 @@ pub fn prefer_current_thread(nice: i32) -> bool {
 ///   [`POINT_EVERY`]), shrunk toward the nominal rate by how well the fit knows it (±0.3 ms
 ///   of jitter over 1 s is 300 ppm: a young history must not invent a crystal that far off);
 /// - the **level** is the middle of the band the last [`LEVEL_WINDOW`] of points fill around
-///   that line, all but [`TRIM`] of them at each edge (a few stray readings do not move it).
+///   that line, all but [`TRIM`] of them at each edge (a few stray readings do not move it;
+///   fewer than ten: their median). While the rate is still uncertain the window is shorter:
+///   a slope off by `sd` tilts the band and puts its middle `sd × window / 2` off.
 ///
-/// A reading 50 ms off the line (a device restart, a stall) starts it over; two seconds of
+/// A reading 50 ms off the line (a device restart, a stall) starts it over from the next
+/// reading (the one that jumped came from a late callback); two seconds of
 /// readings whose median moved from the one before them by 40 % of the band (the device's
 /// latency changed) drop the history before them. Either way the rate measured before is
 /// kept for [`RATE_RELEARNED`]. (A smaller change widens the band, and the line takes
@@ -97,13 +100,20 @@ pub struct DeviceClock {
     unfitted: usize,
     /// The rate measured before the position jumped or the latency changed (it did not
     /// change with them).
-    known_rate: Option<f64>,
+    known_rate: Option<Rate>,
     residuals: Vec<f64>,
 }
 
-/// One point per this many frames' worth of time: a point for every distinct reading of a
-/// server that answers every 40 ms, and a bounded history.
-pub const POINT_EVERY: Nanos = Nanos::from_millis(20);
+/// A rate (local ns per device frame) and its standard error, relative.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    b: f64,
+    sd: f64,
+}
+
+/// One point per this many frames' worth of time: a point for every callback (a player's
+/// stream asks the server for a fresh reading every 20 ms), and a bounded history.
+pub const POINT_EVERY: Nanos = Nanos::from_millis(10);
 /// The rate is fitted over this long.
 pub const RATE_WINDOW: Nanos = Nanos::from_secs(60);
 /// The fraction of points at each edge of the band left out of it (stray readings).
@@ -114,6 +124,13 @@ pub const TRIM: f64 = 0.01;
 const FEW_POINTS: usize = 10;
 /// The band's middle is taken over this long (the rate over [`RATE_WINDOW`]).
 pub const LEVEL_WINDOW: Nanos = Nanos::from_secs(20);
+/// How far a device's rate may be from its nominal one before any reading (relative).
+const RATE_PRIOR: f64 = 100e-6;
+/// The error the rate's uncertainty may put into the level (see [`DeviceClock::band`]).
+const TILT_BUDGET: Nanos = Nanos::from_micros(5);
+/// The shortest window the level is taken over (a second's readings set its band's edges
+/// within a few µs).
+const MIN_LEVEL_WINDOW: Nanos = Nanos::from_secs(2);
 /// Once the history is this long, the line is refitted every [`REFIT_POINTS`] points.
 const SETTLED: Nanos = Nanos::from_secs(2);
 const REFIT_POINTS: usize = 10;
@@ -135,6 +152,8 @@ struct Line {
     b: f64,
     /// The band's half-width around the line, ns.
     half_band: f64,
+    /// The slope's standard error, relative.
+    rate_sd: f64,
 }
 
 impl DeviceClock {
@@ -168,7 +187,7 @@ impl DeviceClock {
             // The position jumped (the server played silence while this process stalled, a
             // device restarted): the rate did not, and a fresh fit of it from the first,
             // unsettled readings after such a jump would be off by hundreds of ppm.
-            let rate = self.line.map(|l| l.b);
+            let rate = self.line.map(|l| Rate { b: l.b, sd: l.rate_sd });
             self.reset();
             self.known_rate = rate;
             // The reading that jumped is the first after the stall and the least trustworthy
@@ -257,20 +276,27 @@ impl DeviceClock {
         let span = t1 - self.points.front()?.1;
         // Right after a latency change, the rate from before it (a few seconds of readings
         // would measure it far worse).
-        if let Some(b) = self.known_rate.filter(|_| span < RATE_RELEARNED) {
-            return Some(self.band(b));
+        if let Some(rate) = self.known_rate.filter(|_| span < RATE_RELEARNED) {
+            return Some(self.band(rate));
         }
         self.known_rate = None;
-        let b = self.rate(usize::MAX);
-        Some(self.band(b))
+        let rate = self.rate(usize::MAX);
+        Some(self.band(rate))
     }
 
-    /// The line of slope `b` through the middle of the band the last [`LEVEL_WINDOW`] of
-    /// points fill around it (all but [`TRIM`] of them at each edge).
-    fn band(&mut self, b: f64) -> Line {
+    /// The line of slope `rate` through the middle of the band the last points fill around
+    /// it (all but [`TRIM`] of them at each edge): the last [`LEVEL_WINDOW`] of them, or
+    /// fewer while the rate is uncertain. The middle is the level at the window's centre,
+    /// carried to its newest end by the slope: a slope off by `sd` puts it `sd × window / 2`
+    /// off (4 ppm over 20 s is 40 µs), so the window is kept to [`TILT_BUDGET`] of that.
+    fn band(&mut self, rate: Rate) -> Line {
+        let Rate { b, sd } = rate;
         let (f1, t1) = *self.points.back().expect("a point");
+        let window =
+            Nanos((2.0 * TILT_BUDGET.0 as f64 / sd.max(1e-12)).min(LEVEL_WINDOW.0 as f64) as i64)
+                .max(MIN_LEVEL_WINDOW);
         self.residuals.clear();
-        let recent = self.points.iter().rev().take_while(|&&(_, t)| t1 - t <= LEVEL_WINDOW);
+        let recent = self.points.iter().rev().take_while(|&&(_, t)| t1 - t <= window);
         self.residuals.extend(recent.map(|&(f, t)| (t - t1).0 as f64 - b * (f as f64 - f1 as f64)));
         let (lo, hi) = trimmed_range(&mut self.residuals);
         // Too few readings to leave a stray one out of the band: their median.
@@ -280,19 +306,20 @@ impl DeviceClock {
         } else {
             (lo + hi) / 2.0
         };
-        Line { f1, t1, a, b, half_band: (hi - lo) / 2.0 }
+        Line { f1, t1, a, b, half_band: (hi - lo) / 2.0, rate_sd: sd }
     }
 
     /// The least-squares rate through the oldest `count` points, shrunk toward the nominal one
     /// by how well the fit knows it; the nominal rate until there is half a second.
-    fn rate(&self, count: usize) -> f64 {
+    fn rate(&self, count: usize) -> Rate {
+        let nominal = Rate { b: self.nominal_ns, sd: RATE_PRIOR };
         let points = self.points.range(..count.min(self.points.len()));
         let (Some(&(f1, t1)), Some(&(_, t0))) = (points.clone().next_back(), self.points.front())
         else {
-            return self.nominal_ns;
+            return nominal;
         };
         if points.len() < 4 || t1 - t0 < Nanos::from_millis(500) {
-            return self.nominal_ns;
+            return nominal;
         }
         let n = points.len() as f64;
         let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
@@ -315,8 +342,14 @@ impl DeviceClock {
             rss += r * r;
         }
         let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
-        let prior = (100e-6 * self.nominal_ns).powi(2);
-        self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit))
+        let prior = (RATE_PRIOR * self.nominal_ns).powi(2);
+        // (Readings repeat until the server sends a fresh one, so the residuals are not
+        // independent: the fit's own variance is doubled to stay honest.)
+        let var_fit = 2.0 * var_fit;
+        Rate {
+            b: self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit)),
+            sd: (prior * var_fit / (prior + var_fit)).sqrt() / self.nominal_ns,
+        }
     }
 }
 
@@ -358,11 +391,21 @@ mod tests {
     /// A sound server's readings: a fresh one every 40 ms, anywhere in a 1 ms band (a sink
     /// rendering in blocks), stamped on every 256-frame callback until the next.
     fn server_readings(seconds: u64, step_at: Option<(u64, f64)>) -> Vec<(u64, LocalTime, f64)> {
+        readings(seconds, step_at, -30.0, 40e6, 99)
+    }
+
+    /// Readings of a device `ppm` off, a fresh one every `every` ns, from seed `x`.
+    fn readings(
+        seconds: u64,
+        step_at: Option<(u64, f64)>,
+        ppm: f64,
+        every: f64,
+        mut x: u64,
+    ) -> Vec<(u64, LocalTime, f64)> {
         let truth = |f: u64| {
             let step = step_at.filter(|&(at, _)| f >= at * 48_000).map_or(0.0, |s| s.1);
-            3e9 + f as f64 * (1e9 / 48_000.0) * (1.0 - 30e-6) + step
+            3e9 + f as f64 * (1e9 / 48_000.0) * (1.0 + ppm * 1e-6) + step
         };
-        let mut x = 99u64;
         let mut err = 0.0;
         let mut next_reading = 0.0;
         (0..seconds * 48_000 / 256)
@@ -373,7 +416,7 @@ mod tests {
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
                     err = ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 1e6;
-                    next_reading = truth(f) + 40e6;
+                    next_reading = truth(f) + every;
                 }
                 (f, LocalTime((truth(f) + err) as u64), truth(f))
             })
@@ -394,6 +437,23 @@ mod tests {
         assert!(worst < 25_000.0, "{worst} ns off");
         assert!((c.skew_ppm().unwrap() + 30.0).abs() < 0.5, "{:?} ppm", c.skew_ppm());
         assert!((c.jitter().unwrap().0 - 500_000).abs() < 40_000, "{:?}", c.jitter());
+    }
+
+    #[test]
+    fn a_young_map_of_a_skewed_device_keeps_its_level() {
+        // Until the rate is known to a fraction of a ppm, a 20 s band tilted by its error put
+        // the level 29-59 µs off here; the window shrinks with the rate's uncertainty.
+        for (ppm, seed) in [(30.0, 7), (-45.0, 52), (0.0, 8)] {
+            let mut c = DeviceClock::new(48_000);
+            let mut worst: f64 = 0.0;
+            for (f, t, truth) in readings(40, None, ppm, 20e6, seed) {
+                c.update(f, t);
+                if f > 10 * 48_000 {
+                    worst = worst.max((c.time_of(f).unwrap().0 as f64 - truth).abs());
+                }
+            }
+            assert!(worst < 27_000.0, "{ppm} ppm: {worst} ns off from 10 s on");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ use crate::{
 // count between polls; polls only sample the device latency, whose jitter (a sink draining in
 // blocks) averages out over many of them.
 const LATENCY_MAX_INTERVAL: Duration = Duration::from_millis(40);
+// Tutti: a playback stream polls twice as often: a player's callbacks (~20 ms apart) then each
+// carry a fresh reading, and its DAC map finds the band's middle sooner.
+const PLAYBACK_LATENCY_INTERVAL: Duration = Duration::from_millis(20);
 
 // Coordinates the latency polling thread
 struct LatencyHandle {
@@ -227,7 +230,7 @@ impl Stream {
             written += buf.len() as u64;
 
             // No timing request per callback: the byte count keeps the timestamps exact
-            // between the latency thread's polls (every LATENCY_MAX_INTERVAL, and at once on
+            // between the latency thread's polls (every PLAYBACK_LATENCY_INTERVAL, and at once on
             // play and pause), without a round trip to the server every few milliseconds.
 
             // We always consider the full buffer filled, because cpal's
@@ -295,11 +298,11 @@ impl Stream {
                         - bytes_ns(timing_info.read_offset, sample_spec),
                 );
 
-                // Wait until woken by a play/pause/drop event or until LATENCY_MAX_INTERVAL.
+                // Wait until woken by a play/pause/drop event or until PLAYBACK_LATENCY_INTERVAL.
                 let (lock, cvar) = &*update_thread;
                 let Ok(guard) = lock.lock() else { break };
                 let (mut guard, _) = cvar
-                    .wait_timeout_while(guard, LATENCY_MAX_INTERVAL, |notified| !*notified)
+                    .wait_timeout_while(guard, PLAYBACK_LATENCY_INTERVAL, |notified| !*notified)
                     .unwrap_or_else(|e| e.into_inner());
                 *guard = false;
             }
