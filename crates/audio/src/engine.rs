@@ -327,6 +327,9 @@ pub struct OutputEngine<P: Program> {
     calm_since: Option<LocalTime>,
     written: u64,
     scratch: Vec<f32>,
+    /// Frames per ramp of the device side's gain.
+    ramp_frames: u32,
+    device_rate: u32,
 }
 
 /// How long the device must run without an underrun before the lead steps one block back
@@ -373,20 +376,10 @@ pub fn output<P: Program>(
     let block = config.block.next_multiple_of(CHUNK).max(CHUNK);
     let lookahead = config.lookahead.max(block);
     let max_lookahead = config.max_lookahead.max(lookahead);
-    let (producer, consumer) = RingBuffer::new((max_lookahead + block) * channels * 2);
-    let (report_tx, report_rx) = RingBuffer::new(1024);
     let shared = OutputShared::new(gain);
     let ramp_frames = config.device_rate / 200; // 5 ms
-    let renderer = Renderer {
-        ring: consumer,
-        reports: report_tx,
-        shared: shared.clone(),
-        ramp: GainRamp::new(shared.gain.effective(), ramp_frames),
-        channels,
-        dac_frames: 0,
-        ring_frames: 0,
-        started: false,
-    };
+    let (producer, report_rx, renderer) =
+        halves(channels, (max_lookahead + block) * channels * 2, &shared, ramp_frames);
     let engine = OutputEngine {
         program,
         ring: producer,
@@ -402,9 +395,34 @@ pub fn output<P: Program>(
         calm_since: None,
         written: 0,
         scratch: vec![0.0; block * channels],
+        ramp_frames,
+        device_rate: config.device_rate,
     };
     shared.lead_frames.store(lookahead as u64, Ordering::Relaxed);
     (engine, renderer, shared)
+}
+
+/// The ring (`samples` long) and report channel between the halves, and a real-time half at
+/// device frame 0.
+fn halves(
+    channels: usize,
+    samples: usize,
+    shared: &Arc<OutputShared>,
+    ramp_frames: u32,
+) -> (Producer<f32>, Consumer<CallbackReport>, Renderer) {
+    let (producer, consumer) = RingBuffer::new(samples);
+    let (report_tx, report_rx) = RingBuffer::new(1024);
+    let renderer = Renderer {
+        ring: consumer,
+        reports: report_tx,
+        shared: shared.clone(),
+        ramp: GainRamp::new(shared.gain.effective(), ramp_frames),
+        channels,
+        dac_frames: 0,
+        ring_frames: 0,
+        started: false,
+    };
+    (producer, report_rx, renderer)
 }
 
 impl<P: Program> OutputEngine<P> {
@@ -423,6 +441,22 @@ impl<P: Program> OutputEngine<P> {
     /// Frames currently kept ahead of the device.
     pub fn lookahead(&self) -> usize {
         self.lookahead
+    }
+
+    /// A new real-time half for a device opened again (its stream died): a fresh ring and
+    /// device map, the program kept as it is (it resyncs to the new device's instants, which
+    /// it sees as a step). The old half, if still running, is cut off. Allocates: not for
+    /// the steady state.
+    pub fn reattach(&mut self) -> Renderer {
+        let samples = self.ring.buffer().capacity();
+        let (producer, reports, renderer) =
+            halves(self.channels, samples, &self.shared, self.ramp_frames);
+        self.ring = producer;
+        self.reports = reports;
+        self.map = DacMap::new(self.device_rate);
+        self.written = 0;
+        self.calm_since = None;
+        renderer
     }
 
     /// After an underrun the lead grows by what was missing (rounded up to blocks, up to
@@ -528,6 +562,29 @@ mod tests {
         renderer.render(&mut stall, t1, t1);
         engine.fill(t1 + Nanos::from_secs(60));
         assert_eq!(engine.lookahead(), 1_024);
+    }
+
+    #[test]
+    fn a_reattached_device_gets_a_fresh_ring_and_map() {
+        let config = EngineConfig::new(48_000, 1);
+        let (mut engine, mut old, _shared) = output(Dc, config, SharedGain::new());
+        let t0 = LocalTime(1_000_000_000);
+        let mut out = vec![0.0; 256];
+        old.render(&mut out, t0, t0 + Nanos::from_millis(20));
+        engine.fill(t0);
+        assert!(engine.written() > 0);
+        // The device died; a new stream gets a new half that starts at its own frame 0.
+        let mut new = engine.reattach();
+        assert_eq!(engine.written(), 0);
+        new.render(&mut out, t0, t0 + Nanos::from_millis(20));
+        assert!(out.iter().all(|&s| s == 0.0), "nothing queued for the new device yet");
+        engine.fill(t0 + Nanos::from_millis(1));
+        // What the old half still holds is all it gets: nothing written after is its.
+        let mut stale = vec![1.0; 1_024];
+        old.render(&mut stale, t0, t0);
+        assert!(stale[512..].iter().all(|&s| s == 0.0), "the old half is cut off");
+        new.render(&mut out, t0 + Nanos::from_millis(6), t0 + Nanos::from_millis(26));
+        assert!(out.iter().all(|&s| s == 0.25), "the new half plays the program");
     }
 
     /// A timeline at exactly one stream frame per output frame, from stream frame 1 000, of

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tutti_audio::backend::{ActiveStream, StreamSpec};
+use tutti_audio::backend::StreamSpec;
 use tutti_audio::clock;
 use tutti_audio::engine::{EngineConfig, OutputShared, Program, Voice, output};
 use tutti_audio::mixer::{InputControls, Meter, Mixer};
@@ -24,7 +24,7 @@ use tutti_proto::{Nanos, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until};
-use crate::output::{self, OutputKind};
+use crate::output::{self, OutputKind, OutputPlan};
 use crate::player::NetTimeline;
 use crate::security::Keys;
 
@@ -55,7 +55,6 @@ pub struct RunningMixer {
     pub local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    stream: Option<Box<dyn ActiveStream>>,
 }
 
 impl core::fmt::Debug for RunningMixer {
@@ -67,9 +66,16 @@ impl core::fmt::Debug for RunningMixer {
 impl RunningMixer {
     /// Stops the host.
     pub fn stop(mut self) {
-        if let Some(mut s) = self.stream.take() {
-            s.stop();
+        // The media thread stops the device (a file is finished) on its way out.
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
+    }
+}
+
+impl Drop for RunningMixer {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -119,27 +125,47 @@ pub fn run_mixer(
         // A machine that stalls the media thread costs up to 10 ms more latency, not dropouts.
         max_lookahead: opts.buffer_frames as usize + block + 480,
     };
-    let (mut engine, mut renderer, shared) = output(mixer, config, SharedGain::new());
+    let (engine, renderer, shared) = output(mixer, config, SharedGain::new());
     let (voice_tx, voice_rx) = channel::<NewVoice>();
+    let plan = OutputPlan {
+        kind: opts.output.clone(),
+        spec: StreamSpec::new(48_000, 2, opts.buffer_frames),
+        first_frame: None,
+        tick: Duration::from_micros(300),
+    };
+    let (opened_tx, opened) = channel();
     let media = {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("tutti-mix-media".into())
             .spawn(move || {
                 clock::prefer_current_thread(-10);
-                while !stop.load(Ordering::Relaxed) {
+                let add_voices = |engine: &mut tutti_audio::engine::OutputEngine<Mixer>| {
                     while let Ok((voice, channels, reply)) = voice_rx.try_recv() {
                         let mix = engine.program();
                         let (_, controls) =
                             if channels == 1 { mix.add_mono(voice) } else { mix.add(voice) };
                         let _ = reply.send(controls);
                     }
-                    engine.fill(clock::now());
-                    std::thread::sleep(Duration::from_micros(300));
-                }
+                };
+                // (The host's own terminal is where a party host says things.)
+                output::drive(&plan, engine, renderer, &stop, &opened_tx, add_voices, |e| {
+                    eprintln!("{e}");
+                });
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
+    match opened.recv() {
+        Ok(Ok(())) => {}
+        failed => {
+            stop.store(true, Ordering::Relaxed);
+            let _ = media.join();
+            return Err(match failed {
+                Ok(Err(e)) => e.into(),
+                _ => NodeError::Net("the media thread ended before opening the output".into()),
+            });
+        }
+    }
     let net = {
         let (stop, inputs) = (stop.clone(), inputs.clone());
         let mut gains: Vec<(Gain, f32)> =
@@ -153,22 +179,7 @@ pub fn run_mixer(
             .spawn(move || network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &stop))
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
-    let spec = StreamSpec::new(48_000, 2, opts.buffer_frames);
-    let stream = output::open(
-        &opts.output,
-        &spec,
-        None,
-        Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
-    )?;
-    Ok(RunningMixer {
-        inputs,
-        master,
-        shared,
-        local_addr,
-        stop,
-        threads: vec![media, net],
-        stream: Some(stream),
-    })
+    Ok(RunningMixer { inputs, master, shared, local_addr, stop, threads: vec![media, net] })
 }
 
 /// Whose gain: a stream's sender, or (part of) its name.

@@ -1,13 +1,18 @@
 //! Where a player plays: a device (cpal: PulseAudio or ALSA), a WAV file, or nothing.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use tutti_audio::AudioError;
 use tutti_audio::backend::cpal::CpalBackend;
 use tutti_audio::backend::null::NullBackend;
 use tutti_audio::backend::wav::{WavBackend, WavFormat};
 use tutti_audio::backend::{ActiveStream, Backend, OutputCallback, StreamSpec};
-use tutti_proto::LocalTime;
+use tutti_audio::clock;
+use tutti_audio::engine::{OutputEngine, Program, Renderer};
+use tutti_proto::{LocalTime, Nanos};
 
 /// An output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +72,131 @@ pub fn open(
                 })?,
             };
             backend.open_output(name.as_deref(), spec, cb)
+        }
+    }
+}
+
+/// Where and how a media thread plays (see [`drive`]).
+#[derive(Clone, Debug)]
+pub struct OutputPlan {
+    /// The output.
+    pub kind: OutputKind,
+    /// Its stream.
+    pub spec: StreamSpec,
+    /// A file's first frame's instant (see [`open`]).
+    pub first_frame: Option<LocalTime>,
+    /// How often the media thread tops the ring up.
+    pub tick: Duration,
+}
+
+/// What happened to a [`drive`]n output's device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// Its stream stopped for good (why); it is being opened again.
+    Stopped(String),
+    /// It cannot be opened yet (why); tried every [`REOPEN_EVERY`], said once.
+    CannotOpen(String),
+    /// It plays again (its name).
+    Reopened(String),
+}
+
+impl core::fmt::Display for DeviceEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeviceEvent::Stopped(why) => {
+                write!(f, "audio device stopped ({why}): opening it again")
+            }
+            DeviceEvent::CannotOpen(why) => {
+                write!(f, "audio device cannot be opened yet ({why}): trying every second")
+            }
+            DeviceEvent::Reopened(name) => write!(f, "audio device playing again: {name}"),
+        }
+    }
+}
+
+/// How often a dead device is tried again.
+pub const REOPEN_EVERY: Nanos = Nanos::from_secs(1);
+
+/// The media thread: opens `plan`'s output around `renderer` (the result goes to `opened`,
+/// for the caller to return), then tops `engine`'s ring up every tick (after `each`, which
+/// may change its program) until `stop`. When the
+/// stream dies for good (the device was unplugged, the sound server restarted) it says so
+/// through `say` ([`DeviceEvent`]), opens the device again (every [`REOPEN_EVERY`] until it can) with a fresh
+/// real-time half, and says when it plays again: a player outlives its sound server.
+pub fn drive<P: Program>(
+    plan: &OutputPlan,
+    mut engine: OutputEngine<P>,
+    renderer: Renderer,
+    stop: &AtomicBool,
+    opened: &Sender<Result<(), AudioError>>,
+    mut each: impl FnMut(&mut OutputEngine<P>),
+    mut say: impl FnMut(DeviceEvent),
+) {
+    let callback = |mut r: Renderer| -> OutputCallback {
+        Box::new(move |out, t| r.render(out, t.now, t.dac_time))
+    };
+    // Silence queued before the first callback (nothing says when the ring is heard yet).
+    engine.fill(clock::now());
+    let mut stream = match open(&plan.kind, &plan.spec, plan.first_frame, callback(renderer)) {
+        Ok(s) => {
+            let _ = opened.send(Ok(()));
+            s
+        }
+        Err(e) => {
+            let _ = opened.send(Err(e));
+            return;
+        }
+    };
+    let mut next_check = clock::now();
+    while !stop.load(Ordering::Relaxed) {
+        each(&mut engine);
+        let now = clock::now();
+        engine.fill(now);
+        if now >= next_check {
+            next_check = now + Nanos::from_millis(100);
+            if let Some(why) = stream.failure() {
+                say(DeviceEvent::Stopped(why));
+                stream.stop();
+                match reopen(plan, &mut engine, stop, &mut say, callback) {
+                    Some(s) => stream = s,
+                    None => return,
+                }
+            }
+        }
+        std::thread::sleep(plan.tick);
+    }
+    stream.stop();
+}
+
+/// Opens `plan`'s output again until it opens (`None`: stopped first).
+fn reopen<P: Program>(
+    plan: &OutputPlan,
+    engine: &mut OutputEngine<P>,
+    stop: &AtomicBool,
+    say: &mut impl FnMut(DeviceEvent),
+    callback: impl Fn(Renderer) -> OutputCallback,
+) -> Option<Box<dyn ActiveStream>> {
+    let mut said = false;
+    loop {
+        let renderer = engine.reattach();
+        engine.fill(clock::now());
+        match open(&plan.kind, &plan.spec, None, callback(renderer)) {
+            Ok(s) => {
+                say(DeviceEvent::Reopened(s.device_name()));
+                return Some(s);
+            }
+            Err(e) if !said => {
+                say(DeviceEvent::CannotOpen(e.to_string()));
+                said = true;
+            }
+            Err(_) => {}
+        }
+        let until = clock::now() + REOPEN_EVERY;
+        while clock::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

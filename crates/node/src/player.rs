@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tutti_audio::backend::{ActiveStream, StreamSpec};
+use tutti_audio::backend::StreamSpec;
 use tutti_audio::clock;
 use tutti_audio::cue::Cue;
 use tutti_audio::engine::{EngineConfig, OutputShared, Timeline, Voice, output};
@@ -24,7 +24,7 @@ use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until, try_recv};
-use crate::output::{self, OutputKind};
+use crate::output::{self, DeviceEvent, OutputKind, OutputPlan};
 use crate::security::Keys;
 
 /// How to run a player.
@@ -66,11 +66,17 @@ pub struct PlayerSnapshot {
     pub underrun_frames: u64,
     /// Device output latency.
     pub device_latency: Nanos,
-    /// Events as text (joined, lost, back, ended).
+    /// Why the device does not play, while it does not (it stopped, it cannot be opened).
+    pub device_problem: Option<String>,
+    /// Packets keep arriving after they were due (the group latency does not fit the device
+    /// and the path), in one line, while they do: set by whoever watches the counters.
+    pub latency_problem: Option<String>,
+    /// Events as text (joined, lost, back, ended, the device's).
     pub log: Vec<String>,
 }
 
-/// A running player. Holds the device stream, so it stays on the thread that started it.
+/// A running player: a network thread and a media thread (which owns the device stream and
+/// opens it again if it dies).
 pub struct RunningPlayer {
     /// Status, refreshed every 100 ms.
     pub status: Arc<Mutex<PlayerSnapshot>>,
@@ -84,7 +90,6 @@ pub struct RunningPlayer {
     pub local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    stream: Option<Box<dyn ActiveStream>>,
     shared: Arc<OutputShared>,
 }
 
@@ -103,9 +108,6 @@ impl RunningPlayer {
             s.close();
         }
         std::thread::sleep(Duration::from_millis(20));
-        if let Some(mut s) = self.stream.take() {
-            s.stop();
-        }
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -119,9 +121,10 @@ impl RunningPlayer {
 
 impl Drop for RunningPlayer {
     fn drop(&mut self) {
+        // The media thread stops the device (a file is finished) on its way out.
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(mut s) = self.stream.take() {
-            s.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
@@ -268,25 +271,11 @@ pub fn run_player(
     voice.set_gain(gain.clone(), info.sample_rate / 200);
     let cue = Cue::new();
     voice.set_cue(cue.clone(), info.sample_rate);
-    let (mut engine, mut renderer, shared) = output(voice, config, SharedGain::new());
+    let (engine, renderer, shared) = output(voice, config, SharedGain::new());
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
     }
     let tick = Duration::from_nanos(Nanos::from_frames(tick as u64, info.sample_rate).0 as u64);
-    let media = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("tutti-player-media".into())
-            .spawn(move || {
-                // It keeps the device fed: the scheduler should prefer it (best effort).
-                clock::prefer_current_thread(-10);
-                while !stop.load(Ordering::Relaxed) {
-                    engine.fill(clock::now());
-                    std::thread::sleep(tick);
-                }
-            })
-            .map_err(|e| NodeError::Net(e.to_string()))?
-    };
     let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), buffer);
     // A file output starts on the stream's frame grid, as late as it can: once the clock
     // estimate has a second of history, or just before the first frame is due (a young
@@ -309,21 +298,48 @@ pub fn run_player(
     } else {
         None
     };
-    let stream = output::open(
-        &opts.output,
-        &spec,
-        first_frame,
-        Box::new(move |out, t| renderer.render(out, t.now, t.dac_time)),
-    );
-    let stream = match stream {
-        Ok(s) => s,
-        Err(e) => {
-            stop.store(true, Ordering::Relaxed);
-            let _ = net.join();
-            let _ = media.join();
-            return Err(e.into());
-        }
+    let plan = OutputPlan { kind: opts.output.clone(), spec, first_frame, tick };
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let media = {
+        let (stop, status) = (stop.clone(), status.clone());
+        std::thread::Builder::new()
+            .name("tutti-player-media".into())
+            .spawn(move || {
+                // It keeps the device fed: the scheduler should prefer it (best effort).
+                clock::prefer_current_thread(-10);
+                output::drive(
+                    &plan,
+                    engine,
+                    renderer,
+                    &stop,
+                    &opened_tx,
+                    |_| {},
+                    |e| {
+                        if let Ok(mut st) = status.lock() {
+                            st.log.push(e.to_string());
+                            st.device_problem = match e {
+                                DeviceEvent::Stopped(why) | DeviceEvent::CannotOpen(why) => {
+                                    Some(why)
+                                }
+                                DeviceEvent::Reopened(_) => None,
+                            };
+                        }
+                    },
+                );
+            })
+            .map_err(|e| NodeError::Net(e.to_string()))?
     };
+    let failed = match opened.recv() {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.into()),
+        Err(_) => Some(NodeError::Net("the media thread ended before opening the output".into())),
+    };
+    if let Some(e) = failed {
+        stop.store(true, Ordering::Relaxed);
+        let _ = net.join();
+        let _ = media.join();
+        return Err(e);
+    }
     Ok(RunningPlayer {
         status,
         gain,
@@ -332,7 +348,6 @@ pub fn run_player(
         local_addr,
         stop,
         threads: vec![net, media],
-        stream: Some(stream),
         shared,
     })
 }

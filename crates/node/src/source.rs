@@ -273,7 +273,7 @@ pub fn run_source(
             }
             (Feed::Paced(first, Some(list)), m)
         }
-        Input::Captured(c) => (Feed::Captured(*c), Metadata::default()),
+        Input::Captured(c) => (Feed::Captured(c), Metadata::default()),
     };
     let captured = matches!(feed, Feed::Captured(_));
     let fpp = usize::from(cfg.frames_per_packet);
@@ -310,7 +310,7 @@ pub fn run_source(
 /// What the encoder reads.
 enum Feed {
     Paced(Box<dyn Source>, Option<Playlist>),
-    Captured(CaptureSource),
+    Captured(Box<CaptureSource>),
 }
 
 /// A playlist's track starts: say what it is.

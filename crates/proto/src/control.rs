@@ -79,6 +79,13 @@ pub struct NodeState {
     /// Players (sources) or microphones (mixers) connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<u32>,
+    /// The output device's own latency, ms (players).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_latency_ms: Option<f64>,
+    /// What keeps the node from playing as asked, in one line, while it lasts: its device
+    /// stopped or cannot be opened, or the group latency does not fit the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A source's current track.

@@ -860,6 +860,9 @@ impl StatusLog {
 struct LateWatch {
     window: Option<(std::time::Instant, u64)>,
     said: Option<std::time::Instant>,
+    /// The problem while packets keep coming late (for the hub), cleared by a window
+    /// without any.
+    current: Option<String>,
 }
 
 impl LateWatch {
@@ -873,17 +876,25 @@ impl LateWatch {
         }
         self.window = Some((now, s.stats.stalled));
         let late = s.stats.stalled.saturating_sub(base);
+        if late == 0 {
+            self.current = None;
+        }
         let quiet = self.said.is_none_or(|t| now - t >= Duration::from_secs(60));
         let latency = s.latency?;
-        if late < 5 || !s.streaming || !quiet {
+        if late < 5 || !s.streaming {
             return None;
         }
-        self.said = Some(now);
-        Some(format!(
+        let problem = format!(
             "late packets: {late} in 10 s arrived after they were due and played as gaps; the group latency ({:.1} ms) does not fit this device ({:.1} ms of its own) and the path to it: give the stream more (--latency-ms)",
             latency.0 as f64 / 1e6,
             s.device_latency.0 as f64 / 1e6
-        ))
+        );
+        self.current = Some(problem.clone());
+        if !quiet {
+            return None;
+        }
+        self.said = Some(now);
+        Some(problem)
     }
 }
 
@@ -1136,6 +1147,9 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         // device and path. Said once a minute at most, with what the device takes of it.
         if let Some(w) = late.check(&snap) {
             eprintln!("{}{w}", if tty { "\r\x1b[K" } else { "" });
+        }
+        if let Ok(mut st) = player.status.lock() {
+            st.latency_problem.clone_from(&late.current);
         }
         if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             break;
@@ -1887,6 +1901,8 @@ impl tutti_node::hub::HubHandler for PlayerHub {
             level_db: None,
             track: None,
             peers: None,
+            device_latency_ms: Some(s.device_latency.0 as f64 / 1e6).filter(|&ms| ms > 0.0),
+            problem: s.device_problem.or(s.latency_problem),
         }
     }
     fn settings(&mut self, settings: &tutti_proto::control::Settings) {

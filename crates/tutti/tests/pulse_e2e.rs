@@ -214,3 +214,84 @@ fn measure(attempt: u16) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[test]
+fn a_player_whose_sound_server_restarts_plays_again() {
+    if Command::new("pulseaudio").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install pulseaudio (.ci/packages.sh)");
+        eprintln!("skipped: pulseaudio is not installed");
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("tutti-pulse-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pulse = start_pulse(&dir, &["s1"]).expect("private PulseAudio starts");
+    let server = format!("unix:{}/native", dir.display());
+    let wav = dir.join("clicks.wav");
+    clicks_wav(&wav, 30.0);
+    let sp = 21_000 + (std::process::id() % 400) as u16 * 100 + 95;
+    let child = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("PULSE_SERVER", &server)
+            .env("TUTTI_PASSPHRASE", "pulse restart")
+            .env("TUTTI_MDNS", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let spawn = |args: &[&str]| Proc(child(args));
+    let mut player = spawn(&[
+        "play",
+        &format!("127.0.0.1:{sp}"),
+        "--host",
+        "pulse",
+        "--device",
+        "s1",
+        "--seconds",
+        "14",
+    ]);
+    let _source = spawn(&[
+        "stream",
+        "--file",
+        wav.to_str().unwrap(),
+        "--port",
+        &sp.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    // The sound server dies under the player (a crash, `pulseaudio -k`) and comes back.
+    drop(pulse);
+    let _ = std::fs::remove_file(dir.join("native"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _pulse = start_pulse(&dir, &["s1"]).expect("PulseAudio starts again");
+    std::thread::sleep(Duration::from_secs(2));
+    // The clicks (one every 250 ms) are heard on the sink again.
+    let out = child(&["record", "--in", "s1.monitor", "--seconds", "3"])
+        .wait_with_output()
+        .expect("recorder runs");
+    let out =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let clicks = out
+        .lines()
+        .find_map(|l| l.split('[').nth(1).and_then(|r| r.split(']').next()))
+        .map_or(0, |list| list.split(',').filter(|x| !x.is_empty()).count());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while player.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = player.0.kill();
+    let mut log = String::new();
+    if let Some(mut e) = player.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut log);
+    }
+    eprintln!("recorder: {out}\nplayer: {log}");
+    assert!(log.contains("audio device stopped"), "the player says its device stopped: {log}");
+    assert!(log.contains("audio device playing again"), "and that it plays again: {log}");
+    assert!(clicks >= 8, "{clicks} clicks heard in 3 s after the restart (12 sent): {out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,8 +5,8 @@
 //! the local clock read at the top of the callback to get the DAC (ADC) instant on the local
 //! clock. Buffers are always requested fixed-size (a default PulseAudio buffer is ~2 s).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{BufferSize, HostId, SampleFormat, StreamConfig};
@@ -133,7 +133,14 @@ impl CpalBackend {
 struct CpalStream {
     stream: Option<cpal::Stream>,
     name: String,
-    errors: Arc<AtomicU64>,
+    errors: Arc<StreamErrors>,
+}
+
+/// What cpal's error callback reported: how many, and the first that ended the stream.
+#[derive(Debug, Default)]
+struct StreamErrors {
+    count: AtomicU64,
+    fatal: Mutex<Option<String>>,
 }
 
 impl ActiveStream for CpalStream {
@@ -143,28 +150,42 @@ impl ActiveStream for CpalStream {
         }
     }
     fn device_name(&self) -> String {
-        format!("{} ({} stream errors)", self.name, self.errors.load(Ordering::Relaxed))
+        format!("{} ({} stream errors)", self.name, self.errors.count.load(Ordering::Relaxed))
+    }
+    fn failure(&self) -> Option<String> {
+        let fatal = self.errors.fatal.lock().ok()?.clone()?;
+        Some(format!("{}: {fatal}", self.name))
     }
 }
 
 const MAX_CALLBACK_FRAMES: usize = 16_384;
 
-/// The fixed-size stream configuration both directions ask for, and a stream-error counter
+/// The fixed-size stream configuration both directions ask for, and the stream's error record
 /// with the callback that feeds it.
 fn stream_setup(
     spec: &StreamSpec,
-) -> (StreamConfig, Arc<AtomicU64>, impl FnMut(cpal::Error) + Send + 'static) {
+) -> (StreamConfig, Arc<StreamErrors>, impl FnMut(cpal::Error) + Send + 'static) {
     let config = StreamConfig {
         channels: spec.channels,
         sample_rate: spec.sample_rate,
         buffer_size: BufferSize::Fixed(spec.buffer_frames),
     };
-    let errors = Arc::new(AtomicU64::new(0));
-    let counter = errors.clone();
-    // cpal's own threads call this (never the audio callback): say what failed.
+    let errors = Arc::new(StreamErrors::default());
+    let record = errors.clone();
+    // cpal's own threads call this (never the audio callback): say what failed, and remember
+    // an error that ends the stream (its owner reopens the device).
     let on_error = move |e: cpal::Error| {
-        if counter.fetch_add(1, Ordering::Relaxed) < 10 {
+        if record.count.fetch_add(1, Ordering::Relaxed) < 10 {
             eprintln!("audio stream error: {e}");
+        }
+        let survivable = matches!(
+            e.kind(),
+            cpal::ErrorKind::Xrun
+                | cpal::ErrorKind::DeviceChanged
+                | cpal::ErrorKind::RealtimeDenied
+        );
+        if !survivable && let Ok(mut fatal) = record.fatal.lock() {
+            fatal.get_or_insert_with(|| e.to_string());
         }
     };
     (config, errors, on_error)

@@ -84,6 +84,11 @@ pub trait ActiveStream {
     fn stop(&mut self);
     /// The host's name for the device in use.
     fn device_name(&self) -> String;
+    /// Why the stream stopped for good (the device went away, the sound server died), once
+    /// it has: its owner should open the device again.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A source of devices.
