@@ -330,6 +330,8 @@ pub struct OutputEngine<P: Program> {
     /// Frames per ramp of the device side's gain.
     ramp_frames: u32,
     device_rate: u32,
+    /// The newest callback's report.
+    last_report: Option<CallbackReport>,
 }
 
 /// How long the device must run without an underrun before the lead steps one block back
@@ -397,6 +399,7 @@ pub fn output<P: Program>(
         scratch: vec![0.0; block * channels],
         ramp_frames,
         device_rate: config.device_rate,
+        last_report: None,
     };
     shared.lead_frames.store(lookahead as u64, Ordering::Relaxed);
     (engine, renderer, shared)
@@ -456,7 +459,16 @@ impl<P: Program> OutputEngine<P> {
         self.map = DacMap::new(self.device_rate);
         self.written = 0;
         self.calm_since = None;
+        self.last_report = None;
         renderer
+    }
+
+    /// When the device should next ask for audio: the newest callback's instant plus its
+    /// frames' duration (`None` before the first). A media thread that wakes just after it
+    /// tops the ring up once per device buffer instead of polling.
+    pub fn next_callback(&self) -> Option<LocalTime> {
+        let r = self.last_report?;
+        Some(r.now + Nanos::from_frames(u64::from(r.frames), self.device_rate))
     }
 
     /// After an underrun the lead grows by what was missing (rounded up to blocks, up to
@@ -483,6 +495,7 @@ impl<P: Program> OutputEngine<P> {
     pub fn fill(&mut self, now: LocalTime) -> usize {
         while let Ok(r) = self.reports.pop() {
             self.map.update(&r);
+            self.last_report = Some(r);
         }
         self.adapt_lead(now);
         let mut written = 0;

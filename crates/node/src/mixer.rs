@@ -132,6 +132,7 @@ pub fn run_mixer(
         spec: StreamSpec::new(48_000, 2, opts.buffer_frames),
         first_frame: None,
         tick: Duration::from_micros(300),
+        follow_callbacks: false,
     };
     let (opened_tx, opened) = channel();
     let media = {

@@ -85,8 +85,11 @@ pub struct OutputPlan {
     pub spec: StreamSpec,
     /// A file's first frame's instant (see [`open`]).
     pub first_frame: Option<LocalTime>,
-    /// How often the media thread tops the ring up.
+    /// How often the media thread tops the ring up (at most this long apart).
     pub tick: Duration,
+    /// Wake once per device buffer, just after the device should have asked for one, rather
+    /// than every tick (a sync stream with room in its ring: a fifth of the wake-ups).
+    pub follow_callbacks: bool,
 }
 
 /// What happened to a [`drive`]n output's device.
@@ -163,9 +166,23 @@ pub fn drive<P: Program>(
                 }
             }
         }
-        std::thread::sleep(plan.tick);
+        clock::sleep_until(next_wake(plan, &engine, clock::now()));
     }
     stream.stop();
+}
+
+/// When the media thread wakes next: a tick from `now`, or (following callbacks) 1 ms after
+/// the device's next request is due, if that is later and no more than a device buffer away.
+fn next_wake<P: Program>(plan: &OutputPlan, engine: &OutputEngine<P>, now: LocalTime) -> LocalTime {
+    let tick = now + Nanos::from(plan.tick);
+    if !plan.follow_callbacks {
+        return tick;
+    }
+    let buffer = Nanos::from_frames(u64::from(plan.spec.buffer_frames), plan.spec.sample_rate);
+    match engine.next_callback() {
+        Some(due) => (due + Nanos::from_millis(1)).max(tick).min(now + buffer),
+        None => tick,
+    }
 }
 
 /// Opens `plan`'s output again until it opens (`None`: stopped first).

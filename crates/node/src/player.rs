@@ -298,7 +298,8 @@ pub fn run_player(
     } else {
         None
     };
-    let plan = OutputPlan { kind: opts.output.clone(), spec, first_frame, tick };
+    let plan =
+        OutputPlan { kind: opts.output.clone(), spec, first_frame, tick, follow_callbacks: !live };
     let (opened_tx, opened) = std::sync::mpsc::channel();
     let media = {
         let (stop, status) = (stop.clone(), status.clone());
@@ -394,7 +395,9 @@ fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> Re
         };
     }
     let latency = frames(info.group_latency);
-    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2));
+    // A packet may wait in the socket for a batch before the session has it.
+    let batch = read_batch(info).map_or(0, frames);
+    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
     // Unasked, a fifth of the latency (20 ms at 100 ms, as snapclient's default share):
@@ -416,6 +419,15 @@ fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> Re
         (2 * buffer).max(least).min(room)
     };
     RenderPlan { buffer: buffer as u32, block, lookahead, max_lookahead: room.max(lookahead), tick }
+}
+
+/// How long a player's network thread lets datagrams gather before reading them: a sync
+/// stream with room to spare is read in batches (a tenth of its latency, 10 ms at most), as
+/// arrival instants come from the kernel and waking for every 5 ms packet costs context
+/// switches, not accuracy. Live streams and tight latencies are read as they come.
+fn read_batch(info: &StreamInfo) -> Option<Nanos> {
+    (info.mode == Mode::Sync && info.group_latency >= Nanos::from_millis(50))
+        .then(|| Nanos(info.group_latency.0 / 10).min(Nanos::from_millis(10)))
 }
 
 fn network_loop(
@@ -479,13 +491,7 @@ fn network_loop(
                     st.log.drain(..excess);
                 }
             }
-            // A sync stream with room to spare is read in batches: arrival instants come from
-            // the kernel, so waking every few ms instead of for every packet loses nothing
-            // but context switches. Live streams and tight latencies are read as they come.
-            batch = s
-                .info()
-                .filter(|i| i.mode == Mode::Sync && i.group_latency >= Nanos::from_millis(50))
-                .map(|i| Nanos(i.group_latency.0 / 20).min(Nanos::from_millis(10)));
+            batch = s.info().and_then(read_batch);
             s.poll_timeout()
         };
         if closing {

@@ -130,7 +130,19 @@ pub struct ClockEstimator {
     back_points: Vec<(f64, f64)>,
     hull: Vec<(f64, f64)>,
     rejected: u64,
+    /// The hulls' slope, when it was found and the points it was found from.
+    slope: Option<(f64, LocalTime)>,
+    /// Points added since.
+    fresh: usize,
 }
+
+/// The hulls' slope (the skew) is found again once this share of the window's points is new,
+/// or [`SLOPE_EVERY`] after it last was; the support lines (the offset) at every probe. The
+/// slope of a minute of points moves little with a second more; finding it costs a pass over
+/// all of them (12,000 one-way points), which at every probe was a third of a player's CPU.
+const SLOPE_FRESH_SHARE: usize = 16;
+/// See [`SLOPE_FRESH_SHARE`].
+pub const SLOPE_EVERY: Nanos = Nanos::from_secs(1);
 
 /// One-way observations closer together than this share one slot (the least delayed wins).
 pub const ONEWAY_BIN: Nanos = Nanos::from_millis(5);
@@ -154,6 +166,8 @@ impl ClockEstimator {
             back_points: Vec::new(),
             hull: Vec::new(),
             rejected: 0,
+            slope: None,
+            fresh: 0,
         }
     }
 
@@ -163,6 +177,8 @@ impl ClockEstimator {
         self.backward.clear();
         self.rtts.clear();
         self.estimate = None;
+        self.slope = None;
+        self.fresh = 0;
     }
 
     /// The current estimate, once at least one probe came back.
@@ -212,6 +228,7 @@ impl ClockEstimator {
 
     fn push_backward(&mut self, t4: LocalTime, y: Nanos) {
         self.newest = self.newest.max(t4);
+        self.fresh += 1;
         let bin = |t: LocalTime| t.0 / ONEWAY_BIN.0 as u64;
         match self.backward.back_mut() {
             Some(last) if bin(last.0) == bin(t4) => {
@@ -241,27 +258,41 @@ impl ClockEstimator {
         let Some(&(x0, y0)) = self.forward.front() else { return };
         let prior = self.estimate.map_or(0.0, |e| e.skew);
         let rel = |&(x, y): &(LocalTime, Nanos)| ((x - x0).0 as f64, (y - y0).0 as f64);
-        self.fwd_points.clear();
-        self.fwd_points.extend(self.forward.iter().map(rel));
-        self.back_points.clear();
-        self.back_points.extend(self.backward.iter().map(rel));
-        let bf = hull_slope(&mut self.fwd_points, &mut self.hull, false);
-        let bb = hull_slope(&mut self.back_points, &mut self.hull, true);
-        // One slope for both envelopes, weighting each hull's slope by its precision: an
-        // envelope's distance from the true line falls as 1/n with n points, so its weight is
-        // n². One-way packets make the backward envelope far denser than the probes' forward one.
-        let skew = match (bf, bb) {
-            (Some(f), Some(b)) => {
-                let wf = (self.fwd_points.len() as f64).powi(2);
-                let wb = (self.back_points.len() as f64).powi(2);
-                (wf * f + wb * b) / (wf + wb)
+        let points = self.forward.len() + self.backward.len();
+        let skew = match self.slope {
+            Some((skew, at))
+                if self.fresh * SLOPE_FRESH_SHARE < points && self.newest - at < SLOPE_EVERY =>
+            {
+                skew
             }
-            (Some(x), None) | (None, Some(x)) => x,
-            (None, None) => prior,
-        }
-        .clamp(-self.config.max_skew, self.config.max_skew);
-        let af = support_intercept(&self.fwd_points, skew, false);
-        let ab = support_intercept(&self.back_points, skew, true);
+            _ => {
+                self.fwd_points.clear();
+                self.fwd_points.extend(self.forward.iter().map(rel));
+                self.back_points.clear();
+                self.back_points.extend(self.backward.iter().map(rel));
+                let bf = hull_slope(&mut self.fwd_points, &mut self.hull, false);
+                let bb = hull_slope(&mut self.back_points, &mut self.hull, true);
+                // One slope for both envelopes, weighting each hull's slope by its precision:
+                // an envelope's distance from the true line falls as 1/n with n points, so its
+                // weight is n². One-way packets make the backward envelope far denser than the
+                // probes' forward one.
+                let skew = match (bf, bb) {
+                    (Some(f), Some(b)) => {
+                        let wf = (self.fwd_points.len() as f64).powi(2);
+                        let wb = (self.back_points.len() as f64).powi(2);
+                        (wf * f + wb * b) / (wf + wb)
+                    }
+                    (Some(x), None) | (None, Some(x)) => x,
+                    (None, None) => prior,
+                }
+                .clamp(-self.config.max_skew, self.config.max_skew);
+                self.slope = Some((skew, self.newest));
+                self.fresh = 0;
+                skew
+            }
+        };
+        let af = support_intercept(self.forward.iter().map(rel), skew, false);
+        let ab = support_intercept(self.backward.iter().map(rel), skew, true);
         let newest = self.newest;
         let xr = (newest - x0).0 as f64;
         let lower = af + skew * xr;
@@ -287,7 +318,13 @@ fn hull_slope(points: &mut [(f64, f64)], hull: &mut Vec<(f64, f64)>, upper: bool
     // Spans shorter than this give a meaningless slope from timestamp noise.
     const MIN_SPAN_NS: f64 = 20e6;
     let sign = if upper { -1.0 } else { 1.0 };
-    points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then((sign * a.1).total_cmp(&(sign * b.1))));
+    // The estimator's points come in time order (one per instant): sorting them again cost
+    // more than the hull itself.
+    if !points.is_sorted_by(|a, b| a.0 < b.0) {
+        points.sort_unstable_by(|a, b| {
+            a.0.total_cmp(&b.0).then((sign * a.1).total_cmp(&(sign * b.1)))
+        });
+    }
     hull.clear();
     for &(x, y) in points.iter() {
         let p = (x, sign * y);
@@ -316,8 +353,8 @@ fn hull_slope(points: &mut [(f64, f64)], hull: &mut Vec<(f64, f64)>, upper: bool
 }
 
 /// The intercept of the support line of slope `b` below (or, with `upper`, above) every point.
-fn support_intercept(points: &[(f64, f64)], b: f64, upper: bool) -> f64 {
-    let it = points.iter().map(|p| p.1 - b * p.0);
+fn support_intercept(points: impl Iterator<Item = (f64, f64)>, b: f64, upper: bool) -> f64 {
+    let it = points.map(|p| p.1 - b * p.0);
     if upper { it.fold(f64::NEG_INFINITY, f64::max) } else { it.fold(f64::INFINITY, f64::min) }
 }
 
