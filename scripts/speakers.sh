@@ -13,6 +13,7 @@
 #   floor       one (N+1)-channel sink feeding every channel the same signal: must read 0
 #   tutti-L     `tutti stream --device src.monitor --latency-ms L` and N `tutti play --device pI`
 #   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin-live` as the source
+#               (told the src sink's latency, read with pactl, by --input-latency-ms)
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --busy) BUSY=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --pipe-kb) PIPE_KB=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "speakers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -57,6 +58,13 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The `src` sink's latency in ms, the mean of ten readings 50 ms apart (`pactl list sinks`).
+src_latency_ms() {
+    for _ in $(seq 10); do
+        pactl list sinks | awk '/^[[:space:]]*Name: src$/ {f = 1} f && /^[[:space:]]*Latency:/ {print $2; exit}'
+        sleep 0.05
+    done | awk '{s += $1} END {if (NR) printf "%.3f", s / NR / 1000; else print 0}'
+}
 # shellcheck source=/dev/null
 source .ci/packages.sh
 ensure_packages
@@ -155,8 +163,12 @@ run_phase() {
             in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
                 > "$DIR/$name.source.log" 2>&1 &
         else
+            # A monitor's data leaves its sink the sink's latency before it is heard: the
+            # pipe's reader is told it, as a user would read it from `pactl list sinks`.
+            local src_latency; src_latency=$(src_latency_ms)
+            echo "src sink latency (pactl, mean of 10): $src_latency ms"
             in_ns bash -c "exec parec -d src.monitor --raw --format=s16le --rate=48000 --channels=2 --latency-msec=5 \
-                | exec '$TUTTI' stream --stdin-live --latency-ms '$arg' --bind 127.0.0.1 --port 7400" \
+                | exec '$TUTTI' stream --stdin-live --input-latency-ms '$src_latency' --latency-ms '$arg' --bind 127.0.0.1 --port 7400" \
                 > "$DIR/$name.source.log" 2>&1 &
         fi
         pids+=($!); sleep 0.3

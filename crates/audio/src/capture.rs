@@ -90,13 +90,16 @@ impl CaptureSource {
     /// arrival (its first frame was written a chunk's duration before), and the reader's
     /// clock is fitted like a device's. What was already queued when it starts (the pipe's
     /// backlog, written before anyone read) is dropped: it is late, and playing it would
-    /// add its length to the latency for good.
+    /// add its length to the latency for good. A frame is taken to be heard where it comes
+    /// from `heard_after` its arrival: a monitor's data comes out of its sink that much before
+    /// the sink plays it (its latency); a producer that delivers late, negative.
     pub fn from_reader<R>(
         mut reader: R,
         name: &str,
         codec: tutti_proto::Codec,
         rate: u32,
         channels: usize,
+        heard_after: Nanos,
     ) -> Result<Self, AudioError>
     where
         R: std::io::Read + std::os::fd::AsFd + Send + 'static,
@@ -138,7 +141,7 @@ impl CaptureSource {
                     let frames = (whole / frame_bytes) as u64;
                     bytes.copy_within(whole..have, 0);
                     carry = have - whole;
-                    feeder.push(&pcm, now - Nanos::from_frames(frames, rate));
+                    feeder.push(&pcm, now + heard_after - Nanos::from_frames(frames, rate));
                 }
             })
             .map_err(|e| AudioError::Io(e.to_string()))?;
@@ -273,3 +276,45 @@ impl Source for CaptureSource {
 
 /// How long a capture device may deliver nothing before it is read as silence.
 pub const QUIET: Nanos = Nanos::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `n` frames of 16-bit stereo PCM whose left sample counts from `from`.
+    fn pcm(from: i16, n: i16) -> Vec<u8> {
+        (from..from + n).flat_map(|v| [v.to_le_bytes(), v.to_le_bytes()].concat()).collect()
+    }
+
+    #[test]
+    fn a_pipe_drops_its_backlog_and_dates_frames_when_they_are_heard() {
+        let (reader, mut writer) = std::io::pipe().expect("a pipe");
+        // Written before anyone reads: late, dropped.
+        writer.write_all(&pcm(1, 480)).unwrap();
+        let heard_after = Nanos::from_millis(20);
+        let mut cap = CaptureSource::from_reader(
+            reader,
+            "pipe",
+            tutti_proto::Codec::Pcm16,
+            48_000,
+            2,
+            heard_after,
+        )
+        .expect("reader starts");
+        std::thread::sleep(Duration::from_millis(50));
+        let sent = crate::clock::now();
+        writer.write_all(&pcm(1_000, 480)).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(cap.read(&mut out, 480).unwrap(), 480);
+        assert_eq!((out[0] * 32_768.0).round(), 1_000.0, "the backlog was dropped");
+        // Its first frame arrived at `sent` (as its last), a chunk's duration earlier, and is
+        // heard `heard_after` later.
+        let at = cap.next_capture_time().map(|t| t - Nanos::from_frames(480, 48_000));
+        let expected = sent + heard_after - Nanos::from_frames(480, 48_000);
+        let off = at.map(|t| (t - expected).abs());
+        assert!(off.is_some_and(|o| o < Nanos::from_millis(10)), "dated {off:?} off");
+    }
+}

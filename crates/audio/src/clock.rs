@@ -341,14 +341,19 @@ impl DeviceClock {
             let r = y - my - b_fit * (x - mx);
             rss += r * r;
         }
-        let var_fit = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) / sxx_c } else { f64::INFINITY };
+        let scale = if n > 2.0 && sxx_c > 0.0 { rss / (n - 2.0) } else { f64::INFINITY };
         let prior = (RATE_PRIOR * self.nominal_ns).powi(2);
         // (Readings repeat until the server sends a fresh one, so the residuals are not
         // independent: the fit's own variance is doubled to stay honest.)
-        let var_fit = 2.0 * var_fit;
+        let var_fit = 2.0 * scale / sxx_c;
+        // Its uncertainty, for the level's window, from the scale the band implies (evenly
+        // filled: width²/12) when that is smaller: a few stray readings (a pipe reader woken
+        // late) inflate the residuals' variance, and would shrink the window for nothing.
+        let band_scale = self.line.map_or(scale, |l| scale.min((2.0 * l.half_band).powi(2) / 12.0));
+        let var_sd = 2.0 * band_scale / sxx_c;
         Rate {
             b: self.nominal_ns + (b_fit - self.nominal_ns) * (prior / (prior + var_fit)),
-            sd: (prior * var_fit / (prior + var_fit)).sqrt() / self.nominal_ns,
+            sd: (prior * var_sd / (prior + var_sd)).sqrt() / self.nominal_ns,
         }
     }
 }

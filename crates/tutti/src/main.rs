@@ -274,6 +274,12 @@ struct StreamArgs {
     /// latency after it arrived.
     #[arg(long, group = "input")]
     stdin_live: bool,
+    /// With --stdin-live: how long after it arrives a frame is heard where it comes from, ms.
+    /// A monitor's data leaves its sink before the sink plays it: give that sink's latency
+    /// (`pactl list sinks` shows it) and players sync to what the sink plays. Negative for a
+    /// producer that delivers what it captured late.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, requires = "stdin_live")]
+    input_latency_ms: f64,
     /// Capture from an input device (e.g. "out.monitor" to stream this computer's sound).
     #[arg(long, group = "input")]
     device: Option<String>,
@@ -590,7 +596,14 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         // is read at the stream's pace (a pipe cannot say whether its writer is live).
         let stdin = std::io::stdin();
         if a.stdin_live {
-            let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch)?;
+            if !a.input_latency_ms.is_finite() || a.input_latency_ms.abs() > 10_000.0 {
+                bail!(
+                    "--input-latency-ms {}: give the producer's latency in ms, within ±10000",
+                    a.input_latency_ms
+                );
+            }
+            let heard_after = Nanos((a.input_latency_ms * 1e6).round() as i64);
+            let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch, heard_after)?;
             inputs.push(("stdin".into(), Input::Captured(Box::new(cap))));
         } else {
             let raw = RawPcm::new(stdin, fmt, rate, ch)?;
