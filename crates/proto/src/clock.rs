@@ -140,7 +140,7 @@ pub struct ClockEstimator {
 /// or [`SLOPE_EVERY`] after it last was; the support lines (the offset) at every probe. The
 /// slope of a minute of points moves little with a second more; finding it costs a pass over
 /// all of them (12,000 one-way points), which at every probe was a third of a player's CPU.
-const SLOPE_FRESH_SHARE: usize = 16;
+pub const SLOPE_FRESH_SHARE: usize = 16;
 /// See [`SLOPE_FRESH_SHARE`].
 pub const SLOPE_EVERY: Nanos = Nanos::from_secs(1);
 
