@@ -32,50 +32,145 @@ use tutti_proto::control::{LinkMessage, NodeInfo, from_hex, to_hex};
 
 /// Longest line accepted from a node (a cover image, hex, is the longest thing it sends).
 pub const MAX_LINE: usize = 1024 * 1024;
+/// Longest line accepted before a node has proved itself (a hello or a pairing request).
+pub const MAX_HELLO: usize = 16 * 1024;
+/// How long a node has to say hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A node reports a few times a second: one silent this long is gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections that have not proved themselves yet, at most (all, and from one address).
+pub const MAX_UNPROVEN: usize = 64;
+/// See [`MAX_UNPROVEN`].
+pub const MAX_UNPROVEN_PER_ADDRESS: usize = 8;
+
+/// Connections not yet proven, by address (a cap, not a list of who is trusted).
+#[derive(Clone, Default)]
+struct Unproven(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+);
+
+/// A slot among the unproven connections; released on drop (or when the node proves itself).
+struct Slot(Unproven, std::net::IpAddr);
+
+impl Unproven {
+    fn take(&self, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut m = self.0.lock().ok()?;
+        let total: usize = m.values().sum();
+        let mine = m.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_UNPROVEN || mine >= MAX_UNPROVEN_PER_ADDRESS {
+            return None;
+        }
+        *m.entry(ip).or_insert(0) += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Says at most one line per minute about refused connections (a stranger must not fill the
+/// journal), with how many there were.
+#[derive(Clone, Default)]
+struct RefusalLog(std::sync::Arc<std::sync::Mutex<(Option<Instant>, u64)>>);
+
+impl RefusalLog {
+    fn say(&self, what: &str) {
+        let Ok(mut g) = self.0.lock() else { return };
+        g.1 += 1;
+        if g.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            eprintln!("tutti hub: node link: {what} ({} refused in the last minute)", g.1);
+            *g = (Some(Instant::now()), 0);
+        }
+    }
+}
 
 /// Accepts node links forever.
 pub async fn serve(hub: Hub, listener: TcpListener) {
+    let unproven = Unproven::default();
+    let refusals = RefusalLog::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let hub = hub.clone();
+        // Past the cap the connection is closed at once: nothing is read, nothing kept.
+        let Some(slot) = unproven.take(peer.ip()) else {
+            refusals.say(&format!("{peer}: too many connections not yet proven"));
+            continue;
+        };
+        let (hub, refusals) = (hub.clone(), refusals.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            if let Err(e) = handle(hub, stream).await {
-                eprintln!("tutti hub: node link: {e}");
+            if let Err(e) = handle(hub, stream, slot).await {
+                refusals.say(&e.to_string());
             }
         });
     }
 }
 
+/// A node that has not taken a message in this long is gone (its commands would pile up).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, m: &LinkMessage) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    w.write_all(&line).await
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::other(format!("a node took nothing for {WRITE_TIMEOUT:?}"))),
+    }
 }
 
+/// Reads one line into `line` (cleared first), refusing it as soon as it passes `max` bytes:
+/// a peer that never sends a newline costs `max` bytes, not what it sends. `Ok(0)` at the end.
 async fn read_line(
     r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     line: &mut String,
+    max: usize,
 ) -> std::io::Result<usize> {
     line.clear();
-    let n = r.read_line(line).await?;
-    if line.len() > MAX_LINE {
-        return Err(std::io::Error::other(format!("a line longer than {MAX_LINE} bytes")));
+    let mut bytes = Vec::new();
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if bytes.len() + take > max + 1 {
+            return Err(std::io::Error::other(format!("a line longer than {max} bytes")));
+        }
+        bytes.extend_from_slice(&available[..take]);
+        r.consume(take);
+        if done {
+            break;
+        }
     }
+    let n = bytes.len();
+    *line =
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("a line that is not UTF-8"))?;
     Ok(n)
 }
 
-async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
+async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let challenge: [u8; 32] = crate::secrets::random();
     send(&mut w, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
     let mut line = String::new();
-    let hello = tokio::time::timeout(Duration::from_secs(5), read_line(&mut r, &mut line)).await;
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut r, &mut line, MAX_HELLO)).await;
     let refuse = async |w: &mut tokio::net::tcp::OwnedWriteHalf, message: String| {
         let e = std::io::Error::other(format!("{peer}: {message}"));
         send(w, &LinkMessage::Refused { message }).await?;
@@ -107,6 +202,8 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
         let settings = Default::default();
         return send(&mut w, &LinkMessage::Welcome { settings, keys }).await;
     }
+    // Proven: no longer counted against the unproven cap.
+    drop(slot);
     let id = info.id.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     hub.attach(&id, Link { tx: tx.clone(), paired: paired.clone() });
@@ -125,7 +222,9 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
     }
     let result = loop {
         tokio::select! {
-            n = read_line(&mut r, &mut line) => match n {
+            n = tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut r, &mut line, MAX_LINE)) => match n {
+                Err(_) => break Err(std::io::Error::other(format!("{id}: silent for {IDLE_TIMEOUT:?}"))),
+                Ok(n) => match n {
                 Ok(0) => break Ok(()),
                 // Anything but state from a node is ignored: an older or newer node may say
                 // more than this hub understands.
@@ -140,7 +239,7 @@ async fn handle(hub: Hub, stream: TcpStream) -> std::io::Result<()> {
                     _ => {}
                 },
                 Err(e) => break Err(e),
-            },
+            }},
             m = rx.recv() => match m {
                 Some(m) => {
                     let last = matches!(m, LinkMessage::Refused { .. });

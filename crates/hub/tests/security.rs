@@ -276,3 +276,121 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
     hall.stop();
     h.stop();
 }
+
+/// This process's resident memory, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Writes up to `total` bytes without a newline; returns how many the hub took before it
+/// closed the connection.
+async fn flood(addr: SocketAddr, total: usize) -> usize {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return 0 };
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        match tokio::time::timeout(Duration::from_secs(5), s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            _ => break,
+        }
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_less_flood_and_a_crowd_of_silent_connections_cost_the_hub_nothing() {
+    let h = hub(Some(NetworkKey::from_bytes([7; 32]))).await;
+    let before = rss();
+    // Ten connections, 20 MB each, never a newline (200 MB): each is cut after the longest
+    // hello (16 KiB) and whatever the sockets buffer.
+    let floods: Vec<_> = (0..10).map(|_| tokio::spawn(flood(h.link, 20 << 20))).collect();
+    let mut taken = Vec::new();
+    for f in floods {
+        taken.push(f.await.unwrap());
+    }
+    let grown = rss().saturating_sub(before);
+    eprintln!("flood: bytes taken per connection {taken:?}; RSS grew {} kB", grown / 1024);
+    assert!(taken.iter().all(|&t| t < 8 << 20), "a connection took {taken:?} bytes");
+    assert!(grown < 64 << 20, "the hub grew {grown} bytes under the flood");
+    // A crowd of silent connections from one address: 8 get a challenge, the rest are closed
+    // at once; after the hello timeout they are all gone and a real node joins.
+    let mut crowd = Vec::new();
+    let mut challenged = 0;
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(h.link).await.unwrap();
+        let mut b = [0u8; 1];
+        if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut b)).await {
+            challenged += 1;
+        }
+        crowd.push(s);
+    }
+    assert_eq!(challenged, 8, "silent connections from one address get 8 challenges");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let key = NetworkKey::from_bytes([7; 32]);
+    let q = Quiet::default();
+    let node = HubLink::spawn(
+        h.link,
+        info("after-the-crowd"),
+        LinkAuth::Network(key),
+        Duration::from_millis(100),
+        q.clone(),
+    )
+    .unwrap();
+    until("the node joins after the crowd timed out", || {
+        q.statuses.lock().unwrap().iter().any(|m| m.ends_with("connected"))
+    })
+    .await;
+    node.stop();
+    drop(crowd);
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_hub_flooding_a_node_with_a_newline_less_line_costs_it_nothing() {
+    // A fake hub: a challenge that never ends (100 MB, no newline).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(Mutex::new(0usize));
+    let counter = sent.clone();
+    let fake = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else { return };
+        let chunk = vec![b'a'; 64 * 1024];
+        let _ = s.write_all(b"{\"challenge\":{\"nonce\":\"").await;
+        for _ in 0..1_600 {
+            match tokio::time::timeout(Duration::from_secs(3), s.write_all(&chunk)).await {
+                Ok(Ok(())) => *counter.lock().unwrap() += chunk.len(),
+                _ => return,
+            }
+        }
+    });
+    let before = rss();
+    let q = Quiet::default();
+    let node = HubLink::spawn(
+        addr,
+        info("flooded"),
+        LinkAuth::Network(NetworkKey::from_bytes([7; 32])),
+        Duration::from_millis(100),
+        q.clone(),
+    )
+    .unwrap();
+    until("the node gives the flooding hub up", || {
+        q.statuses.lock().unwrap().iter().any(|m| m.contains("longer than"))
+    })
+    .await;
+    let grown = rss().saturating_sub(before);
+    let taken = *sent.lock().unwrap();
+    eprintln!(
+        "hostile hub: {} kB sent before the node hung up; RSS grew {} kB",
+        taken / 1024,
+        grown / 1024
+    );
+    assert!(grown < 64 << 20, "the node grew {grown} bytes");
+    assert!(taken < 8 << 20, "the node read {taken} bytes of one line");
+    node.stop();
+    fake.abort();
+}

@@ -3,7 +3,7 @@
 //! and (paired nodes) stream keys the hub sends. It reconnects every second while the hub is
 //! away; the audio never waits for it. [`pair`] turns a one-time token into a credential.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,11 +170,18 @@ fn write(stream: &mut TcpStream, m: &LinkMessage) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
+/// Longest line taken from a hub (a welcome with sealed keys is a few KiB): a hub that never
+/// sends a newline costs this much, not what it sends.
+pub const MAX_HUB_LINE: u64 = 256 * 1024;
+
 fn read(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<LinkMessage>> {
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
+    let mut line = Vec::new();
+    match (&mut *reader).take(MAX_HUB_LINE + 1).read_until(b'\n', &mut line) {
         Ok(0) => Err(std::io::Error::other("the hub closed the link")),
-        Ok(_) => Ok(serde_json::from_str(line.trim()).ok()),
+        Ok(n) if n as u64 > MAX_HUB_LINE => Err(std::io::Error::other(format!(
+            "the hub sent a line longer than {MAX_HUB_LINE} bytes"
+        ))),
+        Ok(_) => Ok(serde_json::from_slice(line.trim_ascii()).ok()),
         Err(e)
             if e.kind() == std::io::ErrorKind::WouldBlock
                 || e.kind() == std::io::ErrorKind::TimedOut =>
