@@ -36,9 +36,19 @@ pub fn from_options(
 
 /// `n` bytes from the operating system's generator.
 pub fn random<const N: usize>() -> [u8; N] {
+    try_random().expect("the operating system's random generator")
+}
+
+/// `n` bytes from the operating system's generator, or why there are none: nothing that
+/// makes keys or nonces falls back to the clock.
+pub fn try_random<const N: usize>() -> Result<[u8; N], NodeError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the operating system's random generator");
-    b
+    getrandom::fill(&mut b).map_err(|e| {
+        NodeError::Refused(format!(
+            "the operating system's random generator failed ({e}): keys and nonces need it"
+        ))
+    })?;
+    Ok(b)
 }
 
 /// A session's keys, changeable while it runs: the network thread checks
@@ -69,15 +79,15 @@ impl Keys {
 
     /// Replaces the keys.
     pub fn set(&self, security: Security) {
-        if let Ok(mut s) = self.0.security.lock() {
-            *s = security;
-        }
+        // A poisoned lock still holds whole keys (an assignment does not half-happen): use it.
+        *self.0.security.lock().unwrap_or_else(|e| e.into_inner()) = security;
         self.0.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The keys now.
+    /// The keys now. Fails closed: a thread that panicked holding the lock leaves the keys
+    /// as they were, never plaintext.
     pub fn current(&self) -> Security {
-        self.0.security.lock().map(|s| s.clone()).unwrap_or(Security::Plaintext)
+        self.0.security.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many times the keys were set (0: never, still pending).
@@ -197,6 +207,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_fail_closed_when_a_thread_panicked_holding_them() {
+        let keys = Keys::from(Security::encrypted(NetworkKey::from_bytes([3; 32])));
+        let held = keys.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.0.security.lock().unwrap();
+            panic!("a thread dies holding the keys");
+        })
+        .join();
+        assert!(keys.0.security.is_poisoned());
+        assert!(matches!(keys.current(), Security::Encrypted { .. }), "never plaintext");
+        keys.set(Security::encrypted(NetworkKey::from_bytes([4; 32])));
+        assert_eq!(
+            keys.current().sending_key().map(NetworkKey::id),
+            Some(NetworkKey::from_bytes([4; 32]).id())
+        );
+    }
+
     use super::*;
     use tutti_proto::control::to_hex;
 

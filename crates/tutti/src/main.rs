@@ -500,15 +500,10 @@ fn parse_codec(name: &str) -> Result<Codec> {
     })
 }
 
-/// Randomness for sender ids (part of every nonce): the OS's, falling back to time and pid.
-fn seed() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    let os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    match os {
-        Ok(()) => u64::from_le_bytes(b),
-        Err(_) => tutti_audio::clock::now().0 ^ (u64::from(std::process::id()) << 32),
-    }
+/// Randomness for sender ids (part of every nonce): the OS's, or no start (a clock-and-pid
+/// fallback would make nonces that can repeat).
+fn seed() -> Result<u64> {
+    Ok(u64::from_le_bytes(tutti_node::security::try_random()?))
 }
 
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
@@ -636,7 +631,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         c.stream_id = i as u32 + 1;
         c.name = name.chars().take(64).collect();
         let addr = SocketAddr::new(bind_ip, port + i as u16);
-        let r = run_source(input, c, encoding, addr, m.keys.clone(), seed() ^ i as u64, start)
+        let r = run_source(input, c, encoding, addr, m.keys.clone(), seed()? ^ i as u64, start)
             .with_context(|| format!("stream {name} on {addr}"))?;
         let meta = &r.metadata;
         let title = meta
@@ -1069,7 +1064,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let name = opts.config.name.clone();
     let local = opts.bind;
     let mut player =
-        run_player(opts, m.keys.clone(), seed()).with_context(|| format!("playing {source}"))?;
+        run_player(opts, m.keys.clone(), seed()?).with_context(|| format!("playing {source}"))?;
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
         name: name.clone(),
@@ -1125,7 +1120,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                         opts.config.latency_override = latency.or(base.config.latency_override);
                         let levels = handles.lock().ok().map(|h| h.levels.clone());
                         player.stop();
-                        player = run_player(opts, m.keys.clone(), seed())
+                        player = run_player(opts, m.keys.clone(), seed()?)
                             .with_context(|| format!("playing {addr}"))?;
                         if let Ok(mut h) = handles.lock() {
                             *h = PlayerHandles::of(&player);
@@ -1208,7 +1203,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         a.players, a.seconds
     );
     let key = Security::encrypted(tutti_proto::NetworkKey::from_bytes(
-        seed().to_le_bytes().repeat(4).try_into().map_err(|_| anyhow!("key"))?,
+        tutti_node::security::try_random()?,
     ));
     let mut cfg = SourceConfig::new(1, 48_000, 2);
     cfg.name = "demo chord".into();
@@ -1218,7 +1213,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         Encoding { codec: Codec::Pcm16, bitrate: 0 },
         "127.0.0.1:0".parse()?,
         key.clone(),
-        seed(),
+        seed()?,
         None,
     )?;
     println!(
@@ -1243,7 +1238,7 @@ fn demo(a: DemoArgs) -> Result<()> {
             volume: 100.0,
             join_timeout: Duration::from_secs(5),
         };
-        players.push(run_player(opts, key.clone(), seed() ^ (i as u64 + 1) << 8)?);
+        players.push(run_player(opts, key.clone(), seed()? ^ (i as u64 + 1) << 8)?);
     }
     println!(
         "{:>5}  {:>12}  per player: clock offset ± bound, skew, buffer, recovered/concealed",
@@ -1496,7 +1491,7 @@ fn party_mic(
     let start = tutti_audio::clock::now() + Nanos::from_millis(300);
     let paced = matches!(input, Input::Paced { .. });
     let src =
-        run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed(), Some(start))?;
+        run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed()?, Some(start))?;
     if paced {
         // For measurements: the local instant the first sample counts as captured.
         println!("first_sample_local_ns={}", start.0);
@@ -1526,7 +1521,7 @@ fn party_host(
         max_inputs: a.max_mics,
         monitor,
     };
-    Ok(tutti_node::mixer::run_mixer(opts, sec, seed())?)
+    Ok(tutti_node::mixer::run_mixer(opts, sec, seed()?)?)
 }
 
 /// Prints who joined and, on a terminal, the levels, until `running` says stop.
