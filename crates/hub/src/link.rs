@@ -130,37 +130,33 @@ async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, m: &LinkMessage) -> std::
     }
 }
 
-/// Reads one line into `line` (cleared first), refusing it as soon as it passes `max` bytes:
-/// a peer that never sends a newline costs `max` bytes, not what it sends. `Ok(0)` at the end.
+/// Reads the rest of one line into `line` (what it holds is its start), refusing it as soon
+/// as it passes `max` bytes: a peer that never sends a newline costs `max` bytes, not what it
+/// sends. The caller clears `line` once it has taken the line: cancelled (in a `select!`), this
+/// loses nothing, every byte taken from the reader is in `line` already. `Ok(0)` at the end.
 async fn read_line(
     r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    line: &mut String,
+    line: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<usize> {
-    line.clear();
-    let mut bytes = Vec::new();
     loop {
         let available = r.fill_buf().await?;
         if available.is_empty() {
-            break;
+            return Ok(line.len());
         }
         let (take, done) = match available.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };
-        if bytes.len() + take > max + 1 {
+        if line.len() + take > max + 1 {
             return Err(std::io::Error::other(format!("a line longer than {max} bytes")));
         }
-        bytes.extend_from_slice(&available[..take]);
+        line.extend_from_slice(&available[..take]);
         r.consume(take);
         if done {
-            break;
+            return Ok(line.len());
         }
     }
-    let n = bytes.len();
-    *line =
-        String::from_utf8(bytes).map_err(|_| std::io::Error::other("a line that is not UTF-8"))?;
-    Ok(n)
 }
 
 async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> {
@@ -169,14 +165,16 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     let mut r = BufReader::new(r);
     let challenge: [u8; 32] = crate::secrets::random();
     send(&mut w, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
-    let mut line = String::new();
+    let mut line = Vec::new();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut r, &mut line, MAX_HELLO)).await;
     let refuse = async |w: &mut tokio::net::tcp::OwnedWriteHalf, message: String| {
         let e = std::io::Error::other(format!("{peer}: {message}"));
         send(w, &LinkMessage::Refused { message }).await?;
         Err::<(), _>(e)
     };
-    let (info, paired) = match (hello, serde_json::from_str::<LinkMessage>(line.trim())) {
+    let message = serde_json::from_slice::<LinkMessage>(line.trim_ascii());
+    line.clear();
+    let (info, paired) = match (hello, message) {
         (Ok(Ok(_)), Ok(LinkMessage::Pair { token, noise })) => {
             return match pair(&hub, &token, &noise) {
                 Ok(answer) => send(&mut w, &LinkMessage::Paired { noise: answer }).await,
@@ -228,7 +226,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
                 Ok(0) => break Ok(()),
                 // Anything but state from a node is ignored: an older or newer node may say
                 // more than this hub understands.
-                Ok(_) => match serde_json::from_str::<LinkMessage>(line.trim()) {
+                Ok(_) => match serde_json::from_slice::<LinkMessage>(std::mem::take(&mut line).trim_ascii()) {
                     Ok(LinkMessage::State(state)) => {
                         hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
                     }
