@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -53,6 +53,9 @@ pub struct RunningMixer {
     pub shared: Arc<OutputShared>,
     /// Local address microphones send to.
     pub local_addr: SocketAddr,
+    /// Datagrams from unknown senders that did not open with the network's keys as a stream
+    /// (junk, strangers): dropped with no session and no reply.
+    pub refused: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -167,8 +170,9 @@ pub fn run_mixer(
             });
         }
     }
+    let refused = Arc::new(AtomicU64::new(0));
     let net = {
-        let (stop, inputs) = (stop.clone(), inputs.clone());
+        let (stop, inputs, refused) = (stop.clone(), inputs.clone(), refused.clone());
         let mut gains: Vec<(Gain, f32)> =
             opts.gains_db.iter().map(|(n, g)| (Gain::Name(n.clone()), *g)).collect();
         if let Some((addr, db)) = opts.monitor {
@@ -177,10 +181,20 @@ pub fn run_mixer(
         let max = opts.max_inputs;
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
-            .spawn(move || network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &stop))
+            .spawn(move || {
+                network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &refused, &stop)
+            })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
-    Ok(RunningMixer { inputs, master, shared, local_addr, stop, threads: vec![media, net] })
+    Ok(RunningMixer {
+        inputs,
+        master,
+        shared,
+        local_addr,
+        refused,
+        stop,
+        threads: vec![media, net],
+    })
 }
 
 /// Whose gain: a stream's sender, or (part of) its name.
@@ -192,6 +206,23 @@ enum Gain {
 struct Mic {
     session: Arc<Mutex<PlayerSession>>,
     voice_sent: bool,
+    /// When it was last heard.
+    heard: tutti_proto::LocalTime,
+}
+
+/// A sender that has not joined as a voice within this long of its last datagram is dropped.
+pub const UNJOINED_EXPIRY: Nanos = Nanos::from_secs(5);
+
+/// Whether `datagram` (copied into `scratch`, which is decrypted in place) opens with the
+/// current keys and carries a stream's announce or audio.
+fn opens_a_stream(scratch: &mut [u8], datagram: &[u8], keys: &Keys) -> bool {
+    let Some(copy) = scratch.get_mut(..datagram.len()) else { return false };
+    copy.copy_from_slice(datagram);
+    let mut replay = tutti_proto::crypto::ReplayGuard::new(1);
+    matches!(
+        tutti_proto::wire::decode(copy, &keys.current(), &mut replay),
+        Ok((_, tutti_proto::wire::Packet::Announce(_) | tutti_proto::wire::Packet::Audio(_)))
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,10 +234,12 @@ fn network_loop(
     inputs: &Mutex<Vec<MixInput>>,
     gains: &[(Gain, f32)],
     max: usize,
+    refused: &AtomicU64,
     stop: &AtomicBool,
 ) {
     let mut mics: HashMap<SocketAddr, Mic> = HashMap::new();
     let mut buf = vec![0u8; RECV_BUF];
+    let mut probe = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut n_seed = seed;
     let mut key_version = keys.version();
@@ -221,7 +254,12 @@ fn network_loop(
         let now = clock::now();
         let tick = Nanos::from_millis(1);
         if let Some((n, from, at)) = recv_until(&socket, &mut buf, now, None, tick, tick) {
-            if !mics.contains_key(&from) && mics.len() < max {
+            // A session (and the probes it sends) only for a sender whose datagram opens with
+            // the network's keys and is a stream's: junk from anywhere costs one decryption
+            // and a count, no state, no reply.
+            if !mics.contains_key(&from) && !opens_a_stream(&mut probe, &buf[..n], &keys) {
+                refused.fetch_add(1, Ordering::Relaxed);
+            } else if !mics.contains_key(&from) && mics.len() < max {
                 n_seed = n_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                 let mut cfg = PlayerConfig::new(from);
                 cfg.name = "party host".into();
@@ -229,8 +267,11 @@ fn network_loop(
                 let session = PlayerSession::new(cfg, keys.current(), n_seed, clock::now());
                 mics.insert(
                     from,
-                    Mic { session: Arc::new(Mutex::new(session)), voice_sent: false },
+                    Mic { session: Arc::new(Mutex::new(session)), voice_sent: false, heard: at },
                 );
+            }
+            if let Some(m) = mics.get_mut(&from) {
+                m.heard = at;
             }
             if let Some(m) = mics.get(&from)
                 && let Ok(mut s) = m.session.lock()
@@ -239,6 +280,8 @@ fn network_loop(
             }
         }
         let now = clock::now();
+        // A sender that never became a voice and went quiet frees its slot.
+        mics.retain(|_, m| m.voice_sent || now - m.heard < UNJOINED_EXPIRY);
         for (addr, m) in &mut mics {
             let Ok(mut s) = m.session.lock() else { continue };
             s.handle_timeout(now);

@@ -540,6 +540,68 @@ fn party_host_mixes_three_microphones_at_their_gains() {
 }
 
 #[test]
+fn junk_from_forty_ports_neither_fills_the_party_nor_gets_a_reply() {
+    let _serial = serial();
+    let dir = tmp("party-junk");
+    let hp = port_base(8);
+    let mix = dir.join("mix.wav");
+    let mut host = tutti(&[
+        "party",
+        "--port",
+        &hp.to_string(),
+        "--wav",
+        mix.to_str().unwrap(),
+        "--seconds",
+        "5",
+        "--max-mics",
+        "4",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Forty strangers, each from its own port: datagrams that open with no key.
+    let strangers: Vec<std::net::UdpSocket> =
+        (0..40).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, s) in strangers.iter().enumerate() {
+        let junk: Vec<u8> = (0..200).map(|k| (k * 7 + i * 13) as u8).collect();
+        s.send_to(&junk, ("127.0.0.1", hp)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A real microphone still gets in and is mixed at unity.
+    let f = dir.join("voice.wav");
+    write_tone(&f, 300.0, 3.0);
+    let mut mic = tutti(&[
+        "party",
+        "--to",
+        &format!("127.0.0.1:{hp}"),
+        "--file",
+        f.to_str().unwrap(),
+        "--codec",
+        "pcm",
+        "--seconds",
+        "3.5",
+    ]);
+    let (ok, log) = wait(&mut mic, Duration::from_secs(15));
+    assert!(ok, "mic: {log}");
+    let (ok, log) = wait(&mut host, Duration::from_secs(15));
+    assert!(ok, "host: {log}");
+    // No stranger heard anything back (no session, no probe).
+    let mut answered = 0;
+    for s in &strangers {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 2048];
+        if s.recv_from(&mut b).is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 0, "strangers answered");
+    let out = read_wav(&mix);
+    let first = out.iter().position(|s| *s != 0).expect("the mix has the real microphone");
+    let w = &out[first + 5 * 9_600..first + 15 * 9_600];
+    let a = amplitude(w, 300.0);
+    assert!((a / 6_000.0 - 1.0).abs() < 0.05, "the real microphone at unity: {a}; host: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn headphones_mode_each_singer_hears_the_others_and_their_own_monitor() {
     let _serial = serial();
     let dir = tmp("headphones");
