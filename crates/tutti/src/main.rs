@@ -517,19 +517,17 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     }))?;
     // A captured input's packet leaves when its last frame is captured: at a tight group
     // latency, shorter packets leave more of it to the network and the players' devices.
-    let tight = (a.device.is_some() || a.stdin_live)
-        && a.latency_ms.or(s.latency_ms).is_some_and(|l| l < 40.0);
+    let latency_ms = in_range("--latency-ms", a.latency_ms.or(s.latency_ms), 10.0, 5000.0, "ms")?;
+    let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
+    let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
     let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
     let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
     let mut base = SourceConfig::new(1, a.rate, a.channels);
     base.codec = codec;
     base.frames_per_packet = fpp;
     base.mode = if a.live { Mode::Live } else { Mode::Sync };
-    base.group_latency = if a.live {
-        Nanos::ZERO
-    } else {
-        Nanos::from_secs_f64(a.latency_ms.or(s.latency_ms).unwrap_or(100.0) / 1e3)
-    };
+    base.group_latency =
+        if a.live { Nanos::ZERO } else { Nanos::from_secs_f64(latency_ms.unwrap_or(100.0) / 1e3) };
     if a.live {
         base.fec = None;
     }
@@ -543,7 +541,13 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         .or(s.multicast.as_deref())
         .map(|m| resolve(m, "--multicast"))
         .transpose()?;
-    let encoding = Encoding { codec, bitrate: a.bitrate.or(s.bitrate).unwrap_or(128_000) };
+    if let Some(g) = base.multicast.filter(|g| !g.ip().is_multicast()) {
+        bail!(
+            "`--multicast`: {} is not a multicast group: use 224.0.0.0–239.255.255.255 (e.g. 239.255.77.1:7400), or --to for unicast",
+            g.ip()
+        );
+    }
+    let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
     let port = a.port.or(s.port).unwrap_or(7400);
     let bind_ip: std::net::IpAddr =
         a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
@@ -793,6 +797,23 @@ fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `value` of `field` (a flag or its config key) within `lo..=hi`, or an error that names both
+/// and the range, as the hub's API says it.
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &str,
+    value: Option<T>,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<Option<T>> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => {
+            bail!("`{field}`: {v} is outside {lo}–{hi} ({unit})")
+        }
+        v => Ok(v),
+    }
+}
+
 fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Member)> {
     let p = &cfg.play;
     let source = a.source.clone().or_else(|| p.source.clone()).ok_or_else(|| {
@@ -802,8 +823,12 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Me
     let mut pc = PlayerConfig::new(source);
     pc.name = a.name.clone().or_else(|| p.name.clone()).unwrap_or_else(hostname);
     pc.stream_id = a.stream_id;
-    pc.device_offset = Nanos::from_secs_f64(a.delay_ms.or(p.delay_ms).unwrap_or(0.0) / 1e3);
-    pc.latency_override = a.latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
+    let delay = in_range("--delay-ms", a.delay_ms.or(p.delay_ms), -1000.0, 1000.0, "ms")?;
+    pc.device_offset = Nanos::from_secs_f64(delay.unwrap_or(0.0) / 1e3);
+    let latency = in_range("--latency-ms", a.latency_ms, 10.0, 5000.0, "ms")?;
+    pc.latency_override = latency.map(|l| Nanos::from_secs_f64(l / 1e3));
+    let volume = in_range("--volume", a.volume.or(p.volume), 0.0, 100.0, "percent")?;
+    let buffer = in_range("--buffer", a.buffer.or(p.buffer), 32, 16_384, "frames")?;
     let group = a.group.as_deref().map(|g| resolve(g, "--group")).transpose()?;
     pc.join = group.is_none();
     let output = if let Some(w) = &a.wav {
@@ -825,8 +850,8 @@ fn play_options(a: &PlayArgs, cfg: &config::Config) -> Result<(PlayerOptions, Me
         bind,
         group,
         output,
-        buffer_frames: a.buffer.or(p.buffer),
-        volume: a.volume.or(p.volume).unwrap_or(100.0),
+        buffer_frames: buffer,
+        volume: volume.unwrap_or(100.0),
         join_timeout: Duration::from_secs(5),
     };
     Ok((opts, member(&a.net, cfg)?))
@@ -1513,6 +1538,8 @@ fn party_host(
     } else {
         OutputKind::Device { host: None, name: a.device.clone() }
     };
+    in_range("--buffer", Some(a.buffer), 32, 16_384, "frames")?;
+    in_range("--max-mics", Some(a.max_mics), 1, 256, "microphones")?;
     let opts = tutti_node::mixer::MixerOptions {
         bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
         output,

@@ -1340,3 +1340,23 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
     let _ = hub_log;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["play", "127.0.0.1:9", "--null", "--volume", "150"], "`--volume`: 150 is outside 0–100"),
+        (&["play", "127.0.0.1:9", "--null", "--volume=-5"], "`--volume`: -5 is outside 0–100"),
+        (&["play", "127.0.0.1:9", "--null", "--delay-ms", "1e9"], "`--delay-ms`"),
+        (&["play", "127.0.0.1:9", "--null", "--buffer", "0"], "`--buffer`: 0 is outside 32–16384"),
+        (&["stream", "--tone", "--latency-ms=-5"], "`--latency-ms`: -5 is outside 10–5000"),
+        (&["stream", "--tone", "--codec", "opus", "--bitrate", "0"], "`--bitrate`: 0 is outside"),
+        (&["stream", "--tone", "--multicast", "127.0.0.1:7400"], "is not a multicast group"),
+        (&["party", "--null", "--max-mics", "0"], "`--max-mics`: 0 is outside 1–256"),
+    ];
+    for (args, expected) in cases {
+        let mut p = tutti(args);
+        let (ok, log) = wait(&mut p, Duration::from_secs(10));
+        assert!(!ok, "{args:?} was accepted: {log}");
+        assert!(log.contains(expected), "{args:?}: expected {expected:?} in {log}");
+    }
+}
