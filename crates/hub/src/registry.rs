@@ -74,6 +74,25 @@ pub enum RegistryError {
     },
 }
 
+/// The longest name shown for a node, characters.
+pub const MAX_NAME: usize = 64;
+
+/// A name as the hub shows it: trimmed, at most [`MAX_NAME`] characters, without control
+/// characters (NUL, escapes) or bidirectional overrides (which make a name read as another).
+pub fn display_name(name: &str) -> String {
+    let clean = name.chars().filter(|&c| {
+        !c.is_control() && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    });
+    clean
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(MAX_NAME)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
 /// Everything the hub knows.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -140,7 +159,8 @@ impl Registry {
     }
 
     /// A node connected: returns its settings (to apply) and the event.
-    pub fn connect(&mut self, info: NodeInfo, now: Instant) -> (Settings, Event) {
+    pub fn connect(&mut self, mut info: NodeInfo, now: Instant) -> (Settings, Event) {
+        info.name = display_name(&info.name);
         let id = info.id.clone();
         self.persisted.known.insert(id.clone(), info.clone());
         let e = self.nodes.entry(id.clone()).or_insert(Entry {
@@ -216,7 +236,8 @@ impl Registry {
         let mut commands = Vec::new();
         let mut events = Vec::new();
         if let Some(n) = patch.name {
-            settings.name = (!n.trim().is_empty()).then(|| n.trim().to_owned());
+            let n = display_name(&n);
+            settings.name = (!n.is_empty()).then_some(n);
         }
         if let Some(v) = patch.volume
             && v != settings.volume
@@ -410,6 +431,19 @@ fn route_of(zone: &Zone) -> Option<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_bounded_and_lose_controls_and_bidi_overrides() {
+        assert_eq!(display_name("  Kitchen  "), "Kitchen");
+        assert_eq!(display_name("Kit\0chen\x1b[31m"), "Kitchen[31m");
+        assert_eq!(display_name("\u{202E}nehctik"), "nehctik");
+        assert_eq!(display_name(&"x".repeat(1_000)).chars().count(), MAX_NAME);
+        let mut r = Registry::default();
+        let info =
+            NodeInfo { id: "n1".into(), name: "\u{2066}Evil\0".into(), ..NodeInfo::default() };
+        r.connect(info, Instant::now());
+        assert_eq!(r.nodes(Instant::now())[0].info.name, "Evil");
+    }
 
     fn info(id: &str) -> NodeInfo {
         NodeInfo {
