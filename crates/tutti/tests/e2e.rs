@@ -461,6 +461,30 @@ fn amplitude(samples: &[i16], hz: f64) -> f64 {
     2.0 * power.sqrt() / left.len() as f64
 }
 
+/// A party host on port `hp` mixing into `mix` for 5 s, with `extra` flags.
+fn party_host(hp: u16, mix: &Path, extra: &[&str]) -> Proc {
+    let port = hp.to_string();
+    let mut args = vec!["party", "--port", &port, "--wav", mix.to_str().unwrap(), "--seconds", "5"];
+    args.extend_from_slice(extra);
+    tutti(&args)
+}
+
+/// A microphone singing `file` (16-bit PCM) to the party host on port `hp` for `seconds`.
+fn party_mic(hp: u16, file: &Path, seconds: &str) -> Proc {
+    let to = format!("127.0.0.1:{hp}");
+    tutti(&[
+        "party",
+        "--to",
+        &to,
+        "--file",
+        file.to_str().unwrap(),
+        "--codec",
+        "pcm",
+        "--seconds",
+        seconds,
+    ])
+}
+
 #[test]
 fn party_host_mixes_three_microphones_at_their_gains() {
     let _serial = serial();
@@ -470,34 +494,14 @@ fn party_host_mixes_three_microphones_at_their_gains() {
     let dir = tmp("party");
     let hp = port_base(9);
     let mix = dir.join("mix.wav");
-    let mut host = tutti(&[
-        "party",
-        "--port",
-        &hp.to_string(),
-        "--wav",
-        mix.to_str().unwrap(),
-        "--seconds",
-        "5",
-        "--gain",
-        "voice2=-6",
-    ]);
+    let mut host = party_host(hp, &mix, &["--gain", "voice2=-6"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut mics: Vec<Proc> = [(1, 300.0), (2, 500.0), (3, 700.0)]
         .iter()
         .map(|(i, hz)| {
             let f = dir.join(format!("voice{i}.wav"));
             write_tone(&f, *hz, 3.5);
-            tutti(&[
-                "party",
-                "--to",
-                &format!("127.0.0.1:{hp}"),
-                "--file",
-                f.to_str().unwrap(),
-                "--codec",
-                "pcm",
-                "--seconds",
-                "4",
-            ])
+            party_mic(hp, &f, "4")
         })
         .collect();
     for m in &mut mics {
@@ -545,17 +549,7 @@ fn junk_from_forty_ports_neither_fills_the_party_nor_gets_a_reply() {
     let dir = tmp("party-junk");
     let hp = port_base(8);
     let mix = dir.join("mix.wav");
-    let mut host = tutti(&[
-        "party",
-        "--port",
-        &hp.to_string(),
-        "--wav",
-        mix.to_str().unwrap(),
-        "--seconds",
-        "5",
-        "--max-mics",
-        "4",
-    ]);
+    let mut host = party_host(hp, &mix, &["--max-mics", "4"]);
     std::thread::sleep(Duration::from_millis(300));
     // Forty strangers, each from its own port: datagrams that open with no key.
     let strangers: Vec<std::net::UdpSocket> =
@@ -568,17 +562,7 @@ fn junk_from_forty_ports_neither_fills_the_party_nor_gets_a_reply() {
     // A real microphone still gets in and is mixed at unity.
     let f = dir.join("voice.wav");
     write_tone(&f, 300.0, 3.0);
-    let mut mic = tutti(&[
-        "party",
-        "--to",
-        &format!("127.0.0.1:{hp}"),
-        "--file",
-        f.to_str().unwrap(),
-        "--codec",
-        "pcm",
-        "--seconds",
-        "3.5",
-    ]);
+    let mut mic = party_mic(hp, &f, "3.5");
     let (ok, log) = wait(&mut mic, Duration::from_secs(15));
     assert!(ok, "mic: {log}");
     let (ok, log) = wait(&mut host, Duration::from_secs(15));

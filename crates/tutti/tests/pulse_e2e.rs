@@ -51,6 +51,19 @@ fn start_pulse(dir: &Path, sinks: &[&str]) -> Option<Proc> {
     None
 }
 
+/// `tutti args` on the PulseAudio server at `server` (no mDNS), its output piped.
+fn tutti_on(server: &str, passphrase: &str, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env("PULSE_SERVER", server)
+        .env("TUTTI_PASSPHRASE", passphrase)
+        .env("TUTTI_MDNS", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn clicks_wav(path: &Path, seconds: f64) {
     let spec = hound::WavSpec {
         channels: 2,
@@ -99,17 +112,7 @@ fn measure(attempt: u16) -> Result<(), String> {
     let wav = dir.join("clicks.wav");
     clicks_wav(&wav, 6.0);
     let sp = 21_000 + (std::process::id() % 400) as u16 * 100 + 90 + attempt;
-    let spawn = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("PULSE_SERVER", &server)
-            .env("TUTTI_PASSPHRASE", "pulse three sinks")
-            .env("TUTTI_MDNS", "off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |args: &[&str]| tutti_on(&server, "pulse three sinks", args);
     let run = |args: &[&str]| Proc(spawn(args));
     let mut players: Vec<Proc> = ["s1", "s2", "s3"]
         .iter()
@@ -231,17 +234,7 @@ fn a_player_whose_sound_server_restarts_plays_again() {
     let wav = dir.join("clicks.wav");
     clicks_wav(&wav, 30.0);
     let sp = 21_000 + (std::process::id() % 400) as u16 * 100 + 95;
-    let child = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("PULSE_SERVER", &server)
-            .env("TUTTI_PASSPHRASE", "pulse restart")
-            .env("TUTTI_MDNS", "off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let child = |args: &[&str]| tutti_on(&server, "pulse restart", args);
     let spawn = |args: &[&str]| Proc(child(args));
     let mut player = spawn(&[
         "play",
