@@ -47,6 +47,14 @@ pub enum NodeError {
     Refused(String),
 }
 
+/// Nanoseconds since the Unix epoch by the wall clock (0 if it reads before 1970): a
+/// stream run's epoch, which only needs to grow from one run to the next.
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// This machine's name (`/etc/hostname`), for node ids and mDNS.
 pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")

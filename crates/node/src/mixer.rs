@@ -107,11 +107,7 @@ pub struct MixerOptions {
 type NewVoice = (Box<dyn Program>, usize, Sender<Arc<InputControls>>);
 
 /// Starts a party host mixing every live stream sent to `opts.bind` (48 kHz stereo out).
-pub fn run_mixer(
-    opts: MixerOptions,
-    security: impl Into<Keys>,
-    seed: u64,
-) -> Result<RunningMixer, NodeError> {
+pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<RunningMixer, NodeError> {
     let keys: Keys = security.into();
     let socket = bind(opts.bind, None)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
@@ -182,7 +178,7 @@ pub fn run_mixer(
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
             .spawn(move || {
-                network_loop(socket, keys, seed, voice_tx, &inputs, &gains, max, &refused, &stop)
+                network_loop(socket, keys, voice_tx, &inputs, &gains, max, &refused, &stop)
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
@@ -229,7 +225,6 @@ fn opens_a_stream(scratch: &mut [u8], datagram: &[u8], keys: &Keys) -> bool {
 fn network_loop(
     socket: UdpSocket,
     keys: Keys,
-    seed: u64,
     voices: Sender<NewVoice>,
     inputs: &Mutex<Vec<MixInput>>,
     gains: &[(Gain, f32)],
@@ -241,7 +236,6 @@ fn network_loop(
     let mut buf = vec![0u8; RECV_BUF];
     let mut probe = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
-    let mut n_seed = seed;
     let mut key_version = keys.version();
     while !stop.load(Ordering::Relaxed) {
         if let Some(k) = keys.changed(&mut key_version) {
@@ -259,12 +253,15 @@ fn network_loop(
             // and a count, no state, no reply.
             if !mics.contains_key(&from) && !opens_a_stream(&mut probe, &buf[..n], &keys) {
                 refused.fetch_add(1, Ordering::Relaxed);
-            } else if !mics.contains_key(&from) && mics.len() < max {
-                n_seed = n_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            } else if !mics.contains_key(&from)
+                && mics.len() < max
+                && let Ok(random) = crate::security::try_random()
+            {
+                let random = u128::from_le_bytes(random);
                 let mut cfg = PlayerConfig::new(from);
                 cfg.name = "party host".into();
                 cfg.lock_span = Nanos::from_millis(100);
-                let session = PlayerSession::new(cfg, keys.current(), n_seed, clock::now());
+                let session = PlayerSession::new(cfg, keys.current(), random, clock::now());
                 mics.insert(
                     from,
                     Mic { session: Arc::new(Mutex::new(session)), voice_sent: false, heard: at },

@@ -196,15 +196,15 @@ impl Timeline for NetTimeline {
 pub fn run_player(
     opts: PlayerOptions,
     security: impl Into<Keys>,
-    seed: u64,
 ) -> Result<RunningPlayer, NodeError> {
     let keys: Keys = security.into();
     let socket = bind(opts.bind, opts.group)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let random = u128::from_le_bytes(crate::security::try_random()?);
     let session = Arc::new(Mutex::new(PlayerSession::new(
         opts.config.clone(),
         keys.current(),
-        seed,
+        random,
         clock::now(),
     )));
     let status = Arc::new(Mutex::new(PlayerSnapshot::default()));

@@ -229,6 +229,20 @@ enum Frame {
     End,
 }
 
+/// A stream's origin: the same for every run of the stream `stream_id` sent from `port` on the
+/// machine `host`.
+pub fn origin(host: &str, port: u16, stream_id: u32) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(b"tutti stream origin\0")
+        .chain_update(host.as_bytes())
+        .chain_update([0])
+        .chain_update(port.to_le_bytes())
+        .chain_update(stream_id.to_le_bytes())
+        .finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 of 32 bytes"))
+}
+
 /// Starts a stream of `input` with `config`, sending from `bind_addr`.
 pub fn run_source(
     input: Input,
@@ -236,7 +250,6 @@ pub fn run_source(
     encoding: Encoding,
     bind_addr: SocketAddr,
     security: impl Into<Keys>,
-    seed: u64,
     start: Option<LocalTime>,
 ) -> Result<RunningSource, NodeError> {
     let keys: Keys = security.into();
@@ -247,7 +260,13 @@ pub fn run_source(
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
     let mut cfg = config;
     cfg.codec = encoding.codec;
-    let mut session = SourceSession::new(cfg.clone(), keys.current(), seed, clock::now())?;
+    // The stream's identity across restarts (this machine, this port, this stream) and this
+    // run's epoch (the wall clock): players follow a restart to a newer run of the same
+    // origin only.
+    cfg.origin = origin(&crate::hostname(), local_addr.port(), cfg.stream_id);
+    cfg.epoch = crate::wall_clock_ns();
+    let random = u128::from_le_bytes(crate::security::try_random()?);
+    let mut session = SourceSession::new(cfg.clone(), keys.current(), random, clock::now())?;
     if let Some(t0) = start {
         session.set_start(t0);
     }

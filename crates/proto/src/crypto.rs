@@ -1,16 +1,18 @@
 //! The authenticated-encryption envelope: network keys, sealing and opening packet bodies,
 //! and the replay window.
 //!
-//! Every packet's 20-byte preamble is authenticated as associated data; the body is encrypted
-//! with ChaCha20-Poly1305 under a key derived from the network key, with a 96-bit nonce made of
-//! the sender id (32 bits) and the sender's packet number (64 bits). A sender never reuses a
-//! packet number, and picks a fresh random sender id each time it starts, so a nonce is never
-//! used twice under one key. Receivers keep a sliding replay window per sender.
+//! Every packet's 32-byte preamble is authenticated as associated data; the body is encrypted
+//! with XChaCha20-Poly1305 under a key derived from the network key, with a 192-bit nonce made
+//! of the sender id (128 random bits, fresh at every start) and the sender's packet number
+//! (64 bits, never reused by one sender). Two runs share a nonce only if they draw the same
+//! 128-bit id under one key: after 2^40 starts under one key the chance is below 2^-48 (the
+//! birthday bound), so nonces do not repeat even under a passphrase key that never rotates.
+//! Receivers keep a sliding replay window per sender.
 
 use std::collections::HashMap;
 
 use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -25,7 +27,7 @@ pub struct KeyId(pub u32);
 #[derive(Clone)]
 pub struct NetworkKey {
     id: KeyId,
-    cipher: ChaCha20Poly1305,
+    cipher: XChaCha20Poly1305,
     control: [u8; 32],
 }
 
@@ -58,13 +60,16 @@ impl NetworkKey {
     pub fn from_bytes(material: [u8; 32]) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"tutti/v1"), &material);
         let mut packet_key = [0u8; 32];
-        hk.expand(b"packet key", &mut packet_key).expect("32 bytes is a valid HKDF-SHA256 length");
+        // Wire version 2 seals with XChaCha20: a label of its own, so no key is ever used by
+        // both ciphers.
+        hk.expand(b"packet key, xchacha20-poly1305", &mut packet_key)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
         let mut id = [0u8; 4];
         hk.expand(b"key id", &mut id).expect("4 bytes is a valid HKDF-SHA256 length");
         let id = u32::from_le_bytes(id).max(1);
         let mut control = [0u8; 32];
         hk.expand(b"control key", &mut control).expect("32 bytes is a valid HKDF-SHA256 length");
-        NetworkKey { id: KeyId(id), cipher: ChaCha20Poly1305::new(&packet_key.into()), control }
+        NetworkKey { id: KeyId(id), cipher: XChaCha20Poly1305::new(&packet_key.into()), control }
     }
 
     /// Proves knowledge of the network key for a `challenge` (the control plane's handshake):
@@ -103,7 +108,7 @@ impl NetworkKey {
     /// Encrypts `body` in place and returns the tag to append.
     pub(crate) fn seal(
         &self,
-        sender: u32,
+        sender: u128,
         packet_number: u64,
         aad: &[u8],
         body: &mut [u8],
@@ -112,7 +117,7 @@ impl NetworkKey {
         let tag = self
             .cipher
             .encrypt_in_place_detached(&nonce, aad, body)
-            .expect("ChaCha20-Poly1305 encrypts any body shorter than 256 GiB");
+            .expect("XChaCha20-Poly1305 encrypts any body shorter than 256 GiB");
         tag.into()
     }
 
@@ -120,7 +125,7 @@ impl NetworkKey {
     /// then garbage and must be dropped).
     pub(crate) fn open(
         &self,
-        sender: u32,
+        sender: u128,
         packet_number: u64,
         aad: &[u8],
         body: &mut [u8],
@@ -224,10 +229,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn nonce(sender: u32, packet_number: u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[..4].copy_from_slice(&sender.to_le_bytes());
-    n[4..].copy_from_slice(&packet_number.to_le_bytes());
+fn nonce(sender: u128, packet_number: u64) -> XNonce {
+    let mut n = [0u8; 24];
+    n[..16].copy_from_slice(&sender.to_le_bytes());
+    n[16..].copy_from_slice(&packet_number.to_le_bytes());
     n.into()
 }
 
@@ -347,7 +352,7 @@ impl ReplayWindow {
 /// is forgotten when the table is full).
 #[derive(Debug)]
 pub struct ReplayGuard {
-    senders: HashMap<u32, (ReplayWindow, u64)>,
+    senders: HashMap<u128, (ReplayWindow, u64)>,
     capacity: usize,
     tick: u64,
 }
@@ -365,12 +370,12 @@ impl ReplayGuard {
     }
 
     /// Would this packet be accepted?
-    pub fn check(&self, sender: u32, pn: u64) -> bool {
+    pub fn check(&self, sender: u128, pn: u64) -> bool {
         self.senders.get(&sender).is_none_or(|(w, _)| w.check(pn))
     }
 
     /// Records the packet; `false` if it is a replay.
-    pub fn check_and_update(&mut self, sender: u32, pn: u64) -> bool {
+    pub fn check_and_update(&mut self, sender: u128, pn: u64) -> bool {
         self.tick += 1;
         if !self.senders.contains_key(&sender) && self.senders.len() >= self.capacity {
             let oldest = self.senders.iter().min_by_key(|(_, (_, t))| *t).map(|(s, _)| *s);

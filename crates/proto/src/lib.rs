@@ -65,6 +65,14 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// A 128-bit sender id from a caller's random value (never 0). Nodes pass 128 bits of OS
+/// randomness; the simulator a seed, spread so that small seeds give unrelated ids.
+pub(crate) fn sender_id(random: u128) -> u128 {
+    let lo = mix_seed(random as u64);
+    let hi = mix_seed((random >> 64) as u64 ^ 0x5DEE_CE66_D1CE_4E5B);
+    ((u128::from(hi) << 64) | u128::from(lo)).max(1)
+}
+
 /// Spreads the bits of a caller's seed (SplitMix64), so that small or similar seeds still give
 /// unrelated sender ids and instance ids.
 pub(crate) fn mix_seed(seed: u64) -> u64 {

@@ -115,8 +115,10 @@ impl PlayerConfig {
 pub struct StreamInfo {
     /// Stream id.
     pub stream_id: u32,
-    /// Random id of this run of the source.
-    pub instance: u32,
+    /// Identity of the stream across its source's restarts.
+    pub origin: u64,
+    /// When this run of the stream began (the source's wall clock, ns).
+    pub epoch: u64,
     /// Sample rate, Hz.
     pub sample_rate: u32,
     /// Channels.
@@ -184,6 +186,12 @@ pub struct PlayerStats {
     pub nacks_sent: u64,
     /// Hard resyncs of the playout position.
     pub resyncs: u64,
+    /// Authenticated datagrams from another sender than the run of the stream this player
+    /// follows (relayed from another stream, replayed from an earlier run, or an older run
+    /// announcing itself while a newer one plays): dropped without touching playout.
+    pub foreign: u64,
+    /// Source restarts followed (a newer run of the same stream announced itself).
+    pub restarts: u64,
     /// Datagrams dropped, by reason.
     pub rx_errors: RxErrorCounts,
 }
@@ -317,11 +325,23 @@ struct Restored {
 pub struct PlayerSession {
     config: PlayerConfig,
     security: Security,
-    sender: u32,
+    sender: u128,
     packet_number: u64,
     link: Link,
     info: Option<StreamInfo>,
-    source_sender: Option<u32>,
+    source_sender: Option<u128>,
+    /// The followed stream's origin and epoch (from the adopted run's announce).
+    origin: Option<u64>,
+    epoch: u64,
+    /// When the followed run was adopted: clock replies to probes sent before are not ours.
+    adopted_at: LocalTime,
+    /// While joining: the sender whose clock replies the estimator holds (kept if that run is
+    /// the one adopted, dropped otherwise).
+    probe_sender: Option<u128>,
+    /// The source's return-routability cookie, echoed in our `Hello`s.
+    cookie: u64,
+    /// The source confirmed our cookie: we are served (until the run changes).
+    proven: bool,
     last_heard: LocalTime,
     clock: ClockEstimator,
     probe_id: u32,
@@ -345,17 +365,24 @@ pub struct PlayerSession {
 }
 
 impl PlayerSession {
-    /// A new player. `random` seeds its sender id; `now` is the local time.
-    pub fn new(config: PlayerConfig, security: Security, random: u64, now: LocalTime) -> Self {
+    /// A new player. `random` is its sender id (128 bits of OS randomness in a node, a seed
+    /// in simulation); `now` is the local time.
+    pub fn new(config: PlayerConfig, security: Security, random: u128, now: LocalTime) -> Self {
         let mut outgoing = VecDeque::new();
         outgoing.push_back(Outgoing::Hello);
         PlayerSession {
             security,
-            sender: (crate::mix_seed(random) as u32).max(1),
+            sender: crate::sender_id(random),
             packet_number: 0,
             link: Link::Joining,
             info: None,
             source_sender: None,
+            origin: None,
+            epoch: 0,
+            adopted_at: now,
+            probe_sender: None,
+            cookie: 0,
+            proven: false,
             last_heard: now,
             clock: ClockEstimator::new(config.clock),
             probe_id: 0,
@@ -457,23 +484,78 @@ impl PlayerSession {
                 return;
             }
         };
+        // A refusal names the run of ours it answers: an old one replayed is not for us.
+        if let Packet::Refuse(r) = packet {
+            if r.to == self.sender && from == self.config.source {
+                self.events.push_back(PlayerEvent::Refused {
+                    reason: r.reason,
+                    message: r.message.to_owned(),
+                });
+            } else {
+                self.stats.foreign += 1;
+            }
+            return;
+        }
         if from != self.config.source
             && !matches!(packet, Packet::Audio(_) | Packet::Repair(_) | Packet::Announce(_))
         {
             return;
         }
-        // A new sender id on the stream means the source restarted: start over.
-        if let Some(s) = self.source_sender
-            && s != preamble.sender
-            && matches!(packet, Packet::Audio(_) | Packet::Announce(_) | Packet::ClockReply(_))
+        // Only the followed run of the stream is heard. The first is the first announce from
+        // the source's address; another sender takes over only by an authenticated announce
+        // from there of the same stream (its origin) that is newer (its epoch), or after the
+        // followed run fell silent: relayed packets of another stream and replays of an
+        // earlier run are counted and dropped, and playout never notices.
+        if self.source_sender != Some(preamble.sender) {
+            // Joining: the source's clock replies count already (the clock locks while the
+            // join completes), provisionally, for the run that sent them.
+            if let Packet::ClockReply(r) = packet
+                && self.source_sender.is_none()
+                && from == self.config.source
+            {
+                if self.probe_sender.is_some_and(|s| s != preamble.sender) {
+                    self.clock.reset();
+                }
+                self.probe_sender = Some(preamble.sender);
+                self.on_clock_reply(now, &r);
+                return;
+            }
+            let Packet::Announce(a) = &packet else {
+                self.stats.foreign += 1;
+                return;
+            };
+            if from != self.config.source || !self.may_follow(a) {
+                self.stats.foreign += 1;
+                return;
+            }
+            if self.source_sender.is_some() {
+                self.reset_stream();
+                self.link = Link::Joining;
+                self.stats.restarts += 1;
+                self.adopted_at = now;
+            } else if self.probe_sender != Some(preamble.sender) {
+                self.clock.reset();
+                self.adopted_at = now;
+            }
+            self.source_sender = Some(preamble.sender);
+            self.origin = Some(a.origin);
+            self.epoch = a.epoch;
+            self.cookie = 0;
+            self.proven = false;
+        }
+        if let Packet::Announce(a) = &packet
+            && a.cookie != 0
         {
-            self.reset_stream();
-            self.link = Link::Joining;
-            if self.config.join {
+            if a.cookie == self.cookie {
+                self.proven = true;
+            } else {
+                // The source asks us to prove our address: echo its cookie at once (and
+                // again while joining, in case this Hello is lost).
+                self.cookie = a.cookie;
+                self.proven = false;
                 self.outgoing.push_back(Outgoing::Hello);
             }
         }
-        self.source_sender = Some(preamble.sender);
         self.last_heard = now;
         if self.link == Link::Lost {
             self.link = if self.info.is_some() { Link::Streaming } else { Link::Joining };
@@ -483,22 +565,7 @@ impl PlayerSession {
         }
         match packet {
             Packet::Announce(a) => self.on_announce(now, &a),
-            Packet::Refuse(r) => {
-                self.events.push_back(PlayerEvent::Refused {
-                    reason: r.reason,
-                    message: r.message.to_owned(),
-                });
-            }
-            Packet::ClockReply(r) => {
-                let sample = ClockSample { t1: LocalTime(r.t1), t2: r.t2, t3: r.t3, t4: now };
-                if r.t1 <= now.0 && self.clock.add(sample) {
-                    let rtt = sample.rtt();
-                    self.srtt = Some(match self.srtt {
-                        None => rtt,
-                        Some(s) => s + Nanos((rtt - s).0 / 8),
-                    });
-                }
-            }
+            Packet::ClockReply(r) => self.on_clock_reply(now, &r),
             Packet::Audio(frame) => self.on_audio(now, &frame),
             Packet::Repair(r) => {
                 if self.info.as_ref().is_some_and(|i| i.stream_id == r.stream_id)
@@ -515,12 +582,38 @@ impl PlayerSession {
         }
     }
 
+    fn on_clock_reply(&mut self, now: LocalTime, r: &wire::ClockReply) {
+        let sample = ClockSample { t1: LocalTime(r.t1), t2: r.t2, t3: r.t3, t4: now };
+        // Only answers to probes sent since this run was followed (or, joining, since this
+        // player started): a replayed reply echoes an older t1.
+        if r.t1 <= now.0 && r.t1 >= self.adopted_at.0 && self.clock.add(sample) {
+            let rtt = sample.rtt();
+            self.srtt = Some(match self.srtt {
+                None => rtt,
+                Some(s) => s + Nanos((rtt - s).0 / 8),
+            });
+        }
+    }
+
+    /// Whether an announce from a sender other than the followed run may take over: the
+    /// stream asked for, of the same origin as the one followed, and a newer run of it (or
+    /// any run once the followed one has gone silent, as after a machine's clock reset).
+    fn may_follow(&self, a: &wire::Announce<'_>) -> bool {
+        if self.config.stream_id != 0 && a.stream_id != self.config.stream_id {
+            return false;
+        }
+        if self.source_sender.is_none() {
+            return true;
+        }
+        self.origin == Some(a.origin) && (a.epoch > self.epoch || self.link == Link::Lost)
+    }
+
     fn on_announce(&mut self, now: LocalTime, a: &wire::Announce<'_>) {
         if self.config.stream_id != 0 && a.stream_id != self.config.stream_id {
             return;
         }
         if let Some(i) = &self.info {
-            if i.instance == a.instance && i.stream_id == a.stream_id {
+            if i.epoch == a.epoch && i.stream_id == a.stream_id {
                 self.link = Link::Streaming;
                 return;
             }
@@ -528,7 +621,8 @@ impl PlayerSession {
         }
         let info = StreamInfo {
             stream_id: a.stream_id,
-            instance: a.instance,
+            origin: a.origin,
+            epoch: a.epoch,
             sample_rate: a.sample_rate,
             channels: a.channels,
             codec: a.codec,
@@ -773,13 +867,13 @@ impl PlayerSession {
         if now >= self.next_hello {
             // Joining, every 100 ms: a lost Hello (or Announce) must not cost the stream's
             // opening. A lost source is asked at the configured pace.
-            let interval = if self.info.is_none() {
+            let interval = if self.info.is_none() || !self.proven {
                 self.config.hello_interval.min(Nanos::from_millis(100))
             } else {
                 self.config.hello_interval
             };
             self.next_hello = now + interval;
-            if self.link != Link::Streaming {
+            if self.link != Link::Streaming || !self.proven {
                 self.outgoing.push_back(Outgoing::Hello);
             }
         }
@@ -870,6 +964,7 @@ impl PlayerSession {
                 stream_id: self.config.stream_id,
                 name: &self.config.name,
                 listen_only: !self.config.join,
+                cookie: self.cookie,
             }),
             Outgoing::Probe => {
                 self.probe_id = self.probe_id.wrapping_add(1);

@@ -27,6 +27,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use sha2::{Digest, Sha256};
+
 use crate::crypto::{ReplayGuard, Security};
 use crate::fec::FecEncoder;
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
@@ -70,6 +72,12 @@ pub struct SourceConfig {
     pub receiver_timeout: Nanos,
     /// The stream description is re-sent this often.
     pub announce_interval: Nanos,
+    /// Identity of the stream across restarts (the node derives it from its name, port and
+    /// stream id): players follow a restart only to a run of the same origin.
+    pub origin: u64,
+    /// When this run began, in nanoseconds of the wall clock (0: use the session's local
+    /// start time). A player playing one run switches only to a run with a later epoch.
+    pub epoch: u64,
 }
 
 impl SourceConfig {
@@ -91,6 +99,8 @@ impl SourceConfig {
             multicast: None,
             receiver_timeout: Nanos::from_secs(10),
             announce_interval: Nanos::from_secs(1),
+            origin: u64::from(stream_id),
+            epoch: 0,
         }
     }
 
@@ -201,6 +211,9 @@ pub enum SourceEvent {
 pub struct Receiver {
     /// Address audio is sent to.
     pub addr: SocketAddr,
+    /// The sender id of the player run that joined (`None` for a configured receiver, which
+    /// any run at its address may speak for).
+    pub sender: Option<u128>,
     /// Name from its `Hello`.
     pub name: String,
     /// When it was last heard.
@@ -228,15 +241,35 @@ pub struct SourceStats {
     pub retransmits_expired: u64,
     /// Clock probes answered.
     pub probes_answered: u64,
+    /// `Hello`s answered with a cookie to echo (the sender was not yet served).
+    pub cookies_sent: u64,
+    /// Authenticated datagrams dropped because their sender has not proved its address
+    /// (no echoed cookie) or is not the run that joined from that address (a replay).
+    pub unverified: u64,
     /// Datagrams dropped, by reason.
     pub rx_errors: RxErrorCounts,
 }
 
+/// A multicast listener that proved its address: its NACKs and probes are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Listener {
+    addr: SocketAddr,
+    sender: u128,
+    last_heard: LocalTime,
+}
+
+/// Most multicast listeners remembered (their NACKs are answered).
+const MAX_LISTENERS: usize = 1024;
+
+/// A cookie is good for this long to one, up to twice as long at most (current and previous
+/// period).
+const COOKIE_LIFETIME: Nanos = Nanos::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
     Reply { to: SocketAddr, id: u32, t1: u64, t2: StreamTime },
-    Announce { to: Destination },
-    Refuse { to: SocketAddr, stream_id: u32, reason: RefuseReason },
+    Announce { to: Destination, cookie: u64 },
+    Refuse { to: SocketAddr, sender: u128, stream_id: u32, reason: RefuseReason },
     Retransmit { to: SocketAddr, seq: SeqNo },
     Repair { index: u8 },
     Bye,
@@ -278,8 +311,9 @@ struct Slot {
 pub struct SourceSession {
     config: SourceConfig,
     security: Security,
-    sender: u32,
-    instance: u32,
+    sender: u128,
+    epoch: u64,
+    cookie_key: [u8; 32],
     packet_number: u64,
     t0: Option<LocalTime>,
     next_seq: SeqNo,
@@ -291,6 +325,7 @@ pub struct SourceSession {
     repairs: VecDeque<Pending>,
     retransmits: VecDeque<Pending>,
     receivers: Vec<Receiver>,
+    listeners: Vec<Listener>,
     next_announce: LocalTime,
     events: VecDeque<SourceEvent>,
     replay: ReplayGuard,
@@ -299,12 +334,12 @@ pub struct SourceSession {
 }
 
 impl SourceSession {
-    /// A new stream. `random` seeds the sender id and stream instance (pass OS randomness in
-    /// the node, a seed in simulation). `now` is the local time at creation.
+    /// A new stream. `random` is the sender id and seeds the cookie key (pass 128 bits of OS
+    /// randomness in the node, a seed in simulation). `now` is the local time at creation.
     pub fn new(
         config: SourceConfig,
         security: Security,
-        random: u64,
+        random: u128,
         now: LocalTime,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
@@ -315,16 +350,24 @@ impl SourceSession {
             .iter()
             .map(|&addr| Receiver {
                 addr,
+                sender: None,
                 name: String::new(),
                 last_heard: now,
                 report: wire::Report::default(),
             })
             .collect();
-        let random = crate::mix_seed(random);
+        let sender = crate::sender_id(random);
+        let cookie_key: [u8; 32] = Sha256::new()
+            .chain_update(b"tutti cookie key")
+            .chain_update(sender.to_le_bytes())
+            .chain_update(random.to_le_bytes())
+            .finalize()
+            .into();
         Ok(SourceSession {
             security,
-            sender: (random as u32).max(1),
-            instance: ((random >> 32) as u32).max(1),
+            sender,
+            epoch: if config.epoch == 0 { now.0 } else { config.epoch },
+            cookie_key,
             packet_number: 0,
             t0: None,
             next_seq: SeqNo(0),
@@ -345,6 +388,7 @@ impl SourceSession {
             repairs: VecDeque::new(),
             retransmits: VecDeque::new(),
             receivers,
+            listeners: Vec::new(),
             next_announce: now,
             events: VecDeque::new(),
             replay: ReplayGuard::default(),
@@ -366,9 +410,13 @@ impl SourceSession {
     pub fn receivers(&self) -> &[Receiver] {
         &self.receivers
     }
-    /// This run's random stream instance id.
-    pub fn instance(&self) -> u32 {
-        self.instance
+    /// This run's epoch (see [`SourceConfig::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// This run's sender id.
+    pub fn sender(&self) -> u128 {
+        self.sender
     }
     /// The next sequence number to be pushed.
     pub fn next_seq(&self) -> SeqNo {
@@ -486,26 +534,40 @@ impl SourceSession {
 
     /// Feeds a received datagram (decrypted in place in `buf`).
     pub fn handle_datagram(&mut self, now: LocalTime, from: SocketAddr, buf: &mut [u8]) {
-        let packet = match wire::decode(buf, &self.security, &mut self.replay) {
-            Ok((_, p)) => p,
+        let (preamble, packet) = match wire::decode(buf, &self.security, &mut self.replay) {
+            Ok(x) => x,
             Err(e) => {
                 self.stats.rx_errors.count(e);
                 return;
             }
         };
+        let sender = preamble.sender;
         match packet {
-            Packet::Hello(h) if h.listen_only => {
-                self.control.push_back(Pending::Announce { to: Destination::To(from) });
+            Packet::Hello(h) => return self.on_hello(now, from, sender, &h),
+            // Answered from anyone with the keys, proven or not: a joining player locks its
+            // clock while it joins, and a reply is one datagram barely larger than the probe
+            // (nothing to amplify). The player takes replies only to its own recent probes.
+            Packet::ClockProbe(p) => {
+                if self.control.len() < 4096 {
+                    self.control.push_back(Pending::Reply {
+                        to: from,
+                        id: p.id,
+                        t1: p.t1,
+                        t2: StreamTime(now.0),
+                    });
+                }
+                return;
             }
-            Packet::Hello(h) => self.on_hello(now, from, h.stream_id, h.name),
-            Packet::ClockProbe(p) if self.control.len() < 4096 => {
-                self.control.push_back(Pending::Reply {
-                    to: from,
-                    id: p.id,
-                    t1: p.t1,
-                    t2: StreamTime(now.0),
-                });
-            }
+            _ => {}
+        }
+        // Everything else only from a player run that proved its address (or a configured
+        // receiver): a replayed NACK, report or bye from another run, or from a forged
+        // address, gets no answer and changes nothing.
+        if !self.verified(now, from, sender) {
+            self.stats.unverified += 1;
+            return;
+        }
+        match packet {
             Packet::Nack(n) if n.stream_id == self.config.stream_id => {
                 self.stats.nacks_received += 1;
                 self.touch(now, from);
@@ -524,7 +586,6 @@ impl SourceSession {
             }
             Packet::Report(r) if r.stream_id == self.config.stream_id => {
                 if let Some(rx) = self.receivers.iter_mut().find(|x| x.addr == from) {
-                    rx.last_heard = now;
                     rx.report = r;
                 }
             }
@@ -545,39 +606,110 @@ impl SourceSession {
         }
     }
 
-    fn on_hello(&mut self, now: LocalTime, from: SocketAddr, stream_id: u32, name: &str) {
+    /// Whether `sender` at `from` is a run this source serves (refreshing it if so).
+    fn verified(&mut self, now: LocalTime, from: SocketAddr, sender: u128) -> bool {
+        if let Some(rx) = self.receivers.iter_mut().find(|x| x.addr == from) {
+            if rx.sender.is_none_or(|s| s == sender) {
+                rx.last_heard = now;
+                return true;
+            }
+            return false;
+        }
+        if let Some(l) = self.listeners.iter_mut().find(|l| l.addr == from && l.sender == sender) {
+            l.last_heard = now;
+            return true;
+        }
+        false
+    }
+
+    /// The return-routability cookie for `sender` at `from` in time bucket `bucket`: only a
+    /// player that receives at `from` learns it, and it dies with this source run.
+    fn cookie(&self, from: SocketAddr, sender: u128, bucket: u64) -> u64 {
+        let mut h = Sha256::new()
+            .chain_update(self.cookie_key)
+            .chain_update(sender.to_le_bytes())
+            .chain_update(bucket.to_le_bytes())
+            .chain_update(from.port().to_le_bytes());
+        match from.ip() {
+            std::net::IpAddr::V4(a) => h.update(a.octets()),
+            std::net::IpAddr::V6(a) => h.update(a.octets()),
+        }
+        let d = h.finalize();
+        u64::from_le_bytes(d[..8].try_into().expect("8 of 32 bytes")).max(1)
+    }
+
+    fn cookie_bucket(now: LocalTime) -> u64 {
+        now.0 / COOKIE_LIFETIME.0 as u64
+    }
+
+    fn on_hello(&mut self, now: LocalTime, from: SocketAddr, sender: u128, h: &wire::Hello<'_>) {
+        let stream_id = h.stream_id;
         if stream_id != 0 && stream_id != self.config.stream_id {
             self.control.push_back(Pending::Refuse {
                 to: from,
+                sender,
                 stream_id,
                 reason: RefuseReason::UnknownStream,
             });
             return;
         }
-        if let Some(rx) = self.receivers.iter_mut().find(|x| x.addr == from) {
-            rx.last_heard = now;
-            if rx.name.is_empty() && !name.is_empty() {
-                rx.name = name.to_owned();
-            }
-        } else if self.receivers.len() >= self.config.max_receivers {
+        if self.control.len() >= 4096 {
+            return;
+        }
+        let known = self.receivers.iter().any(|x| x.addr == from);
+        if !h.listen_only && !known && self.receivers.len() >= self.config.max_receivers {
+            // Full: a refusal (as small as the Hello, bound to its sender) whatever the cookie.
             self.control.push_back(Pending::Refuse {
                 to: from,
+                sender,
                 stream_id,
                 reason: RefuseReason::ServerFull,
             });
             self.events.push_back(SourceEvent::ReceiverRefused { addr: from });
             return;
+        }
+        // Return routability: a Hello without this run's cookie for its address (a new
+        // player, a replay, a forged address) gets one announce carrying the cookie and
+        // nothing else; the player echoes it in its next Hello.
+        let bucket = Self::cookie_bucket(now);
+        let proven = h.cookie != 0
+            && (h.cookie == self.cookie(from, sender, bucket)
+                || h.cookie == self.cookie(from, sender, bucket.wrapping_sub(1)));
+        if !proven {
+            let cookie = self.cookie(from, sender, bucket);
+            self.stats.cookies_sent += 1;
+            self.control.push_back(Pending::Announce { to: Destination::To(from), cookie });
+            return;
+        }
+        if h.listen_only {
+            if let Some(l) = self.listeners.iter_mut().find(|l| l.addr == from) {
+                l.sender = sender;
+                l.last_heard = now;
+            } else if self.listeners.len() < MAX_LISTENERS {
+                self.listeners.push(Listener { addr: from, sender, last_heard: now });
+            }
+        } else if let Some(rx) = self.receivers.iter_mut().find(|x| x.addr == from) {
+            // The same player, or a new run of it at the same address (it proved the address).
+            rx.last_heard = now;
+            if rx.sender.is_some() {
+                rx.sender = Some(sender);
+            }
+            if rx.name.is_empty() && !h.name.is_empty() {
+                rx.name = h.name.to_owned();
+            }
         } else {
             self.receivers.push(Receiver {
                 addr: from,
-                name: name.to_owned(),
+                sender: Some(sender),
+                name: h.name.to_owned(),
                 last_heard: now,
                 report: wire::Report::default(),
             });
             self.events
-                .push_back(SourceEvent::ReceiverJoined { addr: from, name: name.to_owned() });
+                .push_back(SourceEvent::ReceiverJoined { addr: from, name: h.name.to_owned() });
         }
-        self.control.push_back(Pending::Announce { to: Destination::To(from) });
+        // The answer echoes the proven cookie: the player knows it is served.
+        self.control.push_back(Pending::Announce { to: Destination::To(from), cookie: h.cookie });
     }
 
     /// Timers: periodic announce, receiver expiry.
@@ -588,7 +720,7 @@ impl SourceSession {
                 || self.config.multicast.is_some()
                 || !self.config.receivers.is_empty()
             {
-                self.control.push_back(Pending::Announce { to: Destination::Fanout });
+                self.control.push_back(Pending::Announce { to: Destination::Fanout, cookie: 0 });
             }
         }
         let timeout = self.config.receiver_timeout;
@@ -601,6 +733,7 @@ impl SourceSession {
             }
             keep
         });
+        self.listeners.retain(|l| now - l.last_heard <= timeout);
     }
 
     /// The next instant this session needs [`handle_timeout`](Self::handle_timeout) or
@@ -631,7 +764,7 @@ impl SourceSession {
             let (pending, destination) = if let Some(p) = self.control.pop_front() {
                 let d = match p {
                     Pending::Reply { to, .. } | Pending::Refuse { to, .. } => Destination::To(to),
-                    Pending::Announce { to } => to,
+                    Pending::Announce { to, .. } => to,
                     _ => Destination::Fanout,
                 };
                 (p, d)
@@ -698,9 +831,11 @@ impl SourceSession {
                 self.stats.probes_answered += 1;
                 Packet::ClockReply(wire::ClockReply { id, t1, t2, t3: StreamTime(now.0) })
             }
-            Pending::Announce { .. } => Packet::Announce(Announce {
+            Pending::Announce { cookie, .. } => Packet::Announce(Announce {
                 stream_id,
-                instance: self.instance,
+                origin: self.config.origin,
+                epoch: self.epoch,
+                cookie,
                 sample_rate: self.config.sample_rate,
                 channels: self.config.channels,
                 codec: self.config.codec,
@@ -711,13 +846,13 @@ impl SourceSession {
                 fec_repair: self.config.fec.map_or(0, |f| f.1),
                 name: &self.config.name,
             }),
-            Pending::Refuse { stream_id, reason, .. } => {
+            Pending::Refuse { stream_id, reason, sender: to, .. } => {
                 let message = match reason {
                     RefuseReason::ServerFull => "server full",
                     RefuseReason::UnknownStream => "unknown stream",
                     _ => "refused",
                 };
-                let packet = Packet::Refuse(wire::Refuse { stream_id, reason, message });
+                let packet = Packet::Refuse(wire::Refuse { stream_id, reason, to, message });
                 return wire::encode(&packet, sender, pn, &self.security, buf).ok();
             }
             Pending::Retransmit { seq, .. } => {

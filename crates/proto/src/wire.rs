@@ -1,11 +1,11 @@
-//! The wire format: a fixed 20-byte preamble, then an rkyv-archived body read in place with
+//! The wire format: a fixed 32-byte preamble, then an rkyv-archived body read in place with
 //! validation, sealed by the [crypto](crate::crypto) envelope when the network has a key.
 //!
 //! ```text
-//!  0      2   3    4        8         12                20
-//!  +------+---+----+--------+---------+-----------------+----------------------+-------+
-//!  | "Tu" |ver|kind| key id | sender  | packet number   | body (rkyv archive)  | tag   |
-//!  +------+---+----+--------+---------+-----------------+----------------------+-------+
+//!  0      2   3    4        8                   24                32
+//!  +------+---+----+--------+-------------------+-----------------+---------------------+-----+
+//!  | "Tu" |ver|kind| key id | sender (128 bits) | packet number   | body (rkyv archive) | tag |
+//!  +------+---+----+--------+-------------------+-----------------+---------------------+-----+
 //!   all little-endian; key id 0 = plaintext (no tag); the preamble is the AEAD's associated data
 //! ```
 //!
@@ -26,9 +26,9 @@ use crate::time::{MediaTime, Nanos, SeqNo, StreamTime};
 /// The magic bytes every Tutti datagram starts with.
 pub const MAGIC: [u8; 2] = *b"Tu";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the fixed preamble.
-pub const PREAMBLE_LEN: usize = 20;
+pub const PREAMBLE_LEN: usize = 32;
 /// The largest datagram Tutti sends (keeps clear of fragmentation on any LAN).
 pub const MAX_DATAGRAM: usize = 1200;
 /// The largest audio or shard payload that fits in one datagram with its headers.
@@ -170,8 +170,8 @@ pub struct Preamble {
     pub kind: Kind,
     /// Key id (`None` for plaintext).
     pub key: Option<KeyId>,
-    /// Sender id: random per sender process, part of the nonce.
-    pub sender: u32,
+    /// Sender id: 128 random bits per sender run, part of the nonce.
+    pub sender: u128,
     /// The sender's packet number: never repeats for one sender id.
     pub packet_number: u64,
 }
@@ -186,6 +186,10 @@ pub struct Hello<'a> {
     /// A multicast listener asking only for the stream description (not to be added to the
     /// unicast fan-out).
     pub listen_only: bool,
+    /// The return-routability cookie from the source's last [`Announce`] to this player (0:
+    /// none yet). A source serves a player only once it echoes a cookie, which proves the
+    /// player receives at the address it sends from.
+    pub cookie: u64,
 }
 
 /// A stream's description.
@@ -193,8 +197,15 @@ pub struct Hello<'a> {
 pub struct Announce<'a> {
     /// Stream id within the source.
     pub stream_id: u32,
-    /// Random id of this run of the stream: changes when the source restarts.
-    pub instance: u32,
+    /// Identity of the stream across restarts of its source (the same for every run).
+    pub origin: u64,
+    /// When this run of the stream began (nanoseconds of the source's wall clock): a later
+    /// run of the same origin has a larger epoch, so a replayed older run can be told apart.
+    pub epoch: u64,
+    /// Return-routability cookie (0 in periodic announces). In the answer to a `Hello`: the
+    /// cookie it carried if that proved the player's address (it is served), else a fresh one
+    /// to echo in its next `Hello`.
+    pub cookie: u64,
     /// Sample rate in Hz.
     pub sample_rate: u32,
     /// Channel count.
@@ -222,6 +233,9 @@ pub struct Refuse<'a> {
     pub stream_id: u32,
     /// Why.
     pub reason: RefuseReason,
+    /// The sender id of the `Hello` refused: a player takes a refusal meant for itself only
+    /// (a replayed one from an earlier run is ignored).
+    pub to: u128,
     /// Human-readable detail.
     pub message: &'a str,
 }
@@ -508,6 +522,7 @@ pub enum EncodeError {
 struct HelloBody<'a> {
     stream_id: u32,
     flags: u8,
+    cookie: u64,
     #[rkyv(with = InlineAsBox)]
     name: &'a str,
 }
@@ -515,7 +530,9 @@ struct HelloBody<'a> {
 #[derive(Archive, Serialize)]
 struct AnnounceBody<'a> {
     stream_id: u32,
-    instance: u32,
+    origin: u64,
+    epoch: u64,
+    cookie: u64,
     sample_rate: u32,
     channels: u8,
     codec: u8,
@@ -532,6 +549,7 @@ struct AnnounceBody<'a> {
 struct RefuseBody<'a> {
     stream_id: u32,
     reason: u8,
+    to: u128,
     #[rkyv(with = InlineAsBox)]
     message: &'a str,
 }
@@ -607,7 +625,7 @@ const FLAG_RETRANSMIT: u8 = 1;
 /// Encodes `packet` into `buf`, sealing it when `security` has a key. Returns the length.
 pub fn encode(
     packet: &Packet<'_>,
-    sender: u32,
+    sender: u128,
     packet_number: u64,
     security: &Security,
     buf: &mut [u8],
@@ -621,8 +639,8 @@ pub fn encode(
     buf[2] = VERSION;
     buf[3] = packet.kind() as u8;
     buf[4..8].copy_from_slice(&key.map_or(0, |k| k.id().0).to_le_bytes());
-    buf[8..12].copy_from_slice(&sender.to_le_bytes());
-    buf[12..20].copy_from_slice(&packet_number.to_le_bytes());
+    buf[8..24].copy_from_slice(&sender.to_le_bytes());
+    buf[24..32].copy_from_slice(&packet_number.to_le_bytes());
     let room = buf.len() - tag_len;
     let body_len = encode_body(packet, &mut buf[PREAMBLE_LEN..room])?;
     let end = PREAMBLE_LEN + body_len;
@@ -643,7 +661,12 @@ fn encode_body(packet: &Packet<'_>, out: &mut [u8]) -> Result<usize, EncodeError
         Packet::Hello(h) => {
             check_name(h.name, "name")?;
             archive(
-                &HelloBody { stream_id: h.stream_id, flags: u8::from(h.listen_only), name: h.name },
+                &HelloBody {
+                    stream_id: h.stream_id,
+                    flags: u8::from(h.listen_only),
+                    cookie: h.cookie,
+                    name: h.name,
+                },
                 out,
             )
         }
@@ -652,7 +675,9 @@ fn encode_body(packet: &Packet<'_>, out: &mut [u8]) -> Result<usize, EncodeError
             archive(
                 &AnnounceBody {
                     stream_id: a.stream_id,
-                    instance: a.instance,
+                    origin: a.origin,
+                    epoch: a.epoch,
+                    cookie: a.cookie,
                     sample_rate: a.sample_rate,
                     channels: a.channels,
                     codec: a.codec as u8,
@@ -671,7 +696,12 @@ fn encode_body(packet: &Packet<'_>, out: &mut [u8]) -> Result<usize, EncodeError
                 return Err(EncodeError::TooLarge("message"));
             }
             archive(
-                &RefuseBody { stream_id: r.stream_id, reason: r.reason as u8, message: r.message },
+                &RefuseBody {
+                    stream_id: r.stream_id,
+                    reason: r.reason as u8,
+                    to: r.to,
+                    message: r.message,
+                },
                 out,
             )
         }
@@ -814,8 +844,8 @@ pub fn parse_preamble(buf: &[u8]) -> Result<Preamble, RxError> {
     Ok(Preamble {
         kind,
         key: (key != 0).then_some(KeyId(key)),
-        sender: le32(8..12),
-        packet_number: u64::from_le_bytes(buf[12..20].try_into().expect("range of 8 bytes")),
+        sender: u128::from_le_bytes(buf[8..24].try_into().expect("range of 16 bytes")),
+        packet_number: u64::from_le_bytes(buf[24..32].try_into().expect("range of 8 bytes")),
     })
 }
 
@@ -838,6 +868,7 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
                 stream_id: b.stream_id.to_native(),
                 name: &b.name,
                 listen_only: b.flags & 1 != 0,
+                cookie: b.cookie.to_native(),
             })
         }
         Kind::Announce => {
@@ -863,7 +894,9 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
             name_field(&b.name, "name")?;
             Packet::Announce(Announce {
                 stream_id: b.stream_id.to_native(),
-                instance: b.instance.to_native(),
+                origin: b.origin.to_native(),
+                epoch: b.epoch.to_native(),
+                cookie: b.cookie.to_native(),
                 sample_rate,
                 channels: b.channels,
                 codec: Codec::from_u8(b.codec).ok_or(RxError::InvalidField("codec"))?,
@@ -881,6 +914,7 @@ pub fn parse_body(kind: Kind, body: &[u8]) -> Result<Packet<'_>, RxError> {
             Packet::Refuse(Refuse {
                 stream_id: b.stream_id.to_native(),
                 reason: RefuseReason::from_u8(b.reason),
+                to: b.to.to_native(),
                 message: &b.message,
             })
         }

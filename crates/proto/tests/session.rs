@@ -1,5 +1,6 @@
 //! Source and player sessions driven together over a perfect in-memory network on virtual
-//! time: joining, refusal, loss recovery, source loss and restart.
+//! time: joining, refusal, loss recovery, source loss and restart, and what a stranger who
+//! relays or replays genuine datagrams can (not) do.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ struct Net {
     delay: Nanos,
     drop: DropFilter,
     security: Security,
+    /// Milliseconds run so far (players render every 5th).
+    tick: u64,
 }
 
 impl Net {
@@ -46,13 +49,14 @@ impl Net {
             delay: Nanos::from_micros(300),
             drop: Box::new(|_, _| false),
             security,
+            tick: 0,
         }
     }
 
     fn add_player(&mut self, port: u16) -> usize {
         let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
         cfg.name = format!("p{port}");
-        let p = PlayerSession::new(cfg, self.security.clone(), u64::from(port), self.now);
+        let p = PlayerSession::new(cfg, self.security.clone(), u128::from(port), self.now);
         self.players.push((addr(port), p));
         self.players.len() - 1
     }
@@ -69,10 +73,10 @@ impl Net {
         let end = self.now + d;
         let mut buf = [0u8; 1500];
         let payload = [0u8; 960];
-        let mut tick = 0u64;
         while self.now < end {
             self.now += Nanos::from_millis(1);
-            tick += 1;
+            self.tick += 1;
+            let tick = self.tick;
             while self.in_flight.front().is_some_and(|x| x.0 <= self.now) {
                 let (_, from, to, mut data) = self.in_flight.pop_front().unwrap();
                 let now = self.now;
@@ -221,7 +225,7 @@ fn player_survives_the_source_going_away_and_a_new_source_run() {
     net.add_player(6000);
     let mut rendered = vec![Vec::new()];
     net.run(Nanos::from_secs(1), &mut rendered);
-    let first = net.players[0].1.info().unwrap().instance;
+    let first = net.players[0].1.info().unwrap().epoch;
     // The source dies: silence for 3 s.
     net.drop = Box::new(|_, _| true);
     net.run(Nanos::from_secs(3), &mut rendered);
@@ -236,7 +240,8 @@ fn player_survives_the_source_going_away_and_a_new_source_run() {
     net.run(Nanos::from_secs(2), &mut rendered);
     let p = &net.players[0].1;
     assert!(p.is_streaming());
-    assert_ne!(p.info().unwrap().instance, first, "re-locked onto the new run");
+    assert!(p.info().unwrap().epoch > first, "re-locked onto the new run");
+    assert_eq!(p.stats().restarts, 1);
     assert!(rendered[0].len() > 200, "playing again: {}", rendered[0].len());
     assert_eq!(net.source.receivers().len(), 1);
 }
@@ -360,4 +365,201 @@ fn keys_rotate_under_a_playing_stream_without_a_gap() {
     let seqs: Vec<u64> = r.iter().map(|p| p.seq()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps");
     assert_eq!(net.players[0].1.stats().rx_errors.total(), 0);
+}
+
+/// Every datagram a `source` sends to its configured receivers over `d` from `start`, with
+/// the addresses it sent them to.
+fn datagrams_of(
+    source: &mut SourceSession,
+    start: LocalTime,
+    d: Nanos,
+) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1500];
+    let payload = [7u8; 960];
+    let mut now = start;
+    while now < start + d {
+        now += Nanos::from_millis(1);
+        while source.wants_frame(now, Nanos::from_millis(20)) {
+            source.push_paced(now, &payload).unwrap();
+        }
+        source.handle_timeout(now);
+        while let Some(t) = source.poll_transmit(now, &mut buf) {
+            let targets: Vec<SocketAddr> = match t.destination {
+                Destination::To(a) => vec![a],
+                Destination::Fanout => source.fanout().collect(),
+            };
+            out.extend(targets.into_iter().map(|a| (a, buf[..t.len].to_vec())));
+        }
+    }
+    out
+}
+
+#[test]
+fn relayed_and_replayed_datagrams_of_other_runs_never_touch_playout() {
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.origin = 0xA;
+    let mut net = Net::new(cfg.clone());
+    net.add_player(6000);
+    let mut rendered = vec![Vec::new()];
+    net.run(Nanos::from_secs(3), &mut rendered);
+    assert!(net.players[0].1.is_streaming());
+
+    // A capture of an earlier run of the same stream (older epoch), and a live stream of
+    // another source on the network (same keys, same stream id, another origin, newer).
+    let mut old = cfg.clone();
+    old.receivers = vec![addr(6000)];
+    old.epoch = 1;
+    let t_old = LocalTime(1_000);
+    let mut old_run = SourceSession::new(old, net.security.clone(), 501, t_old).unwrap();
+    let replay = datagrams_of(&mut old_run, t_old, Nanos::from_millis(500));
+    let mut other = SourceConfig::new(1, 48_000, 2);
+    other.origin = 0xB;
+    other.receivers = vec![addr(6000)];
+    other.epoch = u64::MAX / 2;
+    let mut other_run = SourceSession::new(other, net.security.clone(), 502, net.now).unwrap();
+    let relay = datagrams_of(&mut other_run, net.now, Nanos::from_millis(500));
+    assert!(replay.len() > 100 && relay.len() > 100);
+
+    // The stranger forwards both (with the real source's address forged) while the stream
+    // plays: ~8 per 1 ms tick.
+    let mut injected = 0u64;
+    let mut attack: VecDeque<Vec<u8>> = replay.into_iter().chain(relay).map(|(_, d)| d).collect();
+    rendered[0].clear();
+    let resyncs = net.players[0].1.stats().resyncs;
+    while !attack.is_empty() {
+        for _ in 0..8 {
+            if let Some(mut d) = attack.pop_front() {
+                let now = net.now;
+                net.players[0].1.handle_datagram(now, SRC.parse().unwrap(), &mut d);
+                injected += 1;
+            }
+        }
+        net.run(Nanos::from_millis(1), &mut rendered);
+    }
+    net.run(Nanos::from_millis(500), &mut rendered);
+    let p = &net.players[0].1;
+    let s = p.stats();
+    assert_eq!(s.foreign, injected, "every foreign datagram counted: {s:?}");
+    assert_eq!((s.restarts, s.resyncs - resyncs, s.concealed), (0, 0, 0), "{s:?}");
+    assert_eq!(p.info().unwrap().epoch, net.source.epoch(), "still the same run");
+    let seqs: Vec<u64> = rendered[0].iter().map(|p| p.seq()).collect();
+    assert!(seqs.len() > 100, "played on: {}", seqs.len());
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap, no jump");
+    assert!(rendered[0].iter().all(|p| matches!(p, Played::Frame(_))), "nothing concealed");
+
+    // A genuine newer run of the stream (the source restarted, sending to this player as a
+    // configured receiver, or to a multicast group) is followed at once.
+    let mut newer = cfg.clone();
+    newer.epoch = net.source.epoch() + 1;
+    newer.receivers = vec![addr(6000)];
+    net.source = SourceSession::new(newer, net.security.clone(), 503, net.now).unwrap();
+    net.run(Nanos::from_millis(300), &mut rendered);
+    let p = &net.players[0].1;
+    assert_eq!(p.stats().restarts, 1);
+    assert_eq!(p.info().unwrap().epoch, net.source.epoch());
+    assert!(p.is_streaming());
+}
+
+#[test]
+fn a_replayed_hello_gets_one_small_answer_and_replayed_requests_get_none() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(SourceConfig::new(1, 48_000, 2));
+    net.add_player(6000);
+    // Capture what the player sends (its Hellos, probes, NACKs, reports).
+    let capture: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let c = capture.clone();
+    net.drop = Box::new(move |to, data| {
+        if to == addr(5000) {
+            c.borrow_mut().push(data.to_vec());
+        }
+        false
+    });
+    let mut rendered = vec![Vec::new()];
+    net.run(Nanos::from_secs(1), &mut rendered);
+    assert_eq!(net.source.receivers().len(), 1, "the player proved its address and joined");
+    assert!(net.source.stats().cookies_sent >= 1);
+
+    // The source restarts; the stranger replays everything the player ever sent, forging
+    // the address of a victim.
+    let victim = addr(6666);
+    let start = net.now;
+    let mut fresh =
+        SourceSession::new(SourceConfig::new(1, 48_000, 2), net.security.clone(), 99, start)
+            .unwrap();
+    let mut buf = [0u8; 1500];
+    let payload = [0u8; 960];
+    let (mut to_victim, mut bytes, mut largest) = (0usize, 0usize, 0usize);
+    let mut now = start;
+    let replayed = capture.borrow().clone();
+    for (i, d) in replayed.iter().enumerate() {
+        now = start + Nanos::from_millis(i as i64);
+        let mut d = d.clone();
+        fresh.handle_datagram(now, victim, &mut d);
+    }
+    // ...and the source streams on for 10 s.
+    while now < start + Nanos::from_secs(10) {
+        now += Nanos::from_millis(1);
+        while fresh.wants_frame(now, Nanos::from_millis(20)) {
+            fresh.push_paced(now, &payload).unwrap();
+        }
+        fresh.handle_timeout(now);
+        while let Some(t) = fresh.poll_transmit(now, &mut buf) {
+            let to: Vec<SocketAddr> = match t.destination {
+                Destination::To(a) => vec![a],
+                Destination::Fanout => fresh.fanout().collect(),
+            };
+            if to.contains(&victim) {
+                to_victim += 1;
+                bytes += t.len;
+                largest = largest.max(t.len);
+            }
+        }
+    }
+    let st = *fresh.stats();
+    let hellos = st.cookies_sent as usize;
+    let sent: usize = replayed.iter().map(Vec::len).sum();
+    assert!(hellos >= 1, "the replayed Hellos were answered with a cookie");
+    // One small answer per replayed Hello (the announce with a cookie) or probe (the clock
+    // reply), nothing else: no audio, no retransmission, no fan-out.
+    assert_eq!(to_victim, hellos + st.probes_answered as usize, "{st:?}");
+    assert!(largest < 200, "only small answers: the largest was {largest} bytes");
+    assert!(bytes <= 2 * sent, "{bytes} bytes out for {sent} bytes replayed");
+    assert!(fresh.receivers().is_empty());
+    assert_eq!(st.retransmits, 0);
+    assert!(st.unverified > 0, "the NACKs and reports were counted: {st:?}");
+}
+
+#[test]
+fn a_refusal_from_an_earlier_run_does_not_stop_a_player() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut cfg = SourceConfig::new(1, 48_000, 2);
+    cfg.max_receivers = 1;
+    let mut net = Net::new(cfg);
+    net.add_player(6000);
+    net.add_player(6001);
+    let capture: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let c = capture.clone();
+    net.drop = Box::new(move |to, data| {
+        if to == addr(6001) {
+            c.borrow_mut().push(data.to_vec());
+        }
+        false
+    });
+    let mut rendered = vec![Vec::new(), Vec::new()];
+    net.run(Nanos::from_millis(300), &mut rendered);
+    assert!(events(&mut net.players[1].1).iter().any(|e| matches!(e, PlayerEvent::Refused { .. })));
+    // A later run of that player (same address) is fed the refusals its predecessor got.
+    let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
+    cfg.name = "p6001 again".into();
+    let mut again = PlayerSession::new(cfg, net.security.clone(), 4242, net.now);
+    for d in capture.borrow().iter() {
+        let mut d = d.clone();
+        again.handle_datagram(net.now, SRC.parse().unwrap(), &mut d);
+    }
+    let ev = events(&mut again);
+    assert!(!ev.iter().any(|e| matches!(e, PlayerEvent::Refused { .. })), "{ev:?}");
+    assert!(again.stats().foreign > 0);
 }

@@ -12,10 +12,12 @@ fn samples() -> Vec<Packet<'static>> {
     static PCM: [u8; 960] = [7; 960];
     static SHARD: [u8; 500] = [3; 500];
     vec![
-        Packet::Hello(Hello { stream_id: 3, name: "kitchen", listen_only: true }),
+        Packet::Hello(Hello { stream_id: 3, name: "kitchen", listen_only: true, cookie: 0xC00C1E }),
         Packet::Announce(Announce {
             stream_id: 3,
-            instance: 99,
+            origin: 99,
+            epoch: 1_765_000_000_000_000_000,
+            cookie: 7,
             sample_rate: 48_000,
             channels: 2,
             codec: Codec::Pcm16,
@@ -29,6 +31,7 @@ fn samples() -> Vec<Packet<'static>> {
         Packet::Refuse(Refuse {
             stream_id: 3,
             reason: RefuseReason::ServerFull,
+            to: u128::MAX - 5,
             message: "server full",
         }),
         Packet::Bye(wire::Bye { stream_id: 3 }),

@@ -222,8 +222,13 @@ pub fn run(s: &Scenario) -> Outcome {
     cfg.max_receivers = s.players;
     cfg.multicast = s.multicast.then_some(GROUP);
     let payload_len = usize::from(s.frames_per_packet) * usize::from(channels) * 2;
-    let source = SourceSession::new(cfg, security.clone(), rng.next_u64(), source_clock.local(0))
-        .expect("scenario source config is valid");
+    let source = SourceSession::new(
+        cfg,
+        security.clone(),
+        u128::from(rng.next_u64()),
+        source_clock.local(0),
+    )
+    .expect("scenario source config is valid");
     let mut nodes = vec![Node {
         addr: addr(5000),
         clock: source_clock,
@@ -350,7 +355,7 @@ impl World<'_> {
         cfg.probe_interval = s.probe_interval;
         cfg.join = !s.multicast;
         let local = self.nodes[player].clock.local(self.now);
-        let session = PlayerSession::new(cfg, security.clone(), random, local);
+        let session = PlayerSession::new(cfg, security.clone(), u128::from(random), local);
         let mut rng = Rng::new(random);
         let dac_ppm = rng.range(-s.dac_ppm, s.dac_ppm);
         let dac = Dac {

@@ -500,12 +500,6 @@ fn parse_codec(name: &str) -> Result<Codec> {
     })
 }
 
-/// Randomness for sender ids (part of every nonce): the OS's, or no start (a clock-and-pid
-/// fallback would make nonces that can repeat).
-fn seed() -> Result<u64> {
-    Ok(u64::from_le_bytes(tutti_node::security::try_random()?))
-}
-
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let m = member(&a.net, cfg)?;
     fetch_keys(&m, a.hub.as_deref())?;
@@ -635,7 +629,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         c.stream_id = i as u32 + 1;
         c.name = name.chars().take(64).collect();
         let addr = SocketAddr::new(bind_ip, port + i as u16);
-        let r = run_source(input, c, encoding, addr, m.keys.clone(), seed()? ^ i as u64, start)
+        let r = run_source(input, c, encoding, addr, m.keys.clone(), start)
             .with_context(|| format!("stream {name} on {addr}"))?;
         let meta = &r.metadata;
         let title = meta
@@ -935,7 +929,7 @@ impl LateWatch {
 fn status_fields(s: &PlayerSnapshot) -> String {
     let c = s.clock.as_ref();
     format!(
-        "state={} offset_us={} skew_ppm={:.2} latency_ms={} device_latency_ms={:.2} buffer_pkts={} underrun_frames={} resyncs={} concealed={} stalled={} recovered_fec={} recovered_nack={}",
+        "state={} offset_us={} skew_ppm={:.2} latency_ms={} device_latency_ms={:.2} buffer_pkts={} underrun_frames={} resyncs={} concealed={} stalled={} recovered_fec={} recovered_nack={} foreign={}",
         if s.streaming { "playing" } else { "waiting" },
         c.map_or("?".into(), |c| format!("{:.1}", c.offset.0 as f64 / 1e3)),
         c.map_or(0.0, |c| c.skew_ppm()),
@@ -948,13 +942,19 @@ fn status_fields(s: &PlayerSnapshot) -> String {
         s.stats.stalled,
         s.stats.recovered_fec,
         s.stats.recovered_retx,
+        s.stats.foreign,
     )
 }
 
 fn status_line(s: &PlayerSnapshot) -> String {
     let c = s.clock.as_ref();
+    // Datagrams of other streams or of earlier runs (relayed, replayed): ignored, but said.
+    let foreign = match s.stats.foreign {
+        0 => String::new(),
+        n => format!(" | ignored {n} of other streams"),
+    };
     format!(
-        "{} offset {} | skew {:+.2} ppm | ±{} | buffer {} pkts, latency {} | recovered FEC {} NACK {} | concealed {} | stalled {} | resyncs {} | underruns {}",
+        "{} offset {} | skew {:+.2} ppm | ±{} | buffer {} pkts, latency {} | recovered FEC {} NACK {} | concealed {} | stalled {} | resyncs {} | underruns {}{foreign}",
         if s.streaming { "▶" } else { "…" },
         c.map_or("?".into(), |c| c.offset.to_string()),
         c.map_or(0.0, |c| c.skew_ppm()),
@@ -1089,7 +1089,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let name = opts.config.name.clone();
     let local = opts.bind;
     let mut player =
-        run_player(opts, m.keys.clone(), seed()?).with_context(|| format!("playing {source}"))?;
+        run_player(opts, m.keys.clone()).with_context(|| format!("playing {source}"))?;
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
         name: name.clone(),
@@ -1145,7 +1145,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                         opts.config.latency_override = latency.or(base.config.latency_override);
                         let levels = handles.lock().ok().map(|h| h.levels.clone());
                         player.stop();
-                        player = run_player(opts, m.keys.clone(), seed()?)
+                        player = run_player(opts, m.keys.clone())
                             .with_context(|| format!("playing {addr}"))?;
                         if let Ok(mut h) = handles.lock() {
                             *h = PlayerHandles::of(&player);
@@ -1238,7 +1238,6 @@ fn demo(a: DemoArgs) -> Result<()> {
         Encoding { codec: Codec::Pcm16, bitrate: 0 },
         "127.0.0.1:0".parse()?,
         key.clone(),
-        seed()?,
         None,
     )?;
     println!(
@@ -1263,7 +1262,7 @@ fn demo(a: DemoArgs) -> Result<()> {
             volume: 100.0,
             join_timeout: Duration::from_secs(5),
         };
-        players.push(run_player(opts, key.clone(), seed()? ^ (i as u64 + 1) << 8)?);
+        players.push(run_player(opts, key.clone())?);
     }
     println!(
         "{:>5}  {:>12}  per player: clock offset ± bound, skew, buffer, recovered/concealed",
@@ -1515,8 +1514,7 @@ fn party_mic(
     };
     let start = tutti_audio::clock::now() + Nanos::from_millis(300);
     let paced = matches!(input, Input::Paced { .. });
-    let src =
-        run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, seed()?, Some(start))?;
+    let src = run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, Some(start))?;
     if paced {
         // For measurements: the local instant the first sample counts as captured.
         println!("first_sample_local_ns={}", start.0);
@@ -1548,7 +1546,7 @@ fn party_host(
         max_inputs: a.max_mics,
         monitor,
     };
-    Ok(tutti_node::mixer::run_mixer(opts, sec, seed()?)?)
+    Ok(tutti_node::mixer::run_mixer(opts, sec)?)
 }
 
 /// Prints who joined and, on a terminal, the levels, until `running` says stop.

@@ -310,6 +310,205 @@ fn lossy_relay(
     })
 }
 
+/// A relay on `listen` to a source on `source` that records what the source sends back and
+/// also copies each of those datagrams to `copy_to` (a stranger forwarding another stream).
+fn tap_relay(
+    listen: u16,
+    source: u16,
+    copy_to: Option<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    use std::net::UdpSocket;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    let front = Arc::new(UdpSocket::bind(("127.0.0.1", listen)).expect("relay front"));
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("relay back"));
+    front.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    back.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let player = Arc::new(Mutex::new(None));
+    let upstream = {
+        let (front, back, player, stop) =
+            (front.clone(), back.clone(), player.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *player.lock().unwrap() = Some(from);
+                    let _ = back.send_to(&buf[..n], ("127.0.0.1", source));
+                }
+            }
+        })
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, _)) = back.recv_from(&mut buf) {
+                seen.push(buf[..n].to_vec());
+                if let Some(p) = *player.lock().unwrap() {
+                    let _ = front.send_to(&buf[..n], p);
+                }
+                if let Some(c) = copy_to {
+                    let _ = front.send_to(&buf[..n], ("127.0.0.1", c));
+                }
+            }
+        }
+        let _ = upstream.join();
+        seen
+    })
+}
+
+#[test]
+fn relayed_and_replayed_datagrams_of_other_streams_leave_a_player_bit_exact() {
+    let _serial = serial();
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tmp("relay-replay");
+    let input_path = dir.join("in.wav");
+    let input = write_input(&input_path, 3.0, 17);
+    let p = port_base(16);
+    let (sa, sb, player_port, r0, r1, q) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
+    let tone = |port: u16| {
+        tutti(&[
+            "stream",
+            "--tone",
+            "440",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "-q",
+        ])
+    };
+    // Earlier: a run of the source on port `sa`, heard by a player through a relay that
+    // records every datagram the source sent it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorder = tap_relay(r0, sa, None, stop.clone());
+    let earlier = tone(sa);
+    let listener = tutti(&["play", &format!("127.0.0.1:{r0}"), "--null", "--seconds", "3", "-q"]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    drop((earlier, listener));
+    stop.store(true, Ordering::Relaxed);
+    let recorded = recorder.join().expect("recorder");
+    assert!(recorded.len() > 100, "recorded {} datagrams", recorded.len());
+
+    // Now: a new run on `sa` plays a file to our player; another stream on `sb` plays to a
+    // player behind a stranger who copies every one of its datagrams to our player too.
+    let out = dir.join("out.wav");
+    let mut player = tutti(&[
+        "play",
+        &format!("127.0.0.1:{sa}"),
+        "--port",
+        &player_port.to_string(),
+        "--wav",
+        out.to_str().unwrap(),
+        "--seconds",
+        "6",
+    ]);
+    let _other = tone(sb);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stranger = tap_relay(r1, sb, Some(player_port), stop.clone());
+    let _other_player =
+        tutti(&["play", &format!("127.0.0.1:{r1}"), "--port", &q.to_string(), "--null", "-q"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut source = tutti(&[
+        "stream",
+        "--file",
+        input_path.to_str().unwrap(),
+        "--port",
+        &sa.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--latency-ms",
+        "200",
+        "--quiet",
+    ]);
+    // Mid-stream, the stranger replays the earlier run's datagrams (from the source's port
+    // on this host, as a forger would), one per millisecond.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let replayer = std::net::UdpSocket::bind("127.0.0.1:0").expect("replayer");
+    for d in &recorded {
+        let _ = replayer.send_to(d, ("127.0.0.1", player_port));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (ok, log) = wait(&mut source, Duration::from_secs(20));
+    assert!(ok, "source: {log}");
+    let (ok, log) = wait(&mut player, Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    let relayed = stranger.join().expect("stranger").len();
+    assert!(ok, "player: {log}");
+    assert!(relayed > 500, "the stranger relayed {relayed} datagrams");
+    let got = read_wav(&out);
+    assert!(
+        find_exact(&got, &input).is_some(),
+        "relayed ({relayed}) and replayed ({}) datagrams broke the stream: {log}",
+        recorded.len()
+    );
+    let ignored: u64 = log
+        .lines()
+        .filter_map(|l| l.split("| ignored ").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(ignored > 500, "the foreign datagrams are counted and said: {log}");
+    eprintln!(
+        "{relayed} relayed and {} replayed datagrams: output bit-identical, {ignored} ignored",
+        recorded.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_replayed_hello_gets_one_small_answer_not_a_stream() {
+    let _serial = serial();
+    use std::net::UdpSocket;
+    let p = port_base(17);
+    let (src, capture_port) = (p, p + 1);
+    // A player's Hello, captured on its way (the player is pointed at the capturing socket).
+    let capture = UdpSocket::bind(("127.0.0.1", capture_port)).expect("capture");
+    capture.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let player =
+        tutti(&["play", &format!("127.0.0.1:{capture_port}"), "--null", "--seconds", "3", "-q"]);
+    let mut buf = [0u8; 2048];
+    let (n, _) = capture.recv_from(&mut buf).expect("the player says hello");
+    let hello = buf[..n].to_vec();
+    drop(player);
+    // Later, a source runs; a stranger replays the Hello with a victim's address (here, a
+    // socket of its own: what it receives is what a victim would).
+    let _source = tutti(&[
+        "stream",
+        "--tone",
+        "440",
+        "--port",
+        &src.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "-q",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = UdpSocket::bind("127.0.0.1:0").expect("victim");
+    victim.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    for _ in 0..3 {
+        victim.send_to(&hello, ("127.0.0.1", src)).expect("replay");
+    }
+    let (mut datagrams, mut bytes) = (0usize, 0usize);
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        if let Ok((n, _)) = victim.recv_from(&mut buf) {
+            datagrams += 1;
+            bytes += n;
+        }
+    }
+    eprintln!(
+        "3 replayed Hellos of {} bytes: the victim got {datagrams} datagrams, {bytes} bytes in 3 s",
+        hello.len()
+    );
+    // Each copy is answered at most once, with an announce (a cookie to echo); never audio
+    // (a stream would be ~190 kB/s).
+    assert!(datagrams <= 3, "{datagrams} datagrams, {bytes} bytes");
+    assert!(bytes <= 3 * 250, "{bytes} bytes for {} replayed", 3 * hello.len());
+}
+
 #[test]
 fn with_10_percent_loss_the_output_is_still_bit_identical() {
     let _serial = serial();
