@@ -1,19 +1,24 @@
-//! The node link, hub side: TCP, one JSON [`LinkMessage`] per line.
+//! The node link, hub side: TCP; a handshake in clear lines, then JSON [`LinkMessage`]s in
+//! the encrypted frames of [`tutti_proto::link`].
 //!
 //! ```text
-//! hub  → node  {"challenge":{"nonce":"<32 random bytes, hex>"}}
-//! node → hub   {"hello":{"info":{...},"paired":"kitchen","proof":"<Credential::prove(nonce), hex>"}}
-//! hub  → node  {"welcome":{"settings":{...},"keys":"<sealed KeySet>"}}  or {"refused":...}, close
+//! hub  → node  {"challenge":{"nonce":"<32 random bytes, hex>"}}                    clear
+//! node → hub   {"open":{"paired":"kitchen","noise":"<Noise NNpsk0 -> psk, e>"}}    clear
+//! hub  → node  {"opened":{"noise":"<- e, ee>"}}  or {"refused":...}, close         clear
+//! node → hub   {"hello":{"info":{...}}}                                            encrypted
+//! hub  → node  {"welcome":{"settings":{...},"keys":"<sealed KeySet>"}}  or {"refused":...}
 //! node → hub   {"state":{...}}                       a few times a second
 //! hub  → node  {"command":{"kind":"volume","percent":40}}   whenever the API says so
 //! hub  → node  {"keys":{"sealed":"..."}}             on every key rotation
 //! ```
 //!
-//! A paired node proves its own credential (its id is the paired id, or starts with it and a
-//! dash: one paired machine may run a player and a source); on a passphrase network a node
-//! may instead prove the network key (no `paired`). A proof is bound to its nonce, so one
-//! overheard cannot be replayed. Stream keys travel sealed with the node's credential. (The
-//! rest of the link is authenticated, not encrypted: settings are not secret; the audio is.)
+//! The handshake's pre-shared key is a paired node's own credential (its id is the paired
+//! id, or starts with it and a dash: one paired machine may run a player and a source) or, on
+//! a passphrase network, the network key (no `paired`). Each side proves it to the other
+//! before anything else is said: the hub cannot read the opening without the key, the node
+//! cannot read the answer unless the hub has it — a node refuses an impostor hub. From then
+//! on everything is encrypted; stream keys are additionally sealed with the node's
+//! credential.
 //!
 //! A hello with role `keys` only fetches a paired node's keys (it is answered with a
 //! welcome and closed, and the node is not listed): a player needs them before it joins.
@@ -24,11 +29,13 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::{Hub, Link};
 use tutti_proto::control::{LinkMessage, NodeInfo, from_hex, to_hex};
+use tutti_proto::link::{Opener, Sealer};
 
 /// Longest line accepted from a node (a cover image, hex, is the longest thing it sends).
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -121,12 +128,67 @@ pub async fn serve(hub: Hub, listener: TcpListener) {
 /// A node that has not taken a message in this long is gone (its commands would pile up).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, m: &LinkMessage) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+/// Writes `m` as a clear line (the handshake), or sealed in frames once `sealer` is given.
+async fn send(
+    w: &mut OwnedWriteHalf,
+    sealer: Option<&mut Sealer>,
+    m: &LinkMessage,
+) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    match sealer {
+        Some(s) => bytes = s.seal(&bytes).map_err(std::io::Error::other)?,
+        None => bytes.push(b'\n'),
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::other(format!("a node took nothing for {WRITE_TIMEOUT:?}"))),
+    }
+}
+
+/// Reads the rest of one frame (`[u16 length][ciphertext]`) into `frame` (what it holds is its
+/// start): `true` once whole, `false` at the end of the stream. Cancel-safe like
+/// [`read_line`]: every byte taken from the reader is in `frame`; the caller clears it once it
+/// has opened the frame. A frame is at most 64 KiB by construction.
+async fn read_frame(
+    r: &mut BufReader<OwnedReadHalf>,
+    frame: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    loop {
+        let need = match frame.as_slice() {
+            [a, b, ..] => 2 + tutti_proto::link::frame_len([*a, *b]),
+            _ => 2,
+        };
+        if frame.len() == need && need > 2 {
+            return Ok(true);
+        }
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        let take = available.len().min(need - frame.len());
+        frame.extend_from_slice(&available[..take]);
+        r.consume(take);
+    }
+}
+
+/// The next message in the channel, or `None` at the end of the stream.
+async fn receive(
+    r: &mut BufReader<OwnedReadHalf>,
+    frame: &mut Vec<u8>,
+    opener: &mut Opener,
+) -> std::io::Result<Option<LinkMessage>> {
+    loop {
+        if !read_frame(r, frame).await? {
+            return Ok(None);
+        }
+        let opened = opener.open(&frame[2..]).map_err(std::io::Error::other);
+        frame.clear();
+        if let Some(message) = opened? {
+            // Anything this hub does not understand (a newer node) is skipped.
+            if let Ok(m) = serde_json::from_slice::<LinkMessage>(&message) {
+                return Ok(Some(m));
+            }
+        }
     }
 }
 
@@ -164,33 +226,51 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let challenge: [u8; 32] = crate::secrets::random();
-    send(&mut w, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
+    send(&mut w, None, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
     let mut line = Vec::new();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut r, &mut line, MAX_HELLO)).await;
-    let refuse = async |w: &mut tokio::net::tcp::OwnedWriteHalf, message: String| {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut r, &mut line, MAX_HELLO)).await;
+    let refuse = async |w: &mut OwnedWriteHalf, sealer: Option<&mut Sealer>, message: String| {
         let e = std::io::Error::other(format!("{peer}: {message}"));
-        send(w, &LinkMessage::Refused { message }).await?;
+        send(w, sealer, &LinkMessage::Refused { message }).await?;
         Err::<(), _>(e)
     };
     let message = serde_json::from_slice::<LinkMessage>(line.trim_ascii());
     line.clear();
-    let (info, paired) = match (hello, message) {
+    let (paired, noise) = match (first, message) {
         (Ok(Ok(_)), Ok(LinkMessage::Pair { token, noise })) => {
             return match pair(&hub, &token, &noise) {
-                Ok(answer) => send(&mut w, &LinkMessage::Paired { noise: answer }).await,
-                Err(message) => refuse(&mut w, message).await,
+                Ok(answer) => send(&mut w, None, &LinkMessage::Paired { noise: answer }).await,
+                Err(message) => refuse(&mut w, None, message).await,
             };
         }
-        (Ok(Ok(_)), Ok(LinkMessage::Hello { info, proof, paired })) => {
-            if let Err(message) = admit(&hub, &challenge, &info, &proof, paired.as_deref()) {
-                return refuse(&mut w, message).await;
-            }
-            (info, paired)
+        (Ok(Ok(_)), Ok(LinkMessage::Open { paired, noise })) => (paired, noise),
+        (Ok(Ok(_)), Ok(LinkMessage::Hello { .. })) => {
+            let m = "this node speaks an older link protocol (no handshake): update it";
+            return refuse(&mut w, None, m.to_owned()).await;
         }
         _ => {
-            return refuse(&mut w, "expected {\"hello\":{...}} within 5 s".to_owned()).await;
+            return refuse(&mut w, None, "expected {\"open\":{...}} within 5 s".to_owned()).await;
         }
     };
+    // The handshake: the node proves the key, and this answer proves it back.
+    let (channel, answer) = match open(&hub, &challenge, paired.as_deref(), &noise) {
+        Ok(x) => x,
+        Err(message) => return refuse(&mut w, None, message).await,
+    };
+    send(&mut w, None, &LinkMessage::Opened { noise: to_hex(&answer) }).await?;
+    let (mut sealer, mut opener) = channel.split(MAX_LINE);
+    let mut frame = Vec::new();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, receive(&mut r, &mut frame, &mut opener)).await;
+    let info = match hello {
+        Ok(Ok(Some(LinkMessage::Hello { info }))) => info,
+        _ => {
+            let m = "expected {\"hello\":{...}} in the channel within 5 s".to_owned();
+            return refuse(&mut w, Some(&mut sealer), m).await;
+        }
+    };
+    if let Err(message) = admit(&info, paired.as_deref()) {
+        return refuse(&mut w, Some(&mut sealer), message).await;
+    }
     // A paired node fetching its keys before it starts (role `keys`): answered, not listed.
     if info.role == "keys" {
         let keys = paired
@@ -198,7 +278,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
             .and_then(|p| hub.credential(p).ok())
             .and_then(|c| hub.sealed_keys(&c));
         let settings = Default::default();
-        return send(&mut w, &LinkMessage::Welcome { settings, keys }).await;
+        return send(&mut w, Some(&mut sealer), &LinkMessage::Welcome { settings, keys }).await;
     }
     // Proven: no longer counted against the unproven cap.
     drop(slot);
@@ -213,35 +293,33 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
         let (s, e) = reg.connect(info, Instant::now());
         ((s, reg.route_for(&id)), vec![e], true)
     });
-    send(&mut w, &LinkMessage::Welcome { settings, keys }).await?;
+    send(&mut w, Some(&mut sealer), &LinkMessage::Welcome { settings, keys }).await?;
     // A player in a routed zone plays the zone's source.
     if let Some(route) = route {
         let _ = tx.send(LinkMessage::Command(route));
     }
     let result = loop {
         tokio::select! {
-            n = tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut r, &mut line, MAX_LINE)) => match n {
+            n = tokio::time::timeout(IDLE_TIMEOUT, receive(&mut r, &mut frame, &mut opener)) => match n {
                 Err(_) => break Err(std::io::Error::other(format!("{id}: silent for {IDLE_TIMEOUT:?}"))),
                 Ok(n) => match n {
-                Ok(0) => break Ok(()),
-                // Anything but state from a node is ignored: an older or newer node may say
-                // more than this hub understands.
-                Ok(_) => match serde_json::from_slice::<LinkMessage>(std::mem::take(&mut line).trim_ascii()) {
-                    Ok(LinkMessage::State(state)) => {
-                        hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
-                    }
-                    Ok(LinkMessage::Cover { mime, data }) => {
-                        let image = from_hex(&data).filter(|d| !d.is_empty());
-                        hub.set_cover(&id, image.map(|d| (mime, d)));
-                    }
-                    _ => {}
-                },
+                Ok(None) => break Ok(()),
+                // Anything but state and cover art from a node is ignored: an older or newer
+                // node may say more than this hub understands.
+                Ok(Some(LinkMessage::State(state))) => {
+                    hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
+                }
+                Ok(Some(LinkMessage::Cover { mime, data })) => {
+                    let image = from_hex(&data).filter(|d| !d.is_empty());
+                    hub.set_cover(&id, image.map(|d| (mime, d)));
+                }
+                Ok(Some(_)) => {}
                 Err(e) => break Err(e),
             }},
             m = rx.recv() => match m {
                 Some(m) => {
                     let last = matches!(m, LinkMessage::Refused { .. });
-                    if let Err(e) = send(&mut w, &m).await {
+                    if let Err(e) = send(&mut w, Some(&mut sealer), &m).await {
                         break Err(e);
                     }
                     if last {
@@ -259,42 +337,49 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     result
 }
 
-/// Checks a hello: a paired node's credential proof, or (passphrase networks) the network
-/// key's. `Err` is the message the node is told.
-fn admit(
+/// Answers a node's opening under the key it claims (a paired node's credential, or the
+/// network key). `Err` is the message the node is told.
+fn open(
     hub: &Hub,
     challenge: &[u8],
-    info: &NodeInfo,
-    proof: &str,
     paired: Option<&str>,
-) -> Result<(), String> {
+    noise: &str,
+) -> Result<(tutti_proto::link::Channel, Vec<u8>), String> {
+    let first = from_hex(noise).ok_or("the opening is not hex")?;
+    let psk = match (paired, hub.key()) {
+        (Some(p), _) => {
+            let credential = hub.credential(p)?;
+            crate::secrets::credential_of(&credential)
+                .ok_or(format!("`{p}`'s credential is unreadable"))?
+                .link_psk()
+        }
+        (None, Some(key)) => key.link_psk(),
+        (None, None) => {
+            return Err(
+                "this hub admits paired nodes only: pair this node with `tutti pair LINK` \
+                 (`tutti serve` prints a link; POST /api/pairing makes more)"
+                    .to_owned(),
+            );
+        }
+    };
+    tutti_proto::link::accept(&psk, challenge, paired, &first).map_err(|_| match paired {
+        Some(p) => format!("wrong credential for `{p}`: pair this node again"),
+        None => "wrong network key: use the same passphrase as the hub".to_owned(),
+    })
+}
+
+/// Checks a hello's node id against the key that opened the channel: a paired node's ids
+/// are its paired id or start with it and a dash. `Err` is the message the node is told.
+fn admit(info: &NodeInfo, paired: Option<&str>) -> Result<(), String> {
     if info.id.is_empty() || info.id.len() > 128 {
         return Err("`info.id` must be 1–128 characters".to_owned());
     }
-    let proof = from_hex(proof).unwrap_or_default();
-    match (paired, hub.key()) {
-        (Some(p), _) => {
-            let credential = hub.credential(p)?;
-            let ok = crate::secrets::credential_of(&credential)
-                .is_some_and(|c| c.verify(challenge, &proof));
-            if !ok {
-                return Err(format!("wrong credential for `{p}`: pair this node again"));
-            }
-            if info.id != p && !info.id.starts_with(&format!("{p}-")) {
-                return Err(format!(
-                    "node id `{}` is not `{p}`'s: a paired node's ids start with its paired id",
-                    info.id
-                ));
-            }
-            Ok(())
-        }
-        (None, Some(key)) if key.verify(challenge, &proof) => Ok(()),
-        (None, Some(_)) => Err("wrong network key: use the same passphrase as the hub".to_owned()),
-        (None, None) => {
-            Err("this hub admits paired nodes only: pair this node with `tutti pair LINK` (`tutti \
-             serve` prints a link; POST /api/pairing makes more)"
-                .to_owned())
-        }
+    match paired {
+        Some(p) if info.id != p && !info.id.starts_with(&format!("{p}-")) => Err(format!(
+            "node id `{}` is not `{p}`'s: a paired node's ids start with its paired id",
+            info.id
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -189,9 +189,14 @@ async fn a_stranger_without_the_key_is_refused() {
     let n = s.read(&mut buf).await.unwrap();
     let challenge: LinkMessage = serde_json_line(&buf[..n]);
     let LinkMessage::Challenge { nonce } = challenge else { panic!("{challenge:?}") };
-    let proof = to_hex(&key("guessing").prove(&from_hex(&nonce).unwrap()));
-    let hello = LinkMessage::Hello { info: info("intruder"), proof, paired: None };
-    let mut line = serde_json::to_vec(&hello).unwrap();
+    let (_, first) = tutti_proto::link::Opening::start(
+        &key("guessing").link_psk(),
+        &from_hex(&nonce).unwrap(),
+        None,
+    )
+    .unwrap();
+    let open = LinkMessage::Open { paired: None, noise: to_hex(&first) };
+    let mut line = serde_json::to_vec(&open).unwrap();
     line.push(b'\n');
     s.write_all(&line).await.unwrap();
     let n = s.read(&mut buf).await.unwrap();

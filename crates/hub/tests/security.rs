@@ -394,3 +394,96 @@ async fn a_hostile_hub_flooding_a_node_with_a_newline_less_line_costs_it_nothing
     node.stop();
     fake.abort();
 }
+
+/// A node's handler that records everything a hub makes it do.
+#[derive(Clone, Default)]
+struct Watcher {
+    statuses: Arc<Mutex<Vec<String>>>,
+    obeyed: Arc<Mutex<Vec<String>>>,
+}
+
+impl tutti_node::hub::HubHandler for Watcher {
+    fn state(&mut self) -> NodeState {
+        NodeState::default()
+    }
+    fn settings(&mut self, s: &Settings) {
+        self.obeyed.lock().unwrap().push(format!("settings {s:?}"));
+    }
+    fn command(&mut self, c: &Command) {
+        self.obeyed.lock().unwrap().push(format!("command {c:?}"));
+    }
+    fn status(&mut self, m: &str) {
+        self.statuses.lock().unwrap().push(m.to_owned());
+    }
+}
+
+/// A fake hub on `listener`: `noise` false speaks the old protocol (a welcome with the volume
+/// at 10 % and muted, then commands, whatever the node says); `noise` true answers the
+/// handshake as well as it can without the key (with its own handshake under a guessed key).
+async fn impostor(listener: tokio::net::TcpListener, noise: bool) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else { return };
+        let challenge = [9u8; 32];
+        let hello = format!("{{\"challenge\":{{\"nonce\":\"{}\"}}}}\n", "09".repeat(32));
+        let _ = s.write_all(hello.as_bytes()).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        let guessed = NetworkKey::from_bytes([66; 32]).link_psk();
+        let mut lines = Vec::new();
+        if noise {
+            let (_, own) = tutti_proto::link::Opening::start(&guessed, &challenge, None).unwrap();
+            let (_, answer) = tutti_proto::link::accept(&guessed, &challenge, None, &own).unwrap();
+            lines.push(format!(
+                "{{\"opened\":{{\"noise\":\"{}\"}}}}",
+                tutti_proto::control::to_hex(&answer)
+            ));
+        }
+        lines.push(
+            r#"{"welcome":{"settings":{"volume":10,"mute":true,"delay_ms":1000,"zone":null}}}"#
+                .into(),
+        );
+        lines.push(r#"{"command":{"kind":"volume","percent":10}}"#.into());
+        lines.push(r#"{"command":{"kind":"mute","mute":true}}"#.into());
+        for l in lines {
+            let _ = s.write_all(format!("{l}\n").as_bytes()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_hub_without_the_key_cannot_command_a_node() {
+    let credential = tutti_proto::Credential::from_bytes([5; 32]);
+    let auths = [
+        ("passphrase", LinkAuth::Network(NetworkKey::from_bytes([7; 32]))),
+        ("paired", LinkAuth::Paired { node: "kitchen".into(), credential, keys: Keys::pending() }),
+    ];
+    for (kind, auth) in auths {
+        for noise in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let fake = tokio::spawn(impostor(listener, noise));
+            let w = Watcher::default();
+            let node = HubLink::spawn(
+                addr,
+                info("kitchen"),
+                auth.clone(),
+                Duration::from_millis(100),
+                w.clone(),
+            )
+            .unwrap();
+            let expect = if noise { "impostor" } else { "no answer to the handshake" };
+            until("the node refuses the impostor", || {
+                w.statuses.lock().unwrap().iter().any(|m| m.contains(expect))
+            })
+            .await;
+            // Two more attempts (it retries every second): still nothing obeyed.
+            tokio::time::sleep(Duration::from_millis(2_100)).await;
+            let obeyed = w.obeyed.lock().unwrap().clone();
+            assert!(obeyed.is_empty(), "{kind} node, noise {noise}: obeyed {obeyed:?}");
+            eprintln!("{kind} node vs impostor (noise {noise}): {:?}", w.statuses.lock().unwrap());
+            node.stop();
+            fake.abort();
+        }
+    }
+}

@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
@@ -23,13 +22,13 @@ pub fn enabled_by_env() -> bool {
 /// An mDNS responder and browser for one node.
 pub struct Discovery {
     daemon: ServiceDaemon,
-    hub: Arc<Mutex<Option<SocketAddr>>>,
+    hubs: Hubs,
     browsing: bool,
 }
 
 impl core::fmt::Debug for Discovery {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Discovery").field("hub", &self.hub).finish_non_exhaustive()
+        f.debug_struct("Discovery").field("hubs", &self.hubs).finish_non_exhaustive()
     }
 }
 
@@ -37,7 +36,7 @@ impl Discovery {
     /// Starts the mDNS daemon.
     pub fn start() -> Result<Self, String> {
         let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
-        Ok(Discovery { daemon, hub: Arc::default(), browsing: false })
+        Ok(Discovery { daemon, hubs: Hubs::default(), browsing: false })
     }
 
     /// Advertises this node: `id` (the instance name), `role`, and the UDP `port` its audio
@@ -51,12 +50,12 @@ impl Discovery {
         self.daemon.register(info).map_err(|e| format!("mDNS: {e}"))
     }
 
-    /// Looks for a hub in the background; [`hub`](Self::hub) says what was found (the latest
-    /// to answer).
-    pub fn watch_hub(&mut self) -> Result<Arc<Mutex<Option<SocketAddr>>>, String> {
+    /// Looks for hubs in the background: every host that advertises one is a candidate (mDNS
+    /// only suggests an address; the link's handshake decides whether it is ours).
+    pub fn watch_hub(&mut self) -> Result<Hubs, String> {
         if !self.browsing {
             let rx = self.daemon.browse(HUB_SERVICE).map_err(|e| format!("mDNS: {e}"))?;
-            let slot = self.hub.clone();
+            let slot = self.hubs.clone();
             std::thread::Builder::new()
                 .name("tutti-mdns-browse".into())
                 .spawn(move || {
@@ -69,10 +68,7 @@ impl Discovery {
                             let mut v4: Vec<_> = s.get_addresses_v4().into_iter().collect();
                             v4.sort();
                             if let Some(ip) = v4.first() {
-                                let addr = SocketAddr::new(IpAddr::V4(*ip), s.get_port());
-                                if let Ok(mut h) = slot.lock() {
-                                    *h = Some(addr);
-                                }
+                                slot.found(SocketAddr::new(IpAddr::V4(*ip), s.get_port()));
                             }
                         }
                     }
@@ -80,25 +76,34 @@ impl Discovery {
                 .map_err(|e| format!("mDNS: {e}"))?;
             self.browsing = true;
         }
-        Ok(self.hub.clone())
+        Ok(self.hubs.clone())
+    }
+}
+
+/// The hubs advertised on the network (the latest 16), tried in turn: an impostor that
+/// advertises itself is refused by the link's handshake and the next candidate is tried, so
+/// it cannot keep a node from its real hub.
+#[derive(Clone, Debug, Default)]
+pub struct Hubs(Arc<Mutex<(Vec<SocketAddr>, usize)>>);
+
+impl Hubs {
+    fn found(&self, addr: SocketAddr) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = &mut g.0;
+        list.retain(|a| *a != addr);
+        list.insert(0, addr);
+        list.truncate(16);
     }
 
-    /// The hub found so far.
-    pub fn hub(&self) -> Option<SocketAddr> {
-        self.hub.lock().ok().and_then(|h| *h)
-    }
-
-    /// Waits up to `limit` for a hub to answer.
-    pub fn find_hub(&mut self, limit: Duration) -> Option<SocketAddr> {
-        self.watch_hub().ok()?;
-        let until = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < until {
-            if let Some(h) = self.hub() {
-                return Some(h);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    /// The next candidate to try (round robin over those advertised), `None` before any.
+    pub fn next(&self) -> Option<SocketAddr> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (list, turn) = &mut *g;
+        if list.is_empty() {
+            return None;
         }
-        None
+        *turn = (*turn + 1) % list.len();
+        Some(list[*turn])
     }
 }
 
@@ -114,4 +119,23 @@ fn sanitize(s: &str) -> String {
     let out: String =
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
     if out.is_empty() { "tutti".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_hub_is_tried_in_turn() {
+        let hubs = Hubs::default();
+        assert_eq!(hubs.next(), None);
+        let (real, fake): (SocketAddr, SocketAddr) =
+            ("10.0.0.2:7481".parse().unwrap(), "10.0.0.66:7481".parse().unwrap());
+        hubs.found(real);
+        hubs.found(fake);
+        hubs.found(fake);
+        let tried: Vec<_> = (0..4).filter_map(|_| hubs.next()).collect();
+        assert_eq!(tried.iter().filter(|a| **a == real).count(), 2, "{tried:?}");
+        assert_eq!(tried.iter().filter(|a| **a == fake).count(), 2, "{tried:?}");
+    }
 }

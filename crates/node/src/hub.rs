@@ -1,7 +1,10 @@
-//! The node side of the hub link (see `tutti_hub::link`): connect, prove the network key or
-//! this node's credential, report state a few times a second, apply the settings, commands
-//! and (paired nodes) stream keys the hub sends. It reconnects every second while the hub is
-//! away; the audio never waits for it. [`pair`] turns a one-time token into a credential.
+//! The node side of the hub link (see `tutti_hub::link`): connect, run the handshake that
+//! proves the network key or this node's credential *both ways* (a host that does not hold
+//! it — an impostor that advertised itself over mDNS or took the hub's address — is refused
+//! before it can say anything), then, in the encrypted channel, report state a few times a
+//! second and apply the settings, commands and (paired nodes) stream keys the hub sends. It
+//! reconnects every second while the hub is away; the audio never waits for it. [`pair`]
+//! turns a one-time token into a credential.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +16,7 @@ use std::time::Duration;
 use tutti_proto::control::{
     Command, KEYS_CONTEXT, KeySet, LinkMessage, NodeInfo, NodeState, Settings, from_hex, to_hex,
 };
+use tutti_proto::link::{Opener, Opening, Sealer};
 use tutti_proto::pairing::{Initiator, PairGrant, PairLink, PairRequest};
 use tutti_proto::{Credential, NetworkKey};
 
@@ -43,10 +47,11 @@ impl LinkAuth {
         }
     }
 
-    fn prove(&self, nonce: &[u8]) -> [u8; 32] {
+    /// The handshake's pre-shared key.
+    fn psk(&self) -> [u8; 32] {
         match self {
-            LinkAuth::Network(k) => k.prove(nonce),
-            LinkAuth::Paired { credential, .. } => credential.prove(nonce),
+            LinkAuth::Network(k) => k.link_psk(),
+            LinkAuth::Paired { credential, .. } => credential.link_psk(),
         }
     }
 
@@ -164,16 +169,54 @@ impl Drop for HubLink {
     }
 }
 
-fn write(stream: &mut TcpStream, m: &LinkMessage) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    stream.write_all(&line)
+/// Writes `m` as a clear line (the handshake and pairing), or sealed once `sealer` is given.
+fn write(
+    stream: &mut TcpStream,
+    sealer: Option<&mut Sealer>,
+    m: &LinkMessage,
+) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    match sealer {
+        Some(s) => bytes = s.seal(&bytes).map_err(std::io::Error::other)?,
+        None => bytes.push(b'\n'),
+    }
+    stream.write_all(&bytes)
+}
+
+/// The next message in the channel (`None`: one this node does not understand, or a read
+/// timeout between frames).
+fn receive(
+    reader: &mut BufReader<TcpStream>,
+    opener: &mut Opener,
+) -> std::io::Result<Option<LinkMessage>> {
+    loop {
+        let mut len = [0u8; 2];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(std::io::Error::other("the hub closed the link"));
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let mut frame = vec![0u8; tutti_proto::link::frame_len(len)];
+        reader.read_exact(&mut frame)?;
+        if let Some(m) = opener.open(&frame).map_err(std::io::Error::other)? {
+            return Ok(serde_json::from_slice(&m).ok());
+        }
+    }
 }
 
 /// Longest line taken from a hub (a welcome with sealed keys is a few KiB): a hub that never
 /// sends a newline costs this much, not what it sends.
 pub const MAX_HUB_LINE: u64 = 256 * 1024;
 
+/// A clear line (the handshake and pairing).
 fn read(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<LinkMessage>> {
     let mut line = Vec::new();
     match (&mut *reader).take(MAX_HUB_LINE + 1).read_until(b'\n', &mut line) {
@@ -201,7 +244,8 @@ fn session(
     handler: &mut impl HubHandler,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
-    let (mut stream, mut reader, settings, keys) = greet(hub, info, key, Duration::from_secs(1))?;
+    let (mut stream, mut reader, mut sealer, mut opener, settings, keys) =
+        greet(hub, info, key, Duration::from_secs(1))?;
     if let Some(sealed) = keys
         && !key.install(&sealed)
     {
@@ -217,7 +261,7 @@ fn session(
     let reader_thread =
         std::thread::Builder::new().name("tutti-hub-read".into()).spawn(move || {
             loop {
-                match read(&mut reader) {
+                match receive(&mut reader, &mut opener) {
                     Ok(Some(LinkMessage::Command(c))) => {
                         if tx.send(Ok(c)).is_err() {
                             return;
@@ -246,7 +290,7 @@ fn session(
             let extra = handler.outbox();
             let sent = std::iter::once(LinkMessage::State(handler.state()))
                 .chain(extra)
-                .try_for_each(|m| write(&mut stream, &m));
+                .try_for_each(|m| write(&mut stream, Some(&mut sealer), &m));
             if let Err(e) = sent {
                 break Err(e);
             }
@@ -276,7 +320,7 @@ fn session(
 /// stream it joins): connects, proves the credential, installs the keys of the welcome and
 /// closes. The hub sees the node for that moment; its lasting link follows.
 pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io::Result<()> {
-    let (stream, _, _, keys) = greet(hub, info, auth, Duration::from_secs(2))?;
+    let (stream, _, _, _, _, keys) = greet(hub, info, auth, Duration::from_secs(2))?;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     match keys {
         Some(sealed) if auth.install(&sealed) => Ok(()),
@@ -284,14 +328,19 @@ pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io:
     }
 }
 
-/// Connects and says hello: the challenge answered with `auth`'s proof, then the welcome's
-/// settings and sealed keys (or the hub's refusal, as an error).
+/// An open link: the stream, its reader, the channel's halves, and the welcome's settings and
+/// sealed keys.
+type Greeted = (TcpStream, BufReader<TcpStream>, Sealer, Opener, Settings, Option<String>);
+
+/// Connects and runs the handshake under `auth`'s key (the hub must prove it holds it too),
+/// then says hello in the channel: the welcome's settings and sealed keys, or the hub's
+/// refusal (or an impostor's failure) as an error.
 fn greet(
     hub: SocketAddr,
     info: &NodeInfo,
     auth: &LinkAuth,
     connect: Duration,
-) -> std::io::Result<(TcpStream, BufReader<TcpStream>, Settings, Option<String>)> {
+) -> std::io::Result<Greeted> {
     let mut stream = TcpStream::connect_timeout(&hub, connect)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -300,10 +349,29 @@ fn greet(
         return Err(std::io::Error::other("not a Tutti hub (no challenge)"));
     };
     let nonce = from_hex(&nonce).ok_or_else(|| std::io::Error::other("bad challenge"))?;
-    let proof = to_hex(&auth.prove(&nonce));
-    write(&mut stream, &LinkMessage::Hello { info: info.clone(), proof, paired: auth.paired() })?;
-    match read(&mut reader)? {
-        Some(LinkMessage::Welcome { settings, keys }) => Ok((stream, reader, settings, keys)),
+    let paired = auth.paired();
+    let (opening, first) =
+        Opening::start(&auth.psk(), &nonce, paired.as_deref()).map_err(std::io::Error::other)?;
+    write(&mut stream, None, &LinkMessage::Open { paired, noise: to_hex(&first) })?;
+    let answer = match read(&mut reader)? {
+        Some(LinkMessage::Opened { noise }) => from_hex(&noise).unwrap_or_default(),
+        Some(LinkMessage::Refused { message }) => {
+            return Err(std::io::Error::other(format!("refused: {message}")));
+        }
+        _ => return Err(std::io::Error::other("no answer to the handshake")),
+    };
+    let channel = opening.finish(&answer).map_err(|_| {
+        std::io::Error::other(
+            "refused an impostor: this host does not hold the network's key (or this node's \
+             credential) — not our hub",
+        )
+    })?;
+    let (mut sealer, mut opener) = channel.split(MAX_HUB_LINE as usize);
+    write(&mut stream, Some(&mut sealer), &LinkMessage::Hello { info: info.clone() })?;
+    match receive(&mut reader, &mut opener)? {
+        Some(LinkMessage::Welcome { settings, keys }) => {
+            Ok((stream, reader, sealer, opener, settings, keys))
+        }
         Some(LinkMessage::Refused { message }) => {
             Err(std::io::Error::other(format!("refused: {message}")))
         }
@@ -331,7 +399,7 @@ pub fn pair(link: &PairLink, name: &str) -> Result<PairGrant, NodeError> {
     };
     let (node, first) = Initiator::start(&link.token, &PairRequest { name: name.to_owned() })
         .map_err(|e| err(e.to_string()))?;
-    write(&mut stream, &LinkMessage::Pair { token: link.token.id.clone(), noise: first })
+    write(&mut stream, None, &LinkMessage::Pair { token: link.token.id.clone(), noise: first })
         .map_err(io)?;
     match read(&mut reader).map_err(io)? {
         Some(LinkMessage::Paired { noise }) => node.finish(&noise).map_err(|e| err(e.to_string())),

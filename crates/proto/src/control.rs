@@ -268,20 +268,30 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkMessage {
-    /// Hub → node, first: prove you hold the network key.
+    /// Hub → node, first (in clear): random bytes the handshake is bound to.
     Challenge {
         /// Random bytes, hex.
         nonce: String,
     },
-    /// Node → hub, first: who I am, and the proof (hex).
+    /// Node → hub, in clear: the first message of the link's handshake (see
+    /// [`crate::link`]), under the paired node's credential or the network key.
+    Open {
+        /// The paired id whose credential keys the handshake (`None`: the network key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paired: Option<String>,
+        /// The Noise message, hex.
+        noise: String,
+    },
+    /// Hub → node, in clear: the handshake's answer (it proves the hub holds the key too);
+    /// everything after it travels in the channel's encrypted frames.
+    Opened {
+        /// The Noise message, hex.
+        noise: String,
+    },
+    /// Node → hub, first in the channel: who I am.
     Hello {
         /// The node.
         info: NodeInfo,
-        /// `Credential::prove(nonce)` (paired) or `NetworkKey::prove(nonce)`, hex.
-        proof: String,
-        /// The paired id whose credential made the proof (`None`: the network key did).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        paired: Option<String>,
     },
     /// Hub → node: accepted; here are your settings.
     Welcome {

@@ -29,6 +29,7 @@ pub struct NetworkKey {
     id: KeyId,
     cipher: XChaCha20Poly1305,
     control: [u8; 32],
+    link: [u8; 32],
 }
 
 impl core::fmt::Debug for NetworkKey {
@@ -69,7 +70,14 @@ impl NetworkKey {
         let id = u32::from_le_bytes(id).max(1);
         let mut control = [0u8; 32];
         hk.expand(b"control key", &mut control).expect("32 bytes is a valid HKDF-SHA256 length");
-        NetworkKey { id: KeyId(id), cipher: XChaCha20Poly1305::new(&packet_key.into()), control }
+        let mut link = [0u8; 32];
+        hk.expand(b"link psk", &mut link).expect("32 bytes is a valid HKDF-SHA256 length");
+        NetworkKey {
+            id: KeyId(id),
+            cipher: XChaCha20Poly1305::new(&packet_key.into()),
+            control,
+            link,
+        }
     }
 
     /// Proves knowledge of the network key for a `challenge` (the control plane's handshake):
@@ -82,6 +90,12 @@ impl NetworkKey {
     /// Checks a [`prove`](Self::prove) answer in constant time.
     pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
         constant_time_eq(&self.prove(challenge), proof)
+    }
+
+    /// The pre-shared key of the node link's handshake on a passphrase network (see
+    /// [`crate::link`]): both ends prove they hold the network key.
+    pub fn link_psk(&self) -> [u8; 32] {
+        self.link
     }
 
     /// Derives the network key from a passphrase with Argon2id, salted with the network's name
@@ -143,7 +157,7 @@ impl NetworkKey {
 #[derive(Clone)]
 pub struct Credential {
     secret: [u8; 32],
-    proof: [u8; 32],
+    link: [u8; 32],
     boxes: ChaCha20Poly1305,
 }
 
@@ -157,11 +171,11 @@ impl Credential {
     /// The credential made of 32 secret bytes.
     pub fn from_bytes(secret: [u8; 32]) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"tutti/v1 credential"), &secret);
-        let mut proof = [0u8; 32];
-        hk.expand(b"link proof", &mut proof).expect("32 bytes is a valid HKDF-SHA256 length");
         let mut boxes = [0u8; 32];
         hk.expand(b"key boxes", &mut boxes).expect("32 bytes is a valid HKDF-SHA256 length");
-        Credential { secret, proof, boxes: ChaCha20Poly1305::new(&boxes.into()) }
+        let mut link = [0u8; 32];
+        hk.expand(b"link psk", &mut link).expect("32 bytes is a valid HKDF-SHA256 length");
+        Credential { secret, link, boxes: ChaCha20Poly1305::new(&boxes.into()) }
     }
 
     /// The secret bytes (to store on the node, owner-only).
@@ -169,14 +183,10 @@ impl Credential {
         &self.secret
     }
 
-    /// Proves the credential for a `challenge` (bound to it: one overheard proof is useless).
-    pub fn prove(&self, challenge: &[u8]) -> [u8; 32] {
-        prove_under(&self.proof, challenge)
-    }
-
-    /// Checks a [`prove`](Self::prove) answer in constant time.
-    pub fn verify(&self, challenge: &[u8], proof: &[u8]) -> bool {
-        constant_time_eq(&self.prove(challenge), proof)
+    /// The pre-shared key of this node's link handshake (see [`crate::link`]): only the node
+    /// and the hub that paired it hold it, so each proves itself to the other.
+    pub fn link_psk(&self) -> [u8; 32] {
+        self.link
     }
 
     /// Encrypts `plain` for the holder of this credential: `nonce` (12 fresh random bytes)
@@ -395,13 +405,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_credential_proves_and_seals_only_for_itself() {
+    fn a_credential_keys_its_link_and_seals_only_for_itself() {
         let a = Credential::from_bytes([7; 32]);
         let b = Credential::from_bytes([8; 32]);
-        let p = a.prove(b"nonce");
-        assert!(a.verify(b"nonce", &p));
-        assert!(!a.verify(b"other nonce", &p));
-        assert!(!b.verify(b"nonce", &p));
+        assert_ne!(a.link_psk(), b.link_psk());
+        assert_ne!(&a.link_psk(), a.bytes(), "derived, not the secret itself");
         let boxed = a.seal([1; 12], b"keys", b"secret keys");
         assert_eq!(a.open(b"keys", &boxed).as_deref(), Some(&b"secret keys"[..]));
         assert_eq!(b.open(b"keys", &boxed), None, "another node's credential");

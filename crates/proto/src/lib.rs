@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`time`]: units ([`LocalTime`], [`StreamTime`], [`MediaTime`], [`SeqNo`], [`Nanos`]).
 //! - [`wire`]: the datagram format (preamble + rkyv bodies), decode with validation.
-//! - [`crypto`]: network keys, the ChaCha20-Poly1305 envelope, replay windows.
+//! - [`crypto`]: network keys, the XChaCha20-Poly1305 envelope, replay windows.
+//! - [`link`]: the node link's mutually authenticated, encrypted channel (Noise `NNpsk0`).
 //! - [`pairing`]: one-time tokens turned into node credentials (Noise `NNpsk0`).
 //! - [`clock`]: the clock estimator (offset *and* skew from 4-timestamp probes).
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
@@ -30,6 +31,7 @@ pub mod control;
 pub mod crypto;
 pub mod fec;
 pub mod jitter;
+pub mod link;
 pub mod pairing;
 pub mod player;
 pub mod playout;

@@ -1036,13 +1036,14 @@ fn join_hub(
             Some(tutti_node::hub::HubLink::spawn(hub, info, key, report, handler)?)
         }
         (None, Some(key), Some(d)) => match d.watch_hub() {
-            Ok(slot) => {
-                let mut said = false;
+            Ok(hubs) => {
+                let mut said = std::collections::BTreeSet::new();
                 let find = move || {
-                    let hub = slot.lock().ok().and_then(|h| *h);
-                    if let (Some(h), false) = (hub, said) {
-                        said = true;
-                        say(format!("found the hub at {h} (mDNS)"));
+                    let hub = hubs.next();
+                    if let Some(h) = hub
+                        && said.insert(h)
+                    {
+                        say(format!("a hub advertised at {h} (mDNS): trying it"));
                     }
                     hub
                 };

@@ -72,10 +72,15 @@ impl Lab {
     }
 
     fn run(&self, host: usize, args: &[&str]) -> Child {
+        self.run_on(host, args, "namespaces passphrase")
+    }
+
+    /// `tutti args` on `host`, a member of the network of `passphrase`.
+    fn run_on(&self, host: usize, args: &[&str], passphrase: &str) -> Child {
         Command::new("ip")
             .args(["netns", "exec", &format!("{}h{host}", self.prefix), BIN])
             .args(args)
-            .env("TUTTI_PASSPHRASE", "namespaces passphrase")
+            .env("TUTTI_PASSPHRASE", passphrase)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -237,14 +242,14 @@ fn unicast_and_multicast_across_namespaces_are_bit_identical_and_aligned() {
 }
 
 #[test]
-fn a_player_finds_the_hub_by_mdns_and_the_hub_lists_it() {
+fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
     if !namespaces_possible() {
         return;
     }
     // mDNS stays inside these namespaces: they have only their loopback and the lab's bridge.
     let prefix = format!("td{}-", std::process::id() % 100_000);
     let net = format!("10.{}.{}", 241 + std::process::id() % 10, std::process::id() % 200);
-    let lab = Lab::up(&prefix, 2, &net).expect("namespaces and a bridge come up");
+    let lab = Lab::up(&prefix, 3, &net).expect("namespaces and a bridge come up");
     let dir = std::env::temp_dir().join(format!("tutti-mdns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -266,6 +271,27 @@ fn a_player_finds_the_hub_by_mdns_and_the_hub_lists_it() {
             "--seconds",
             "9",
         ],
+    );
+    // Another host advertises a hub too, holding another key (an impostor, or a neighbour's):
+    // mDNS only suggests it; the link's handshake decides.
+    let fake_state = dir.join("fake").join("hub.json");
+    std::fs::create_dir_all(dir.join("fake")).unwrap();
+    let fake = lab.run_on(
+        3,
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:7480",
+            "--link",
+            "0.0.0.0:7481",
+            "--mqtt",
+            "127.0.0.1:1883",
+            "--state",
+            fake_state.to_str().unwrap(),
+            "--seconds",
+            "9",
+        ],
+        "an impostor's passphrase",
     );
     let src = lab
         .run(1, &["stream", "--file", input_path.to_str().unwrap(), "--port", "7400", "--quiet"]);
@@ -290,9 +316,15 @@ fn a_player_finds_the_hub_by_mdns_and_the_hub_lists_it() {
     let (_, src_log) = finish(src);
     let (ok, hub_log) = finish(hub);
     assert!(ok, "hub: {hub_log}");
+    let (_, fake_log) = finish(fake);
     assert!(
-        player_log.contains(&format!("found the hub at {net}.1:7481 (mDNS)")),
+        player_log.contains(&format!("a hub advertised at {net}.1:7481 (mDNS)")),
         "the player looked for the hub: {player_log}\nsource: {src_log}"
+    );
+    let fake_saved = std::fs::read_to_string(&fake_state).unwrap_or_default();
+    assert!(
+        !fake_saved.contains("-wav-mdns-player-7401"),
+        "the other hub never got the player: {fake_saved}\n{fake_log}"
     );
     let id = "-wav-mdns-player-7401";
     assert!(
