@@ -80,6 +80,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid { .. } => {
                 ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
             }
+            RegistryError::NotSaved(_) => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_saved", e.to_string())
+            }
         }
     }
 }
@@ -261,18 +264,18 @@ async fn paired(State(hub): State<Hub>) -> impl IntoResponse {
 }
 
 async fn revoke(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    if hub.revoke(&id) {
+    if hub.revoke(&id)? {
         Ok(Json(json!({"revoked": id, "keys": "rotating"})).into_response())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "not_paired", format!("no paired node `{id}`")))
     }
 }
 
-async fn rotate(State(hub): State<Hub>) -> impl IntoResponse {
-    let n = hub.rotate_keys();
-    Json(
+async fn rotate(State(hub): State<Hub>) -> Result<impl IntoResponse, ApiError> {
+    let n = hub.rotate_keys()?;
+    Ok(Json(
         json!({"rotation": n, "promote_s": crate::KEY_PROMOTE.as_secs(), "retire_s": crate::KEY_RETIRE.as_secs()}),
-    )
+    ))
 }
 
 async fn nodes(State(hub): State<Hub>) -> impl IntoResponse {
@@ -481,9 +484,9 @@ async fn put_zone(
     Body(z): Body<ZoneBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let zone = Zone { name, source: z.source, latency_ms: z.latency_ms };
-    let routes = hub.with(|r| match r.put_zone(zone.clone()) {
-        Ok(e) => (Ok(r.zone_routes(&zone.name)), vec![e], true),
-        Err(e) => (Err(e), vec![], false),
+    let routes = hub.change(|r| {
+        let e = r.put_zone(zone.clone())?;
+        Ok((r.zone_routes(&zone.name), vec![e]))
     })?;
     // Its players play what it plays now (those offline get it when they connect).
     for (id, route) in routes {
@@ -496,10 +499,7 @@ async fn delete_zone(
     State(hub): State<Hub>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    hub.with(|r| match r.delete_zone(&name) {
-        Ok(events) => (Ok(()), events, true),
-        Err(e) => (Err(e), vec![], false),
-    })?;
+    hub.change(|r| Ok(((), r.delete_zone(&name)?)))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

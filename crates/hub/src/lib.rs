@@ -145,6 +145,7 @@ impl ControlError {
             ControlError::Registry(RegistryError::NoNode(_)) => "no_such_node",
             ControlError::Registry(RegistryError::NoZone(_)) => "no_such_zone",
             ControlError::Registry(RegistryError::Invalid { .. }) => "invalid",
+            ControlError::Registry(RegistryError::NotSaved(_)) => "not_saved",
             ControlError::Unsupported { .. } => "unsupported",
             ControlError::NotAnAction => "invalid",
             ControlError::Offline(_) => "node_offline",
@@ -182,12 +183,18 @@ struct Vault {
 }
 
 impl Vault {
-    fn save(&self) {
+    /// Changes the secrets and saves them; a change that cannot be saved is undone and
+    /// refused (a revocation that a restart would forget must not look done).
+    fn change<R>(&mut self, f: impl FnOnce(&mut Secrets) -> R) -> Result<R, RegistryError> {
+        let before = self.secrets.clone();
+        let r = f(&mut self.secrets);
         if let Some(p) = &self.file
             && let Err(e) = self.secrets.save(p)
         {
-            eprintln!("tutti hub: could not save secrets: {e}");
+            self.secrets = before;
+            return Err(RegistryError::NotSaved(e));
         }
+        Ok(r)
     }
 }
 
@@ -229,8 +236,34 @@ impl Hub {
         })
     }
 
+    /// Makes a change to the registry that must last (settings, zones): saved before anyone
+    /// hears of it, or undone and refused with [`RegistryError::NotSaved`]. Events are
+    /// published once saved.
+    pub fn change<R>(
+        &self,
+        f: impl FnOnce(&mut Registry) -> Result<(R, Vec<Event>), RegistryError>,
+    ) -> Result<R, RegistryError> {
+        let (r, events) = {
+            let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let before = reg.persisted().clone();
+            let (r, events) = f(&mut reg)?;
+            if let Some(p) = &self.state_file
+                && let Err(e) = store::save(p, reg.persisted())
+            {
+                reg.restore(before);
+                return Err(RegistryError::NotSaved(e));
+            }
+            (r, events)
+        };
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        Ok(r)
+    }
+
     /// Runs `f` on the registry; publishes the events it returns and saves the settings if
-    /// it says they changed.
+    /// it says they changed (best effort: what a node reports, not what a user asked; user
+    /// changes go through [`change`](Self::change)).
     pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> (R, Vec<Event>, bool)) -> R {
         let (r, events) = {
             let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,11 +301,10 @@ impl Hub {
     /// and sent to the node if it is connected. Returns the node and whether it was reached
     /// (false: connected but its link refused the commands).
     pub fn apply(&self, id: &str, patch: SettingsPatch) -> Result<(NodeView, bool), RegistryError> {
-        let (commands, view) = self.with(|r| match r.patch(id, patch) {
-            Ok((commands, events)) => (Ok((commands, r.node(id, Instant::now()))), events, true),
-            Err(e) => (Err(e), vec![], false),
+        let (commands, view) = self.change(|r| {
+            let (commands, events) = r.patch(id, patch)?;
+            Ok(((commands, r.node(id, Instant::now())?), events))
         })?;
-        let view = view?;
         let delivered = commands.is_empty() || !view.online || self.command(id, commands);
         Ok((view, delivered))
     }
@@ -306,13 +338,7 @@ impl Hub {
     /// A command for every player of zone `name` (see [`Registry::zone_command`]): volume and
     /// mute land on one stream frame everywhere. Returns how many players were reached.
     pub fn zone_act(&self, name: &str, command: &Command) -> Result<usize, ControlError> {
-        let commands = self.with(|r| match r.zone_command(name, command, Instant::now()) {
-            Ok((commands, events)) => {
-                let save = !events.is_empty();
-                (Ok(commands), events, save)
-            }
-            Err(e) => (Err(e), vec![], false),
-        })?;
+        let commands = self.change(|r| r.zone_command(name, command, Instant::now()))?;
         Ok(commands.into_iter().filter(|(id, c)| self.command(id, vec![c.clone()])).count())
     }
 
@@ -378,12 +404,11 @@ impl Hub {
         self.vault(|v| v.tokens.take(id, Instant::now()))
     }
 
-    /// Pairs a node that presented a good token: its id and credential, saved.
-    pub(crate) fn grant(&self, name: &str) -> PairGrant {
+    /// Pairs a node that presented a good token: its id and credential, saved (or refused).
+    pub(crate) fn grant(&self, name: &str) -> Result<PairGrant, RegistryError> {
         self.vault(|v| {
-            let (node, credential) = v.secrets.pair(name);
-            v.save();
-            PairGrant { node, credential, network: v.secrets.network.clone() }
+            let (node, credential) = v.change(|s| s.pair(name))?;
+            Ok(PairGrant { node, credential, network: v.secrets.network.clone() })
         })
     }
 
@@ -419,14 +444,11 @@ impl Hub {
     }
 
     /// Revokes a paired node: its credential is forgotten, its links are closed, and the
-    /// stream keys rotate so what it holds stops working. `false` if it was not paired.
-    pub fn revoke(&self, id: &str) -> bool {
-        if !self.vault(|v| {
-            let r = v.secrets.revoke(id);
-            v.save();
-            r
-        }) {
-            return false;
+    /// stream keys rotate so what it holds stops working. `Ok(false)` if it was not paired;
+    /// an error (and nothing revoked) if the revocation cannot be saved.
+    pub fn revoke(&self, id: &str) -> Result<bool, RegistryError> {
+        if !self.vault(|v| v.change(|s| s.revoke(id)))? {
+            return Ok(false);
         }
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         for l in links.values().filter(|l| l.paired.as_deref() == Some(id)) {
@@ -434,8 +456,12 @@ impl Hub {
             let _ = l.tx.send(LinkMessage::Refused { message });
         }
         drop(links);
-        self.rotate_keys();
-        true
+        // The revocation is saved; a rotation that cannot be saved now is retried by the
+        // periodic one (the revoked node is refused on the link meanwhile).
+        if let Err(e) = self.rotate_keys() {
+            eprintln!("tutti hub: {e}");
+        }
+        Ok(true)
     }
 
     /// Sends every paired link its sealed keys.
@@ -453,45 +479,58 @@ impl Hub {
 
     /// Rotates the stream keys in three steps: every paired node accepts a new key; after
     /// [`KEY_PROMOTE`] everyone sends with it; after [`KEY_RETIRE`] more the old key is
-    /// refused. Needs a tokio runtime. Returns the rotation's number.
-    pub fn rotate_keys(&self) -> u64 {
+    /// refused. Needs a tokio runtime. Returns the rotation's number, or an error (and no
+    /// rotation) if the new key cannot be saved. A later step that cannot be saved is not
+    /// taken (the old key keeps working) and said.
+    pub fn rotate_keys(&self) -> Result<u64, RegistryError> {
         let new = to_hex(&secrets::random::<32>());
         let (old, n) = self.vault(|v| {
+            v.change(|s| s.keys.accept.push(new.clone()))?;
             v.rotation += 1;
-            v.secrets.keys.accept.push(new.clone());
-            v.save();
-            (v.secrets.keys.send.clone(), v.rotation)
-        });
+            Ok::<_, RegistryError>((v.secrets.keys.send.clone(), v.rotation))
+        })?;
         self.push_keys();
         let hub = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(KEY_PROMOTE).await;
-            hub.vault(|v| {
-                let k = &mut v.secrets.keys;
-                if k.send == old {
-                    k.accept.retain(|a| *a != new);
-                    k.accept.insert(0, old.clone());
-                    k.send = new.clone();
-                    v.secrets.keys_since = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    v.save();
-                }
+            let promoted = hub.vault(|v| {
+                v.change(|s| {
+                    if s.keys.send == old {
+                        s.keys.accept.retain(|a| *a != new);
+                        s.keys.accept.insert(0, old.clone());
+                        s.keys.send = new.clone();
+                        s.keys_since = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                    }
+                })
             });
+            if let Err(e) = promoted {
+                eprintln!(
+                    "tutti hub: key rotation {n} stopped before sending with the new key: {e}"
+                );
+                return;
+            }
             hub.push_keys();
             tokio::time::sleep(KEY_RETIRE).await;
-            hub.vault(|v| {
+            let retired = hub.vault(|v| {
                 // The latest rotation retires every older key; an earlier one only its own.
-                if v.rotation == n {
-                    v.secrets.keys.accept.clear();
-                } else {
-                    v.secrets.keys.accept.retain(|a| *a != old);
-                }
-                v.save();
+                let latest = v.rotation == n;
+                v.change(|s| {
+                    if latest {
+                        s.keys.accept.clear();
+                    } else {
+                        s.keys.accept.retain(|a| *a != old);
+                    }
+                })
             });
+            if let Err(e) = retired {
+                eprintln!("tutti hub: key rotation {n} could not retire the old key: {e}");
+                return;
+            }
             hub.push_keys();
         });
-        n
+        Ok(n)
     }
 
     /// Whether a key rotation is under way (a new key accepted, or an old one not retired).
@@ -572,15 +611,19 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
     // A rotation cut short by a restart (the send key may be one a revoked node holds):
     // rotate afresh; its last step retires every older key.
-    if hub.rotating() {
-        hub.rotate_keys();
+    if hub.rotating()
+        && let Err(e) = hub.rotate_keys()
+    {
+        eprintln!("tutti hub: {e}");
     }
     let h = hub.clone();
     let lifetime = config.key_lifetime.max(Duration::from_secs(60));
     tasks.push(tokio::spawn(async move {
         loop {
             tokio::time::sleep(lifetime).await;
-            h.rotate_keys();
+            if let Err(e) = h.rotate_keys() {
+                eprintln!("tutti hub: the periodic key rotation: {e}");
+            }
         }
     }));
     let h = hub.clone();

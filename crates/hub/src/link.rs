@@ -389,7 +389,7 @@ fn pair(hub: &Hub, token: &str, noise: &str) -> Result<String, String> {
     let (request, responder) =
         tutti_proto::pairing::respond(&t, noise).map_err(|e| e.to_string())?;
     let name = request.name.chars().take(64).collect::<String>();
-    let grant = hub.grant(&name);
+    let grant = hub.grant(&name).map_err(|e| e.to_string())?;
     eprintln!("tutti hub: paired `{}` as `{}`", name, grant.node);
     responder.grant(&grant).map_err(|e| e.to_string())
 }

@@ -158,17 +158,20 @@ pub fn start_embedded(
         }
         _ => addr,
     };
-    let until = Instant::now() + Duration::from_secs(3);
-    while std::net::TcpStream::connect_timeout(&local, Duration::from_millis(100)).is_err() {
-        if Instant::now() > until {
-            return Err(HubError::Bind {
-                addr,
-                message: "MQTT: the embedded broker did not start".into(),
-            });
+    // Waited for off the async runtime's workers (their other tasks move on meanwhile).
+    crate::store::blocking(|| {
+        let until = Instant::now() + Duration::from_secs(3);
+        while std::net::TcpStream::connect_timeout(&local, Duration::from_millis(100)).is_err() {
+            if Instant::now() > until {
+                return Err(HubError::Bind {
+                    addr,
+                    message: "MQTT: the embedded broker did not start".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(addr)
+        Ok(addr)
+    })
 }
 
 /// Topic-safe form of a node id (MQTT reserves `/`, `+` and `#`).

@@ -72,6 +72,12 @@ pub enum RegistryError {
         /// What is wrong and the fix.
         message: String,
     },
+    /// The change could not be saved, so it was not made.
+    #[error(
+        "the hub could not save this change ({0}); nothing changed: free space or make the \
+         state directory writable, then try again"
+    )]
+    NotSaved(String),
 }
 
 /// The longest name shown for a node, characters.
@@ -122,6 +128,11 @@ impl Registry {
     /// What to save.
     pub fn persisted(&self) -> &Persisted {
         &self.persisted
+    }
+
+    /// Puts back what was saved (a change that could not be saved is undone).
+    pub(crate) fn restore(&mut self, persisted: Persisted) {
+        self.persisted = persisted;
     }
 
     fn settings(&self, id: &str) -> Settings {

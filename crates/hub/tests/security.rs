@@ -487,3 +487,78 @@ async fn a_fake_hub_without_the_key_cannot_command_a_node() {
         }
     }
 }
+
+async fn hub_from(dir: &std::path::Path) -> RunningHub {
+    let secrets_file = dir.join("secrets.json");
+    let (mut secrets, _) =
+        tutti_hub::secrets::Secrets::load_or_create(&secrets_file, "test").unwrap();
+    secrets.admin_token = ADMIN.into();
+    tutti_hub::start(HubConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        link: "127.0.0.1:0".parse().unwrap(),
+        state_file: Some(dir.join("hub.json")),
+        key: None,
+        secrets,
+        secrets_file: Some(secrets_file),
+        advertise: None,
+        key_lifetime: Duration::from_secs(86_400),
+        mqtt: None,
+        mdns: false,
+    })
+    .await
+    .expect("hub starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_hub_cannot_save_is_refused_and_a_revocation_is_never_lost() {
+    let dir = std::env::temp_dir().join(format!("tutti-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = hub_from(&dir).await;
+    let grant = pair(new_link(&h, 600).await, "Kitchen").await.expect("pairs");
+    let admin = bearer(ADMIN);
+    let zone = r#"{"source":"127.0.0.1:7400"}"#;
+    // The state directory goes away (a full or read-only disk looks the same to the hub).
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (s, _, body) = http(h.http, "PUT /api/zones/kitchen", &admin, zone).await;
+    assert!(s == 503 && body.contains("not_saved") && body.contains("nothing changed"), "{body}");
+    let (_, _, zones) = http(h.http, "GET /api/zones", &admin, "").await;
+    assert!(!zones.contains("kitchen"), "the zone was not made: {zones}");
+    let path = format!("DELETE /api/pairing/{}", grant.node);
+    let (s, _, body) = http(h.http, &path, &admin, "").await;
+    assert!(s == 503 && body.contains("not_saved"), "{body}");
+    assert!(h.hub.paired().0.iter().any(|(id, _)| *id == grant.node), "still paired, and said so");
+    let (s, _, body) = http(h.http, "POST /api/keys/rotate", &admin, "").await;
+    assert!(s == 503 && body.contains("not_saved"), "{body}");
+    assert!(!h.hub.rotating(), "no rotation half-made");
+    let e = pair(new_link(&h, 600).await, "Lounge").await.unwrap_err();
+    assert!(e.contains("could not save"), "a pairing that cannot be saved is refused: {e}");
+    // The disk is back: the revocation is made, saved, and survives a restart.
+    std::fs::create_dir_all(&dir).unwrap();
+    let (s, _, body) = http(h.http, &path, &admin, "").await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = http(h.http, "PUT /api/zones/kitchen", &admin, zone).await;
+    assert_eq!(s, 200, "{body}");
+    h.stop();
+    let h = hub_from(&dir).await;
+    assert!(h.hub.paired().1.iter().any(|(id, _)| *id == grant.node), "revoked after a restart");
+    let q = Quiet::default();
+    let c = tutti_hub::secrets::credential_of(&grant.credential).unwrap();
+    let l = HubLink::spawn(
+        h.link,
+        info(&grant.node),
+        LinkAuth::Paired { node: grant.node.clone(), credential: c, keys: Keys::pending() },
+        Duration::from_millis(100),
+        q.clone(),
+    )
+    .unwrap();
+    until("the revoked node is refused", || {
+        q.statuses.lock().unwrap().iter().any(|s| s.contains("revoked"))
+    })
+    .await;
+    let (_, _, zones) = http(h.http, "GET /api/zones", &admin, "").await;
+    assert!(zones.contains("kitchen"), "{zones}");
+    l.stop();
+    h.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
