@@ -54,6 +54,10 @@ pub struct Secrets {
     /// Revoked node ids, with when (Unix seconds).
     #[serde(default)]
     pub revoked: BTreeMap<String, u64>,
+    /// The embedded MQTT broker's password for user `tutti` (derived from the network key;
+    /// kept here so that it is found here rather than in a log).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mqtt_password: String,
 }
 
 impl Secrets {
@@ -68,6 +72,7 @@ impl Secrets {
             keys_since: now_unix(),
             nodes: BTreeMap::new(),
             revoked: BTreeMap::new(),
+            mqtt_password: String::new(),
         }
     }
 

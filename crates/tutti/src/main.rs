@@ -1672,6 +1672,15 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
         .build()
         .context("starting the hub's runtime")?;
     let credentials = tutti_hub::mqtt_credentials(key.as_ref().unwrap_or(&secrets.network_key()));
+    if secrets.mqtt_password != credentials.1 {
+        secrets.mqtt_password.clone_from(&credentials.1);
+        if let Some(f) = &secrets_file {
+            secrets.save(f).map_err(|e| anyhow!(e))?;
+        }
+    }
+    // Secrets go to a person (a terminal) or the first run's output, never to every start's
+    // log: a service says where they are instead.
+    let show_secrets = created || secrets_file.is_none() || std::io::stdout().is_terminal();
     let mqtt = if a.no_mqtt {
         None
     } else if let Some(url) = &a.mqtt_url {
@@ -1710,22 +1719,36 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             hub.http,
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
-        let invite = hub.hub.issue_token(tutti_hub::TOKEN_TTL);
-        println!(
-            "hub: add a node: on it run  tutti pair '{}'  (works once, for {} min; more: POST /api/pairing){}",
-            invite.text(),
-            tutti_hub::TOKEN_TTL.as_secs() / 60,
-            if hub.hub.key().is_some() { "; passphrase nodes join with --hub too" } else { "" }
-        );
-        if std::io::stdout().is_terminal()
-            && let Ok(q) = qrcode::QrCode::new(invite.text().as_bytes())
-        {
-            println!("{}", q.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
+        let passphrase_nodes =
+            if hub.hub.key().is_some() { "; passphrase nodes join with --hub too" } else { "" };
+        if show_secrets {
+            let invite = hub.hub.issue_token(tutti_hub::TOKEN_TTL);
+            println!(
+                "hub: add a node: on it run  tutti pair '{}'  (works once, for {} min; more: POST /api/pairing){passphrase_nodes}",
+                invite.text(),
+                tutti_hub::TOKEN_TTL.as_secs() / 60,
+            );
+            if std::io::stdout().is_terminal()
+                && let Ok(q) = qrcode::QrCode::new(invite.text().as_bytes())
+            {
+                println!(
+                    "{}",
+                    q.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build()
+                );
+            }
+        } else {
+            println!(
+                "hub: add a node: POST /api/pairing makes a one-time pairing link (or run `tutti \
+                 serve` in a terminal){passphrase_nodes}"
+            );
         }
         if let Some(b) = &hub.mqtt {
-            let login = match &b.credentials {
-                Some((u, p)) => format!(" -u {u} -P {p}"),
-                None => String::new(),
+            let login = match (&b.credentials, &secrets_file) {
+                (Some((u, p)), _) if show_secrets => format!(" -u {u} -P {p}"),
+                (Some((u, _)), Some(f)) => {
+                    format!(" -u {u} -P \"$(jq -r .mqtt_password {})\"", f.display())
+                }
+                _ => String::new(),
             };
             println!(
                 "hub: MQTT on {}:{}{} (try: mosquitto_sub -h {} -p {}{login} -t 'tutti/#' -v)",

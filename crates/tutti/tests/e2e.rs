@@ -1550,3 +1550,45 @@ fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
         assert!(log.contains(expected), "{args:?}: expected {expected:?} in {log}");
     }
 }
+
+#[test]
+fn a_restarted_hub_says_where_its_secrets_are_instead_of_printing_them() {
+    let _serial = serial();
+    let dir = tmp("hub-secrets");
+    let p = port_base(18);
+    let state = dir.join("hub.json");
+    let start = || {
+        let mut hub = tutti(&[
+            "serve",
+            "--http",
+            &format!("127.0.0.1:{p}"),
+            "--link",
+            &format!("127.0.0.1:{}", p + 1),
+            "--mqtt",
+            &format!("127.0.0.1:{}", p + 2),
+            "--state",
+            state.to_str().unwrap(),
+            "--seconds",
+            "0.5",
+        ]);
+        let (ok, log) = wait(&mut hub, Duration::from_secs(20));
+        assert!(ok, "hub: {log}");
+        log
+    };
+    // The first run makes the network: whoever set it up needs the link and the login.
+    let first = start();
+    assert!(first.contains("tutti pair 'tutti://") && first.contains(" -P "), "{first}");
+    let secrets: serde_json::Value =
+        json(&std::fs::read_to_string(dir.join("secrets.json")).expect("secrets saved"));
+    let password = secrets["mqtt_password"].as_str().expect("the MQTT password is kept").to_owned();
+    assert!(first.contains(&password));
+    // A restart (a service writing to its journal): no pairing secret, no password, but
+    // where they are.
+    let again = start();
+    assert!(!again.contains("tutti://") && !again.contains(&password), "{again}");
+    assert!(
+        again.contains("POST /api/pairing") && again.contains("jq -r .mqtt_password"),
+        "{again}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
