@@ -80,6 +80,41 @@ pub enum RegistryError {
     NotSaved(String),
 }
 
+/// Checks a zone's source: `host:port` with a port of 1–65535, an IP literal that parses
+/// (`[v6]:port` too), or a host name of DNS characters. Whether it answers is the player's
+/// to find out (it waits for a silent source and says so).
+fn check_source(s: &str) -> Result<(), &'static str> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("no port")?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("the port must be 1–65535"),
+    }
+    if host.is_empty() || host.len() > 253 {
+        return Err("no host");
+    }
+    if host.starts_with('[') || host.contains(':') {
+        return Err("not an IPv6 address");
+    }
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return host.parse::<std::net::Ipv4Addr>().map(|_| ()).map_err(|_| "not an IPv4 address");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if host.trim_end_matches('.').split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err("not a host name")
+    }
+}
+
 /// The longest name shown for a node, characters.
 pub const MAX_NAME: usize = 64;
 
@@ -407,12 +442,12 @@ impl Registry {
             });
         }
         if let Some(s) = &zone.source
-            && (s.trim().is_empty() || !s.contains(':'))
+            && let Err(why) = check_source(s)
         {
             return Err(RegistryError::Invalid {
                 field: "source",
                 message: format!(
-                    "`{s}` is not a source address: host:port, e.g. \"192.168.1.10:7400\""
+                    "`{s}` is not a source address ({why}): host:port, e.g. \"192.168.1.10:7400\""
                 ),
             });
         }
@@ -442,6 +477,25 @@ fn route_of(zone: &Zone) -> Option<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zone_sources_must_be_addresses_a_player_can_use() {
+        for good in ["192.168.1.10:7400", "[fe80::1]:7400", "hub.lan:7400", "living-room:1"] {
+            assert_eq!(check_source(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("999.1.1.1:99999", "port"),
+            ("999.1.1.1:7400", "IPv4"),
+            ("nowhere", "port"),
+            (":7400", "host"),
+            ("host:0", "port"),
+            ("bad host:7400", "host name"),
+            ("fe80::1:7400", "IPv6"),
+        ] {
+            let e = check_source(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn names_are_bounded_and_lose_controls_and_bidi_overrides() {

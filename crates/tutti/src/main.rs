@@ -1089,8 +1089,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let source = opts.config.source;
     let name = opts.config.name.clone();
     let local = opts.bind;
-    let mut player =
-        run_player(opts, m.keys.clone()).with_context(|| format!("playing {source}"))?;
+    let player = run_player(opts, m.keys.clone()).with_context(|| format!("playing {source}"))?;
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
         name: name.clone(),
@@ -1117,11 +1116,23 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     };
     let mut discovery = discovery_for(&a.net, &info.id, "player", player.local_addr.port());
     let handles = std::sync::Arc::new(std::sync::Mutex::new(PlayerHandles::of(&player)));
+    // The player (none while a zone's source is awaited) and where its status is read.
+    let mut status = player.status.clone();
+    let mut player = Some(player);
     let route: RouteSlot = std::sync::Arc::default();
-    let handler = PlayerHub { handles: handles.clone(), route: route.clone() };
-    let status = player.status.clone();
+    let route_problem = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let handler = PlayerHub {
+        handles: handles.clone(),
+        route: route.clone(),
+        route_problem: route_problem.clone(),
+    };
+    // Said through the current player's log (it changes with the zone's route).
+    let said_to = handles.clone();
     let say = move |m: String| {
-        if let Ok(mut st) = status.lock() {
+        let status = said_to.lock().map(|h| h.status.clone());
+        if let Ok(status) = status
+            && let Ok(mut st) = status.lock()
+        {
             st.log.push(m);
         }
     };
@@ -1132,37 +1143,76 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     let mut late = LateWatch::default();
     let started = std::time::Instant::now();
     let mut playing = (source, base.config.latency_override);
+    // A route not playing yet (its source silent): tried again every few seconds, said once.
+    let mut pending: Option<(SocketAddr, Option<Nanos>)> = None;
+    let mut next_try = std::time::Instant::now();
+    let clear = if tty { "\r\x1b[K" } else { "" };
+    let set_problem = |p: Option<String>| {
+        if let Ok(mut slot) = route_problem.lock() {
+            *slot = p;
+        }
+    };
     loop {
         std::thread::sleep(Duration::from_millis(250));
         // The hub moved this player to a zone that plays another stream: join it.
         let wanted = route.lock().ok().and_then(|mut r| r.take());
         if let Some((to, latency_ms)) = wanted {
-            match resolve(&to, "route") {
+            match resolve(&to, "the zone's source") {
                 Ok(addr) => {
                     let latency = latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
-                    if (addr, latency) != playing {
-                        let mut opts = base.clone();
-                        opts.config.source = addr;
-                        opts.config.latency_override = latency.or(base.config.latency_override);
-                        let levels = handles.lock().ok().map(|h| h.levels.clone());
-                        player.stop();
-                        player = run_player(opts, m.keys.clone())
-                            .with_context(|| format!("playing {addr}"))?;
-                        if let Ok(mut h) = handles.lock() {
-                            *h = PlayerHandles::of(&player);
-                            if let Some(l) = levels {
-                                h.apply(&l, None);
-                            }
-                        }
-                        eprintln!("{}zone: now playing {addr}", if tty { "\r\x1b[K" } else { "" });
-                        playing = (addr, latency);
+                    pending = ((addr, latency) != playing).then_some((addr, latency));
+                    next_try = std::time::Instant::now();
+                    if pending.is_none() {
+                        set_problem(None);
                     }
                 }
-                Err(e) => eprintln!("tutti: the hub's route: {e:#}"),
+                // Kept playing what it plays; the hub shows why.
+                Err(e) => {
+                    eprintln!("{clear}tutti: {e:#}");
+                    set_problem(Some(format!("{e:#}")));
+                }
             }
         }
-        let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Ok(mut st) = player.status.lock() {
+        if let Some((addr, latency)) = pending
+            && std::time::Instant::now() >= next_try
+        {
+            let mut opts = base.clone();
+            opts.config.source = addr;
+            opts.config.latency_override = latency.or(base.config.latency_override);
+            let levels = handles.lock().ok().map(|h| h.levels.clone());
+            if let Some(p) = player.take() {
+                p.stop();
+            }
+            match run_player(opts, m.keys.clone()) {
+                Ok(p) => {
+                    status = p.status.clone();
+                    if let Ok(mut h) = handles.lock() {
+                        *h = PlayerHandles::of(&p);
+                        if let Some(l) = levels {
+                            h.apply(&l, None);
+                        }
+                    }
+                    player = Some(p);
+                    eprintln!("{clear}zone: now playing {addr}");
+                    playing = (addr, latency);
+                    pending = None;
+                    set_problem(None);
+                }
+                // A silent source is waited for, never a dead player: said once, retried.
+                Err(e) => {
+                    let problem = format!("waiting for the zone's source {addr}: {e}");
+                    let said = route_problem.lock().ok().and_then(|p| p.clone());
+                    if said.as_deref() != Some(problem.as_str()) {
+                        eprintln!("{clear}zone: {problem} (trying again every 2 s)");
+                    }
+                    set_problem(Some(problem));
+                    playing = (addr, latency);
+                    next_try = std::time::Instant::now() + Duration::from_secs(2);
+                }
+            }
+        }
+        let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(mut st) = status.lock() {
             for l in st.log.drain(..) {
                 eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
             }
@@ -1182,7 +1232,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         if let Some(w) = late.check(&snap) {
             eprintln!("{}{w}", if tty { "\r\x1b[K" } else { "" });
         }
-        if let Ok(mut st) = player.status.lock() {
+        if let Ok(mut st) = status.lock() {
             st.latency_problem.clone_from(&late.current);
         }
         if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
@@ -1192,13 +1242,15 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     if tty {
         eprintln!();
     }
-    let snap = player.status.lock().map(|s| s.clone()).unwrap_or_default();
+    let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
     println!("{}", status_line(&snap));
     if let Some(l) = link {
         l.stop();
     }
     drop(discovery);
-    player.stop();
+    if let Some(p) = player {
+        p.stop();
+    }
     Ok(())
 }
 
@@ -1934,6 +1986,8 @@ impl tutti_node::hub::HubHandler for SourceHub {
 struct PlayerHub {
     handles: std::sync::Arc<std::sync::Mutex<PlayerHandles>>,
     route: RouteSlot,
+    /// Why the zone's route is not playing yet (a silent or unresolvable source), for the hub.
+    route_problem: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl tutti_node::hub::HubHandler for PlayerHub {
@@ -1959,7 +2013,13 @@ impl tutti_node::hub::HubHandler for PlayerHub {
             track: None,
             peers: None,
             device_latency_ms: Some(s.device_latency.0 as f64 / 1e6).filter(|&ms| ms > 0.0),
-            problem: s.device_problem.or(s.latency_problem),
+            problem: self
+                .route_problem
+                .lock()
+                .ok()
+                .and_then(|p| p.clone())
+                .or(s.device_problem)
+                .or(s.latency_problem),
         }
     }
     fn settings(&mut self, settings: &tutti_proto::control::Settings) {

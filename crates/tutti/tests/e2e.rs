@@ -1592,3 +1592,56 @@ fn a_restarted_hub_says_where_its_secrets_are_instead_of_printing_them() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_zone_routed_to_a_silent_source_is_waited_for_and_said() {
+    let _serial = serial();
+    let sp = port_base(19);
+    let (s1, s2, http_port, link_port, mqtt, pa) = (sp, sp + 1, sp + 2, sp + 3, sp + 4, sp + 5);
+    let mut hub = hub(http_port, link_port, mqtt, "20");
+    let source = |hz: &str, port: u16| {
+        tutti(&["stream", "--tone", hz, "--port", &port.to_string(), "--bind", "127.0.0.1", "-q"])
+    };
+    let _first = source("300", s1);
+    let mut player = tutti(&[
+        "play",
+        &format!("127.0.0.1:{s1}"),
+        "--port",
+        &pa.to_string(),
+        "--null",
+        "--hub",
+        &format!("127.0.0.1:{link_port}"),
+        "--seconds",
+        "16",
+    ]);
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
+        v.as_array().is_some_and(|n| n.len() == 1 && n[0]["state"]["streaming"] == true)
+    });
+    let id = nodes[0]["info"]["id"].as_str().unwrap().to_owned();
+    let (status, reply) =
+        http(http_port, "PUT", "/api/zones/attic", "{\"source\":\"999.1.1.1:99999\"}");
+    assert!(status == 422 && reply.contains("port"), "an impossible source is refused: {reply}");
+    let body = format!("{{\"source\":\"127.0.0.1:{s2}\"}}");
+    let (status, reply) = http(http_port, "PUT", "/api/zones/attic", &body);
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) =
+        http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"zone\":\"attic\"}");
+    assert_eq!(status, 200, "{reply}");
+    // Nothing plays at the zone's source yet: the player waits, and the hub says why.
+    let waiting = until(http_port, &format!("/api/nodes/{id}"), Duration::from_secs(12), |n| {
+        n["state"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains(&format!("waiting for the zone's source 127.0.0.1:{s2}")))
+    });
+    assert!(player.0.try_wait().unwrap().is_none(), "the player is alive: {waiting}");
+    // The source starts: the player plays it and the problem is gone.
+    let _second = source("700", s2);
+    until(http_port, &format!("/api/nodes/{id}"), Duration::from_secs(8), |n| {
+        n["state"]["streaming"] == true && n["state"]["problem"].is_null()
+    });
+    let (ok, log) = wait(&mut player, Duration::from_secs(20));
+    assert!(ok, "player: {log}");
+    assert!(log.contains(&format!("zone: now playing 127.0.0.1:{s2}")), "{log}");
+    assert!(log.contains("trying again every 2 s"), "the wait was said: {log}");
+    let _ = wait(&mut hub, Duration::from_secs(10));
+}
