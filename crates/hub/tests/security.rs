@@ -330,6 +330,35 @@ async fn a_newline_less_flood_and_a_crowd_of_silent_connections_cost_the_hub_not
         crowd.push(s);
     }
     assert_eq!(challenged, 8, "silent connections from one address get 8 challenges");
+    // Two thousand idle connections from 25 more addresses: at most 64 unproven are held in
+    // all (the crowd has 8), the rest closed at once; the hub stays small.
+    let before = rss();
+    let mut idle = Vec::new();
+    for i in 0..2_000u32 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from(([127, 0, 0, 2 + (i % 25) as u8], 0))).unwrap();
+        idle.push(sock.connect(h.link).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut held, mut closed) = (0, 0);
+    for s in &idle {
+        let mut b = [0u8; 256];
+        match s.try_read(&mut b) {
+            Ok(0) => closed += 1,
+            Ok(_) => held += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => closed += 1,
+        }
+    }
+    let grown = rss().saturating_sub(before);
+    eprintln!(
+        "2,000 idle connections: {held} held (challenged), {closed} closed at once; RSS grew {} kB",
+        grown / 1024
+    );
+    assert!(held <= 64 - 8, "{held} held beyond the cap");
+    assert!(closed >= 2_000 - 64, "only {closed} closed");
+    assert!(grown < 64 << 20, "the hub grew {grown} bytes with 2,000 idle connections");
+    drop(idle);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let key = NetworkKey::from_bytes([7; 32]);
     let q = Quiet::default();

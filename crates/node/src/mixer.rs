@@ -56,6 +56,8 @@ pub struct RunningMixer {
     /// Datagrams from unknown senders that did not open with the network's keys as a stream
     /// (junk, strangers): dropped with no session and no reply.
     pub refused: Arc<AtomicU64>,
+    /// Voices that left (silent for [`DEPARTED_EXPIRY`]) and were taken out of the mix.
+    pub departed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -104,7 +106,13 @@ pub struct MixerOptions {
     pub monitor: Option<(SocketAddr, f32)>,
 }
 
-type NewVoice = (Box<dyn Program>, usize, Sender<Arc<InputControls>>);
+/// What the network thread asks of the media thread's mix.
+enum VoiceOp {
+    /// A new voice (program, channels): its input id and controls come back.
+    Add(Box<dyn Program>, usize, Sender<(u64, Arc<InputControls>)>),
+    /// A voice that left.
+    Remove(u64),
+}
 
 /// Starts a party host mixing every live stream sent to `opts.bind` (48 kHz stereo out).
 pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<RunningMixer, NodeError> {
@@ -125,7 +133,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         max_lookahead: opts.buffer_frames as usize + block + 480,
     };
     let (engine, renderer, shared) = output(mixer, config, SharedGain::new());
-    let (voice_tx, voice_rx) = channel::<NewVoice>();
+    let (voice_tx, voice_rx) = channel::<VoiceOp>();
     let plan = OutputPlan {
         kind: opts.output.clone(),
         spec: StreamSpec::new(48_000, 2, opts.buffer_frames),
@@ -141,11 +149,21 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
             .spawn(move || {
                 clock::prefer_current_thread(-10);
                 let add_voices = |engine: &mut tutti_audio::engine::OutputEngine<Mixer>| {
-                    while let Ok((voice, channels, reply)) = voice_rx.try_recv() {
+                    while let Ok(op) = voice_rx.try_recv() {
                         let mix = engine.program();
-                        let (_, controls) =
-                            if channels == 1 { mix.add_mono(voice) } else { mix.add(voice) };
-                        let _ = reply.send(controls);
+                        match op {
+                            VoiceOp::Add(voice, channels, reply) => {
+                                let added = if channels == 1 {
+                                    mix.add_mono(voice)
+                                } else {
+                                    mix.add(voice)
+                                };
+                                let _ = reply.send(added);
+                            }
+                            VoiceOp::Remove(id) => {
+                                mix.remove(id);
+                            }
+                        }
                     }
                 };
                 // (The host's own terminal is where a party host says things.)
@@ -167,8 +185,10 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         }
     }
     let refused = Arc::new(AtomicU64::new(0));
+    let departed = Arc::new(AtomicU64::new(0));
     let net = {
-        let (stop, inputs, refused) = (stop.clone(), inputs.clone(), refused.clone());
+        let (stop, inputs, refused, departed) =
+            (stop.clone(), inputs.clone(), refused.clone(), departed.clone());
         let mut gains: Vec<(Gain, f32)> =
             opts.gains_db.iter().map(|(n, g)| (Gain::Name(n.clone()), *g)).collect();
         if let Some((addr, db)) = opts.monitor {
@@ -178,7 +198,8 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
             .spawn(move || {
-                network_loop(socket, keys, voice_tx, &inputs, &gains, max, &refused, &stop)
+                let counts = Counts { refused: &refused, departed: &departed };
+                network_loop(socket, keys, voice_tx, &inputs, &gains, max, counts, &stop)
             })
             .map_err(|e| NodeError::Net(e.to_string()))?
     };
@@ -188,9 +209,16 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         shared,
         local_addr,
         refused,
+        departed,
         stop,
         threads: vec![media, net],
     })
+}
+
+/// What the network thread counts for the host's status.
+struct Counts<'a> {
+    refused: &'a AtomicU64,
+    departed: &'a AtomicU64,
 }
 
 /// Whose gain: a stream's sender, or (part of) its name.
@@ -202,12 +230,17 @@ enum Gain {
 struct Mic {
     session: Arc<Mutex<PlayerSession>>,
     voice_sent: bool,
+    /// Its input in the mix, once it is one.
+    input: Option<u64>,
     /// When it was last heard.
     heard: tutti_proto::LocalTime,
 }
 
 /// A sender that has not joined as a voice within this long of its last datagram is dropped.
 pub const UNJOINED_EXPIRY: Nanos = Nanos::from_secs(5);
+/// A voice silent this long has left (a phone that went away): it leaves the mix and frees its
+/// slot, and the host stops asking after it.
+pub const DEPARTED_EXPIRY: Nanos = Nanos::from_secs(10);
 
 /// Whether `datagram` (copied into `scratch`, which is decrypted in place) opens with the
 /// current keys and carries a stream's announce or audio.
@@ -225,11 +258,11 @@ fn opens_a_stream(scratch: &mut [u8], datagram: &[u8], keys: &Keys) -> bool {
 fn network_loop(
     socket: UdpSocket,
     keys: Keys,
-    voices: Sender<NewVoice>,
+    voices: Sender<VoiceOp>,
     inputs: &Mutex<Vec<MixInput>>,
     gains: &[(Gain, f32)],
     max: usize,
-    refused: &AtomicU64,
+    Counts { refused, departed }: Counts<'_>,
     stop: &AtomicBool,
 ) {
     let mut mics: HashMap<SocketAddr, Mic> = HashMap::new();
@@ -264,7 +297,12 @@ fn network_loop(
                 let session = PlayerSession::new(cfg, keys.current(), random, clock::now());
                 mics.insert(
                     from,
-                    Mic { session: Arc::new(Mutex::new(session)), voice_sent: false, heard: at },
+                    Mic {
+                        session: Arc::new(Mutex::new(session)),
+                        voice_sent: false,
+                        input: None,
+                        heard: at,
+                    },
                 );
             }
             if let Some(m) = mics.get_mut(&from) {
@@ -277,8 +315,25 @@ fn network_loop(
             }
         }
         let now = clock::now();
-        // A sender that never became a voice and went quiet frees its slot.
-        mics.retain(|_, m| m.voice_sent || now - m.heard < UNJOINED_EXPIRY);
+        // A sender that never became a voice and went quiet frees its slot; so does a voice
+        // that left (it leaves the mix too).
+        mics.retain(|addr, m| {
+            let silent = now - m.heard;
+            if !m.voice_sent {
+                return silent < UNJOINED_EXPIRY;
+            }
+            if silent < DEPARTED_EXPIRY {
+                return true;
+            }
+            if let Some(id) = m.input {
+                let _ = voices.send(VoiceOp::Remove(id));
+            }
+            if let Ok(mut list) = inputs.lock() {
+                list.retain(|i| i.addr != *addr);
+            }
+            departed.fetch_add(1, Ordering::Relaxed);
+            false
+        });
         for (addr, m) in &mut mics {
             let Ok(mut s) = m.session.lock() else { continue };
             s.handle_timeout(now);
@@ -296,9 +351,10 @@ fn network_loop(
                     let program: Box<dyn Program> =
                         Box::new(Voice::new(timeline, channels, info.sample_rate, 48_000));
                     let (tx, rx) = channel();
-                    if voices.send((program, channels, tx)).is_ok()
-                        && let Ok(controls) = rx.recv_timeout(Duration::from_secs(1))
+                    if voices.send(VoiceOp::Add(program, channels, tx)).is_ok()
+                        && let Ok((id, controls)) = rx.recv_timeout(Duration::from_secs(1))
                     {
+                        m.input = Some(id);
                         if let Some((_, db)) = gains.iter().find(|(g, _)| match g {
                             Gain::From(a) => a == addr,
                             Gain::Name(n) => info.name.contains(n.as_str()),

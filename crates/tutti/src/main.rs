@@ -1605,19 +1605,21 @@ fn party_host(
 /// Prints who joined and, on a terminal, the levels, until `running` says stop.
 fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) {
     let tty = std::io::stderr().is_terminal();
-    let mut known = 0;
+    let clear = if tty { "\r\x1b[K" } else { "" };
+    let mut known: Vec<(SocketAddr, String)> = Vec::new();
     while running() {
         std::thread::sleep(Duration::from_millis(250));
         let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
-        for i in &inputs[known.min(inputs.len())..] {
+        for i in inputs.iter().filter(|i| !known.iter().any(|(a, _)| *a == i.addr)) {
+            eprintln!("{clear}mic `{}` joined from {}", i.name, i.addr);
+        }
+        for (addr, name) in known.iter().filter(|(a, _)| !inputs.iter().any(|i| i.addr == *a)) {
             eprintln!(
-                "{}mic `{}` joined from {}",
-                if tty { "\r\x1b[K" } else { "" },
-                i.name,
-                i.addr
+                "{clear}mic `{name}` left ({addr} silent for {} s): its place is free",
+                tutti_node::mixer::DEPARTED_EXPIRY.0 / 1_000_000_000
             );
         }
-        known = inputs.len();
+        known = inputs.iter().map(|i| (i.addr, i.name.clone())).collect();
         if tty {
             let levels: Vec<String> = inputs
                 .iter()
@@ -1657,8 +1659,11 @@ fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) 
     }
     let underruns = host.shared.underrun_frames.load(std::sync::atomic::Ordering::Relaxed);
     let lead = host.shared.lead_frames.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = host.refused.load(std::sync::atomic::Ordering::Relaxed);
+    let departed = host.departed.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "mix: {underruns} underrun frames; rendering {:.1} ms ahead of the device",
+        "mix: {underruns} underrun frames; rendering {:.1} ms ahead of the device; mics that \
+         left: {departed}; datagrams refused (not of this network's streams): {refused}",
         lead as f64 / 48.0
     );
 }

@@ -1645,3 +1645,51 @@ fn a_zone_routed_to_a_silent_source_is_waited_for_and_said() {
     assert!(log.contains("trying again every 2 s"), "the wait was said: {log}");
     let _ = wait(&mut hub, Duration::from_secs(10));
 }
+
+#[test]
+fn a_microphone_that_left_frees_its_place_in_the_party() {
+    let _serial = serial();
+    let dir = tmp("party-left");
+    let hp = port_base(20);
+    let mix = dir.join("mix.wav");
+    let port = hp.to_string();
+    let mut host = tutti(&[
+        "party",
+        "--port",
+        &port,
+        "--wav",
+        mix.to_str().unwrap(),
+        "--max-mics",
+        "1",
+        "--seconds",
+        "19",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
+    write_tone(&a, 300.0, 2.0);
+    write_tone(&b, 700.0, 4.0);
+    // The one place is taken, then its singer goes away (a phone that left the party).
+    let mut first = party_mic(hp, &a, "2");
+    let (ok, log) = wait(&mut first, Duration::from_secs(10));
+    assert!(ok, "first mic: {log}");
+    std::thread::sleep(Duration::from_secs(11));
+    // Its place is free again: the next singer is heard.
+    let mut second = party_mic(hp, &b, "4.5");
+    let (ok, log) = wait(&mut second, Duration::from_secs(15));
+    assert!(ok, "second mic: {log}");
+    let (ok, log) = wait(&mut host, Duration::from_secs(15));
+    assert!(ok, "host: {log}");
+    assert!(log.contains("left (") && log.contains("its place is free"), "{log}");
+    assert!(log.contains("mics that left: 1"), "{log}");
+    let out = read_wav(&mix);
+    let frames = out.len() / 2;
+    // The last 2 s of the second singer: 700 Hz at unity, no 300 Hz.
+    let end = out.iter().rposition(|s| *s != 0).expect("the second mic is in the mix") / 2;
+    let w = &out[(end.saturating_sub(96_000)).min(frames) * 2..end.saturating_sub(4_800) * 2];
+    let (low, high) = (amplitude(w, 300.0), amplitude(w, 700.0));
+    assert!(
+        (high / 6_000.0 - 1.0).abs() < 0.1 && low < 100.0,
+        "the second singer at unity: 700 Hz {high:.0}, 300 Hz {low:.0}; host: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
