@@ -247,6 +247,7 @@ async fn new_token(State(hub): State<Hub>, body: axum::body::Bytes) -> Result<Re
             "expires_in_s": ttl,
             "qr_svg": svg,
             "how": format!("on the new node: tutti pair '{text}'"),
+            "tls_fingerprint": hub.tls_fingerprint(),
         })),
     )
         .into_response())

@@ -23,6 +23,7 @@ pub mod mqtt;
 pub mod registry;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,8 +51,11 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How to run a hub.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// HTTP + WebSocket API address.
+    /// HTTP + WebSocket API address (plain: keep it on 127.0.0.1, see `https`).
     pub http: SocketAddr,
+    /// HTTPS + WebSocket address of the same API, with the hub's own certificate (kept beside
+    /// `state_file`; `None`: no HTTPS).
+    pub https: Option<SocketAddr>,
     /// Node link address.
     pub link: SocketAddr,
     /// Where settings are kept (`None`: memory only).
@@ -180,6 +184,8 @@ struct Vault {
     tokens: Tokens,
     link: String,
     rotation: u64,
+    /// The HTTPS certificate's SHA-256 fingerprint, when serving HTTPS.
+    fingerprint: Option<String>,
 }
 
 impl Vault {
@@ -230,6 +236,7 @@ impl Hub {
                 tokens: Tokens::default(),
                 link: String::new(),
                 rotation: 0,
+                fingerprint: None,
             })),
             heard: Arc::default(),
             covers: Arc::default(),
@@ -385,6 +392,11 @@ impl Hub {
     /// The admin and read-only API tokens.
     pub fn api_tokens(&self) -> (String, String) {
         self.vault(|v| (v.secrets.admin_token.clone(), v.secrets.read_token.clone()))
+    }
+
+    /// The SHA-256 fingerprint of the hub's HTTPS certificate (when it serves HTTPS).
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.vault(|v| v.fingerprint.clone())
     }
 
     /// The network's name.
@@ -559,6 +571,8 @@ pub struct RunningHub {
     pub hub: Hub,
     /// Where the API listens.
     pub http: SocketAddr,
+    /// Where the API listens with TLS, and the certificate's SHA-256 fingerprint.
+    pub https: Option<(SocketAddr, String)>,
     /// Where nodes connect.
     pub link: SocketAddr,
     /// The MQTT broker the hub publishes to.
@@ -605,6 +619,39 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     hub.vault(|v| v.link = advertised);
     let router = api::router(hub.clone());
     let mut tasks = Vec::new();
+    let https = match config.https {
+        None => None,
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| HubError::Bind { addr, message: e.to_string() })?;
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            let host = discovery::hostname();
+            names.extend([format!("{host}.local"), host]);
+            let ip = if local.ip().is_unspecified() { primary_ip() } else { local.ip() };
+            names.push(ip.to_string());
+            if let Some(a) = &config.advertise
+                && let Some((h, _)) = a.rsplit_once(':')
+            {
+                names.push(h.trim_matches(['[', ']']).to_owned());
+            }
+            names.sort();
+            names.dedup();
+            let dir = tls::cert_dir(config.state_file.as_deref());
+            let (cert, _) = tls::HubCert::load_or_make(dir.as_deref(), &names)
+                .map_err(|message| HubError::Bind { addr, message })?;
+            let fingerprint = cert.fingerprint();
+            let listener = tls::TlsListener::new(listener, &cert)
+                .map_err(|message| HubError::Bind { addr, message })?;
+            let router = router.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }));
+            hub.vault(|v| v.fingerprint = Some(fingerprint.clone()));
+            Some((local, fingerprint))
+        }
+    };
     tasks.push(tokio::spawn(async move {
         let _ = axum::serve(http_listener, router).await;
     }));
@@ -663,7 +710,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     } else {
         None
     };
-    Ok(RunningHub { hub, http, link, mqtt: broker, discovery, tasks })
+    Ok(RunningHub { hub, http, https, link, mqtt: broker, discovery, tasks })
 }
 
 /// This machine's address on its default route (no packet is sent: a UDP `connect` only

@@ -36,6 +36,7 @@ fn secrets() -> tutti_hub::secrets::Secrets {
 async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
+        https: None,
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: state,
         key: Some(key("living room party")),

@@ -29,6 +29,7 @@ fn secrets() -> tutti_hub::secrets::Secrets {
 async fn hub(mqtt: MqttSetup) -> RunningHub {
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
+        https: None,
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: None,
         key: Some(key()),

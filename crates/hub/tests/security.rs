@@ -21,6 +21,7 @@ async fn hub(passphrase_key: Option<NetworkKey>) -> RunningHub {
     secrets.admin_token = ADMIN.into();
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
+        https: None,
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: None,
         key: passphrase_key,
@@ -524,6 +525,7 @@ async fn hub_from(dir: &std::path::Path) -> RunningHub {
     secrets.admin_token = ADMIN.into();
     tutti_hub::start(HubConfig {
         http: "127.0.0.1:0".parse().unwrap(),
+        https: None,
         link: "127.0.0.1:0".parse().unwrap(),
         state_file: Some(dir.join("hub.json")),
         key: None,

@@ -208,10 +208,21 @@ impl NetArgs {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// HTTP + WebSocket API address (this machine only by default; every request needs the
-    /// admin or read-only token from the secrets file either way).
+    /// Plain HTTP + WebSocket API address: this machine only (a loopback address) unless
+    /// --plain-http-anywhere; every request needs the admin or read-only token either way.
     #[arg(long, default_value = "127.0.0.1:7480")]
     http: SocketAddr,
+    /// The same API and the web app over HTTPS, with the hub's own certificate (made on first
+    /// start, kept beside the settings; its fingerprint is printed).
+    #[arg(long, default_value = "0.0.0.0:7443", conflicts_with = "no_https")]
+    https: SocketAddr,
+    /// No HTTPS.
+    #[arg(long)]
+    no_https: bool,
+    /// Allow --http on an address other machines reach (tokens then cross the network in
+    /// clear: only on a segment you trust, or behind a TLS proxy).
+    #[arg(long)]
+    plain_http_anywhere: bool,
     /// Where nodes connect: paired nodes with their credential, or (with --passphrase) any
     /// node holding the network key.
     #[arg(long, default_value = "0.0.0.0:7481")]
@@ -1720,6 +1731,14 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             }
         }
     }
+    if !a.http.ip().is_loopback() && !a.plain_http_anywhere {
+        bail!(
+            "--http {}: plain HTTP would carry the API's tokens across the network in clear; \
+             use the HTTPS API (--https, on by default at 0.0.0.0:7443), keep --http on \
+             127.0.0.1, or say --plain-http-anywhere",
+            a.http
+        );
+    }
     if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
         bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
     }
@@ -1750,6 +1769,7 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
     rt.block_on(async {
         let hub = tutti_hub::start(tutti_hub::HubConfig {
             http: a.http,
+            https: (!a.no_https).then_some(a.https),
             link: a.link,
             state_file: state_file.clone(),
             key,
@@ -1776,6 +1796,15 @@ fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             hub.http,
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
+        if let Some((addr, fingerprint)) = &hub.https {
+            // What a browser shows for the hub's own certificate: check it once, then trust it.
+            let shown = if addr.ip().is_unspecified() {
+                format!("https://{}:{}", tutti_node::hostname(), addr.port())
+            } else {
+                format!("https://{addr}")
+            };
+            println!("hub: HTTPS on {shown} (listening on {addr}); certificate SHA-256 {fingerprint}");
+        }
         let passphrase_nodes =
             if hub.hub.key().is_some() { "; passphrase nodes join with --hub too" } else { "" };
         if show_secrets {

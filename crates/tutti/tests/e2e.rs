@@ -976,6 +976,8 @@ fn the_hub_sets_a_playing_player_and_restarts_without_a_glitch() {
     let hub = |seconds: &str| {
         tutti(&[
             "serve",
+            "--https",
+            "127.0.0.1:0",
             "--http",
             &format!("127.0.0.1:{http_port}"),
             "--link",
@@ -1165,6 +1167,8 @@ fn two_zones_play_two_streams_and_a_player_moves_between_them() {
 fn hub(http_port: u16, link_port: u16, mqtt: u16, seconds: &str) -> Proc {
     tutti(&[
         "serve",
+        "--https",
+        "127.0.0.1:0",
         "--http",
         &format!("127.0.0.1:{http_port}"),
         "--link",
@@ -1402,6 +1406,8 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
     let state = dir.join("hub/hub.json");
     let mut hub = member(&[
         "serve",
+        "--https",
+        "127.0.0.1:0",
         "--http",
         &format!("127.0.0.1:{http_port}"),
         "--link",
@@ -1533,7 +1539,7 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
 
 #[test]
 fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["play", "127.0.0.1:9", "--null", "--volume", "150"], "`--volume`: 150 is outside 0–100"),
         (&["play", "127.0.0.1:9", "--null", "--volume=-5"], "`--volume`: -5 is outside 0–100"),
         (&["play", "127.0.0.1:9", "--null", "--delay-ms", "1e9"], "`--delay-ms`"),
@@ -1542,6 +1548,7 @@ fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
         (&["stream", "--tone", "--codec", "opus", "--bitrate", "0"], "`--bitrate`: 0 is outside"),
         (&["stream", "--tone", "--multicast", "127.0.0.1:7400"], "is not a multicast group"),
         (&["party", "--null", "--max-mics", "0"], "`--max-mics`: 0 is outside 1–256"),
+        (&["serve", "--no-state", "--http", "0.0.0.0:7480"], "--plain-http-anywhere"),
     ];
     for (args, expected) in cases {
         let mut p = tutti(args);
@@ -1560,6 +1567,8 @@ fn a_restarted_hub_says_where_its_secrets_are_instead_of_printing_them() {
     let start = || {
         let mut hub = tutti(&[
             "serve",
+            "--https",
+            "127.0.0.1:0",
             "--http",
             &format!("127.0.0.1:{p}"),
             "--link",
@@ -1586,6 +1595,12 @@ fn a_restarted_hub_says_where_its_secrets_are_instead_of_printing_them() {
     // where they are.
     let again = start();
     assert!(!again.contains("tutti://") && !again.contains(&password), "{again}");
+    // The HTTPS certificate is the hub's own and kept: the same fingerprint after a restart.
+    let fingerprint = |log: &str| {
+        log.lines().find_map(|l| l.split("certificate SHA-256 ").nth(1)).map(str::to_owned)
+    };
+    assert!(fingerprint(&first).is_some_and(|f| f.len() == 95), "{first}");
+    assert_eq!(fingerprint(&first), fingerprint(&again));
     assert!(
         again.contains("POST /api/pairing") && again.contains("jq -r .mqtt_password"),
         "{again}"
