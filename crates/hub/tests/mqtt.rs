@@ -231,7 +231,40 @@ async fn the_embedded_broker_carries_state_and_commands_and_wants_credentials() 
             panic!("a stranger got `{t}`");
         }
     }
+    // Refused with a reason (a CONNACK), not a bare hang-up: 4 for a wrong login, 5 for none.
+    for (login, want) in [(Some((credentials.0.as_str(), "guess")), 4u8), (None, 5u8)] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s =
+            tokio::net::TcpStream::connect((broker.host.as_str(), broker.port)).await.unwrap();
+        s.write_all(&connect_packet("stranger-raw", login)).await.unwrap();
+        let mut ack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut ack))
+            .await
+            .expect("a CONNACK in time")
+            .expect("a CONNACK, not a hang-up");
+        assert_eq!(ack, [0x20, 0x02, 0x00, want], "login {login:?}");
+    }
     h.stop();
+}
+
+/// An MQTT 3.1.1 CONNECT (clean session, 60 s keep-alive), with a login if given.
+fn connect_packet(client: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    let field = |s: &str| {
+        let mut f = (s.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(s.as_bytes());
+        f
+    };
+    let flags = 0x02 | if login.is_some() { 0xC0 } else { 0 };
+    let mut body = field("MQTT");
+    body.extend_from_slice(&[4, flags, 0, 60]);
+    body.extend(field(client));
+    if let Some((user, password)) = login {
+        body.extend(field(user));
+        body.extend(field(password));
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
 }
 
 /// A private Mosquitto on a free loopback port, stopped on drop.
