@@ -67,19 +67,16 @@ pub struct Transmit {
     pub len: usize,
 }
 
-/// A 128-bit sender id from a caller's random value (never 0). Nodes pass 128 bits of OS
-/// randomness; the simulator a seed, spread so that small seeds give unrelated ids.
-pub(crate) fn sender_id(random: u128) -> u128 {
-    let lo = mix_seed(random as u64);
-    let hi = mix_seed((random >> 64) as u64 ^ 0x5DEE_CE66_D1CE_4E5B);
-    ((u128::from(hi) << 64) | u128::from(lo)).max(1)
+/// A 128-bit value derived one-way from a caller's random value (nodes pass 128 bits of OS
+/// randomness, the simulator a seed) for `purpose`: the public sender id and a source's secret
+/// cookie key come from one draw, and knowing the first says nothing of the second.
+pub(crate) fn derive(random: u128, purpose: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new().chain_update(purpose).chain_update(random.to_le_bytes()).finalize().into()
 }
 
-/// Spreads the bits of a caller's seed (SplitMix64), so that small or similar seeds still give
-/// unrelated sender ids and instance ids.
-pub(crate) fn mix_seed(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// A 128-bit sender id (never 0) from a caller's random value (see [`derive`]).
+pub(crate) fn sender_id(random: u128) -> u128 {
+    let d = derive(random, b"tutti sender id");
+    u128::from_le_bytes(d[..16].try_into().expect("16 of 32 bytes")).max(1)
 }

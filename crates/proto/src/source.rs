@@ -357,12 +357,7 @@ impl SourceSession {
             })
             .collect();
         let sender = crate::sender_id(random);
-        let cookie_key: [u8; 32] = Sha256::new()
-            .chain_update(b"tutti cookie key")
-            .chain_update(sender.to_le_bytes())
-            .chain_update(random.to_le_bytes())
-            .finalize()
-            .into();
+        let cookie_key = crate::derive(random, b"tutti cookie key");
         Ok(SourceSession {
             security,
             sender,
