@@ -550,6 +550,12 @@ impl Hub {
         self.vault(|v| !v.secrets.keys.accept.is_empty())
     }
 
+    /// Whether a node was revoked after the sending key was made (its rotation did not happen
+    /// or was not saved): the keys must rotate.
+    pub fn revoked_since_keys(&self) -> bool {
+        self.vault(|v| v.secrets.revoked.values().any(|&at| at > v.secrets.keys_since))
+    }
+
     pub(crate) fn attach(&self, id: &str, link: Link) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), link);
     }
@@ -656,9 +662,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
-    // A rotation cut short by a restart (the send key may be one a revoked node holds):
-    // rotate afresh; its last step retires every older key.
-    if hub.rotating()
+    // A rotation cut short by a restart (the send key may be one a revoked node holds), or a
+    // revocation whose rotation was never saved: rotate afresh; its last step retires every
+    // older key.
+    if (hub.rotating() || hub.revoked_since_keys())
         && let Err(e) = hub.rotate_keys()
     {
         eprintln!("tutti hub: {e}");

@@ -593,3 +593,26 @@ async fn a_change_the_hub_cannot_save_is_refused_and_a_revocation_is_never_lost(
     h.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_rotation_was_lost_rotates_at_the_next_start() {
+    let dir = std::env::temp_dir().join(format!("tutti-revoked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Saved secrets where a node was revoked after the sending key was made, and no rotation
+    // is under way (the rotation that should have followed was never saved).
+    let mut s = tutti_hub::secrets::Secrets::generate("test");
+    s.revoked.insert("kitchen".into(), s.keys_since + 5);
+    s.save(&dir.join("secrets.json")).unwrap();
+    let h = hub_from(&dir).await;
+    assert!(h.hub.rotating(), "the keys rotate past the revoked node at start");
+    h.stop();
+    // Once the keys are newer than every revocation, a start does not rotate.
+    let mut s = tutti_hub::secrets::Secrets::generate("test");
+    s.revoked.insert("kitchen".into(), s.keys_since - 5);
+    s.save(&dir.join("secrets.json")).unwrap();
+    let h = hub_from(&dir).await;
+    assert!(!h.hub.rotating());
+    h.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
