@@ -87,6 +87,35 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// `svg` (as the `qrcode` crate draws it: `width`, `height` and `viewBox` in its first tag)
+/// with `lines` of text below it, in monospace on white.
+fn with_caption(svg: &str, lines: &[String]) -> String {
+    let attr = |name: &str| -> Option<u32> {
+        let start = svg.find(&format!(" {name}=\""))? + name.len() + 3;
+        svg[start..].split('"').next()?.parse().ok()
+    };
+    let (Some(w), Some(h)) = (attr("width"), attr("height")) else { return svg.to_owned() };
+    let size = (w / 30).max(6);
+    let extra = (size + 4) * lines.len() as u32 + 8;
+    let total = h + extra;
+    let mut out = svg
+        .replacen(&format!(" height=\"{h}\""), &format!(" height=\"{total}\""), 1)
+        .replacen(&format!("viewBox=\"0 0 {w} {h}\""), &format!("viewBox=\"0 0 {w} {total}\""), 1);
+    let Some(end) = out.rfind("</svg>") else { return svg.to_owned() };
+    let mut caption =
+        format!(r##"<rect x="0" y="{h}" width="{w}" height="{extra}" fill="#fff"/>"##);
+    for (i, l) in lines.iter().enumerate() {
+        let y = h + (size + 4) * (i as u32 + 1);
+        let text = l.replace('&', "&amp;").replace('<', "&lt;");
+        caption.push_str(&format!(
+            r##"<text x="{x}" y="{y}" font-family="monospace" font-size="{size}" text-anchor="middle" fill="#000">{text}</text>"##,
+            x = w / 2
+        ));
+    }
+    out.insert_str(end, &caption);
+    out
+}
+
 /// A JSON body that names the field and the fix when it does not parse.
 struct Body<T>(T);
 
@@ -238,6 +267,15 @@ async fn new_token(State(hub): State<Hub>, body: axum::body::Bytes) -> Result<Re
     let svg = qrcode::QrCode::new(text.as_bytes())
         .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
         .unwrap_or_default();
+    // Under the code, for a careful person: the fingerprint the browser will show for the
+    // hub's HTTPS certificate.
+    let svg = match hub.tls_fingerprint() {
+        Some(f) => with_caption(
+            &svg,
+            &["HTTPS certificate SHA-256".to_owned(), f[..47].to_owned(), f[48..].to_owned()],
+        ),
+        None => svg,
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({

@@ -141,6 +141,11 @@ async fn the_api_over_https_with_the_hubs_own_pinned_certificate() {
     );
     let (s, body) = https(addr, &fingerprint, &post).await.unwrap();
     assert!(s == 201 && body.contains(&fingerprint), "{s} {body}");
+    // ... and so does the QR code's picture, under the code.
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let svg = answer["qr_svg"].as_str().unwrap();
+    assert!(svg.contains(&fingerprint[..47]) && svg.contains(&fingerprint[48..]), "{svg}");
+    std::fs::write(dir.join("pairing-qr.svg"), svg).unwrap();
     // Silent clients (no handshake) hold up no one.
     let mut idle = Vec::new();
     for _ in 0..20 {
@@ -158,5 +163,7 @@ async fn the_api_over_https_with_the_hubs_own_pinned_certificate() {
     let h = hub(&dir).await;
     assert_eq!(h.https.as_ref().map(|x| x.1.clone()), Some(fingerprint));
     h.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("TUTTI_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
