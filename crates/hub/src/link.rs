@@ -307,7 +307,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
                 // Anything but state and cover art from a node is ignored: an older or newer
                 // node may say more than this hub understands.
                 Ok(Some(LinkMessage::State(state))) => {
-                    hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
+                    hub.with(|reg| ((), reg.report(&id, *state, Instant::now()).into_iter().collect(), false));
                 }
                 Ok(Some(LinkMessage::Cover { mime, data })) => {
                     let image = from_hex(&data).filter(|d| !d.is_empty());

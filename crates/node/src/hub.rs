@@ -288,7 +288,7 @@ fn session(
         let now = std::time::Instant::now();
         if now >= next {
             let extra = handler.outbox();
-            let sent = std::iter::once(LinkMessage::State(handler.state()))
+            let sent = std::iter::once(LinkMessage::State(Box::new(handler.state())))
                 .chain(extra)
                 .try_for_each(|m| write(&mut stream, Some(&mut sealer), &m));
             if let Err(e) = sent {

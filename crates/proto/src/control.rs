@@ -86,6 +86,14 @@ pub struct NodeState {
     /// stopped or cannot be opened, or the group latency does not fit the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Datagrams dropped before they reached the stream: not decodable or not authentic
+    /// (another key, forged, altered, replayed, malformed).
+    #[serde(default)]
+    pub rejected: u64,
+    /// Authentic datagrams of another stream or of an earlier run (relayed, replayed):
+    /// ignored.
+    #[serde(default)]
+    pub foreign: u64,
 }
 
 /// A source's current track.
@@ -327,7 +335,7 @@ pub enum LinkMessage {
         message: String,
     },
     /// Node → hub: my state.
-    State(NodeState),
+    State(Box<NodeState>),
     /// Node → hub (sources): the current track's cover art (sent when the track changes).
     Cover {
         /// MIME type.

@@ -1486,6 +1486,7 @@ fn mixer_link(
     let mut discovery = discovery_for(&a.net, &info.id, "mixer", port);
     let handler = MixerHub {
         inputs: host.inputs.clone(),
+        refused: host.refused.clone(),
         master: host.master.clone(),
         shared: host.shared.clone(),
     };
@@ -1497,6 +1498,7 @@ fn mixer_link(
 /// What a party host tells the hub, and how it obeys it.
 struct MixerHub {
     inputs: std::sync::Arc<std::sync::Mutex<Vec<tutti_node::mixer::MixInput>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     master: std::sync::Arc<tutti_audio::mixer::Meter>,
     shared: std::sync::Arc<tutti_audio::engine::OutputShared>,
 }
@@ -1516,6 +1518,8 @@ impl tutti_node::hub::HubHandler for MixerHub {
             concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
             underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
             level_db: peak.is_finite().then_some(f64::from(peak)),
+            rejected: self.refused.load(Ordering::Relaxed),
+            foreign: inputs.iter().map(|i| i.stats.foreign).sum(),
             ..Default::default()
         }
     }
@@ -1947,7 +1951,7 @@ impl tutti_node::hub::HubHandler for SourceHub {
     fn state(&mut self) -> tutti_proto::control::NodeState {
         let p = &self.progress[0];
         let rate = f64::from(self.rate);
-        let (_, receivers) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let (stats, receivers) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
         let track = p.transport().and_then(|t| {
             let now = p.now_playing.lock().ok()?.clone();
             let total = p.total.load(Ordering::Relaxed);
@@ -1970,6 +1974,9 @@ impl tutti_node::hub::HubHandler for SourceHub {
             rate: Some(self.rate),
             peers: Some(receivers.len() as u32),
             track,
+            rejected: stats.rx_errors.total(),
+            // Authentic requests from player runs that never proved their address (replays).
+            foreign: stats.unverified,
             ..Default::default()
         }
     }
@@ -2054,6 +2061,8 @@ impl tutti_node::hub::HubHandler for PlayerHub {
                 .and_then(|p| p.clone())
                 .or(s.device_problem)
                 .or(s.latency_problem),
+            rejected: s.stats.rx_errors.total(),
+            foreign: s.stats.foreign,
         }
     }
     fn settings(&mut self, settings: &tutti_proto::control::Settings) {

@@ -1633,6 +1633,11 @@ fn a_zone_routed_to_a_silent_source_is_waited_for_and_said() {
         v.as_array().is_some_and(|n| n.len() == 1 && n[0]["state"]["streaming"] == true)
     });
     let id = nodes[0]["info"]["id"].as_str().unwrap().to_owned();
+    // What the player dropped is reported to the hub (for the dashboard): none here.
+    assert_eq!(
+        (nodes[0]["state"]["rejected"].as_u64(), nodes[0]["state"]["foreign"].as_u64()),
+        (Some(0), Some(0))
+    );
     let (status, reply) =
         http(http_port, "PUT", "/api/zones/attic", "{\"source\":\"999.1.1.1:99999\"}");
     assert!(status == 422 && reply.contains("port"), "an impossible source is refused: {reply}");
