@@ -243,6 +243,9 @@ pub struct SourceStats {
     pub probes_answered: u64,
     /// `Hello`s answered with a cookie to echo (the sender was not yet served).
     pub cookies_sent: u64,
+    /// `Hello`s left unanswered because their address had its share of cookies this second
+    /// (a stranger replaying many captured Hellos at a victim).
+    pub cookies_withheld: u64,
     /// Authenticated datagrams dropped because their sender has not proved its address
     /// (no echoed cookie) or is not the run that joined from that address (a replay).
     pub unverified: u64,
@@ -264,6 +267,13 @@ const MAX_LISTENERS: usize = 1024;
 /// A cookie is good for this long to one, up to twice as long at most (current and previous
 /// period).
 const COOKIE_LIFETIME: Nanos = Nanos::from_secs(30);
+
+/// Cookie answers to one IP address per second, at most: a player needs one (a few if they
+/// are lost) and a host may run a few dozen players, so replayed Hellos aimed at a victim get
+/// it at most this many small datagrams (~3.6 kB) a second.
+const COOKIES_PER_ADDRESS: usize = 32;
+/// Recent cookie answers remembered for that limit (beyond, the oldest are forgotten).
+const COOKIE_MEMORY: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
@@ -326,6 +336,8 @@ pub struct SourceSession {
     retransmits: VecDeque<Pending>,
     receivers: Vec<Receiver>,
     listeners: Vec<Listener>,
+    /// When and to which IP address cookies went in the last second.
+    cookies_out: VecDeque<(LocalTime, std::net::IpAddr)>,
     next_announce: LocalTime,
     events: VecDeque<SourceEvent>,
     replay: ReplayGuard,
@@ -384,6 +396,7 @@ impl SourceSession {
             retransmits: VecDeque::new(),
             receivers,
             listeners: Vec::new(),
+            cookies_out: VecDeque::new(),
             next_announce: now,
             events: VecDeque::new(),
             replay: ReplayGuard::default(),
@@ -671,6 +684,17 @@ impl SourceSession {
             && (h.cookie == self.cookie(from, sender, bucket)
                 || h.cookie == self.cookie(from, sender, bucket.wrapping_sub(1)));
         if !proven {
+            while self.cookies_out.front().is_some_and(|(t, _)| now - *t > Nanos::from_secs(1))
+                || self.cookies_out.len() >= COOKIE_MEMORY
+            {
+                self.cookies_out.pop_front();
+            }
+            let ip = from.ip();
+            if self.cookies_out.iter().filter(|(_, a)| *a == ip).count() >= COOKIES_PER_ADDRESS {
+                self.stats.cookies_withheld += 1;
+                return;
+            }
+            self.cookies_out.push_back((now, ip));
             let cookie = self.cookie(from, sender, bucket);
             self.stats.cookies_sent += 1;
             self.control.push_back(Pending::Announce { to: Destination::To(from), cookie });

@@ -563,3 +563,58 @@ fn a_refusal_from_an_earlier_run_does_not_stop_a_player() {
     assert!(!ev.iter().any(|e| matches!(e, PlayerEvent::Refused { .. })), "{ev:?}");
     assert!(again.stats().foreign > 0);
 }
+
+#[test]
+fn many_replayed_hellos_aimed_at_one_address_get_a_few_answers_a_second() {
+    // Hellos captured from a joining player (it sends one every 100 ms until served): each a
+    // distinct datagram, so the replay window does not stop them at a fresh source run.
+    let security = Security::encrypted(NetworkKey::from_bytes([4; 32]));
+    let now = LocalTime(1_000_000_000);
+    let mut player =
+        PlayerSession::new(PlayerConfig::new(SRC.parse().unwrap()), security.clone(), 3, now);
+    let mut hellos = Vec::new();
+    let mut buf = [0u8; 1500];
+    for i in 0..400 {
+        let t = now + Nanos::from_millis(100 * i);
+        player.handle_timeout(t);
+        while let Some(tx) = player.poll_transmit(t, &mut buf) {
+            let kind = tutti_proto::wire::parse_preamble(&buf[..tx.len]).unwrap().kind;
+            if kind == tutti_proto::wire::Kind::Hello {
+                hellos.push(buf[..tx.len].to_vec());
+            }
+        }
+    }
+    assert!(hellos.len() >= 200, "{} hellos", hellos.len());
+    // All of them replayed within 200 ms at a source, from a victim's address.
+    let mut source = SourceSession::new(SourceConfig::new(1, 48_000, 2), security, 9, now).unwrap();
+    let victim = addr(6666);
+    let mut answers = 0;
+    for (i, h) in hellos.iter().enumerate() {
+        let t = now + Nanos::from_micros(500 * i as i64);
+        let mut d = h.clone();
+        source.handle_datagram(t, victim, &mut d);
+        while let Some(tx) = source.poll_transmit(t, &mut buf) {
+            assert!(matches!(tx.destination, Destination::To(a) if a == victim));
+            answers += 1;
+        }
+    }
+    assert!(answers <= 32, "{answers} answers to the victim in 200 ms");
+    assert!(source.stats().cookies_withheld as usize >= hellos.len() - 32);
+    // A real player at another IP address still gets its cookie at once.
+    let mut p2 = PlayerSession::new(
+        PlayerConfig::new(SRC.parse().unwrap()),
+        Security::encrypted(NetworkKey::from_bytes([4; 32])),
+        5,
+        now,
+    );
+    let t = now + Nanos::from_millis(200);
+    let mut answered = false;
+    while let Some(tx) = p2.poll_transmit(t, &mut buf) {
+        let mut d = buf[..tx.len].to_vec();
+        source.handle_datagram(t, "127.0.0.2:6001".parse().unwrap(), &mut d);
+        while source.poll_transmit(t, &mut buf).is_some() {
+            answered = true;
+        }
+    }
+    assert!(answered, "another address is answered");
+}
