@@ -1171,7 +1171,10 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             match resolve(&to, "the zone's source") {
                 Ok(addr) => {
                     let latency = latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
-                    pending = ((addr, latency) != playing).then_some((addr, latency));
+                    // (Also when the player is down, waiting on another source: a route back
+                    // to the one it played is a route to take.)
+                    pending =
+                        ((addr, latency) != playing || player.is_none()).then_some((addr, latency));
                     next_try = std::time::Instant::now();
                     if pending.is_none() {
                         set_problem(None);
@@ -1217,7 +1220,6 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
                         eprintln!("{clear}zone: {problem} (trying again every 2 s)");
                     }
                     set_problem(Some(problem));
-                    playing = (addr, latency);
                     next_try = std::time::Instant::now() + Duration::from_secs(2);
                 }
             }
