@@ -134,11 +134,7 @@ async fn send(
     sealer: Option<&mut Sealer>,
     m: &LinkMessage,
 ) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
-    match sealer {
-        Some(s) => bytes = s.seal(&bytes).map_err(std::io::Error::other)?,
-        None => bytes.push(b'\n'),
-    }
+    let bytes = tutti_proto::link::encode(m, sealer)?;
     match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::other(format!("a node took nothing for {WRITE_TIMEOUT:?}"))),

@@ -175,12 +175,7 @@ fn write(
     sealer: Option<&mut Sealer>,
     m: &LinkMessage,
 ) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
-    match sealer {
-        Some(s) => bytes = s.seal(&bytes).map_err(std::io::Error::other)?,
-        None => bytes.push(b'\n'),
-    }
-    stream.write_all(&bytes)
+    stream.write_all(&tutti_proto::link::encode(m, sealer)?)
 }
 
 /// The next message in the channel (`None`: one this node does not understand, or a read

@@ -221,6 +221,20 @@ impl Opener {
     }
 }
 
+/// The bytes that carry `m` on the link: a clear JSON line (the handshake and pairing), or
+/// sealed in frames once the channel is open (`sealer`). Both ends write with it.
+pub fn encode(
+    m: &crate::control::LinkMessage,
+    sealer: Option<&mut Sealer>,
+) -> std::io::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    match sealer {
+        Some(s) => bytes = s.seal(&bytes).map_err(std::io::Error::other)?,
+        None => bytes.push(b'\n'),
+    }
+    Ok(bytes)
+}
+
 /// A frame's length from its 2-byte prefix.
 pub fn frame_len(prefix: [u8; 2]) -> usize {
     usize::from(u16::from_be_bytes(prefix))

@@ -258,15 +258,24 @@ fn the_player_beyond_the_limit_is_told_server_full() {
     assert!(ok, "the first player plays on: {log}");
 }
 
-/// A user-space lossy relay between one player and a source: drops `loss` of the datagrams
-/// going to the player (seeded), and forwards everything else both ways, one thread per
-/// direction (blocking receives: the relay adds no delay of its own).
-fn lossy_relay(
+/// What a [`relay`] passed on to the player (each datagram the source sent it, as sent) and
+/// how many it dropped.
+struct Relayed {
+    passed: Vec<Vec<u8>>,
+    dropped: u64,
+}
+
+/// A user-space relay between one player and a source, one thread per direction (blocking
+/// receives: it adds no delay of its own). It drops `loss` of the datagrams going to the
+/// player (seeded), records the others, and also copies each of them to `copy_to` (a stranger
+/// forwarding another stream).
+fn relay(
     listen: u16,
     source: u16,
     loss: f64,
+    copy_to: Option<u16>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(u64, u64)> {
+) -> std::thread::JoinHandle<Relayed> {
     use std::net::UdpSocket;
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex};
@@ -291,60 +300,15 @@ fn lossy_relay(
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let mut x = 12345u64;
-        let (mut passed, mut dropped) = (0u64, 0u64);
+        let mut out = Relayed { passed: Vec::new(), dropped: 0 };
         while !stop.load(Ordering::Relaxed) {
             if let Ok((n, _)) = back.recv_from(&mut buf) {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 if ((x >> 11) as f64 / (1u64 << 53) as f64) < loss {
-                    dropped += 1;
+                    out.dropped += 1;
                     continue;
                 }
-                passed += 1;
-                if let Some(p) = *player.lock().unwrap() {
-                    let _ = front.send_to(&buf[..n], p);
-                }
-            }
-        }
-        let _ = upstream.join();
-        (passed, dropped)
-    })
-}
-
-/// A relay on `listen` to a source on `source` that records what the source sends back and
-/// also copies each of those datagrams to `copy_to` (a stranger forwarding another stream).
-fn tap_relay(
-    listen: u16,
-    source: u16,
-    copy_to: Option<u16>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
-    use std::net::UdpSocket;
-    use std::sync::atomic::Ordering;
-    use std::sync::{Arc, Mutex};
-    let front = Arc::new(UdpSocket::bind(("127.0.0.1", listen)).expect("relay front"));
-    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("relay back"));
-    front.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    back.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let player = Arc::new(Mutex::new(None));
-    let upstream = {
-        let (front, back, player, stop) =
-            (front.clone(), back.clone(), player.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = front.recv_from(&mut buf) {
-                    *player.lock().unwrap() = Some(from);
-                    let _ = back.send_to(&buf[..n], ("127.0.0.1", source));
-                }
-            }
-        })
-    };
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut seen = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, _)) = back.recv_from(&mut buf) {
-                seen.push(buf[..n].to_vec());
+                out.passed.push(buf[..n].to_vec());
                 if let Some(p) = *player.lock().unwrap() {
                     let _ = front.send_to(&buf[..n], p);
                 }
@@ -354,7 +318,7 @@ fn tap_relay(
             }
         }
         let _ = upstream.join();
-        seen
+        out
     })
 }
 
@@ -383,13 +347,13 @@ fn relayed_and_replayed_datagrams_of_other_streams_leave_a_player_bit_exact() {
     // Earlier: a run of the source on port `sa`, heard by a player through a relay that
     // records every datagram the source sent it.
     let stop = Arc::new(AtomicBool::new(false));
-    let recorder = tap_relay(r0, sa, None, stop.clone());
+    let recorder = relay(r0, sa, 0.0, None, stop.clone());
     let earlier = tone(sa);
     let listener = tutti(&["play", &format!("127.0.0.1:{r0}"), "--null", "--seconds", "3", "-q"]);
     std::thread::sleep(Duration::from_millis(1_500));
     drop((earlier, listener));
     stop.store(true, Ordering::Relaxed);
-    let recorded = recorder.join().expect("recorder");
+    let recorded = recorder.join().expect("recorder").passed;
     assert!(recorded.len() > 100, "recorded {} datagrams", recorded.len());
 
     // Now: a new run on `sa` plays a file to our player; another stream on `sb` plays to a
@@ -407,7 +371,7 @@ fn relayed_and_replayed_datagrams_of_other_streams_leave_a_player_bit_exact() {
     ]);
     let _other = tone(sb);
     let stop = Arc::new(AtomicBool::new(false));
-    let stranger = tap_relay(r1, sb, Some(player_port), stop.clone());
+    let stranger = relay(r1, sb, 0.0, Some(player_port), stop.clone());
     let _other_player =
         tutti(&["play", &format!("127.0.0.1:{r1}"), "--port", &q.to_string(), "--null", "-q"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -435,7 +399,7 @@ fn relayed_and_replayed_datagrams_of_other_streams_leave_a_player_bit_exact() {
     assert!(ok, "source: {log}");
     let (ok, log) = wait(&mut player, Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
-    let relayed = stranger.join().expect("stranger").len();
+    let relayed = stranger.join().expect("stranger").passed.len();
     assert!(ok, "player: {log}");
     assert!(relayed > 500, "the stranger relayed {relayed} datagrams");
     let got = read_wav(&out);
@@ -520,10 +484,11 @@ fn with_10_percent_loss_the_output_is_still_bit_identical() {
     let sp = port_base(5);
     let relay_port = sp + 1;
     let stop = Arc::new(AtomicBool::new(false));
-    let relay = lossy_relay(
+    let lossy = relay(
         relay_port,
         sp,
         std::env::var("RELAY_LOSS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.10),
+        None,
         stop.clone(),
     );
     let out = dir.join("out.wav");
@@ -553,7 +518,8 @@ fn with_10_percent_loss_the_output_is_still_bit_identical() {
     assert!(ok, "source: {log}");
     let (ok, log) = wait(&mut player, Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
-    let (passed, dropped) = relay.join().expect("relay");
+    let Relayed { passed, dropped } = lossy.join().expect("relay");
+    let passed = passed.len() as u64;
     assert!(ok, "player: {log}");
     assert!(
         dropped as f64 > 0.07 * (passed + dropped) as f64,

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tutti");
+/// The lab's network.
+const PASSPHRASE: &str = "namespaces passphrase";
 
 struct Lab {
     prefix: String,
@@ -72,7 +74,7 @@ impl Lab {
     }
 
     fn run(&self, host: usize, args: &[&str]) -> Child {
-        self.run_on(host, args, "namespaces passphrase")
+        self.run_on(host, args, PASSPHRASE)
     }
 
     /// `tutti args` on `host`, a member of the network of `passphrase`.
@@ -256,9 +258,9 @@ fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
     let input_path = dir.join("in.wav");
     write_input(&input_path);
     let state = dir.join("hub.json");
-    let hub = lab.run(
-        1,
-        &[
+    // A hub on `host` of the network of `passphrase`, its settings in `state`.
+    let serve = |host: usize, state: &Path, passphrase: &str| {
+        let args = [
             "serve",
             "--http",
             "127.0.0.1:7480",
@@ -270,29 +272,15 @@ fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
             state.to_str().unwrap(),
             "--seconds",
             "9",
-        ],
-    );
+        ];
+        lab.run_on(host, &args, passphrase)
+    };
+    let hub = serve(1, &state, PASSPHRASE);
     // Another host advertises a hub too, holding another key (an impostor, or a neighbour's):
     // mDNS only suggests it; the link's handshake decides.
     let fake_state = dir.join("fake").join("hub.json");
     std::fs::create_dir_all(dir.join("fake")).unwrap();
-    let fake = lab.run_on(
-        3,
-        &[
-            "serve",
-            "--http",
-            "127.0.0.1:7480",
-            "--link",
-            "0.0.0.0:7481",
-            "--mqtt",
-            "127.0.0.1:1883",
-            "--state",
-            fake_state.to_str().unwrap(),
-            "--seconds",
-            "9",
-        ],
-        "an impostor's passphrase",
-    );
+    let fake = serve(3, &fake_state, "an impostor's passphrase");
     let src = lab
         .run(1, &["stream", "--file", input_path.to_str().unwrap(), "--port", "7400", "--quiet"]);
     // No --hub: the player must find it.
