@@ -36,7 +36,7 @@ use tutti_proto::NetworkKey;
 
 use crate::registry::{Registry, RegistryError, SettingsPatch};
 use crate::secrets::{PairedNode, Secrets, TokenError, Tokens};
-use tutti_proto::control::{Command, Event, LinkMessage, NodeView, to_hex};
+use tutti_proto::control::{Command, Event, KeySet, LinkMessage, NodeInfo, NodeView, to_hex};
 use tutti_proto::pairing::{PairGrant, PairLink, Token};
 
 /// How long a new stream key is accepted before sources send with it (every node has it by
@@ -169,13 +169,92 @@ pub struct Hub {
     vault: Arc<Mutex<Vault>>,
     heard: discovery::Heard,
     covers: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
+    /// Paired sources that fetched their keys, by id, with when (see [`Hub::announce`]).
+    announced: Arc<Mutex<HashMap<String, (Holder, Instant)>>>,
 }
 
-/// A connected node's channel, and the paired node it proved to be (if any).
+/// How long a source that fetched its keys counts as sending before its link is up.
+pub const ANNOUNCED_FOR: Duration = Duration::from_secs(30);
+
+/// A connected node's channel, the paired node it proved to be (if any), and what decides
+/// its stream keys.
 #[derive(Clone, Debug)]
 pub(crate) struct Link {
     pub(crate) tx: mpsc::UnboundedSender<LinkMessage>,
     pub(crate) paired: Option<String>,
+    pub(crate) holder: Holder,
+    /// The key set last sent on this link (`None`: none yet).
+    pub(crate) sent: Option<KeySet>,
+}
+
+/// Who holds stream keys, as far as choosing them goes: a node's role, the streams it sends
+/// (a source: its addresses as players reach them) or the stream it follows (a player).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Holder {
+    pub(crate) id: String,
+    pub(crate) role: String,
+    pub(crate) sends: Vec<SocketAddr>,
+    pub(crate) follows: Option<String>,
+}
+
+impl Holder {
+    /// From a node's hello, its link coming from `peer`: a stream bound to every interface
+    /// is reached at the peer's address; a source cannot claim an address that is not its
+    /// machine's (another source's players would be handed its keys).
+    pub(crate) fn of(info: &NodeInfo, peer: std::net::IpAddr) -> Self {
+        let sends = if info.role == "source" {
+            info.streams
+                .iter()
+                .filter_map(|s| s.parse::<SocketAddr>().ok())
+                .map(|a| if a.ip().is_unspecified() { SocketAddr::new(peer, a.port()) } else { a })
+                .filter(|a| a.ip() == peer || (is_local(a.ip()) && is_local(peer)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Holder {
+            id: info.id.clone(),
+            role: info.role.clone(),
+            sends,
+            follows: if info.role == "player" { info.streams.first().cloned() } else { None },
+        }
+    }
+}
+
+/// The label of the key every party process (microphones, mixers) shares.
+pub const PARTY_KEYS: &str = "party";
+
+/// Whether `ip` is this machine's (loopback, or an address a socket can bind).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// The addresses `stream` (`host:port`) names; a host name is looked up (off the async
+/// threads).
+fn addresses(stream: &str) -> Vec<SocketAddr> {
+    if let Ok(a) = stream.parse::<SocketAddr>() {
+        return vec![a];
+    }
+    store::blocking(|| {
+        use std::net::ToSocketAddrs;
+        stream.to_socket_addrs().map(Iterator::collect).unwrap_or_default()
+    })
+}
+
+/// Whether two stream addresses are one: the same port on the same address, or on two
+/// addresses of this machine (a source on the hub's machine links from 127.0.0.1).
+fn same_stream(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
+    a.iter().any(|x| {
+        b.iter().any(|y| {
+            x.port() == y.port() && (x.ip() == y.ip() || (is_local(x.ip()) && is_local(y.ip())))
+        })
+    })
+}
+
+/// Whether `b` tells a node nothing new after `a`: equal, or both "no stream" for the same
+/// reason (their random keys differ and open nothing either way).
+fn same_keys(a: &KeySet, b: &KeySet) -> bool {
+    a == b || (a.note.is_some() && a.note == b.note)
 }
 
 struct Vault {
@@ -240,6 +319,7 @@ impl Hub {
             })),
             heard: Arc::default(),
             covers: Arc::default(),
+            announced: Arc::default(),
         })
     }
 
@@ -265,6 +345,8 @@ impl Hub {
         for e in events {
             let _ = self.events.send(e);
         }
+        // A zone's stream or a node's zone may have changed: keys go out before any route.
+        self.push_keys();
         Ok(r)
     }
 
@@ -437,9 +519,116 @@ impl Hub {
         })
     }
 
-    /// The current stream keys sealed for `credential` (hex).
-    pub(crate) fn sealed_keys(&self, credential: &str) -> Option<String> {
-        self.vault(|v| v.secrets.sealed_keys(credential))
+    /// The stream keys `holder` gets: a source its own stream's; a player the keys of the
+    /// stream its zone plays, or, in a zone that plays nothing or in none, of the stream it
+    /// follows unless a zone plays that one (join the zone to hear it); party processes the
+    /// party's. Otherwise fresh random keys that open nothing, with the reason.
+    pub(crate) fn keys_for(&self, holder: &Holder) -> KeySet {
+        match self.stream_of(holder) {
+            Ok((label, stream)) => {
+                KeySet { stream, ..self.vault(|v| v.secrets.stream_keys(&label)) }
+            }
+            Err(note) => KeySet {
+                send: to_hex(&secrets::random::<32>()),
+                accept: Vec::new(),
+                note: Some(note),
+                stream: None,
+            },
+        }
+    }
+
+    /// A source about to send (it fetched its keys): its players get its keys from now on,
+    /// before its link is up.
+    pub(crate) fn announce(&self, holder: Holder) {
+        let mut a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        a.retain(|_, (_, at)| at.elapsed() < ANNOUNCED_FOR);
+        a.insert(holder.id.clone(), (holder, Instant::now()));
+    }
+
+    /// The label of the stream `holder` may decode and, when its zone chose it, the stream's
+    /// address; or why none.
+    fn stream_of(&self, holder: &Holder) -> Result<(String, Option<String>), String> {
+        match holder.role.as_str() {
+            "source" => return Ok((holder.id.clone(), None)),
+            "mic" | "mixer" | "party" => return Ok((PARTY_KEYS.to_owned(), None)),
+            "player" => {}
+            other => return Err(format!("a node of role `{other}` holds no stream keys")),
+        }
+        let (zone, zones) = self.with(|r| {
+            let zone = r.settings(&holder.id).zone;
+            let zones = r.zones();
+            ((zone, zones), vec![], false)
+        });
+        let routed = zone
+            .as_deref()
+            .and_then(|z| zones.iter().find(|x| x.name == z))
+            .and_then(|z| z.source.clone());
+        let target = match (&routed, &holder.follows) {
+            (Some(s), _) | (None, Some(s)) => s.clone(),
+            (None, None) => return Err("this player follows no stream".to_owned()),
+        };
+        let at = addresses(&target);
+        if routed.is_none()
+            && let Some(z) = zones
+                .iter()
+                .find(|z| z.source.as_deref().is_some_and(|s| same_stream(&addresses(s), &at)))
+        {
+            return Err(format!(
+                "{target} is zone `{}`'s stream: put this player in that zone to hear it",
+                z.name
+            ));
+        }
+        let sends = |h: &Holder| h.role == "source" && same_stream(&h.sends, &at);
+        let linked = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|l| l.paired.is_some() && sends(&l.holder))
+            .map(|l| l.holder.id.clone());
+        let label = linked
+            .or_else(|| {
+                let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+                a.values()
+                    .find(|(h, at)| at.elapsed() < ANNOUNCED_FOR && sends(h))
+                    .map(|(h, _)| h.id.clone())
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no source linked to the hub sends {target} yet: its keys come when it does"
+                )
+            })?;
+        Ok((label, routed))
+    }
+
+    /// Sends every paired link whose keys changed its new keys (sealed with its credential),
+    /// before anything else is said to it.
+    pub(crate) fn push_keys(&self) {
+        let links: Vec<(String, Link)> = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, l)| (id.clone(), l.clone()))
+            .collect();
+        for (id, l) in links {
+            let Some(p) = &l.paired else { continue };
+            let Ok(c) = self.credential(p) else { continue };
+            let set = self.keys_for(&l.holder);
+            if l.sent.as_ref().is_some_and(|s| same_keys(s, &set)) {
+                continue;
+            }
+            let Some(sealed) = Secrets::seal_for(&c, &set) else { continue };
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            // Sent on the link it was made for (a node that reconnected meanwhile got its
+            // keys in its welcome).
+            if let Some(now) = links.get_mut(&id)
+                && now.tx.same_channel(&l.tx)
+            {
+                let _ = now.tx.send(LinkMessage::Keys { sealed });
+                now.sent = Some(set);
+            }
+        }
     }
 
     /// Paired nodes by id (credentials left out), and revoked ids with when.
@@ -474,19 +663,6 @@ impl Hub {
             eprintln!("tutti hub: {e}");
         }
         Ok(true)
-    }
-
-    /// Sends every paired link its sealed keys.
-    fn push_keys(&self) {
-        let links: Vec<Link> =
-            self.links.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for l in links {
-            let Some(p) = &l.paired else { continue };
-            let Ok(c) = self.credential(p) else { continue };
-            if let Some(sealed) = self.sealed_keys(&c) {
-                let _ = l.tx.send(LinkMessage::Keys { sealed });
-            }
-        }
     }
 
     /// Rotates the stream keys in three steps: every paired node accepts a new key; after

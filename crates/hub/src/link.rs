@@ -9,7 +9,7 @@
 //! hub  → node  {"welcome":{"settings":{...},"keys":"<sealed KeySet>"}}  or {"refused":...}
 //! node → hub   {"state":{...}}                       a few times a second
 //! hub  → node  {"command":{"kind":"volume","percent":40}}   whenever the API says so
-//! hub  → node  {"keys":{"sealed":"..."}}             on every key rotation
+//! hub  → node  {"keys":{"sealed":"..."}}             when its stream keys change
 //! ```
 //!
 //! The handshake's pre-shared key is a paired node's own credential (its id is the paired
@@ -20,8 +20,12 @@
 //! on everything is encrypted; stream keys are additionally sealed with the node's
 //! credential.
 //!
-//! A hello with role `keys` only fetches a paired node's keys (it is answered with a
+//! A hello with `"fetch":true` only fetches a paired node's keys (it is answered with a
 //! welcome and closed, and the node is not listed): a player needs them before it joins.
+//!
+//! Stream keys are per stream (see [`Hub::keys_for`](crate::Hub)): a source gets its own
+//! stream's, a player the stream its zone plays; a change of zone, of a zone's stream, or a
+//! rotation sends the new set.
 //!
 //! Instead of a hello, a new node may pair: `{"pair":{"token":ID,"noise":...}}` (see
 //! [`tutti_proto::pairing`]); the hub answers `{"paired":{"noise":...}}` and closes.
@@ -33,8 +37,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::{Hub, Link};
-use tutti_proto::control::{LinkMessage, NodeInfo, from_hex, to_hex};
+use crate::secrets::Secrets;
+use crate::{Holder, Hub, Link};
+use tutti_proto::control::{KeySet, LinkMessage, NodeInfo, NodeState, from_hex, to_hex};
 use tutti_proto::link::{Opener, Sealer};
 
 /// Longest line accepted from a node (a cover image, hex, is the longest thing it sends).
@@ -257,8 +262,8 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     let (mut sealer, mut opener) = channel.split(MAX_LINE);
     let mut frame = Vec::new();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, receive(&mut r, &mut frame, &mut opener)).await;
-    let info = match hello {
-        Ok(Ok(Some(LinkMessage::Hello { info }))) => info,
+    let (info, fetch) = match hello {
+        Ok(Ok(Some(LinkMessage::Hello { info, fetch }))) => (info, fetch),
         _ => {
             let m = "expected {\"hello\":{...}} in the channel within 5 s".to_owned();
             return refuse(&mut w, Some(&mut sealer), m).await;
@@ -267,12 +272,38 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     if let Err(message) = admit(&info, paired.as_deref()) {
         return refuse(&mut w, Some(&mut sealer), message).await;
     }
-    // A paired node fetching its keys before it starts (role `keys`): answered, not listed.
-    if info.role == "keys" {
-        let keys = paired
-            .as_deref()
-            .and_then(|p| hub.credential(p).ok())
-            .and_then(|c| hub.sealed_keys(&c));
+    let holder = Holder::of(&info, peer.ip());
+    // A paired node's keys, chosen by what it is (see `Hub::keys_for`), sealed with its
+    // credential.
+    let keys_of = |holder: &Holder| {
+        let credential = hub.credential(paired.as_deref()?).ok()?;
+        let set = hub.keys_for(holder);
+        Some((Secrets::seal_for(&credential, &set)?, set))
+    };
+    // A paired node fetching its keys before it starts: answered, not listed — unless it is
+    // a player the hub has no keys for yet: it waits (asking again), listed with the reason,
+    // so that it can be put in a zone.
+    if fetch {
+        if holder.role == "source" && paired.is_some() {
+            hub.announce(holder.clone());
+        }
+        let keys = keys_of(&holder);
+        if let Some((_, KeySet { note: Some(note), .. })) = &keys
+            && holder.role == "player"
+        {
+            let state = NodeState { problem: Some(note.clone()), ..NodeState::default() };
+            hub.with(|reg| {
+                let now = Instant::now();
+                let new = !reg.node(&info.id, now).is_ok_and(|v| v.online);
+                let mut events = Vec::new();
+                if new {
+                    events.push(reg.connect(info, now).1);
+                }
+                events.extend(reg.report(&holder.id, state, now));
+                ((), events, new)
+            });
+        }
+        let keys = keys.map(|(sealed, _)| sealed);
         let settings = Default::default();
         return send(&mut w, Some(&mut sealer), &LinkMessage::Welcome { settings, keys }).await;
     }
@@ -280,11 +311,9 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     drop(slot);
     let id = info.id.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    hub.attach(&id, Link { tx: tx.clone(), paired: paired.clone() });
-    let keys = match &paired {
-        Some(p) => hub.credential(p).ok().and_then(|c| hub.sealed_keys(&c)),
-        None => None,
-    };
+    let (keys, sent) = keys_of(&holder).unzip();
+    let source = holder.role == "source";
+    hub.attach(&id, Link { tx: tx.clone(), paired: paired.clone(), holder, sent });
     let (settings, route) = hub.with(|reg| {
         let (s, e) = reg.connect(info, Instant::now());
         ((s, reg.route_for(&id)), vec![e], true)
@@ -293,6 +322,10 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     // A player in a routed zone plays the zone's source.
     if let Some(route) = route {
         let _ = tx.send(LinkMessage::Command(route));
+    }
+    // A source that links now gives its players their keys.
+    if source {
+        hub.push_keys();
     }
     let result = loop {
         tokio::select! {

@@ -170,7 +170,8 @@ impl Registry {
         self.persisted = persisted;
     }
 
-    fn settings(&self, id: &str) -> Settings {
+    /// A node's settings (defaults for a node never changed).
+    pub fn settings(&self, id: &str) -> Settings {
         self.persisted.settings.get(id).cloned().unwrap_or_default()
     }
 
@@ -518,6 +519,7 @@ mod tests {
             device: "null".into(),
             capabilities: vec!["volume".into()],
             address: "127.0.0.1:7401".into(),
+            streams: Vec::new(),
             version: "0.1.0".into(),
         }
     }

@@ -68,7 +68,12 @@ impl Secrets {
             network_key: to_hex(&random::<32>()),
             admin_token: format!("admin-{}", to_hex(&random::<24>())),
             read_token: format!("read-{}", to_hex(&random::<24>())),
-            keys: KeySet { send: to_hex(&random::<32>()), accept: Vec::new() },
+            keys: KeySet {
+                send: to_hex(&random::<32>()),
+                accept: Vec::new(),
+                note: None,
+                stream: None,
+            },
             keys_since: now_unix(),
             nodes: BTreeMap::new(),
             revoked: BTreeMap::new(),
@@ -125,10 +130,25 @@ impl Secrets {
         NetworkKey::from_bytes(b)
     }
 
-    /// The stream keys sealed for a node's credential (hex), as the link sends them.
-    pub fn sealed_keys(&self, credential: &str) -> Option<String> {
+    /// The keys of one stream (`label`: the id of the source node sending it): derived from
+    /// the hub's keys, rotation included. The hub's own keys never leave it.
+    pub fn stream_keys(&self, label: &str) -> KeySet {
+        let derive = |hex: &String| {
+            let master = tutti_proto::control::key_from_hex(hex).unwrap_or([0; 32]);
+            to_hex(&tutti_proto::crypto::stream_key(&master, label))
+        };
+        KeySet {
+            send: derive(&self.keys.send),
+            accept: self.keys.accept.iter().map(derive).collect(),
+            note: None,
+            stream: None,
+        }
+    }
+
+    /// `set` sealed for a node's credential (hex), as the link sends it.
+    pub fn seal_for(credential: &str, set: &KeySet) -> Option<String> {
         let c = credential_of(credential)?;
-        let plain = serde_json::to_vec(&self.keys).ok()?;
+        let plain = serde_json::to_vec(set).ok()?;
         Some(to_hex(&c.seal(random(), KEYS_CONTEXT, &plain)))
     }
 
@@ -263,9 +283,33 @@ mod tests {
         assert_eq!(a, "living-room");
         assert_eq!(b, "living-room-2");
         assert_ne!(ca, cb);
-        assert!(s.sealed_keys(&ca).is_some());
+        assert!(Secrets::seal_for(&ca, &s.stream_keys("x")).is_some());
         assert!(s.revoke(&a));
         assert!(!s.revoke(&a));
         assert!(s.revoked.contains_key(&a) && !s.nodes.contains_key(&a));
+    }
+
+    #[test]
+    fn each_stream_has_its_own_keys_and_they_rotate_with_the_hubs() {
+        let mut s = Secrets::generate("home");
+        let (a, b) = (s.stream_keys("house-source-7400"), s.stream_keys("house-source-7401"));
+        assert_ne!(a.send, b.send, "two streams, two keys");
+        assert_ne!(a.send, s.keys.send, "the hub's own key never leaves it");
+        assert_eq!(a, s.stream_keys("house-source-7400"), "the same stream, the same key");
+        // A rotation in progress: the stream's next key is accepted, derived from the hub's.
+        s.keys.accept.push(to_hex(&random::<32>()));
+        let r = s.stream_keys("house-source-7400");
+        assert_eq!(r.send, a.send);
+        assert_eq!(r.accept.len(), 1);
+        assert_ne!(r.accept[0], s.keys.accept[0]);
+        assert_ne!(r.accept[0], s.stream_keys("house-source-7401").accept[0]);
+        // Sealed for one node's credential, opened by it alone.
+        let (_, ca) = s.pair("kitchen");
+        let (_, cb) = s.pair("den");
+        let sealed = tutti_proto::control::from_hex(&Secrets::seal_for(&ca, &r).unwrap()).unwrap();
+        let open = |c: &str| credential_of(c).unwrap().open(KEYS_CONTEXT, &sealed);
+        let opened: KeySet = serde_json::from_slice(&open(&ca).expect("its own")).unwrap();
+        assert_eq!(opened, r);
+        assert!(open(&cb).is_none(), "another node's credential opens nothing");
     }
 }

@@ -97,6 +97,7 @@ fn info(id: &str) -> NodeInfo {
         device: "null".into(),
         capabilities: vec!["volume".into(), "mute".into(), "delay".into()],
         address: "127.0.0.1:7401".into(),
+        streams: Vec::new(),
         version: "test".into(),
     }
 }

@@ -72,6 +72,7 @@ fn node(h: &RunningHub, id: &str, seen: &Seen) -> tutti_node::hub::HubLink {
         device: "null".into(),
         capabilities: vec!["volume".into(), "mute".into(), "delay".into(), "resync".into()],
         address: "127.0.0.1:7401".into(),
+        streams: Vec::new(),
         version: "test".into(),
     };
     tutti_node::hub::HubLink::spawn(h.link, info, key(), Duration::from_millis(100), seen.clone())

@@ -116,8 +116,31 @@ impl tutti_node::hub::HubHandler for Quiet {
     }
 }
 
+/// A player following the stream at 127.0.0.1:7400.
 fn info(id: &str) -> NodeInfo {
-    NodeInfo { id: id.into(), name: id.into(), role: "player".into(), ..NodeInfo::default() }
+    follower(id, "127.0.0.1:7400")
+}
+
+/// A player following the stream at `source`.
+fn follower(id: &str, source: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        name: id.into(),
+        role: "player".into(),
+        streams: vec![source.into()],
+        ..NodeInfo::default()
+    }
+}
+
+/// A source sending streams at `streams`.
+fn sender(id: &str, streams: &[&str]) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        name: id.into(),
+        role: "source".into(),
+        streams: streams.iter().map(|s| (*s).to_owned()).collect(),
+        ..NodeInfo::default()
+    }
 }
 
 async fn new_link(h: &RunningHub, ttl_s: u64) -> PairLink {
@@ -180,7 +203,8 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
     let e = pair(old, "slow").await.unwrap_err();
     assert!(e.contains("expired"), "{e}");
 
-    // The paired node links with its credential and receives the stream keys.
+    // The paired node links with its credential and receives the keys of the stream it
+    // follows (no zone plays it) once its source links.
     let credential = tutti_hub::secrets::credential_of(&grant.credential).unwrap();
     let kitchen_keys = Keys::pending();
     let auth = |keys: &Keys, node: &str, c: &tutti_proto::Credential| LinkAuth::Paired {
@@ -188,6 +212,17 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
         credential: c.clone(),
         keys: keys.clone(),
     };
+    let g0 = pair(new_link(&h, 600).await, "house").await.unwrap();
+    let house_keys = Keys::pending();
+    let house = HubLink::spawn(
+        h.link,
+        sender("house-source-7400", &["0.0.0.0:7400"]),
+        auth(&house_keys, "house", &tutti_hub::secrets::credential_of(&g0.credential).unwrap()),
+        Duration::from_millis(100),
+        Quiet::default(),
+    )
+    .unwrap();
+    until("the source gets keys", || house_keys.version() > 0).await;
     let kq = Quiet::default();
     let link = HubLink::spawn(
         h.link,
@@ -212,7 +247,8 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
     )
     .unwrap();
     until("the hall gets keys", || hall_keys.version() > 0).await;
-    assert_eq!(sending_id(&hall_keys), sending_id(&kitchen_keys), "one stream key");
+    assert_eq!(sending_id(&hall_keys), sending_id(&kitchen_keys), "one stream, one key");
+    assert_eq!(sending_id(&house_keys), sending_id(&kitchen_keys), "the source's");
 
     // Strangers on the link: a wrong credential, another node's id, no pairing at all.
     for (id, node, c, want) in [
@@ -275,7 +311,102 @@ async fn pairing_tokens_work_once_only_exact_and_unexpired_and_revocation_locks_
     assert_eq!(s, 404, "revoked already: {body}");
     link.stop();
     hall.stop();
+    house.stop();
     h.stop();
+}
+
+/// Whether a datagram sealed under `from` opens under `to`.
+fn opens(from: &Keys, to: &Keys) -> bool {
+    use tutti_proto::wire::{Hello, Packet, decode, encode};
+    let hello = Packet::Hello(Hello { stream_id: 1, name: "x", listen_only: false, cookie: 0 });
+    let mut buf = [0u8; 256];
+    let n = encode(&hello, 7, 1, &from.current(), &mut buf).unwrap();
+    let mut guard = tutti_proto::crypto::ReplayGuard::new(4);
+    decode(&mut buf[..n], &to.current(), &mut guard).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_zone_decodes_only_its_own_stream_and_a_move_hands_the_keys_over() {
+    let h = hub(None).await;
+    let auth = |keys: &Keys, g: &tutti_proto::pairing::PairGrant| LinkAuth::Paired {
+        node: g.node.clone(),
+        credential: tutti_hub::secrets::credential_of(&g.credential).unwrap(),
+        keys: keys.clone(),
+    };
+    let spawn = |info: NodeInfo, keys: &Keys, g: &tutti_proto::pairing::PairGrant, q: &Quiet| {
+        HubLink::spawn(h.link, info, auth(keys, g), Duration::from_millis(100), q.clone()).unwrap()
+    };
+    let house = pair(new_link(&h, 600).await, "house").await.unwrap();
+    let kitchen = pair(new_link(&h, 600).await, "kitchen").await.unwrap();
+    let den = pair(new_link(&h, 600).await, "den").await.unwrap();
+    // One machine sends two streams (one per room); they are two streams with two keys.
+    let (low, high, eaves, kp) =
+        (Keys::pending(), Keys::pending(), Keys::pending(), Keys::pending());
+    let q = Quiet::default();
+    let _low = spawn(sender("house-source-7400", &["0.0.0.0:7400"]), &low, &house, &q);
+    let _high = spawn(sender("house-source-7402", &["127.0.0.1:7402"]), &high, &house, &q);
+    until("both sources get keys", || low.version() > 0 && high.version() > 0).await;
+    assert!(!opens(&low, &high) && !opens(&high, &low), "two streams, two keys");
+    for (zone, source) in [("kitchen", 7400), ("den", 7402)] {
+        let body = format!(r#"{{"source":"127.0.0.1:{source}"}}"#);
+        let path = format!("PUT /api/zones/{zone}");
+        let (s, _, body) = http(h.http, &path, &bearer(ADMIN), &body).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    // The kitchen's speaker; and a node of the den that would listen to the kitchen's
+    // stream (its multicast reaches every machine).
+    let _k = spawn(follower("kitchen-default", "127.0.0.1:7400"), &kp, &kitchen, &q);
+    let eq = Quiet::default();
+    let _e = spawn(follower("den-default", "127.0.0.1:7400"), &eaves, &den, &eq);
+    until("both players linked", || kp.version() > 0 && eaves.version() > 0).await;
+    let patch = |id: &'static str, zone: &'static str| {
+        let addr = h.http;
+        async move {
+            let body = format!(r#"{{"zone":"{zone}"}}"#);
+            let (s, _, body) =
+                http(addr, &format!("PATCH /api/nodes/{id}"), &bearer(ADMIN), &body).await;
+            assert_eq!(s, 200, "{body}");
+        }
+    };
+    // In no zone, following a stream a zone plays: no keys, and the reason.
+    until("the den's node is told why", || {
+        eq.statuses.lock().unwrap().iter().any(|s| s.contains("zone `kitchen`'s stream"))
+    })
+    .await;
+    assert!(!opens(&low, &eaves) && !opens(&eaves, &low), "no keys for a zone's stream");
+    patch("kitchen-default", "kitchen").await;
+    patch("den-default", "den").await;
+    until("the kitchen decodes its stream", || opens(&low, &kp) && opens(&kp, &low)).await;
+    until("the den decodes its stream", || opens(&high, &eaves)).await;
+    assert!(!opens(&low, &eaves), "a paired node of the den cannot decode the kitchen's stream");
+    assert!(!opens(&eaves, &low), "nor join it (its hello does not open at the source)");
+    assert!(!opens(&high, &kp), "and the other way round");
+    // Moving hands the keys over: the den's node now hears the kitchen and not the den.
+    patch("den-default", "kitchen").await;
+    until("the moved node decodes its new zone's stream", || opens(&low, &eaves)).await;
+    assert!(!opens(&high, &eaves), "and no longer its old zone's");
+    // A zone that changes its stream hands its players the new one's keys.
+    let (s, _, body) =
+        http(h.http, "PUT /api/zones/kitchen", &bearer(ADMIN), r#"{"source":"127.0.0.1:7402"}"#)
+            .await;
+    assert_eq!(s, 200, "{body}");
+    until("the zone's players follow its new stream", || {
+        opens(&high, &kp) && opens(&high, &eaves) && !opens(&low, &kp)
+    })
+    .await;
+    // A rotation moves every stream's key on, and each player keeps only its own.
+    let rotation_before = tutti_proto::crypto::KeyId::clone(&sending(&high));
+    h.hub.rotate_keys().unwrap();
+    until("everyone accepts the next key", || {
+        opens(&kp, &high) && opens(&high, &kp) && !opens(&low, &kp)
+    })
+    .await;
+    assert_eq!(sending(&high), rotation_before, "sending with the old key until promoted");
+    h.stop();
+}
+
+fn sending(k: &Keys) -> tutti_proto::crypto::KeyId {
+    sending_id(k).expect("encrypted")
 }
 
 /// This process's resident memory, bytes.

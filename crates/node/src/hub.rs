@@ -55,20 +55,15 @@ impl LinkAuth {
         }
     }
 
-    /// Opens a sealed key set and installs it; `false` if it does not open.
-    fn install(&self, sealed: &str) -> bool {
-        let LinkAuth::Paired { credential, keys, .. } = self else { return false };
+    /// Opens a sealed key set and installs it: `None` if it does not open, else what the hub
+    /// said with it.
+    fn install(&self, sealed: &str) -> Option<Granted> {
+        let LinkAuth::Paired { credential, keys, .. } = self else { return None };
         let set = from_hex(sealed)
             .and_then(|b| credential.open(KEYS_CONTEXT, &b))
-            .and_then(|plain| serde_json::from_slice::<KeySet>(&plain).ok())
-            .and_then(|set| from_keyset(&set));
-        match set {
-            Some(s) => {
-                keys.set(s);
-                true
-            }
-            None => false,
-        }
+            .and_then(|plain| serde_json::from_slice::<KeySet>(&plain).ok())?;
+        keys.set(from_keyset(&set)?);
+        Some(Granted { note: set.note, stream: set.stream })
     }
 }
 
@@ -240,14 +235,19 @@ fn session(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let (mut stream, mut reader, mut sealer, mut opener, settings, keys) =
-        greet(hub, info, key, Duration::from_secs(1))?;
-    if let Some(sealed) = keys
-        && !key.install(&sealed)
-    {
-        return Err(std::io::Error::other("the hub's keys do not open with this credential"));
-    }
+        greet(hub, info, key, false, Duration::from_secs(1))?;
+    let note = match keys.map(|sealed| key.install(&sealed)) {
+        Some(None) => {
+            return Err(std::io::Error::other("the hub's keys do not open with this credential"));
+        }
+        Some(Some(granted)) => granted.note,
+        None => None,
+    };
     handler.settings(&settings);
     handler.status(&format!("hub {hub}: connected"));
+    if let Some(n) = note {
+        handler.status(&format!("hub {hub}: no stream keys: {n}"));
+    }
     // A reader thread hands commands over as they come; this loop applies them at once and
     // reports state every `report`.
     stream.set_read_timeout(None)?;
@@ -258,17 +258,26 @@ fn session(
             loop {
                 match receive(&mut reader, &mut opener) {
                     Ok(Some(LinkMessage::Command(c))) => {
-                        if tx.send(Ok(c)).is_err() {
+                        if tx.send(FromHub::Command(c)).is_err() {
                             return;
                         }
                     }
                     Ok(Some(LinkMessage::Refused { message })) => {
-                        let _ = tx.send(Err(message));
+                        let _ = tx.send(FromHub::Refused(message));
                         return;
                     }
                     Ok(Some(LinkMessage::Keys { sealed })) => {
                         // A key set that does not open is ignored: the old keys stay.
-                        auth.install(&sealed);
+                        let said = match auth.install(&sealed) {
+                            Some(Granted { note: Some(note), .. }) => {
+                                format!("no stream keys: {note}")
+                            }
+                            Some(_) => "new stream keys".to_owned(),
+                            None => continue,
+                        };
+                        if tx.send(FromHub::Keys(said)).is_err() {
+                            return;
+                        }
                     }
                     Ok(_) => {}
                     Err(_) => return,
@@ -298,8 +307,11 @@ fn session(
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
-            Ok(Ok(c)) => handler.command(&c),
-            Ok(Err(message)) => break Err(std::io::Error::other(format!("refused: {message}"))),
+            Ok(FromHub::Command(c)) => handler.command(&c),
+            Ok(FromHub::Keys(said)) => handler.status(&format!("hub {hub}: {said}")),
+            Ok(FromHub::Refused(message)) => {
+                break Err(std::io::Error::other(format!("refused: {message}")));
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(std::io::Error::other("the hub closed the link"));
@@ -311,16 +323,30 @@ fn session(
     result
 }
 
+/// What the link's reader hands the loop.
+enum FromHub {
+    Command(Command),
+    Keys(String),
+    Refused(String),
+}
+
 /// A paired node's first keys, fetched before its session starts (a player must decode the
 /// stream it joins): connects, proves the credential, installs the keys of the welcome and
 /// closes. The hub sees the node for that moment; its lasting link follows.
-pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io::Result<()> {
-    let (stream, _, _, _, _, keys) = greet(hub, info, auth, Duration::from_secs(2))?;
+pub fn fetch_keys(hub: SocketAddr, info: &NodeInfo, auth: &LinkAuth) -> std::io::Result<Granted> {
+    let (stream, _, _, _, _, keys) = greet(hub, info, auth, true, Duration::from_secs(2))?;
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    match keys {
-        Some(sealed) if auth.install(&sealed) => Ok(()),
-        _ => Err(std::io::Error::other("the hub sent no keys this credential opens")),
-    }
+    keys.and_then(|sealed| auth.install(&sealed))
+        .ok_or_else(|| std::io::Error::other("the hub sent no keys this credential opens"))
+}
+
+/// What the hub said with a node's keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    /// Why they open no stream (they are random ones nobody holds).
+    pub note: Option<String>,
+    /// The stream they open when the hub chose it (a player's zone's), `host:port`.
+    pub stream: Option<String>,
 }
 
 /// An open link: the stream, its reader, the channel's halves, and the welcome's settings and
@@ -334,6 +360,7 @@ fn greet(
     hub: SocketAddr,
     info: &NodeInfo,
     auth: &LinkAuth,
+    fetch: bool,
     connect: Duration,
 ) -> std::io::Result<Greeted> {
     let mut stream = TcpStream::connect_timeout(&hub, connect)?;
@@ -362,7 +389,7 @@ fn greet(
         )
     })?;
     let (mut sealer, mut opener) = channel.split(MAX_HUB_LINE as usize);
-    write(&mut stream, Some(&mut sealer), &LinkMessage::Hello { info: info.clone() })?;
+    write(&mut stream, Some(&mut sealer), &LinkMessage::Hello { info: info.clone(), fetch })?;
     match receive(&mut reader, &mut opener)? {
         Some(LinkMessage::Welcome { settings, keys }) => {
             Ok((stream, reader, sealer, opener, settings, keys))

@@ -239,14 +239,22 @@ mod tests {
 
         let mut seen = 0;
         assert!(keys.changed(&mut seen).is_none());
-        let set = KeySet { send: fresh_key_hex(), accept: vec![fresh_key_hex()] };
+        let set = KeySet {
+            send: fresh_key_hex(),
+            accept: vec![fresh_key_hex()],
+            note: None,
+            stream: None,
+        };
         keys.set(from_keyset(&set).unwrap());
         assert_eq!(keys.version(), 1, "the first key set is there");
         assert!(
             matches!(keys.changed(&mut seen), Some(Security::Encrypted { accept, .. }) if accept.len() == 1)
         );
         assert!(keys.changed(&mut seen).is_none());
-        assert!(from_keyset(&KeySet { send: "abcd".into(), accept: vec![] }).is_none());
+        assert!(
+            from_keyset(&KeySet { send: "abcd".into(), accept: vec![], note: None, stream: None })
+                .is_none()
+        );
 
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("tutti-pairing-{}", std::process::id()));

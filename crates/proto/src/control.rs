@@ -27,6 +27,10 @@ pub struct NodeInfo {
     /// Where its audio socket listens.
     #[serde(default)]
     pub address: String,
+    /// The streams it sends (a source: every stream's `host:port`) or follows (a player: the
+    /// source it was started with); the hub hands out stream keys by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
     /// Tutti version.
     #[serde(default)]
     pub version: String,
@@ -300,6 +304,10 @@ pub enum LinkMessage {
     Hello {
         /// The node.
         info: NodeInfo,
+        /// Only fetching this node's stream keys before its session starts: the hub answers
+        /// with a welcome and closes, and does not list the node.
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        fetch: bool,
     },
     /// Hub → node: accepted; here are your settings.
     Welcome {
@@ -356,6 +364,14 @@ pub struct KeySet {
     /// Also accept packets sealed with these (the keys of a rotation in progress).
     #[serde(default)]
     pub accept: Vec<String>,
+    /// Why this set opens no stream (a player whose zone plays nothing, or whose source is
+    /// another zone's): its keys are fresh random ones nobody else holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The stream (`host:port`) these keys open, when the hub chose it for the node: a
+    /// player's zone's, which it plays instead of the one it was started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 /// The context a [`KeySet`] is sealed in.

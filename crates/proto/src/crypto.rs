@@ -226,6 +226,16 @@ impl Credential {
 }
 
 /// A proof for `challenge` under a 32-byte proof key: HKDF-SHA256 expansion (an HMAC).
+/// One stream's key material, derived from the hub's key material (`master`) and the
+/// stream's label (the id of the source node that sends it): HKDF-SHA256. Whoever holds one
+/// stream's key learns nothing of the master or of any other stream's key.
+pub fn stream_key(master: &[u8; 32], label: &str) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(b"tutti/v1 stream"), master);
+    let mut key = [0u8; 32];
+    hk.expand(label.as_bytes(), &mut key).expect("32 bytes is a valid HKDF-SHA256 length");
+    key
+}
+
 fn prove_under(key: &[u8; 32], challenge: &[u8]) -> [u8; 32] {
     let hk = Hkdf::<Sha256>::from_prk(key).expect("32-byte PRK");
     let mut out = [0u8; 32];

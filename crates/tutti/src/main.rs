@@ -513,7 +513,6 @@ fn parse_codec(name: &str) -> Result<Codec> {
 
 fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let m = member(&a.net, cfg)?;
-    fetch_keys(&m, a.hub.as_deref())?;
     let s = &cfg.stream;
     let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
         "opus"
@@ -630,6 +629,10 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         bail!("nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device");
     }
 
+    // Its keys (a paired node): the hub hands this stream's keys to its players from now on.
+    let streams =
+        (0..inputs.len()).map(|i| SocketAddr::new(bind_ip, port + i as u16).to_string()).collect();
+    fetch_keys(&m, a.hub.as_deref(), "source", &format!("{}-source-{port}", m.prefix), streams)?;
     // Stems of a multitrack start together, and every stream starts 300 ms after launch, so
     // that players already listening lock their clocks and hear it from the first sample.
     let start = Some(tutti_audio::clock::now() + Nanos::from_millis(300));
@@ -678,6 +681,7 @@ fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             Vec::new()
         },
         address: first.local_addr.to_string(),
+        streams: running.iter().map(|r| r.local_addr.to_string()).collect(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut discovery = discovery_for(&a.net, &info.id, "source", first.local_addr.port());
@@ -1006,24 +1010,80 @@ fn discovery_for(
 }
 
 /// A paired node's first keys, before its sessions start (a player must decode what it
-/// joins; a source must not send its first packets under no key). Nothing for others.
-fn fetch_keys(m: &Member, hub: Option<&str>) -> Result<()> {
-    let (Some(auth @ tutti_node::hub::LinkAuth::Paired { node, .. }), Some(h)) =
+/// joins; a source must not send its first packets under no key): those of the session
+/// `role`/`id` that sends or follows `streams`. `None` for nodes that are not paired. The
+/// hub's note (why the keys open no stream) is in the answer.
+fn fetch_keys(
+    m: &Member,
+    hub: Option<&str>,
+    role: &str,
+    id: &str,
+    streams: Vec<String>,
+) -> Result<Option<tutti_node::hub::Granted>> {
+    let Some((hub, info, auth)) = key_request(m, hub, role, id, streams)? else {
+        return Ok(None);
+    };
+    let granted = tutti_node::hub::fetch_keys(hub, &info, &auth).with_context(|| {
+        format!("getting this node's stream keys from the hub at {hub} (is `tutti serve` running?)")
+    })?;
+    Ok(Some(granted))
+}
+
+/// A paired player's keys: asked for every 200 ms until the hub has them (its source has
+/// not linked yet, or its stream is a zone's it is not in — meanwhile the hub lists it with
+/// the reason, so that it can be put in a zone), for at most `seconds` if given.
+fn wait_for_keys(
+    m: &Member,
+    hub: Option<&str>,
+    id: &str,
+    follows: Vec<String>,
+    seconds: Option<f64>,
+) -> Result<Option<tutti_node::hub::Granted>> {
+    let started = std::time::Instant::now();
+    let mut said = None;
+    loop {
+        let Some(granted) = fetch_keys(m, hub, "player", id, follows.clone())? else {
+            return Ok(None);
+        };
+        let Some(note) = granted.note.clone() else {
+            if said.is_some() {
+                eprintln!("tutti: the hub handed over the stream's keys");
+            }
+            return Ok(Some(granted));
+        };
+        if said.as_ref() != Some(&note) {
+            eprintln!("tutti: waiting for the hub to hand over the stream's keys: {note}");
+            said = Some(note.clone());
+        }
+        if seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
+            bail!("no stream keys from the hub within {:.0} s: {note}", seconds.unwrap_or(0.0));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Where and how a paired node asks for its keys (`None`: not a paired node).
+fn key_request(
+    m: &Member,
+    hub: Option<&str>,
+    role: &str,
+    id: &str,
+    streams: Vec<String>,
+) -> Result<Option<(SocketAddr, tutti_proto::control::NodeInfo, tutti_node::hub::LinkAuth)>> {
+    let (Some(auth @ tutti_node::hub::LinkAuth::Paired { .. }), Some(h)) =
         (&m.auth, hub.or(m.hub.as_deref()))
     else {
-        return Ok(());
+        return Ok(None);
     };
-    let hub = resolve(h, "the hub")?;
     let info = tutti_proto::control::NodeInfo {
-        id: node.clone(),
-        name: node.clone(),
-        role: "keys".into(),
+        id: node_id(id),
+        name: node_id(id),
+        role: role.into(),
+        streams,
         version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    tutti_node::hub::fetch_keys(hub, &info, auth).with_context(|| {
-        format!("getting this node's stream keys from the hub at {hub} (is `tutti serve` running?)")
-    })
+    Ok(Some((resolve(h, "the hub")?, info, auth.clone())))
 }
 
 /// Links this node to the hub `hub` names, else to the one mDNS finds (none found: the node
@@ -1095,7 +1155,17 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         p => format!("{}-{output}-{p}", m.prefix),
     };
     // A paired player needs its keys before it can hear the stream it joins.
-    fetch_keys(&m, a.hub.as_deref())?;
+    let mut opts = opts;
+    let follows = vec![opts.config.source.to_string()];
+    let granted = wait_for_keys(&m, a.hub.as_deref(), &id, follows.clone(), a.seconds)?;
+    // The hub chose the stream (its zone's): play that one from the start.
+    if let Some(zone_stream) = granted.and_then(|g| g.stream) {
+        let s = resolve(&zone_stream, "the zone's stream")?;
+        if s != opts.config.source {
+            eprintln!("tutti: zone: playing {zone_stream} (this player's zone's stream)");
+            opts.config.source = s;
+        }
+    }
     let base = opts.clone();
     let source = opts.config.source;
     let name = opts.config.name.clone();
@@ -1123,6 +1193,7 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             "identify".into(),
         ],
         address: format!("{}:{}", local.ip(), player.local_addr.port()),
+        streams: follows,
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut discovery = discovery_for(&a.net, &info.id, "player", player.local_addr.port());
@@ -1380,7 +1451,7 @@ fn demo(a: DemoArgs) -> Result<()> {
 
 fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
     let m = member(&a.net, cfg)?;
-    fetch_keys(&m, a.hub.as_deref())?;
+    fetch_keys(&m, a.hub.as_deref(), "party", &m.prefix, vec![])?;
     let hub = a.hub.as_deref().or(m.hub.as_deref());
     let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     let running = || until.is_none_or(|u| std::time::Instant::now() < u);
@@ -1403,6 +1474,7 @@ fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
             device: what,
             capabilities: Vec::new(),
             address: src.local_addr.to_string(),
+            streams: Vec::new(),
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let mut discovery = discovery_for(&a.net, &info.id, "mic", src.local_addr.port());
@@ -1483,6 +1555,7 @@ fn mixer_link(
         device: a.device.clone().unwrap_or_else(|| "default".into()),
         capabilities: vec!["volume".into(), "mute".into()],
         address: host.local_addr.to_string(),
+        streams: Vec::new(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut discovery = discovery_for(&a.net, &info.id, "mixer", port);

@@ -1504,6 +1504,148 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
 }
 
 #[test]
+fn a_paired_node_hears_only_its_zones_stream_and_moving_hands_the_keys_over() {
+    let _serial = serial();
+    let dir = tmp("stream-keys");
+    let p = port_base(21);
+    let (s1, s2, http_port, link_port, pk, pd) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
+    let state = dir.join("hub/hub.json");
+    let mut hub = member(&[
+        "serve",
+        "--https",
+        "127.0.0.1:0",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--no-mqtt",
+        "--state",
+        state.to_str().unwrap(),
+        "--seconds",
+        "40",
+    ]);
+    let t = std::time::Instant::now();
+    while http(http_port, "GET", "/api/pairing", "").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the hub answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pair = |name: &str| {
+        let file = dir.join(format!("{name}.json"));
+        let (status, body) = http(http_port, "POST", "/api/pairing", "{}");
+        assert_eq!(status, 201, "{body}");
+        let link = json(&body)["link"].as_str().unwrap().to_owned();
+        let mut p = member(&["pair", &link, "--name", name, "--pairing", file.to_str().unwrap()]);
+        let (ok, log) = wait(&mut p, Duration::from_secs(10));
+        assert!(ok, "{name}: {log}");
+        file
+    };
+    let (house, kitchen, den) = (pair("house"), pair("kitchen"), pair("den"));
+    // One machine sends the kitchen's stream (300 Hz) and the den's (700 Hz).
+    let source = |hz: &str, port: u16| {
+        member(&[
+            "stream",
+            "--tone",
+            hz,
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--pairing",
+            house.to_str().unwrap(),
+            "-q",
+        ])
+    };
+    let (_low, _high) = (source("300", s1), source("700", s2));
+    for (zone, port) in [("kitchen", s1), ("den", s2)] {
+        let body = format!("{{\"source\":\"127.0.0.1:{port}\"}}");
+        let (status, reply) = http(http_port, "PUT", &format!("/api/zones/{zone}"), &body);
+        assert_eq!(status, 200, "{reply}");
+    }
+    // Two new speakers, both asking for the kitchen's stream; neither is in a zone yet.
+    let player = |port: u16, wav: &Path, pairing: &Path| {
+        member(&[
+            "play",
+            &format!("127.0.0.1:{s1}"),
+            "--port",
+            &port.to_string(),
+            "--wav",
+            wav.to_str().unwrap(),
+            "--pairing",
+            pairing.to_str().unwrap(),
+            "--seconds",
+            "9",
+            "--quiet",
+        ])
+    };
+    let (wk, wd) = (dir.join("k.wav"), dir.join("d.wav"));
+    let mut k = player(pk, &wk, &kitchen);
+    let mut d = player(pd, &wd, &den);
+    // They get no keys: the hub lists them waiting, with the reason.
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
+        v.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player").all(|n| {
+            n["state"]["problem"].as_str().is_some_and(|p| p.contains("zone `kitchen`'s stream"))
+        }) && v.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player").count() == 2
+    });
+    let id = |port: u16| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["info"]["id"].as_str().unwrap().to_owned())
+            .find(|i| i.ends_with(&format!("-{port}")))
+            .unwrap()
+    };
+    let (idk, idd) = (id(pk), id(pd));
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(!wd.exists() || read_wav(&wd).iter().all(|&x| x == 0), "no keys, nothing heard");
+    let zone = |id: &str, z: &str| {
+        let (status, reply) =
+            http(http_port, "PATCH", &format!("/api/nodes/{id}"), &format!("{{\"zone\":\"{z}\"}}"));
+        // 202: saved, and the node (waiting for keys, not linked yet) hears of it when it asks.
+        assert!(status == 200 || status == 202, "{status} {reply}");
+    };
+    // The kitchen's speaker joins the kitchen; the other joins the den: each hears its
+    // zone's stream. Then the den's moves to the kitchen.
+    zone(&idk, "kitchen");
+    zone(&idd, "den");
+    let streaming = |id: String| {
+        move |v: &serde_json::Value| {
+            v.as_array().unwrap().iter().any(|n| {
+                n["info"]["id"] == id && n["state"]["streaming"] == true && n["online"] == true
+            })
+        }
+    };
+    until(http_port, "/api/nodes", Duration::from_secs(5), streaming(idd.clone()));
+    until(http_port, "/api/nodes", Duration::from_secs(5), streaming(idk.clone()));
+    std::thread::sleep(Duration::from_millis(2_000));
+    zone(&idd, "kitchen");
+    let (ok, log_k) = wait(&mut k, Duration::from_secs(20));
+    assert!(ok, "kitchen: {log_k}");
+    let (ok, log_d) = wait(&mut d, Duration::from_secs(20));
+    assert!(ok, "den: {log_d}");
+    let _ = hub.0.kill();
+    let _ = wait(&mut hub, Duration::from_secs(5));
+    assert!(log_d.contains("zone `kitchen`'s stream"), "the den's node is told why: {log_d}");
+    assert!(log_d.contains(&format!("zone: playing 127.0.0.1:{s2}")), "{log_d}");
+    assert!(log_d.contains(&format!("zone: now playing 127.0.0.1:{s1}")), "{log_d}");
+    let tone = |wav: &Path, from_s: f64, to_s: f64| {
+        let out = read_wav(wav);
+        let w = &out[(from_s * 96_000.0) as usize..((to_s * 96_000.0) as usize).min(out.len())];
+        (amplitude(w, 300.0), amplitude(w, 700.0))
+    };
+    let (low, high) = tone(&wk, 1.0, 5.0);
+    assert!(low > 20.0 * high.max(1.0), "the kitchen plays its 300 Hz: {low:.0} / {high:.0}");
+    // The den's node played the den's stream in the den (above), never the kitchen's; moved,
+    // it plays the kitchen's (its output is rewritten when it changes streams).
+    let out_d = read_wav(&wd);
+    let start = out_d.iter().position(|s| s.unsigned_abs() > 1000).expect("the den's node plays");
+    let (start_s, end_s) = (start as f64 / 96_000.0, out_d.len() as f64 / 96_000.0);
+    let (low, high) = tone(&wd, start_s + 0.2, end_s - 0.2);
+    assert!(low > 20.0 * high.max(1.0), "moved to the kitchen, 300 Hz: {low:.0} / {high:.0}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
     let cases: [(&[&str], &str); 9] = [
         (&["play", "127.0.0.1:9", "--null", "--volume", "150"], "`--volume`: 150 is outside 0–100"),
