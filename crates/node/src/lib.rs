@@ -8,6 +8,8 @@
 //! - [`player`]: a running player: a network thread owning the
 //!   [`PlayerSession`](tutti_proto::PlayerSession) (shared with the media thread), the media
 //!   thread rendering through the audio engine, and the device callback.
+//! - [`role`]: roles as handles: a [`Player`](role::Player) driven by commands (the hub
+//!   link's too) that takes a zone's route by itself, read by snapshots and typed notices.
 //! - [`mixer`]: the party host: many live microphones mixed into one output.
 //! - [`output`]: where players play (devices, WAV files, null).
 //! - [`security`]: keys from passphrases.
@@ -23,6 +25,7 @@ pub mod mixer;
 pub mod net;
 pub mod output;
 pub mod player;
+pub mod role;
 pub mod security;
 pub mod source;
 

@@ -896,50 +896,6 @@ impl StatusLog {
     }
 }
 
-/// Watches a player for packets that arrive after they were due (`stalled` while the source
-/// streams): the group latency is shorter than this device and path need.
-#[derive(Default)]
-struct LateWatch {
-    window: Option<(std::time::Instant, u64)>,
-    said: Option<std::time::Instant>,
-    /// The problem while packets keep coming late (for the hub), cleared by a window
-    /// without any.
-    current: Option<String>,
-}
-
-impl LateWatch {
-    /// A warning to print, if packets were late in the last 10 s and none was said for a
-    /// minute.
-    fn check(&mut self, s: &PlayerSnapshot) -> Option<String> {
-        let now = std::time::Instant::now();
-        let (since, base) = *self.window.get_or_insert((now, s.stats.stalled));
-        if now - since < Duration::from_secs(10) {
-            return None;
-        }
-        self.window = Some((now, s.stats.stalled));
-        let late = s.stats.stalled.saturating_sub(base);
-        if late == 0 {
-            self.current = None;
-        }
-        let quiet = self.said.is_none_or(|t| now - t >= Duration::from_secs(60));
-        let latency = s.latency?;
-        if late < 5 || !s.streaming {
-            return None;
-        }
-        let problem = format!(
-            "late packets: {late} in 10 s arrived after they were due and played as gaps; the group latency ({:.1} ms) does not fit this device ({:.1} ms of its own) and the path to it: give the stream more (--latency-ms)",
-            latency.0 as f64 / 1e6,
-            s.device_latency.0 as f64 / 1e6
-        );
-        self.current = Some(problem.clone());
-        if !quiet {
-            return None;
-        }
-        self.said = Some(now);
-        Some(problem)
-    }
-}
-
 /// A player's status as `key=value` fields (see [`StatusLog`]).
 fn status_fields(s: &PlayerSnapshot) -> String {
     let c = s.clock.as_ref();
@@ -1166,11 +1122,12 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             opts.config.source = s;
         }
     }
-    let base = opts.clone();
     let source = opts.config.source;
     let name = opts.config.name.clone();
     let local = opts.bind;
-    let player = run_player(opts, m.keys.clone()).with_context(|| format!("playing {source}"))?;
+    let player = tutti_node::role::Player::start(opts, m.keys.clone())
+        .with_context(|| format!("playing {source}"))?;
+    let port = player.view().local_addr.map_or(0, |a| a.port());
     let info = tutti_proto::control::NodeInfo {
         id: node_id(&id),
         name: name.clone(),
@@ -1192,117 +1149,29 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             "resync".into(),
             "identify".into(),
         ],
-        address: format!("{}:{}", local.ip(), player.local_addr.port()),
+        address: format!("{}:{}", local.ip(), port),
         streams: follows,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let mut discovery = discovery_for(&a.net, &info.id, "player", player.local_addr.port());
-    let handles = std::sync::Arc::new(std::sync::Mutex::new(PlayerHandles::of(&player)));
-    // The player (none while a zone's source is awaited) and where its status is read.
-    let mut status = player.status.clone();
-    let mut player = Some(player);
-    let route: RouteSlot = std::sync::Arc::default();
-    let route_problem = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let handler = PlayerHub {
-        handles: handles.clone(),
-        route: route.clone(),
-        route_problem: route_problem.clone(),
-    };
-    // Said through the current player's log (it changes with the zone's route).
-    let said_to = handles.clone();
-    let say = move |m: String| {
-        let status = said_to.lock().map(|h| h.status.clone());
-        if let Ok(status) = status
-            && let Ok(mut st) = status.lock()
-        {
-            st.log.push(m);
-        }
-    };
+    let mut discovery = discovery_for(&a.net, &info.id, "player", port);
+    // The hub link drives the player itself: settings, commands, a zone's route.
+    let control = player.control();
+    let said = player.control();
+    let say = move |m: String| said.say(m);
     let hub = a.hub.as_deref().or(m.hub.as_deref());
-    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, control, say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
-    let mut status_log = StatusLog::new();
-    let mut late = LateWatch::default();
-    let started = std::time::Instant::now();
-    let mut playing = (source, base.config.latency_override);
-    // A route not playing yet (its source silent): tried again every few seconds, said once.
-    let mut pending: Option<(SocketAddr, Option<Nanos>)> = None;
-    let mut next_try = std::time::Instant::now();
     let clear = if tty { "\r\x1b[K" } else { "" };
-    let set_problem = |p: Option<String>| {
-        if let Ok(mut slot) = route_problem.lock() {
-            *slot = p;
-        }
-    };
+    let mut status_log = StatusLog::new();
+    let started = std::time::Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        // The hub moved this player to a zone that plays another stream: join it.
-        let wanted = route.lock().ok().and_then(|mut r| r.take());
-        if let Some((to, latency_ms)) = wanted {
-            match resolve(&to, "the zone's source") {
-                Ok(addr) => {
-                    let latency = latency_ms.map(|l| Nanos::from_secs_f64(l / 1e3));
-                    // (Also when the player is down, waiting on another source: a route back
-                    // to the one it played is a route to take.)
-                    pending =
-                        ((addr, latency) != playing || player.is_none()).then_some((addr, latency));
-                    next_try = std::time::Instant::now();
-                    if pending.is_none() {
-                        set_problem(None);
-                    }
-                }
-                // Kept playing what it plays; the hub shows why.
-                Err(e) => {
-                    eprintln!("{clear}tutti: {e:#}");
-                    set_problem(Some(format!("{e:#}")));
-                }
-            }
+        for n in player.notices() {
+            eprintln!("{clear}{n}");
         }
-        if let Some((addr, latency)) = pending
-            && std::time::Instant::now() >= next_try
-        {
-            let mut opts = base.clone();
-            opts.config.source = addr;
-            opts.config.latency_override = latency.or(base.config.latency_override);
-            let levels = handles.lock().ok().map(|h| h.levels.clone());
-            if let Some(p) = player.take() {
-                p.stop();
-            }
-            match run_player(opts, m.keys.clone()) {
-                Ok(p) => {
-                    status = p.status.clone();
-                    if let Ok(mut h) = handles.lock() {
-                        *h = PlayerHandles::of(&p);
-                        if let Some(l) = levels {
-                            h.apply(&l, None);
-                        }
-                    }
-                    player = Some(p);
-                    eprintln!("{clear}zone: now playing {addr}");
-                    playing = (addr, latency);
-                    pending = None;
-                    set_problem(None);
-                }
-                // A silent source is waited for, never a dead player: said once, retried.
-                Err(e) => {
-                    let problem = format!("waiting for the zone's source {addr}: {e}");
-                    let said = route_problem.lock().ok().and_then(|p| p.clone());
-                    if said.as_deref() != Some(problem.as_str()) {
-                        eprintln!("{clear}zone: {problem} (trying again every 2 s)");
-                    }
-                    set_problem(Some(problem));
-                    next_try = std::time::Instant::now() + Duration::from_secs(2);
-                }
-            }
-        }
-        let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Ok(mut st) = status.lock() {
-            for l in st.log.drain(..) {
-                eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
-            }
-        }
+        let snap = player.view().snapshot;
         if tty {
-            eprint!("\r\x1b[K{}", status_line(&snap));
+            eprint!("{clear}{}", status_line(&snap));
             let _ = std::io::stderr().flush();
         } else if !a.quiet {
             let key = format!(
@@ -1311,14 +1180,6 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
             );
             status_log.tick(key, || status_fields(&snap));
         }
-        // Packets that keep arriving after they were due: the group latency does not fit this
-        // device and path. Said once a minute at most, with what the device takes of it.
-        if let Some(w) = late.check(&snap) {
-            eprintln!("{}{w}", if tty { "\r\x1b[K" } else { "" });
-        }
-        if let Ok(mut st) = status.lock() {
-            st.latency_problem.clone_from(&late.current);
-        }
         if a.seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             break;
         }
@@ -1326,15 +1187,12 @@ fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     if tty {
         eprintln!();
     }
-    let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
-    println!("{}", status_line(&snap));
+    println!("{}", status_line(&player.view().snapshot));
     if let Some(l) = link {
         l.stop();
     }
     drop(discovery);
-    if let Some(p) = player {
-        p.stop();
-    }
+    player.stop();
     Ok(())
 }
 
@@ -1953,66 +1811,6 @@ fn pair(a: PairArgs) -> Result<()> {
     Ok(())
 }
 
-/// A zone's stream (source, latency ms) the hub asked for, not yet joined.
-type RouteSlot = std::sync::Arc<std::sync::Mutex<Option<(String, Option<f64>)>>>;
-
-/// Volume, mute and delay as the hub last set them (a player that changes streams keeps them).
-#[derive(Clone, Debug, Default)]
-struct Levels {
-    volume: Option<f32>,
-    mute: Option<bool>,
-    delay_ms: Option<f64>,
-}
-
-/// The running player's controls (replaced when it changes streams).
-struct PlayerHandles {
-    status: std::sync::Arc<std::sync::Mutex<PlayerSnapshot>>,
-    gain: std::sync::Arc<tutti_audio::ramp::SharedGain>,
-    cue: std::sync::Arc<tutti_audio::cue::Cue>,
-    session: std::sync::Arc<std::sync::Mutex<tutti_proto::PlayerSession>>,
-    levels: Levels,
-}
-
-impl PlayerHandles {
-    fn of(p: &RunningPlayer) -> Self {
-        PlayerHandles {
-            status: p.status.clone(),
-            gain: p.gain.clone(),
-            cue: p.cue.clone(),
-            session: p.session.clone(),
-            levels: Levels::default(),
-        }
-    }
-
-    /// Applies the levels `l` sets (and remembers them): at once, or from stream frame `at`.
-    fn apply(&mut self, l: &Levels, at: Option<u64>) {
-        use tutti_audio::ramp::percent_to_gain;
-        match at {
-            Some(at) => self.gain.schedule(l.volume.map(percent_to_gain), l.mute, at),
-            None => {
-                if let Some(v) = l.volume {
-                    self.gain.set_volume_percent(v);
-                }
-                if let Some(m) = l.mute {
-                    self.gain.set_muted(m);
-                }
-            }
-        }
-        if let Some(v) = l.volume {
-            self.levels.volume = Some(v);
-        }
-        if let Some(m) = l.mute {
-            self.levels.mute = Some(m);
-        }
-        if let Some(d) = l.delay_ms {
-            if let Ok(mut s) = self.session.lock() {
-                s.set_device_offset(Nanos((d * 1e6).round() as i64));
-            }
-            self.levels.delay_ms = Some(d);
-        }
-    }
-}
-
 /// What a source tells the hub (its track, its players), and how it obeys it.
 struct SourceHub {
     progress: Vec<std::sync::Arc<tutti_node::source::SourceProgress>>,
@@ -2095,98 +1893,6 @@ impl tutti_node::hub::HubHandler for SourceHub {
             _ => (String::new(), String::new()),
         };
         vec![tutti_proto::control::LinkMessage::Cover { mime, data }]
-    }
-}
-
-/// What a player tells the hub, and how it obeys it.
-struct PlayerHub {
-    handles: std::sync::Arc<std::sync::Mutex<PlayerHandles>>,
-    route: RouteSlot,
-    /// Why the zone's route is not playing yet (a silent or unresolvable source), for the hub.
-    route_problem: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl tutti_node::hub::HubHandler for PlayerHub {
-    fn state(&mut self) -> tutti_proto::control::NodeState {
-        let status = self.handles.lock().map(|h| h.status.clone());
-        let s = status.ok().and_then(|st| st.lock().ok().map(|s| s.clone())).unwrap_or_default();
-        let position = self.handles.lock().ok().and_then(|h| {
-            h.session.lock().ok().and_then(|s| s.position_at(tutti_audio::clock::now()))
-        });
-        tutti_proto::control::NodeState {
-            position,
-            rate: s.info.as_ref().map(|i| i.sample_rate),
-            streaming: s.streaming,
-            stream: s.info.as_ref().map(|i| i.name.clone()),
-            offset_us: s.clock.as_ref().map(|c| c.offset.0 as f64 / 1e3),
-            skew_ppm: s.clock.as_ref().map(|c| c.skew_ppm()),
-            latency_ms: s.latency.map(|l| l.0 as f64 / 1e6),
-            buffered: Some(s.buffered),
-            recovered: s.stats.recovered_fec + s.stats.recovered_retx,
-            concealed: s.stats.concealed,
-            underruns: s.underrun_frames,
-            level_db: None,
-            track: None,
-            peers: None,
-            device_latency_ms: Some(s.device_latency.0 as f64 / 1e6).filter(|&ms| ms > 0.0),
-            problem: self
-                .route_problem
-                .lock()
-                .ok()
-                .and_then(|p| p.clone())
-                .or(s.device_problem)
-                .or(s.latency_problem),
-            rejected: s.stats.rx_errors.total(),
-            foreign: s.stats.foreign,
-        }
-    }
-    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
-        use tutti_proto::control::Command;
-        self.command(&Command::Volume { percent: settings.volume, at: None });
-        self.command(&Command::Mute { mute: settings.mute, at: None });
-        self.command(&Command::Delay { ms: settings.delay_ms });
-    }
-    fn command(&mut self, command: &tutti_proto::control::Command) {
-        use tutti_proto::control::Command;
-        let (change, at) = match command {
-            Command::Volume { percent, at } => {
-                (Levels { volume: Some(*percent), ..Levels::default() }, *at)
-            }
-            Command::Mute { mute, at } => (Levels { mute: Some(*mute), ..Levels::default() }, *at),
-            Command::Delay { ms } => (Levels { delay_ms: Some(*ms), ..Levels::default() }, None),
-            Command::Route { source, latency_ms } => {
-                if let Ok(mut r) = self.route.lock() {
-                    *r = Some((source.clone(), *latency_ms));
-                }
-                return;
-            }
-            Command::Resync => {
-                if let Ok(h) = self.handles.lock()
-                    && let Ok(mut s) = h.session.lock()
-                {
-                    s.resync();
-                }
-                return;
-            }
-            Command::Identify => {
-                if let Ok(h) = self.handles.lock() {
-                    h.cue.ask();
-                }
-                return;
-            }
-            // A source's controls: not among a player's capabilities.
-            Command::Start | Command::Pause | Command::Stop | Command::Skip => return,
-        };
-        if let Ok(mut h) = self.handles.lock() {
-            h.apply(&change, at);
-        }
-    }
-    fn status(&mut self, message: &str) {
-        if let Ok(h) = self.handles.lock()
-            && let Ok(mut st) = h.status.lock()
-        {
-            st.log.push(message.to_owned());
-        }
     }
 }
 
