@@ -1,0 +1,312 @@
+//! `tutti party`: the party host, a microphone, or headphones mode.
+
+use crate::*;
+
+pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
+    let m = member(&a.net, cfg)?;
+    fetch_keys(&m, a.hub.as_deref(), "party", &m.prefix, vec![])?;
+    let hub = a.hub.as_deref().or(m.hub.as_deref());
+    let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    let running = || until.is_none_or(|u| std::time::Instant::now() < u);
+    if let Some(host) = &a.to {
+        // A participant: a live stream to the host.
+        let host = resolve(host, "--to")?;
+        let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
+        let src = party_mic(&a, vec![host], bind, m.keys.clone())?;
+        println!("sending live to {host} from {}", src.local_addr);
+        // A hub citizen too (role `mic`): listed with whether it reaches the host.
+        let what = a
+            .mic
+            .clone()
+            .or_else(|| a.tone.map(|t| format!("tone{t}")))
+            .unwrap_or_else(|| "default".into());
+        let info = tutti_proto::control::NodeInfo {
+            id: node_id(&format!("{}-mic-{what}", m.prefix)),
+            name: format!("{} microphone", hostname()),
+            role: "mic".into(),
+            device: what,
+            capabilities: Vec::new(),
+            address: src.local_addr.to_string(),
+            streams: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let mut discovery = discovery_for(&a.net, &info.id, "mic", src.local_addr.port());
+        let handler = SourceHub {
+            progress: vec![src.progress.clone()],
+            name: info.device.clone(),
+            rate: 48_000,
+            cover_sent: None,
+        };
+        let say = |m: String| eprintln!("{m}");
+        let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+        while !src.finished() && running() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(l) = link {
+            l.stop();
+        }
+        drop(discovery);
+        src.stop();
+        return Ok(());
+    }
+    if !a.peers.is_empty() {
+        // Headphones mode: a mixer here (the others' voices and our monitor), our microphone
+        // to every peer and, over loopback, to our own mixer.
+        let port = a.port.unwrap_or(7500);
+        let mut to = a.peers.iter().map(|p| resolve(p, "--peers")).collect::<Result<Vec<_>>>()?;
+        let own_from = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port + 1);
+        let monitor = (!a.no_monitor).then_some((own_from, a.monitor_db));
+        if monitor.is_some() {
+            to.push(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
+        }
+        let host = party_host(&a, port, monitor, m.keys.clone())?;
+        let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port + 1);
+        let src = party_mic(&a, to, bind, m.keys.clone())?;
+        println!(
+            "headphones mode: mixing on {} (peers send there), singing from {}",
+            host.local_addr, src.local_addr
+        );
+        let (link, discovery) = mixer_link(&a, &host, &m, hub)?;
+        show_mix(&host, &running);
+        if let Some(l) = link {
+            l.stop();
+        }
+        drop(discovery);
+        src.stop();
+        host.stop();
+        return Ok(());
+    }
+    let host = party_host(&a, a.port.unwrap_or(7500), None, m.keys.clone())?;
+    println!(
+        "party host on {}: microphones run `tutti party --to <this-host>:{}`",
+        host.local_addr,
+        host.local_addr.port()
+    );
+    let (link, discovery) = mixer_link(&a, &host, &m, hub)?;
+    show_mix(&host, &running);
+    if let Some(l) = link {
+        l.stop();
+    }
+    drop(discovery);
+    host.stop();
+    Ok(())
+}
+
+/// The party host as a hub citizen (role `mixer`): its microphones, level and lead, and its
+/// volume and mute set from the hub.
+pub(crate) fn mixer_link(
+    a: &PartyArgs,
+    host: &tutti_node::mixer::RunningMixer,
+    m: &Member,
+    hub: Option<&str>,
+) -> Result<(Option<tutti_node::hub::HubLink>, Option<tutti_node::discovery::Discovery>)> {
+    let port = host.local_addr.port();
+    let info = tutti_proto::control::NodeInfo {
+        id: node_id(&format!("{}-mixer-{port}", m.prefix)),
+        name: format!("{} party", hostname()),
+        role: "mixer".into(),
+        device: a.device.clone().unwrap_or_else(|| "default".into()),
+        capabilities: vec!["volume".into(), "mute".into()],
+        address: host.local_addr.to_string(),
+        streams: Vec::new(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut discovery = discovery_for(&a.net, &info.id, "mixer", port);
+    let handler = MixerHub {
+        inputs: host.inputs.clone(),
+        refused: host.refused.clone(),
+        master: host.master.clone(),
+        shared: host.shared.clone(),
+    };
+    let say = |m: String| eprintln!("{m}");
+    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+    Ok((link, discovery))
+}
+
+/// What a party host tells the hub, and how it obeys it.
+pub(crate) struct MixerHub {
+    pub(crate) inputs: std::sync::Arc<std::sync::Mutex<Vec<tutti_node::mixer::MixInput>>>,
+    pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) master: std::sync::Arc<tutti_audio::mixer::Meter>,
+    pub(crate) shared: std::sync::Arc<tutti_audio::engine::OutputShared>,
+}
+
+impl tutti_node::hub::HubHandler for MixerHub {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let inputs = self.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+        let mut latencies: Vec<f64> =
+            inputs.iter().filter_map(|i| i.latency.map(|l| l.0 as f64 / 1e6)).collect();
+        latencies.sort_by(f64::total_cmp);
+        let peak = self.master.peak_db();
+        tutti_proto::control::NodeState {
+            streaming: !inputs.is_empty(),
+            peers: Some(inputs.len() as u32),
+            latency_ms: latencies.get(latencies.len() / 2).copied(),
+            recovered: inputs.iter().map(|i| i.stats.recovered_fec + i.stats.recovered_retx).sum(),
+            concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
+            underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
+            level_db: peak.is_finite().then_some(f64::from(peak)),
+            rejected: self.refused.load(Ordering::Relaxed),
+            foreign: inputs.iter().map(|i| i.stats.foreign).sum(),
+            ..Default::default()
+        }
+    }
+    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
+        self.shared.gain.set_volume_percent(settings.volume);
+        self.shared.gain.set_muted(settings.mute);
+    }
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_proto::control::Command;
+        match command {
+            Command::Volume { percent, .. } => self.shared.gain.set_volume_percent(*percent),
+            Command::Mute { mute, .. } => self.shared.gain.set_muted(*mute),
+            _ => {}
+        }
+    }
+}
+
+/// A live microphone (or file, or tone) sent to `to`.
+pub(crate) fn party_mic(
+    a: &PartyArgs,
+    to: Vec<SocketAddr>,
+    bind: SocketAddr,
+    sec: tutti_node::security::Keys,
+) -> Result<tutti_node::source::RunningSource> {
+    let codec = parse_codec(&a.codec)?;
+    let mut c = SourceConfig::new(
+        1,
+        48_000,
+        if a.tone.is_some() || a.mic.is_some() || a.file.is_none() { 1 } else { 2 },
+    );
+    c.mode = Mode::Live;
+    c.codec = codec;
+    c.frames_per_packet = (48.0 * a.frame_ms).round() as u16;
+    c.group_latency = Nanos::ZERO;
+    c.fec = None;
+    c.receivers = to;
+    let ch = usize::from(c.channels);
+    let input = if let Some(f) = &a.file {
+        c.name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        Input::Paced { source: Box::new(Converted::new(FileSource::open(f)?, 48_000, ch)?) }
+    } else if let Some(hz) = a.tone {
+        c.name = format!("tone {hz}");
+        Input::Paced { source: Box::new(Tone::new(48_000, ch, hz, 0.25)) }
+    } else {
+        let backend =
+            tutti_audio::backend::cpal::CpalBackend::available().into_iter().next().ok_or_else(
+                || anyhow!("no audio host for the microphone (no PulseAudio server, no ALSA)"),
+            )?;
+        let (cap, stream) =
+            CaptureSource::open(&backend, a.mic.as_deref(), &StreamSpec::new(48_000, 1, 64))?;
+        std::mem::forget(stream);
+        c.name = a.mic.clone().unwrap_or_else(hostname).chars().take(64).collect();
+        Input::Captured(Box::new(cap))
+    };
+    let start = tutti_audio::clock::now() + Nanos::from_millis(300);
+    let paced = matches!(input, Input::Paced { .. });
+    let src = run_source(input, c, Encoding { codec, bitrate: 96_000 }, bind, sec, Some(start))?;
+    if paced {
+        // For measurements: the local instant the first sample counts as captured.
+        println!("first_sample_local_ns={}", start.0);
+    }
+    Ok(src)
+}
+
+/// A mixer of live microphones on `port`.
+pub(crate) fn party_host(
+    a: &PartyArgs,
+    port: u16,
+    monitor: Option<(SocketAddr, f32)>,
+    sec: tutti_node::security::Keys,
+) -> Result<tutti_node::mixer::RunningMixer> {
+    let output = if let Some(w) = &a.wav {
+        OutputKind::Wav(w.clone())
+    } else if a.null {
+        OutputKind::Null
+    } else {
+        OutputKind::Device { host: None, name: a.device.clone() }
+    };
+    in_range("--buffer", Some(a.buffer), 32, 16_384, "frames")?;
+    in_range("--max-mics", Some(a.max_mics), 1, 256, "microphones")?;
+    let opts = tutti_node::mixer::MixerOptions {
+        bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+        output,
+        buffer_frames: a.buffer,
+        gains_db: a.gain.clone(),
+        max_inputs: a.max_mics,
+        monitor,
+    };
+    Ok(tutti_node::mixer::run_mixer(opts, sec)?)
+}
+
+/// Prints who joined and, on a terminal, the levels, until `running` says stop.
+pub(crate) fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) {
+    let tty = std::io::stderr().is_terminal();
+    let clear = if tty { "\r\x1b[K" } else { "" };
+    let mut known: Vec<(SocketAddr, String)> = Vec::new();
+    while running() {
+        std::thread::sleep(Duration::from_millis(250));
+        let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+        for i in inputs.iter().filter(|i| !known.iter().any(|(a, _)| *a == i.addr)) {
+            eprintln!("{clear}mic `{}` joined from {}", i.name, i.addr);
+        }
+        for (addr, name) in known.iter().filter(|(a, _)| !inputs.iter().any(|i| i.addr == *a)) {
+            eprintln!(
+                "{clear}mic `{name}` left ({addr} silent for {} s): its place is free",
+                tutti_node::mixer::DEPARTED_EXPIRY.0 / 1_000_000_000
+            );
+        }
+        known = inputs.iter().map(|i| (i.addr, i.name.clone())).collect();
+        if tty {
+            let levels: Vec<String> = inputs
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {:>5.1} dB{}",
+                        i.name,
+                        i.controls.meter.peak_db(),
+                        i.latency.map_or(String::new(), |l| format!(" @{l}"))
+                    )
+                })
+                .collect();
+            eprint!("\r\x1b[Kmix {:>5.1} dB | {}", host.master.peak_db(), levels.join(" | "));
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    // What each microphone cost, for the host's log (a dropout shows here, not only in the ear).
+    let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+    for i in &inputs {
+        let s = &i.stats;
+        eprintln!(
+            "mic `{}`: {} packets, {} lost ({} FEC, {} resent, {} reordered), {} concealed, {} late, {} resyncs{}",
+            i.name,
+            s.received,
+            s.lost,
+            s.recovered_fec,
+            s.recovered_retx,
+            s.reordered,
+            s.concealed,
+            s.late,
+            s.resyncs,
+            i.latency.map_or(String::new(), |l| format!(", playing at {l}"))
+        );
+    }
+    let underruns = host.shared.underrun_frames.load(std::sync::atomic::Ordering::Relaxed);
+    let lead = host.shared.lead_frames.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = host.refused.load(std::sync::atomic::Ordering::Relaxed);
+    let departed = host.departed.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "mix: {underruns} underrun frames; rendering {:.1} ms ahead of the device; mics that \
+         left: {departed}; datagrams refused (not of this network's streams): {refused}",
+        lead as f64 / 48.0
+    );
+}

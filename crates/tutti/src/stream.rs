@@ -1,0 +1,393 @@
+//! `tutti stream`: a source.
+
+use crate::*;
+
+pub(crate) fn parse_codec(name: &str) -> Result<Codec> {
+    Ok(match name {
+        "pcm" | "pcm16" | "s16le" => Codec::Pcm16,
+        "pcm24" | "s24le" => Codec::Pcm24,
+        "f32" | "f32le" => Codec::PcmF32,
+        "opus" => Codec::Opus,
+        other => bail!("--codec `{other}`: use pcm, pcm24, f32 or opus"),
+    })
+}
+
+pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
+    let m = member(&a.net, cfg)?;
+    let s = &cfg.stream;
+    let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
+        "opus"
+    } else {
+        "pcm"
+    }))?;
+    // A captured input's packet leaves when its last frame is captured: at a tight group
+    // latency, shorter packets leave more of it to the network and the players' devices.
+    let latency_ms = in_range("--latency-ms", a.latency_ms.or(s.latency_ms), 10.0, 5000.0, "ms")?;
+    let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
+    let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
+    let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
+    let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
+    let mut base = SourceConfig::new(1, a.rate, a.channels);
+    base.codec = codec;
+    base.frames_per_packet = fpp;
+    base.mode = if a.live { Mode::Live } else { Mode::Sync };
+    base.group_latency =
+        if a.live { Nanos::ZERO } else { Nanos::from_secs_f64(latency_ms.unwrap_or(100.0) / 1e3) };
+    if a.live {
+        base.fec = None;
+    }
+    base.max_receivers = a.max_receivers.or(s.max_receivers).unwrap_or(64);
+    let to: Vec<String> =
+        if a.to.is_empty() { s.to.clone().unwrap_or_default() } else { a.to.clone() };
+    base.receivers = to.iter().map(|t| resolve(t, "--to")).collect::<Result<_>>()?;
+    base.multicast = a
+        .multicast
+        .as_deref()
+        .or(s.multicast.as_deref())
+        .map(|m| resolve(m, "--multicast"))
+        .transpose()?;
+    if let Some(g) = base.multicast.filter(|g| !g.ip().is_multicast()) {
+        bail!(
+            "`--multicast`: {} is not a multicast group: use 224.0.0.0–239.255.255.255 (e.g. 239.255.77.1:7400), or --to for unicast",
+            g.ip()
+        );
+    }
+    let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
+    let port = a.port.or(s.port).unwrap_or(7400);
+    let bind_ip: std::net::IpAddr =
+        a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
+    let (rate, ch) = (a.rate, usize::from(a.channels));
+
+    // Inputs: one per stream.
+    let mut inputs: Vec<(String, Input)> = Vec::new();
+    let opener = move || -> tutti_node::source::Opener {
+        Box::new(move |p: &std::path::Path| {
+            let src = FileSource::open(p).map_err(|e| e.to_string())?;
+            Ok(Box::new(Converted::new(src, rate, ch).map_err(|e| e.to_string())?)
+                as Box<dyn Source>)
+        })
+    };
+    let playlist = |files: Vec<PathBuf>, looping: bool| {
+        Input::Playlist(tutti_node::source::Playlist::new(files, looping, opener()))
+    };
+    if let Some(f) = &a.file {
+        FileSource::open(f)?;
+        inputs.push((f.display().to_string(), playlist(vec![f.clone()], a.looping)));
+    } else if let Some(p) = &a.playlist {
+        let files = playlist_files(p)?;
+        inputs.push((p.display().to_string(), playlist(files, a.looping)));
+    } else if let Some(d) = &a.dir {
+        let files = audio_files(d, "--dir")?;
+        if files.is_empty() {
+            bail!("--dir {}: no audio files found", d.display());
+        }
+        for f in files {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            inputs.push((name, playlist(vec![f], a.looping)));
+        }
+    } else if let Some(hz) = a.tone {
+        inputs.push((
+            format!("tone {hz} Hz"),
+            Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)) },
+        ));
+    } else if a.stdin || a.stdin_live {
+        let fmt = parse_codec(&a.format)
+            .ok()
+            .filter(|c| *c != Codec::Opus)
+            .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
+        // A live producer (`parec | tutti stream --stdin-live`) is captured as it comes, its
+        // backlog dropped, each frame played a group latency after it arrived; anything else
+        // is read at the stream's pace (a pipe cannot say whether its writer is live).
+        let stdin = std::io::stdin();
+        if a.stdin_live {
+            if !a.input_latency_ms.is_finite() || a.input_latency_ms.abs() > 10_000.0 {
+                bail!(
+                    "--input-latency-ms {}: give the producer's latency in ms, within ±10000",
+                    a.input_latency_ms
+                );
+            }
+            let heard_after = Nanos((a.input_latency_ms * 1e6).round() as i64);
+            let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch, heard_after)?;
+            inputs.push(("stdin".into(), Input::Captured(Box::new(cap))));
+        } else {
+            let raw = RawPcm::new(stdin, fmt, rate, ch)?;
+            inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
+        }
+    } else if let Some(dev) = &a.device {
+        let backend = tutti_audio::backend::cpal::CpalBackend::available()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no audio host for --device (no PulseAudio server, no ALSA)"))?;
+        let (cap, stream) = CaptureSource::open(
+            &backend,
+            Some(dev),
+            &StreamSpec::new(rate, u16::from(a.channels), 128),
+        )?;
+        // The capture stream lives as long as this process.
+        std::mem::forget(stream);
+        inputs.push((format!("device {dev}"), Input::Captured(Box::new(cap))));
+    } else {
+        bail!("nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device");
+    }
+
+    // Its keys (a paired node): the hub hands this stream's keys to its players from now on.
+    let streams =
+        (0..inputs.len()).map(|i| SocketAddr::new(bind_ip, port + i as u16).to_string()).collect();
+    fetch_keys(&m, a.hub.as_deref(), "source", &format!("{}-source-{port}", m.prefix), streams)?;
+    // Stems of a multitrack start together, and every stream starts 300 ms after launch, so
+    // that players already listening lock their clocks and hear it from the first sample.
+    let start = Some(tutti_audio::clock::now() + Nanos::from_millis(300));
+    let mut running: Vec<RunningSource> = Vec::new();
+    let first_name = inputs.first().map(|(n, _)| n.clone()).unwrap_or_default();
+    for (i, (name, input)) in inputs.into_iter().enumerate() {
+        let mut c = base.clone();
+        c.stream_id = i as u32 + 1;
+        c.name = name.chars().take(64).collect();
+        let addr = SocketAddr::new(bind_ip, port + i as u16);
+        let r = run_source(input, c, encoding, addr, m.keys.clone(), start)
+            .with_context(|| format!("stream {name} on {addr}"))?;
+        let meta = &r.metadata;
+        let title = meta
+            .title
+            .clone()
+            .map(|t| {
+                format!(
+                    " — {t}{}",
+                    meta.artist.as_deref().map(|a| format!(" by {a}")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "streaming {name}{title} on {}: players run `tutti play <this-host>:{}`",
+            r.local_addr,
+            r.local_addr.port()
+        );
+        if let Some(t0) = start {
+            // For measurements: the local instant the first sample counts as captured.
+            println!("first_sample_local_ns={}", t0.0);
+        }
+        running.push(r);
+    }
+    // The hub: this source is listed with what it plays, and takes start/pause/stop/skip.
+    let first = &running[0];
+    let playlist = first.progress.transport().is_some();
+    let info = tutti_proto::control::NodeInfo {
+        id: node_id(&format!("{}-source-{}", m.prefix, first.local_addr.port())),
+        name: format!("{} source", hostname()),
+        role: "source".into(),
+        device: a.device.clone().unwrap_or_default(),
+        capabilities: if playlist {
+            ["start", "pause", "stop", "skip"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        },
+        address: first.local_addr.to_string(),
+        streams: running.iter().map(|r| r.local_addr.to_string()).collect(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut discovery = discovery_for(&a.net, &info.id, "source", first.local_addr.port());
+    let handler = SourceHub {
+        progress: running.iter().map(|r| r.progress.clone()).collect(),
+        name: first_name,
+        rate,
+        cover_sent: None,
+    };
+    let log = first.progress.clone();
+    let say = move |m: String| {
+        if let Ok(mut l) = log.log.lock() {
+            l.push(m);
+        }
+    };
+    let hub = a.hub.as_deref().or(m.hub.as_deref());
+    let _link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut status_log = StatusLog::new();
+    let mut shown_track = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Ok(now) = first.progress.now_playing.lock()
+            && now.serial != shown_track
+        {
+            shown_track = now.serial;
+            if now.count > 1 || shown_track > 1 {
+                let title = now.metadata.title.clone().unwrap_or_else(|| now.file.clone());
+                let by =
+                    now.metadata.artist.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
+                eprintln!(
+                    "{}now playing {}/{}: {title}{by}",
+                    if tty { "\r\x1b[K" } else { "" },
+                    now.index + 1,
+                    now.count
+                );
+            }
+        }
+        for r in &running {
+            if let Ok(mut log) = r.progress.log.lock() {
+                for l in log.drain(..) {
+                    eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
+                }
+            }
+        }
+        if !a.quiet {
+            let r = &running[0];
+            let p = &r.progress;
+            let (stats, rx) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+            let pos = p.frames.load(Ordering::Relaxed) as f64 / f64::from(rate);
+            let total = p.total.load(Ordering::Relaxed) as f64 / f64::from(rate);
+            let lost: u64 = rx.iter().map(|x| x.2.lost).sum();
+            let conc: u64 = rx.iter().map(|x| x.2.concealed).sum();
+            let line = format!(
+                "{} {:>6.1}{} s | receivers {} | sent {} pkts, {:.0} kB/s | NACKs {} retx {} | players lost {} concealed {}",
+                if total > 0.0 { "▶" } else { "●" },
+                pos,
+                if total > 0.0 { format!(" / {total:.1}") } else { String::new() },
+                rx.len(),
+                stats.frames_sent,
+                stats.bytes as f64 / 1e3 / (pos.max(0.001)),
+                stats.nacks_received,
+                stats.retransmits,
+                lost,
+                conc
+            );
+            if tty {
+                eprint!("\r\x1b[K{line}");
+                let _ = std::io::stderr().flush();
+            } else {
+                let key = format!("{} {lost} {conc}", rx.len());
+                status_log.tick(key, || {
+                    format!(
+                        "receivers={} position_s={pos:.1} sent_pkts={} nacks={} retransmits={} players_lost={lost} players_concealed={conc}",
+                        rx.len(),
+                        stats.frames_sent,
+                        stats.nacks_received,
+                        stats.retransmits
+                    )
+                });
+            }
+        }
+        if running.iter().all(|r| r.finished()) {
+            if tty {
+                eprintln!();
+            }
+            println!("stream ended");
+            return Ok(());
+        }
+    }
+}
+
+/// The files of folder `dir` that open as audio, by name (`flag` names it in errors).
+pub(crate) fn audio_files(dir: &std::path::Path, flag: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{flag} {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.is_file() && FileSource::open(f).is_ok())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A playlist's files: a folder's audio files by name, or an .m3u list's entries (relative to
+/// the list).
+pub(crate) fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = if p.is_dir() {
+        audio_files(p, "--playlist")?
+    } else {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("--playlist {}: a folder or an .m3u list", p.display()))?;
+        let base = p.parent().unwrap_or(std::path::Path::new("."));
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| base.join(l))
+            .collect()
+    };
+    if files.is_empty() {
+        bail!("--playlist {}: no audio files in it", p.display());
+    }
+    Ok(files)
+}
+
+/// What a source tells the hub (its track, its players), and how it obeys it.
+pub(crate) struct SourceHub {
+    pub(crate) progress: Vec<std::sync::Arc<tutti_node::source::SourceProgress>>,
+    pub(crate) name: String,
+    pub(crate) rate: u32,
+    /// The track whose cover the hub has (`None`: none sent on this link yet).
+    pub(crate) cover_sent: Option<u64>,
+}
+
+impl tutti_node::hub::HubHandler for SourceHub {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let p = &self.progress[0];
+        let rate = f64::from(self.rate);
+        let (stats, receivers) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let track = p.transport().and_then(|t| {
+            let now = p.now_playing.lock().ok()?.clone();
+            let total = p.total.load(Ordering::Relaxed);
+            Some(tutti_proto::control::Track {
+                title: now.metadata.title.clone(),
+                artist: now.metadata.artist.clone(),
+                album: now.metadata.album.clone(),
+                file: now.file.clone(),
+                index: now.index as u32 + 1,
+                count: now.count as u32,
+                elapsed_s: p.frames.load(Ordering::Relaxed) as f64 / rate,
+                duration_s: (total > 0).then(|| total as f64 / rate),
+                transport: t.as_str().into(),
+                cover: now.metadata.cover.is_some(),
+            })
+        });
+        tutti_proto::control::NodeState {
+            streaming: !p.ended.load(Ordering::Relaxed),
+            stream: Some(self.name.clone()),
+            rate: Some(self.rate),
+            peers: Some(receivers.len() as u32),
+            track,
+            rejected: stats.rx_errors.total(),
+            // Authentic requests from player runs that never proved their address (replays).
+            foreign: stats.unverified,
+            ..Default::default()
+        }
+    }
+    fn settings(&mut self, _: &tutti_proto::control::Settings) {
+        // A new link: the hub has no cover from us yet.
+        self.cover_sent = None;
+    }
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_node::source::Request;
+        use tutti_proto::control::Command;
+        let r = match command {
+            Command::Start => Request::Start,
+            Command::Pause => Request::Pause,
+            Command::Stop => Request::Stop,
+            Command::Skip => Request::Skip,
+            _ => return,
+        };
+        // Stems of a multitrack move together.
+        for p in &self.progress {
+            p.request(r);
+        }
+    }
+    fn status(&mut self, message: &str) {
+        if let Ok(mut l) = self.progress[0].log.lock() {
+            l.push(message.to_owned());
+        }
+    }
+    fn outbox(&mut self) -> Vec<tutti_proto::control::LinkMessage> {
+        let Ok(now) = self.progress[0].now_playing.lock().map(|n| n.clone()) else {
+            return Vec::new();
+        };
+        if self.cover_sent == Some(now.serial) {
+            return Vec::new();
+        }
+        self.cover_sent = Some(now.serial);
+        // Covers up to 512 kB go to the hub (`GET /api/streams/{id}/cover`); none clears it.
+        let (mime, data) = match &now.metadata.cover {
+            Some((mime, bytes)) if bytes.len() <= 512 * 1024 => {
+                (mime.clone(), tutti_proto::control::to_hex(bytes))
+            }
+            _ => (String::new(), String::new()),
+        };
+        vec![tutti_proto::control::LinkMessage::Cover { mime, data }]
+    }
+}
