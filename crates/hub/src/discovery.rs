@@ -9,6 +9,17 @@ use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 use serde::Serialize;
 use tutti_proto::control::{MDNS_HUB_SERVICE, MDNS_NODE_SERVICE};
 
+/// Why mDNS could not be used (no multicast-capable interface, the daemon failed).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The mDNS daemon refused.
+    #[error("mDNS: {0}")]
+    Mdns(#[source] mdns_sd::Error),
+    /// Its thread could not be started.
+    #[error("mDNS: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// A node heard on mDNS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Discovered {
@@ -43,8 +54,8 @@ impl HubDiscovery {
         http_port: u16,
         mqtt_port: Option<u16>,
         heard: Heard,
-    ) -> Result<Self, String> {
-        let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
+    ) -> Result<Self, DiscoveryError> {
+        let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
         let host = label(&hostname());
         let http = http_port.to_string();
         let mqtt = mqtt_port.map(|p| p.to_string()).unwrap_or_default();
@@ -63,53 +74,50 @@ impl HubDiscovery {
             link_port,
             &txt[..],
         )
-        .map_err(|e| format!("mDNS: {e}"))?
+        .map_err(DiscoveryError::Mdns)?
         .enable_addr_auto();
-        daemon.register(info).map_err(|e| format!("mDNS: {e}"))?;
-        let rx = daemon.browse(MDNS_NODE_SERVICE).map_err(|e| format!("mDNS: {e}"))?;
+        daemon.register(info).map_err(DiscoveryError::Mdns)?;
+        let rx = daemon.browse(MDNS_NODE_SERVICE).map_err(DiscoveryError::Mdns)?;
         let h = heard;
-        std::thread::Builder::new()
-            .name("tutti-hub-mdns".into())
-            .spawn(move || {
-                while let Ok(event) = rx.recv() {
-                    match event {
-                        ServiceEvent::ServiceResolved(s) => {
-                            let prop = |k: &str| s.get_property_val_str(k).unwrap_or("").to_owned();
-                            let mut addresses: Vec<String> = s
-                                .get_addresses_v4()
-                                .into_iter()
-                                .map(|ip| format!("{ip}:{}", s.get_port()))
-                                .collect();
-                            addresses.sort();
-                            let node = Discovered {
-                                id: prop("id"),
-                                role: prop("role"),
-                                addresses,
-                                version: prop("version"),
-                            };
-                            if let Ok(mut map) = h.lock() {
-                                let new = map.get(s.get_fullname()) != Some(&node);
-                                if new {
-                                    println!(
-                                        "hub: discovered {} `{}` at {} (mDNS)",
-                                        node.role,
-                                        node.id,
-                                        node.addresses.join(", ")
-                                    );
-                                }
-                                map.insert(s.get_fullname().to_owned(), node);
+        std::thread::Builder::new().name("tutti-hub-mdns".into()).spawn(move || {
+            while let Ok(event) = rx.recv() {
+                match event {
+                    ServiceEvent::ServiceResolved(s) => {
+                        let prop = |k: &str| s.get_property_val_str(k).unwrap_or("").to_owned();
+                        let mut addresses: Vec<String> = s
+                            .get_addresses_v4()
+                            .into_iter()
+                            .map(|ip| format!("{ip}:{}", s.get_port()))
+                            .collect();
+                        addresses.sort();
+                        let node = Discovered {
+                            id: prop("id"),
+                            role: prop("role"),
+                            addresses,
+                            version: prop("version"),
+                        };
+                        if let Ok(mut map) = h.lock() {
+                            let new = map.get(s.get_fullname()) != Some(&node);
+                            if new {
+                                println!(
+                                    "hub: discovered {} `{}` at {} (mDNS)",
+                                    node.role,
+                                    node.id,
+                                    node.addresses.join(", ")
+                                );
                             }
+                            map.insert(s.get_fullname().to_owned(), node);
                         }
-                        ServiceEvent::ServiceRemoved(_, fullname) => {
-                            if let Ok(mut map) = h.lock() {
-                                map.remove(&fullname);
-                            }
-                        }
-                        _ => {}
                     }
+                    ServiceEvent::ServiceRemoved(_, fullname) => {
+                        if let Ok(mut map) = h.lock() {
+                            map.remove(&fullname);
+                        }
+                    }
+                    _ => {}
                 }
-            })
-            .map_err(|e| format!("mDNS: {e}"))?;
+            }
+        })?;
         Ok(HubDiscovery { daemon })
     }
 }

@@ -111,8 +111,22 @@ pub enum HubError {
         message: String,
     },
     /// The state file is unreadable.
-    #[error("{0}")]
-    State(String),
+    #[error(transparent)]
+    State(#[from] store::FileError),
+    /// The HTTPS certificate could not be loaded or made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Why a node has no credential on this hub.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// It was revoked.
+    #[error("node `{0}` was revoked: it can pair again only with a new token from the hub")]
+    Revoked(String),
+    /// It was never paired here.
+    #[error("no paired node `{0}` on this hub: pair it with `tutti pair LINK`")]
+    Unknown(String),
 }
 
 /// Why a control request was not done (the API answers it with a status; MQTT publishes it on
@@ -221,6 +235,28 @@ impl Holder {
     }
 }
 
+/// Why the hub hands a node no stream's keys (said to it, and shown as its problem).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoStream {
+    /// A role that sends or plays no stream.
+    #[error("a node of role `{0}` holds no stream keys")]
+    Role(String),
+    /// A player in no zone (or one that plays nothing) that was started with no stream.
+    #[error("this player follows no stream")]
+    FollowsNone,
+    /// A player in no zone following a stream a zone plays.
+    #[error("{stream} is zone `{zone}`'s stream: put this player in that zone to hear it")]
+    Zones {
+        /// The stream it follows.
+        stream: String,
+        /// The zone that plays it.
+        zone: String,
+    },
+    /// No source linked to the hub sends that stream (yet).
+    #[error("no source linked to the hub sends {0} yet: its keys come when it does")]
+    NotLinked(String),
+}
+
 /// The label of the key every party process (microphones, mixers) shares.
 pub const PARTY_KEYS: &str = "party";
 
@@ -277,7 +313,7 @@ impl Vault {
             && let Err(e) = self.secrets.save(p)
         {
             self.secrets = before;
-            return Err(RegistryError::NotSaved(e));
+            return Err(RegistryError::NotSaved(e.to_string()));
         }
         Ok(r)
     }
@@ -338,7 +374,7 @@ impl Hub {
                 && let Err(e) = store::save(p, reg.persisted())
             {
                 reg.restore(before);
-                return Err(RegistryError::NotSaved(e));
+                return Err(RegistryError::NotSaved(e.to_string()));
             }
             (r, events)
         };
@@ -507,15 +543,11 @@ impl Hub {
     }
 
     /// A paired node's credential (hex), or why it has none.
-    pub(crate) fn credential(&self, id: &str) -> Result<String, String> {
+    pub(crate) fn credential(&self, id: &str) -> Result<String, CredentialError> {
         self.vault(|v| match (v.secrets.nodes.get(id), v.secrets.revoked.get(id)) {
             (Some(n), _) => Ok(n.credential.clone()),
-            (None, Some(_)) => Err(format!(
-                "node `{id}` was revoked: it can pair again only with a new token from the hub"
-            )),
-            (None, None) => {
-                Err(format!("no paired node `{id}` on this hub: pair it with `tutti pair LINK`"))
-            }
+            (None, Some(_)) => Err(CredentialError::Revoked(id.to_owned())),
+            (None, None) => Err(CredentialError::Unknown(id.to_owned())),
         })
     }
 
@@ -528,10 +560,10 @@ impl Hub {
             Ok((label, stream)) => {
                 KeySet { stream, ..self.vault(|v| v.secrets.stream_keys(&label)) }
             }
-            Err(note) => KeySet {
+            Err(why) => KeySet {
                 send: to_hex(&secrets::random::<32>()),
                 accept: Vec::new(),
-                note: Some(note),
+                note: Some(why.to_string()),
                 stream: None,
             },
         }
@@ -547,12 +579,12 @@ impl Hub {
 
     /// The label of the stream `holder` may decode and, when its zone chose it, the stream's
     /// address; or why none.
-    fn stream_of(&self, holder: &Holder) -> Result<(String, Option<String>), String> {
+    fn stream_of(&self, holder: &Holder) -> Result<(String, Option<String>), NoStream> {
         match holder.role.as_str() {
             "source" => return Ok((holder.id.clone(), None)),
             "mic" | "mixer" | "party" => return Ok((PARTY_KEYS.to_owned(), None)),
             "player" => {}
-            other => return Err(format!("a node of role `{other}` holds no stream keys")),
+            other => return Err(NoStream::Role(other.to_owned())),
         }
         let (zone, zones) = self.with(|r| {
             let zone = r.settings(&holder.id).zone;
@@ -565,7 +597,7 @@ impl Hub {
             .and_then(|z| z.source.clone());
         let target = match (&routed, &holder.follows) {
             (Some(s), _) | (None, Some(s)) => s.clone(),
-            (None, None) => return Err("this player follows no stream".to_owned()),
+            (None, None) => return Err(NoStream::FollowsNone),
         };
         let at = addresses(&target);
         if routed.is_none()
@@ -573,10 +605,7 @@ impl Hub {
                 .iter()
                 .find(|z| z.source.as_deref().is_some_and(|s| same_stream(&addresses(s), &at)))
         {
-            return Err(format!(
-                "{target} is zone `{}`'s stream: put this player in that zone to hear it",
-                z.name
-            ));
+            return Err(NoStream::Zones { stream: target, zone: z.name.clone() });
         }
         let sends = |h: &Holder| h.role == "source" && same_stream(&h.sends, &at);
         let linked = self
@@ -593,11 +622,7 @@ impl Hub {
                     .find(|(h, at)| at.elapsed() < ANNOUNCED_FOR && sends(h))
                     .map(|(h, _)| h.id.clone())
             })
-            .ok_or_else(|| {
-                format!(
-                    "no source linked to the hub sends {target} yet: its keys come when it does"
-                )
-            })?;
+            .ok_or(NoStream::NotLinked(target))?;
         Ok((label, routed))
     }
 
@@ -821,11 +846,9 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             names.sort();
             names.dedup();
             let dir = tls::cert_dir(config.state_file.as_deref());
-            let (cert, _) = tls::HubCert::load_or_make(dir.as_deref(), &names)
-                .map_err(|message| HubError::Bind { addr, message })?;
+            let (cert, _) = tls::HubCert::load_or_make(dir.as_deref(), &names)?;
             let fingerprint = cert.fingerprint();
-            let listener = tls::TlsListener::new(listener, &cert)
-                .map_err(|message| HubError::Bind { addr, message })?;
+            let listener = tls::TlsListener::new(listener, &cert)?;
             let router = router.clone();
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, router).await;

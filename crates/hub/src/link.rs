@@ -241,7 +241,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
         (Ok(Ok(_)), Ok(LinkMessage::Pair { token, noise })) => {
             return match pair(&hub, &token, &noise) {
                 Ok(answer) => send(&mut w, None, &LinkMessage::Paired { noise: answer }).await,
-                Err(message) => refuse(&mut w, None, message).await,
+                Err(why) => refuse(&mut w, None, why.to_string()).await,
             };
         }
         (Ok(Ok(_)), Ok(LinkMessage::Open { paired, noise })) => (paired, noise),
@@ -256,7 +256,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     // The handshake: the node proves the key, and this answer proves it back.
     let (channel, answer) = match open(&hub, &challenge, paired.as_deref(), &noise) {
         Ok(x) => x,
-        Err(message) => return refuse(&mut w, None, message).await,
+        Err(why) => return refuse(&mut w, None, why.to_string()).await,
     };
     send(&mut w, None, &LinkMessage::Opened { noise: to_hex(&answer) }).await?;
     let (mut sealer, mut opener) = channel.split(MAX_LINE);
@@ -269,8 +269,8 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
             return refuse(&mut w, Some(&mut sealer), m).await;
         }
     };
-    if let Err(message) = admit(&info, paired.as_deref()) {
-        return refuse(&mut w, Some(&mut sealer), message).await;
+    if let Err(why) = admit(&info, paired.as_deref()) {
+        return refuse(&mut w, Some(&mut sealer), why.to_string()).await;
     }
     let holder = Holder::of(&info, peer.ip());
     // A paired node's keys, chosen by what it is (see `Hub::keys_for`), sealed with its
@@ -366,59 +366,81 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     result
 }
 
+/// Why a node is refused on the link: what it is told before the link closes.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the opening is not hex")]
+    NotHex,
+    #[error(transparent)]
+    Credential(#[from] crate::CredentialError),
+    #[error("`{0}`'s credential is unreadable")]
+    Unreadable(String),
+    #[error(
+        "this hub admits paired nodes only: pair this node with `tutti pair LINK` (`tutti serve` \
+         prints a link; POST /api/pairing makes more)"
+    )]
+    PairedOnly,
+    #[error("wrong credential for `{0}`: pair this node again")]
+    WrongCredential(String),
+    #[error("wrong network key: use the same passphrase as the hub")]
+    WrongKey,
+    #[error("`info.id` must be 1–128 characters")]
+    IdLength,
+    #[error("node id `{id}` is not `{paired}`'s: a paired node's ids start with its paired id")]
+    NotYours { id: String, paired: String },
+    #[error(transparent)]
+    Token(#[from] crate::secrets::TokenError),
+    #[error(transparent)]
+    Pairing(#[from] tutti_proto::pairing::PairError),
+    #[error(transparent)]
+    NotSaved(#[from] crate::registry::RegistryError),
+}
+
 /// Answers a node's opening under the key it claims (a paired node's credential, or the
-/// network key). `Err` is the message the node is told.
+/// network key).
 fn open(
     hub: &Hub,
     challenge: &[u8],
     paired: Option<&str>,
     noise: &str,
-) -> Result<(tutti_proto::link::Channel, Vec<u8>), String> {
-    let first = from_hex(noise).ok_or("the opening is not hex")?;
+) -> Result<(tutti_proto::link::Channel, Vec<u8>), Refusal> {
+    let first = from_hex(noise).ok_or(Refusal::NotHex)?;
     let psk = match (paired, hub.key()) {
         (Some(p), _) => {
             let credential = hub.credential(p)?;
             crate::secrets::credential_of(&credential)
-                .ok_or(format!("`{p}`'s credential is unreadable"))?
+                .ok_or_else(|| Refusal::Unreadable(p.to_owned()))?
                 .link_psk()
         }
         (None, Some(key)) => key.link_psk(),
-        (None, None) => {
-            return Err(
-                "this hub admits paired nodes only: pair this node with `tutti pair LINK` \
-                 (`tutti serve` prints a link; POST /api/pairing makes more)"
-                    .to_owned(),
-            );
-        }
+        (None, None) => return Err(Refusal::PairedOnly),
     };
     tutti_proto::link::accept(&psk, challenge, paired, &first).map_err(|_| match paired {
-        Some(p) => format!("wrong credential for `{p}`: pair this node again"),
-        None => "wrong network key: use the same passphrase as the hub".to_owned(),
+        Some(p) => Refusal::WrongCredential(p.to_owned()),
+        None => Refusal::WrongKey,
     })
 }
 
 /// Checks a hello's node id against the key that opened the channel: a paired node's ids
 /// are its paired id or start with it and a dash. `Err` is the message the node is told.
-fn admit(info: &NodeInfo, paired: Option<&str>) -> Result<(), String> {
+fn admit(info: &NodeInfo, paired: Option<&str>) -> Result<(), Refusal> {
     if info.id.is_empty() || info.id.len() > 128 {
-        return Err("`info.id` must be 1–128 characters".to_owned());
+        return Err(Refusal::IdLength);
     }
     match paired {
-        Some(p) if info.id != p && !info.id.starts_with(&format!("{p}-")) => Err(format!(
-            "node id `{}` is not `{p}`'s: a paired node's ids start with its paired id",
-            info.id
-        )),
+        Some(p) if info.id != p && !info.id.starts_with(&format!("{p}-")) => {
+            Err(Refusal::NotYours { id: info.id.clone(), paired: p.to_owned() })
+        }
         _ => Ok(()),
     }
 }
 
 /// Answers a pairing: the token is used up whatever happens.
-fn pair(hub: &Hub, token: &str, noise: &str) -> Result<String, String> {
-    let t = hub.take_token(token).map_err(|e| e.to_string())?;
-    let (request, responder) =
-        tutti_proto::pairing::respond(&t, noise).map_err(|e| e.to_string())?;
+fn pair(hub: &Hub, token: &str, noise: &str) -> Result<String, Refusal> {
+    let t = hub.take_token(token)?;
+    let (request, responder) = tutti_proto::pairing::respond(&t, noise)?;
     let name = request.name.chars().take(64).collect::<String>();
-    let grant = hub.grant(&name).map_err(|e| e.to_string())?;
+    let grant = hub.grant(&name)?;
     eprintln!("tutti hub: paired `{}` as `{}`", name, grant.node);
-    responder.grant(&grant).map_err(|e| e.to_string())
+    Ok(responder.grant(&grant)?)
 }

@@ -46,19 +46,28 @@ pub struct BrokerAddr {
     pub credentials: Option<(String, String)>,
 }
 
+/// Why an MQTT broker's URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{url}`: {why}")]
+pub struct BadBrokerUrl {
+    /// The URL given.
+    pub url: String,
+    /// What is wrong, and the form that works.
+    pub why: String,
+}
+
 impl BrokerAddr {
     /// Parses `mqtt://[user:password@]host[:port]` (port 1883 if absent; `tcp://` and a bare
     /// `host:port` are accepted too).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, BadBrokerUrl> {
+        let bad = |why: String| BadBrokerUrl { url: url.to_owned(), why };
         let rest = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
             .unwrap_or(url)
             .trim_end_matches('/');
         if rest.contains("://") {
-            return Err(format!(
-                "`{url}`: only plain MQTT over TCP is supported (mqtt://host:port)"
-            ));
+            return Err(bad("only plain MQTT over TCP is supported (mqtt://host:port)".into()));
         }
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((user, hp)) => {
@@ -69,12 +78,11 @@ impl BrokerAddr {
         };
         let port_of = |p: &str| {
             p.parse::<u16>()
-                .map_err(|_| format!("`{url}`: the port `{p}` is not a number (mqtt://host:1883)"))
+                .map_err(|_| bad(format!("the port `{p}` is not a number (mqtt://host:1883)")))
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}`: unclosed `[` (mqtt://[::1]:1883)"))?;
+            let (h, after) =
+                v6.split_once(']').ok_or_else(|| bad("unclosed `[` (mqtt://[::1]:1883)".into()))?;
             match after.strip_prefix(':') {
                 Some(p) => (h, port_of(p)?),
                 None => (h, 1883),
@@ -86,7 +94,7 @@ impl BrokerAddr {
             }
         };
         if host.is_empty() {
-            return Err(format!("`{url}`: no host (mqtt://host:1883)"));
+            return Err(bad("no host (mqtt://host:1883)".into()));
         }
         Ok(BrokerAddr { host: host.to_owned(), port, credentials })
     }
@@ -186,12 +194,21 @@ enum Request {
     Act(Command),
 }
 
-fn parse_command(payload: &[u8]) -> Result<Request, String> {
-    let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
-        format!("not JSON ({e}): publish {{\"volume\": 40}} or {{\"kind\": \"resync\"}}")
-    })?;
+/// Why a message on a command topic was not obeyed (published on its `error` topic).
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("not JSON ({0}): publish {{\"volume\": 40}} or {{\"kind\": \"resync\"}}")]
+    NotJson(serde_json::Error),
+    #[error("command: {0}")]
+    Command(serde_json::Error),
+    #[error("settings: {0}")]
+    Settings(serde_json::Error),
+}
+
+fn parse_command(payload: &[u8]) -> Result<Request, CommandError> {
+    let v: serde_json::Value = serde_json::from_slice(payload).map_err(CommandError::NotJson)?;
     if v.get("kind").is_some() {
-        let c: Command = serde_json::from_value(v).map_err(|e| format!("command: {e}"))?;
+        let c: Command = serde_json::from_value(v).map_err(CommandError::Command)?;
         // A setting sent the API's command way is still a setting.
         return Ok(match c {
             Command::Volume { percent, .. } => {
@@ -206,7 +223,7 @@ fn parse_command(payload: &[u8]) -> Result<Request, String> {
             other => Request::Act(other),
         });
     }
-    serde_json::from_value(v).map(Request::Patch).map_err(|e| format!("settings: {e}"))
+    serde_json::from_value(v).map(Request::Patch).map_err(CommandError::Settings)
 }
 
 /// The hub's MQTT client: publishes the registry, obeys commands. Reconnects by itself (a
@@ -309,7 +326,7 @@ async fn handle(hub: &Hub, client: &AsyncClient, topic: &str, payload: &[u8]) {
         (id, vec![], false)
     });
     let request = match rest.as_slice() {
-        ["command"] => parse_command(payload).map_err(|m| ("bad_json", m)),
+        ["command"] => parse_command(payload).map_err(|e| ("bad_json", e.to_string())),
         ["delay", "set"] => std::str::from_utf8(payload)
             .ok()
             .and_then(|s| s.trim().parse::<f64>().ok())
@@ -402,9 +419,10 @@ mod tests {
         assert_eq!(a.credentials, Some(("u".into(), "p".into())));
         assert_eq!(BrokerAddr::parse("127.0.0.1").unwrap().port, 1883);
         assert_eq!(BrokerAddr::parse("tcp://[::1]:1885").unwrap().host, "::1");
-        assert!(BrokerAddr::parse("mqtts://x").unwrap_err().contains("plain MQTT"));
-        assert!(BrokerAddr::parse("mqtt://x:abc").unwrap_err().contains("not a number"));
-        assert!(BrokerAddr::parse("mqtt://").unwrap_err().contains("no host"));
+        let err = |u: &str| BrokerAddr::parse(u).unwrap_err().to_string();
+        assert!(err("mqtts://x").contains("plain MQTT"));
+        assert!(err("mqtt://x:abc").contains("not a number"));
+        assert!(err("mqtt://").contains("no host"));
     }
 
     #[test]
@@ -422,7 +440,7 @@ mod tests {
             Request::Patch(SettingsPatch { delay_ms: Some(-12.5), ..Default::default() })
         );
         assert_eq!(parse_command(br#"{"kind": "resync"}"#).unwrap(), Request::Act(Command::Resync));
-        assert!(parse_command(b"{\"volum\": 4}").unwrap_err().contains("volum"));
-        assert!(parse_command(b"loud").unwrap_err().contains("not JSON"));
+        assert!(parse_command(b"{\"volum\": 4}").unwrap_err().to_string().contains("volum"));
+        assert!(parse_command(b"loud").unwrap_err().to_string().contains("not JSON"));
     }
 }

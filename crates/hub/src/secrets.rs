@@ -7,6 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::FileError;
 use tutti_proto::control::{KEYS_CONTEXT, KeySet, to_hex};
 use tutti_proto::pairing::Token;
 use tutti_proto::{Credential, NetworkKey};
@@ -83,7 +85,7 @@ impl Secrets {
 
     /// Reads `path`, or creates it with fresh secrets (owner-only) on first run; the second
     /// value says whether it was created.
-    pub fn load_or_create(path: &Path, network: &str) -> Result<(Self, bool), String> {
+    pub fn load_or_create(path: &Path, network: &str) -> Result<(Self, bool), FileError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 #[cfg(unix)]
@@ -99,12 +101,12 @@ impl Secrets {
                         );
                     }
                 }
-                let s = serde_json::from_str(&text).map_err(|e| {
-                    format!(
-                        "{}: not a Tutti secrets file ({e}); restore it from a backup, or move \
-                         it away to start a new network (every node then pairs again)",
-                        path.display()
-                    )
+                let s = serde_json::from_str(&text).map_err(|e| FileError::Damaged {
+                    path: path.to_owned(),
+                    what: "secrets file",
+                    reason: e.to_string(),
+                    fix: "restore it from a backup, or move it away to start a new network \
+                          (every node then pairs again)",
                 })?;
                 Ok((s, false))
             }
@@ -113,15 +115,14 @@ impl Secrets {
                 s.save(path)?;
                 Ok((s, true))
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(FileError::io(path, e)),
         }
     }
 
     /// Writes the secrets atomically, mode 0600.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        crate::store::write_atomic(path, text.as_bytes(), 0o600)
-            .map_err(|e| format!("{}: {e}", path.display()))
+    pub fn save(&self, path: &Path) -> Result<(), FileError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| FileError::io(path, e.into()))?;
+        crate::store::write_atomic(path, text.as_bytes(), 0o600).map_err(|e| FileError::io(path, e))
     }
 
     /// The network key (for the MQTT login).
@@ -259,7 +260,12 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a.admin_token, a.read_token);
         std::fs::write(&path, "nope").unwrap();
-        assert!(Secrets::load_or_create(&path, "home").unwrap_err().contains("move it away"));
+        assert!(
+            Secrets::load_or_create(&path, "home")
+                .unwrap_err()
+                .to_string()
+                .contains("move it away")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,6 +6,7 @@
 //! user compares the SHA-256 fingerprint `tutti serve` prints (and the pairing API returns)
 //! with what the browser shows.
 
+use crate::store::FileError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,33 +41,35 @@ impl HubCert {
     /// The certificate kept in `dir` (`tls-cert.pem`, `tls-key.pem`, owner-only), or a new one
     /// made now for `names` (host names and IP addresses) and saved there. `None`: a new one
     /// in memory for this run.
-    pub fn load_or_make(dir: Option<&Path>, names: &[String]) -> Result<(HubCert, bool), String> {
+    pub fn load_or_make(dir: Option<&Path>, names: &[String]) -> Result<(HubCert, bool), TlsError> {
         let paths = dir.map(|d| (d.join("tls-cert.pem"), d.join("tls-key.pem")));
+        let damaged = |path: &Path, e: rustls::pki_types::pem::Error, what, fix| {
+            FileError::Damaged { path: path.to_owned(), what, reason: e.to_string(), fix }
+        };
         if let Some((c, k)) = &paths
             && c.exists()
         {
-            let cert = CertificateDer::from_pem_file(c)
-                .map_err(|e| format!("{}: {e} (delete it to make a new one)", c.display()))?;
+            let cert = CertificateDer::from_pem_file(c).map_err(|e| {
+                damaged(c, e, "certificate", "delete it (and tls-key.pem) to make a new one")
+            })?;
             let key = PrivateKeyDer::from_pem_file(k).map_err(|e| {
-                format!("{}: {e} (delete both files to make new ones)", k.display())
+                damaged(k, e, "private key", "delete it and tls-cert.pem to make new ones")
             })?;
             return Ok((HubCert { cert, key }, false));
         }
-        let mut params = rcgen::CertificateParams::new(names.to_vec())
-            .map_err(|e| format!("the hub's certificate: {e}"))?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(rcgen::DnType::CommonName, "Tutti hub");
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let key = rcgen::KeyPair::generate().map_err(|e| format!("the hub's key: {e}"))?;
-        let cert = params.self_signed(&key).map_err(|e| format!("the hub's certificate: {e}"))?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
         if let Some((c, k)) = &paths {
             crate::store::write_atomic(k, key.serialize_pem().as_bytes(), 0o600)
-                .map_err(|e| format!("{}: {e}", k.display()))?;
+                .map_err(|e| FileError::io(k, e))?;
             crate::store::write_atomic(c, cert.pem().as_bytes(), 0o644)
-                .map_err(|e| format!("{}: {e}", c.display()))?;
+                .map_err(|e| FileError::io(c, e))?;
         }
-        let der = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| format!("the hub's key: {e}"))?;
+        let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(TlsError::Key)?;
         Ok((HubCert { cert: cert.der().clone(), key: der }, true))
     }
 
@@ -84,19 +87,37 @@ impl HubCert {
         self.cert.as_ref()
     }
 
-    fn acceptor(&self) -> Result<TlsAcceptor, String> {
+    fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
         // ring, not aws-lc-rs: no C toolchain beyond a compiler (cmake, NASM) to build, and on
         // a LAN hub's self-signed certificate X25519 without a post-quantum hybrid is enough.
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
-            .map_err(|e| format!("the hub's certificate: {e}"))?;
+            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())?;
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+/// Why the hub cannot serve HTTPS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate's files could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A certificate could not be made.
+    #[error("the hub's certificate could not be made: {0}")]
+    Make(#[from] rcgen::Error),
+    /// The key made could not be used.
+    #[error("the hub's key could not be used: {0}")]
+    Key(&'static str),
+    /// TLS could not be set up with the certificate.
+    #[error("TLS with the hub's certificate: {0}")]
+    Setup(#[from] rustls::Error),
+    /// The listener failed.
+    #[error("the HTTPS listener: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Where the certificate of a hub whose settings are in `state_file` is kept.
@@ -115,9 +136,9 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Serves TLS with `cert` on `listener`.
-    pub fn new(listener: TcpListener, cert: &HubCert) -> Result<Self, String> {
+    pub fn new(listener: TcpListener, cert: &HubCert) -> Result<Self, TlsError> {
         let acceptor = cert.acceptor()?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(16);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let task = tokio::spawn(async move {

@@ -240,7 +240,7 @@ fn at(x: &[f32], p: f64) -> f64 {
 }
 
 /// Analyzes `rec` (channel 0: the source).
-pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, String> {
+pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, crate::LabError> {
     let rate = f64::from(RATE);
     let src = &rec.channels[0];
     let templates: Vec<Vec<f32>> = (0..KINDS.len()).map(template).collect();
@@ -258,7 +258,7 @@ pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, String>
         from += PERIOD - CHIRP;
     }
     let Some(first) = first else {
-        return Err("no test signal in channel 0 (the source's sink)".into());
+        return Err(crate::LabError::NoSignal);
     };
     // Every event of the source, refined (the source plays on the recording's own clock).
     let mut events = Vec::new();
@@ -274,10 +274,7 @@ pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, String>
         }
     }
     if events.len() < 8 {
-        return Err(format!(
-            "only {} events in the source channel: too short a recording",
-            events.len()
-        ));
+        return Err(crate::LabError::TooShort(events.len()));
     }
     let settle_k = (opts.settle * rate / PERIOD as f64).ceil() as usize;
     let window = 20e-3 * rate; // tracking search, each side

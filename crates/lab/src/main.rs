@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tutti_lab::LabError;
 use tutti_lab::analyze::{AnalyzeOptions, Recording, analyze};
 use tutti_lab::record::{RecordOptions, record};
 use tutti_lab::signal::{RATE, render};
@@ -25,6 +26,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn usage(message: String) -> LabError {
+    LabError::Usage(message)
+}
+
 /// Positional arguments and `--flag value` pairs.
 struct Args {
     positional: Vec<String>,
@@ -32,13 +37,13 @@ struct Args {
 }
 
 impl Args {
-    fn parse(args: Vec<String>) -> Result<Args, String> {
+    fn parse(args: Vec<String>) -> Result<Args, LabError> {
         let mut positional = Vec::new();
         let mut flags = Vec::new();
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
             if let Some(name) = a.strip_prefix("--") {
-                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                let v = it.next().ok_or_else(|| usage(format!("--{name} needs a value")))?;
                 flags.push((name.to_owned(), v));
             } else {
                 positional.push(a);
@@ -49,19 +54,22 @@ impl Args {
     fn get(&self, name: &str) -> Option<&str> {
         self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
-    fn num<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, String> {
+    fn num<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, LabError> {
         match self.get(name) {
-            Some(v) => v.parse().map_err(|_| format!("--{name} {v}: not a number")),
-            None => default.ok_or_else(|| format!("--{name} is required")),
+            Some(v) => v.parse().map_err(|_| usage(format!("--{name} {v}: not a number"))),
+            None => default.ok_or_else(|| usage(format!("--{name} is required"))),
         }
     }
-    fn path(&self, i: usize, what: &str) -> Result<PathBuf, String> {
-        self.positional.get(i + 1).map(PathBuf::from).ok_or_else(|| format!("missing {what}"))
+    fn path(&self, i: usize, what: &str) -> Result<PathBuf, LabError> {
+        self.positional
+            .get(i + 1)
+            .map(PathBuf::from)
+            .ok_or_else(|| usage(format!("missing {what}")))
     }
-    fn check(&self, known: &[&str]) -> Result<(), String> {
+    fn check(&self, known: &[&str]) -> Result<(), LabError> {
         for (n, _) in &self.flags {
             if !known.contains(&n.as_str()) {
-                return Err(format!("unknown flag --{n} (known: --{})", known.join(", --")));
+                return Err(usage(format!("unknown flag --{n} (known: --{})", known.join(", --"))));
             }
         }
         Ok(())
@@ -69,15 +77,15 @@ impl Args {
 }
 
 /// Bytes per sample of `--format` (s16le, the default, or float32le).
-fn sample_bytes(format: Option<&str>) -> Result<usize, String> {
+fn sample_bytes(format: Option<&str>) -> Result<usize, LabError> {
     match format.unwrap_or("s16le") {
         "s16le" => Ok(2),
         "float32le" => Ok(4),
-        f => Err(format!("--format {f}: use s16le or float32le")),
+        f => Err(usage(format!("--format {f}: use s16le or float32le"))),
     }
 }
 
-fn run(args: Vec<String>) -> Result<(), String> {
+fn run(args: Vec<String>) -> Result<(), LabError> {
     let a = Args::parse(args)?;
     match a.positional.first().map(String::as_str) {
         Some("signal") => {
@@ -93,12 +101,12 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 bits_per_sample: 16,
                 sample_format: hound::SampleFormat::Int,
             };
-            let mut w = hound::WavWriter::create(&out, spec)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
+            let wav = |source| LabError::Wav { path: out.clone(), source };
+            let mut w = hound::WavWriter::create(&out, spec).map_err(wav)?;
             for s in samples {
-                w.write_sample(s).map_err(|e| e.to_string())?;
+                w.write_sample(s).map_err(wav)?;
             }
-            w.finalize().map_err(|e| e.to_string())?;
+            w.finalize().map_err(wav)?;
             Ok(())
         }
         Some("record") => {
@@ -113,13 +121,15 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 sample_bytes: sample_bytes(a.get("format"))?,
             };
             if opts.keep == 0 || opts.keep > opts.channels {
-                return Err(format!("--keep {} must be 1..={}", opts.keep, opts.channels));
+                return Err(usage(format!("--keep {} must be 1..={}", opts.keep, opts.channels)));
             }
             let log = a.get("log").map(PathBuf::from);
             let summary = record(&fifo, &out, log.as_deref(), &opts)?;
-            let json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&summary)?;
             match a.get("summary") {
-                Some(p) => std::fs::write(p, json + "\n").map_err(|e| format!("{p}: {e}"))?,
+                Some(p) => {
+                    std::fs::write(p, json + "\n").map_err(|e| LabError::io(p.as_ref(), e))?
+                }
                 None => println!("{json}"),
             }
             Ok(())
@@ -138,7 +148,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             ])?;
             let path = a.path(0, "the recording")?;
             let channels: usize = a.num("channels", None)?;
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| LabError::io(&path, e))?;
             let rec = match sample_bytes(a.get("format"))? {
                 2 => Recording::from_s16(&bytes, channels),
                 _ => Recording::from_f32(&bytes, channels),
@@ -149,13 +159,14 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 .unwrap_or_default();
             let mark = match a.get("mark") {
                 Some(m) => {
-                    let (t, who) = m.split_once(':').ok_or("--mark SECONDS:PLAYER")?;
-                    let t: f64 = t.parse().map_err(|_| format!("--mark {m}: seconds"))?;
+                    let (t, who) =
+                        m.split_once(':').ok_or_else(|| usage("--mark SECONDS:PLAYER".into()))?;
+                    let t: f64 = t.parse().map_err(|_| usage(format!("--mark {m}: seconds")))?;
                     let who = names
                         .iter()
                         .position(|n| n == who)
                         .or_else(|| who.parse().ok())
-                        .ok_or_else(|| format!("--mark {m}: no player `{who}`"))?;
+                        .ok_or_else(|| usage(format!("--mark {m}: no player `{who}`")))?;
                     Some((t, who))
                 }
                 None => None,
@@ -169,14 +180,16 @@ fn run(args: Vec<String>) -> Result<(), String> {
             let report = analyze(&rec, &opts)?;
             print!("{}", report.table(a.get("label").unwrap_or("recording")));
             if let Some(p) = a.get("json") {
-                let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
-                std::fs::write(p, json + "\n").map_err(|e| format!("{p}: {e}"))?;
+                let json = serde_json::to_string(&report)?;
+                std::fs::write(p, json + "\n").map_err(|e| LabError::io(p.as_ref(), e))?;
             }
             if let Some(p) = a.get("series") {
-                std::fs::write(p, report.series()).map_err(|e| format!("{p}: {e}"))?;
+                std::fs::write(p, report.series()).map_err(|e| LabError::io(p.as_ref(), e))?;
             }
             Ok(())
         }
-        _ => Err("usage: tutti-lab signal|record|analyze ... (see the source's header)".into()),
+        _ => Err(usage(
+            "usage: tutti-lab signal|record|analyze ... (see the source's header)".into(),
+        )),
     }
 }

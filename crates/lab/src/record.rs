@@ -8,6 +8,7 @@
 //! how late it is against its schedule; a read that had to wait for the server is counted
 //! (the sink starved: the server itself fell behind).
 
+use crate::LabError;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
@@ -66,8 +67,8 @@ pub fn record(
     out: &Path,
     log: Option<&Path>,
     opts: &RecordOptions,
-) -> Result<RecordSummary, String> {
-    let mut pipe = File::open(fifo).map_err(|e| format!("{}: {e}", fifo.display()))?;
+) -> Result<RecordSummary, LabError> {
+    let mut pipe = File::open(fifo).map_err(|e| LabError::io(fifo, e))?;
     // The pipe shrinks only when what it holds fits: drain it and try again (the server
     // refills it meanwhile).
     let mut junk = vec![0u8; 1 << 20];
@@ -76,22 +77,18 @@ pub fn record(
         let queued = rustix::io::ioctl_fionread(&pipe).unwrap_or(0) as usize;
         let n = queued.min(junk.len());
         if n > 0 {
-            pipe.read_exact(&mut junk[..n]).map_err(|e| e.to_string())?;
+            pipe.read_exact(&mut junk[..n]).map_err(|e| LabError::io(fifo, e))?;
         }
         match rustix::pipe::fcntl_setpipe_size(&pipe, opts.pipe_bytes) {
             Ok(n) => break n,
             Err(e) if e == rustix::io::Errno::BUSY && tries < 1000 => tries += 1,
-            Err(e) => return Err(format!("{}: cannot resize the pipe: {e}", fifo.display())),
+            Err(errno) => return Err(LabError::Resize { path: fifo.to_owned(), errno }),
         }
     };
-    let mut writer = BufWriter::with_capacity(
-        1 << 20,
-        File::create(out).map_err(|e| format!("{}: {e}", out.display()))?,
-    );
+    let mut writer =
+        BufWriter::with_capacity(1 << 20, File::create(out).map_err(|e| LabError::io(out, e))?);
     let mut log = match log {
-        Some(p) => {
-            Some(BufWriter::new(File::create(p).map_err(|e| format!("{}: {e}", p.display()))?))
-        }
+        Some(p) => Some(BufWriter::new(File::create(p).map_err(|e| LabError::io(p, e))?)),
         None => None,
     };
     let frame_bytes = opts.channels * opts.sample_bytes;
@@ -101,7 +98,7 @@ pub fn record(
     let queued = rustix::io::ioctl_fionread(&pipe).unwrap_or(0) as usize;
     let drop = (queued - queued % frame_bytes).min(junk.len());
     if drop > 0 {
-        pipe.read_exact(&mut junk[..drop]).map_err(|e| e.to_string())?;
+        pipe.read_exact(&mut junk[..drop]).map_err(|e| LabError::io(fifo, e))?;
     }
     let t0 = mono_ns();
     let mut summary = RecordSummary { t0_ns: t0, pipe_bytes, ..Default::default() };
@@ -128,8 +125,7 @@ pub fn record(
         while left > 0 {
             let n = left.min(buf.len() / frame_bytes);
             let before = mono_ns();
-            pipe.read_exact(&mut buf[..n * frame_bytes])
-                .map_err(|e| format!("{}: {e}", fifo.display()))?;
+            pipe.read_exact(&mut buf[..n * frame_bytes]).map_err(|e| LabError::io(fifo, e))?;
             if mono_ns() - before >= 1_000_000 {
                 summary.starved_reads += 1;
             }
@@ -137,7 +133,7 @@ pub fn record(
             for frame in buf[..n * frame_bytes].chunks_exact(frame_bytes) {
                 kept.extend_from_slice(&frame[..keep_bytes]);
             }
-            writer.write_all(&kept).map_err(|e| e.to_string())?;
+            writer.write_all(&kept).map_err(|e| LabError::io(out, e))?;
             left -= n;
         }
         consumed += want as u64;
@@ -151,7 +147,7 @@ pub fn record(
             }
         }
     }
-    writer.flush().map_err(|e| e.to_string())?;
+    writer.flush().map_err(|e| LabError::io(out, e))?;
     if let Some(l) = log.as_mut() {
         let _ = l.flush();
     }

@@ -10,6 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
+/// Why mDNS could not be used (no multicast-capable interface, the daemon failed).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The mDNS daemon refused.
+    #[error("mDNS: {0}")]
+    Mdns(#[source] mdns_sd::Error),
+    /// Its thread could not be started.
+    #[error("mDNS: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 pub use tutti_proto::control::{
     MDNS_HUB_SERVICE as HUB_SERVICE, MDNS_NODE_SERVICE as NODE_SERVICE,
 };
@@ -34,46 +45,43 @@ impl core::fmt::Debug for Discovery {
 
 impl Discovery {
     /// Starts the mDNS daemon.
-    pub fn start() -> Result<Self, String> {
-        let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: {e}"))?;
+    pub fn start() -> Result<Self, DiscoveryError> {
+        let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
         Ok(Discovery { daemon, hubs: Hubs::default(), browsing: false })
     }
 
     /// Advertises this node: `id` (the instance name), `role`, and the UDP `port` its audio
     /// socket listens on.
-    pub fn advertise(&self, id: &str, role: &str, port: u16) -> Result<(), String> {
+    pub fn advertise(&self, id: &str, role: &str, port: u16) -> Result<(), DiscoveryError> {
         let host = format!("{}.local.", sanitize(&crate::hostname()));
         let txt = [("role", role), ("id", id), ("version", env!("CARGO_PKG_VERSION"))];
         let info = ServiceInfo::new(NODE_SERVICE, &sanitize(id), &host, "", port, &txt[..])
-            .map_err(|e| format!("mDNS: {e}"))?
+            .map_err(DiscoveryError::Mdns)?
             .enable_addr_auto();
-        self.daemon.register(info).map_err(|e| format!("mDNS: {e}"))
+        self.daemon.register(info).map_err(DiscoveryError::Mdns)
     }
 
     /// Looks for hubs in the background: every host that advertises one is a candidate (mDNS
     /// only suggests an address; the link's handshake decides whether it is ours).
-    pub fn watch_hub(&mut self) -> Result<Hubs, String> {
+    pub fn watch_hub(&mut self) -> Result<Hubs, DiscoveryError> {
         if !self.browsing {
-            let rx = self.daemon.browse(HUB_SERVICE).map_err(|e| format!("mDNS: {e}"))?;
+            let rx = self.daemon.browse(HUB_SERVICE).map_err(DiscoveryError::Mdns)?;
             let slot = self.hubs.clone();
-            std::thread::Builder::new()
-                .name("tutti-mdns-browse".into())
-                .spawn(move || {
-                    while let Ok(event) = rx.recv() {
-                        if let ServiceEvent::ServiceResolved(s) = event {
-                            if s.get_property_val_str("role") != Some("hub") {
-                                continue;
-                            }
-                            // Prefer an IPv4 address (every LAN has one).
-                            let mut v4: Vec<_> = s.get_addresses_v4().into_iter().collect();
-                            v4.sort();
-                            if let Some(ip) = v4.first() {
-                                slot.found(SocketAddr::new(IpAddr::V4(*ip), s.get_port()));
-                            }
+            std::thread::Builder::new().name("tutti-mdns-browse".into()).spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    if let ServiceEvent::ServiceResolved(s) = event {
+                        if s.get_property_val_str("role") != Some("hub") {
+                            continue;
+                        }
+                        // Prefer an IPv4 address (every LAN has one).
+                        let mut v4: Vec<_> = s.get_addresses_v4().into_iter().collect();
+                        v4.sort();
+                        if let Some(ip) = v4.first() {
+                            slot.found(SocketAddr::new(IpAddr::V4(*ip), s.get_port()));
                         }
                     }
-                })
-                .map_err(|e| format!("mDNS: {e}"))?;
+                }
+            })?;
             self.browsing = true;
         }
         Ok(self.hubs.clone())

@@ -20,28 +20,41 @@ struct Args {
     seed: Option<u64>,
 }
 
-fn parse() -> Result<Args, String> {
+/// A command line this program cannot run (said, with exit status 2).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse() -> Result<Args, Usage> {
     let mut a = Args { json: false, list: false, only: Vec::new(), seconds: None, seed: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let mut value =
+            |name: &str| it.next().ok_or_else(|| Usage(format!("{name} needs a value")));
         match arg.as_str() {
             "--json" => a.json = true,
             "--list" => a.list = true,
             "--scenario" => a.only.push(value("--scenario")?),
             "--seconds" => {
                 let v = value("--seconds")?;
-                a.seconds =
-                    Some(v.parse().map_err(|_| format!("--seconds: `{v}` is not a number"))?);
+                a.seconds = Some(
+                    v.parse().map_err(|_| Usage(format!("--seconds: `{v}` is not a number")))?,
+                );
             }
             "--seed" => {
                 let v = value("--seed")?;
-                a.seed = Some(v.parse().map_err(|_| format!("--seed: `{v}` is not an integer"))?);
+                a.seed =
+                    Some(v.parse().map_err(|_| Usage(format!("--seed: `{v}` is not an integer")))?);
             }
             "-h" | "--help" => {
-                return Err("usage: tutti-sim [--json] [--list] [--scenario NAME]... [--seconds N] [--seed N]".into());
+                return Err(Usage("usage: tutti-sim [--json] [--list] [--scenario NAME]... [--seconds N] [--seed N]".into()));
             }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
+            other => return Err(Usage(format!("unknown argument `{other}` (try --help)"))),
         }
     }
     Ok(a)

@@ -198,10 +198,10 @@ struct PartyArgs {
     net: NetArgs,
 }
 
-fn parse_gain(s: &str) -> std::result::Result<(String, f32), String> {
+fn parse_gain(s: &str) -> Result<(String, f32)> {
     let (name, db) =
-        s.split_once('=').ok_or_else(|| format!("`{s}`: write NAME=DB, e.g. alice=-6"))?;
-    let db: f32 = db.parse().map_err(|_| format!("`{s}`: `{db}` is not a number of dB"))?;
+        s.split_once('=').ok_or_else(|| anyhow!("`{s}`: write NAME=DB, e.g. alice=-6"))?;
+    let db: f32 = db.parse().map_err(|_| anyhow!("`{s}`: `{db}` is not a number of dB"))?;
     Ok((name.to_owned(), db))
 }
 
