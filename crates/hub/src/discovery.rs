@@ -56,7 +56,7 @@ impl HubDiscovery {
         heard: Heard,
     ) -> Result<Self, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
-        let host = label(&hostname());
+        let host = tutti_os::dns_label(&tutti_os::hostname());
         let http = http_port.to_string();
         let mqtt = mqtt_port.map(|p| p.to_string()).unwrap_or_default();
         let txt = [
@@ -126,16 +126,4 @@ impl Drop for HubDiscovery {
     fn drop(&mut self) {
         let _ = self.daemon.shutdown();
     }
-}
-
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "tutti".into())
-}
-
-fn label(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect()
 }

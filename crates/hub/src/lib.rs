@@ -561,7 +561,7 @@ impl Hub {
                 KeySet { stream, ..self.vault(|v| v.secrets.stream_keys(&label)) }
             }
             Err(why) => KeySet {
-                send: to_hex(&secrets::random::<32>()),
+                send: to_hex(&tutti_os::random::<32>()),
                 accept: Vec::new(),
                 note: Some(why.to_string()),
                 stream: None,
@@ -696,7 +696,7 @@ impl Hub {
     /// rotation) if the new key cannot be saved. A later step that cannot be saved is not
     /// taken (the old key keeps working) and said.
     pub fn rotate_keys(&self) -> Result<u64, RegistryError> {
-        let new = to_hex(&secrets::random::<32>());
+        let new = to_hex(&tutti_os::random::<32>());
         let (old, n) = self.vault(|v| {
             v.change(|s| s.keys.accept.push(new.clone()))?;
             v.rotation += 1;
@@ -834,7 +834,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
                 .local_addr()
                 .map_err(|e| HubError::Bind { addr, message: e.to_string() })?;
             let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            let host = discovery::hostname();
+            let host = tutti_os::hostname();
             names.extend([format!("{host}.local"), host]);
             let ip = if local.ip().is_unspecified() { primary_ip() } else { local.ip() };
             names.push(ip.to_string());

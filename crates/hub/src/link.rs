@@ -226,7 +226,7 @@ async fn handle(hub: Hub, stream: TcpStream, slot: Slot) -> std::io::Result<()> 
     let peer = stream.peer_addr()?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let challenge: [u8; 32] = crate::secrets::random();
+    let challenge: [u8; 32] = tutti_os::random();
     send(&mut w, None, &LinkMessage::Challenge { nonce: to_hex(&challenge) }).await?;
     let mut line = Vec::new();
     let first = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut r, &mut line, MAX_HELLO)).await;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,15 +13,10 @@ use tutti_proto::control::{KEYS_CONTEXT, KeySet, to_hex};
 use tutti_proto::pairing::Token;
 use tutti_proto::{Credential, NetworkKey};
 
-/// `N` bytes from the operating system's generator.
-pub fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the operating system's random generator");
-    b
-}
+pub use tutti_os::random;
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    tutti_os::unix_seconds()
 }
 
 /// A paired node.

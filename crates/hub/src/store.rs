@@ -1,7 +1,6 @@
 //! Settings on disk: one JSON file, replaced atomically (written beside it, synced, renamed),
 //! so a crash mid-save leaves the old file or the new one, never half of one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::registry::Persisted;
@@ -72,21 +71,7 @@ pub fn save(path: &Path, state: &Persisted) -> Result<(), FileError> {
 /// Writes `bytes` to `path` atomically (beside it, synced, renamed), creating the file with
 /// `mode` (less the umask): 0o666 for settings, 0o600 for secrets.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    blocking(|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })
+    blocking(|| tutti_os::write_atomic(path, bytes, mode))
 }
 
 #[cfg(test)]

@@ -53,11 +53,12 @@ impl Discovery {
     /// Advertises this node: `id` (the instance name), `role`, and the UDP `port` its audio
     /// socket listens on.
     pub fn advertise(&self, id: &str, role: &str, port: u16) -> Result<(), DiscoveryError> {
-        let host = format!("{}.local.", sanitize(&crate::hostname()));
+        let host = format!("{}.local.", tutti_os::dns_label(&tutti_os::hostname()));
         let txt = [("role", role), ("id", id), ("version", env!("CARGO_PKG_VERSION"))];
-        let info = ServiceInfo::new(NODE_SERVICE, &sanitize(id), &host, "", port, &txt[..])
-            .map_err(DiscoveryError::Mdns)?
-            .enable_addr_auto();
+        let info =
+            ServiceInfo::new(NODE_SERVICE, &tutti_os::dns_label(id), &host, "", port, &txt[..])
+                .map_err(DiscoveryError::Mdns)?
+                .enable_addr_auto();
         self.daemon.register(info).map_err(DiscoveryError::Mdns)
     }
 
@@ -120,13 +121,6 @@ impl Drop for Discovery {
         // Says goodbye (unregisters) and stops the daemon's thread.
         let _ = self.daemon.shutdown();
     }
-}
-
-/// A DNS label from any string.
-fn sanitize(s: &str) -> String {
-    let out: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    if out.is_empty() { "tutti".into() } else { out }
 }
 
 #[cfg(test)]

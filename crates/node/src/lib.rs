@@ -48,21 +48,7 @@ pub enum NodeError {
     /// The source refused this player.
     #[error("{0}")]
     Refused(String),
-}
-
-/// Nanoseconds since the Unix epoch by the wall clock (0 if it reads before 1970): a
-/// stream run's epoch, which only needs to grow from one run to the next.
-pub fn wall_clock_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// This machine's name (`/etc/hostname`), for node ids and mDNS.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "tutti".into())
+    /// The operating system's random generator failed (keys and nonces need it).
+    #[error(transparent)]
+    Random(#[from] tutti_os::RandomError),
 }

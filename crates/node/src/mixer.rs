@@ -288,7 +288,7 @@ fn network_loop(
                 refused.fetch_add(1, Ordering::Relaxed);
             } else if !mics.contains_key(&from)
                 && mics.len() < max
-                && let Ok(random) = crate::security::try_random()
+                && let Ok(random) = tutti_os::try_random()
             {
                 let random = u128::from_le_bytes(random);
                 let mut cfg = PlayerConfig::new(from);

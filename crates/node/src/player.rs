@@ -200,7 +200,7 @@ pub fn run_player(
     let keys: Keys = security.into();
     let socket = bind(opts.bind, opts.group)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
-    let random = u128::from_le_bytes(crate::security::try_random()?);
+    let random = u128::from_le_bytes(tutti_os::try_random()?);
     let session = Arc::new(Mutex::new(PlayerSession::new(
         opts.config.clone(),
         keys.current(),

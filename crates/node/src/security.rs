@@ -1,7 +1,6 @@
 //! Keys for the network: from a passphrase, from the hub (a paired node), or plaintext,
 //! loudly, for labs. [`Keys`] lets the hub change a running session's keys (rotation).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,23 +33,6 @@ pub fn from_options(
     Ok(Security::encrypted(NetworkKey::from_passphrase(p, network)?))
 }
 
-/// `n` bytes from the operating system's generator.
-pub fn random<const N: usize>() -> [u8; N] {
-    try_random().expect("the operating system's random generator")
-}
-
-/// `n` bytes from the operating system's generator, or why there are none: nothing that
-/// makes keys or nonces falls back to the clock.
-pub fn try_random<const N: usize>() -> Result<[u8; N], NodeError> {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| {
-        NodeError::Refused(format!(
-            "the operating system's random generator failed ({e}): keys and nonces need it"
-        ))
-    })?;
-    Ok(b)
-}
-
 /// A session's keys, changeable while it runs: the network thread checks
 /// [`changed`](Self::changed) once per loop (an atomic load; the lock only on a change).
 #[derive(Clone, Debug)]
@@ -72,7 +54,7 @@ impl Keys {
     /// No key yet (a paired node before the hub answered): everything is sealed with a random
     /// key nobody holds and nothing is accepted. Version 0.
     pub fn pending() -> Self {
-        let k = Keys::from(Security::encrypted(NetworkKey::from_bytes(random())));
+        let k = Keys::from(Security::encrypted(NetworkKey::from_bytes(tutti_os::random())));
         k.0.version.store(0, Ordering::Release);
         k
     }
@@ -170,7 +152,7 @@ impl Pairing {
     /// Writes the pairing, readable by this user only.
     pub fn save(&self, path: &Path) -> Result<(), NodeError> {
         let text = serde_json::to_string_pretty(self).map_err(|e| NodeError::Net(e.to_string()))?;
-        write_private(path, text.as_bytes())
+        tutti_os::write_private(path, text.as_bytes())
             .map_err(|e| NodeError::Refused(format!("{}: {e}", path.display())))
     }
 
@@ -183,26 +165,6 @@ impl Pairing {
             network: grant.network.clone(),
         }
     }
-}
-
-/// Writes `bytes` to `path` atomically with mode 0600 (the directory is made 0700 if new).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -229,7 +191,7 @@ mod tests {
     use tutti_proto::control::to_hex;
 
     fn fresh_key_hex() -> String {
-        to_hex(&random::<32>())
+        to_hex(&tutti_os::random::<32>())
     }
 
     #[test]

@@ -263,9 +263,9 @@ pub fn run_source(
     // The stream's identity across restarts (this machine, this port, this stream) and this
     // run's epoch (the wall clock): players follow a restart to a newer run of the same
     // origin only.
-    cfg.origin = origin(&crate::hostname(), local_addr.port(), cfg.stream_id);
-    cfg.epoch = crate::wall_clock_ns();
-    let random = u128::from_le_bytes(crate::security::try_random()?);
+    cfg.origin = origin(&tutti_os::hostname(), local_addr.port(), cfg.stream_id);
+    cfg.epoch = tutti_os::wall_clock_ns();
+    let random = u128::from_le_bytes(tutti_os::try_random()?);
     let mut session = SourceSession::new(cfg.clone(), keys.current(), random, clock::now())?;
     if let Some(t0) = start {
         session.set_start(t0);

@@ -7,9 +7,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         "Tutti demo: one source, {} players on this machine (loopback, encrypted), {} s.",
         a.players, a.seconds
     );
-    let key = Security::encrypted(tutti_proto::NetworkKey::from_bytes(
-        tutti_node::security::try_random()?,
-    ));
+    let key = Security::encrypted(tutti_proto::NetworkKey::from_bytes(tutti_os::try_random()?));
     let mut cfg = SourceConfig::new(1, 48_000, 2);
     cfg.name = "demo chord".into();
     let src = run_source(

@@ -62,7 +62,7 @@ pub(crate) fn resolve(addr: &str, what: &str) -> Result<SocketAddr> {
 }
 
 pub(crate) fn hostname() -> String {
-    tutti_node::hostname()
+    tutti_os::hostname()
 }
 
 /// mDNS: advertises this node (and listens for the hub), unless `--no-mdns`.

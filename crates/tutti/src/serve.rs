@@ -122,7 +122,7 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
         if let Some((addr, fingerprint)) = &hub.https {
             // What a browser shows for the hub's own certificate: check it once, then trust it.
             let shown = if addr.ip().is_unspecified() {
-                format!("https://{}:{}", tutti_node::hostname(), addr.port())
+                format!("https://{}:{}", tutti_os::hostname(), addr.port())
             } else {
                 format!("https://{addr}")
             };
