@@ -1,15 +1,22 @@
 //! The hub for real: its HTTP API and WebSocket over TCP on loopback, nodes on its link
 //! (the node side is `tutti_node::hub::HubLink`, the one `tutti play --hub` runs).
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tutti_hub::{HubConfig, RunningHub};
+
+mod common;
+use common::{ADMIN, http, until};
 use tutti_proto::NetworkKey;
 use tutti_proto::control::{Command, LinkMessage, NodeInfo, NodeState, Settings, from_hex, to_hex};
+
+async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
+    let key = Some(key("living room party"));
+    common::start(HubConfig { state_file: state, key, ..common::config() }).await
+}
 
 fn key(pass: &str) -> NetworkKey {
     NetworkKey::from_bytes(*blake(pass))
@@ -22,53 +29,6 @@ fn blake(s: &str) -> Box<[u8; 32]> {
         out[i % 32] ^= b.wrapping_mul(31).wrapping_add(i as u8);
     }
     Box::new(out)
-}
-
-/// The API's admin token in these tests.
-const ADMIN: &str = "admin-token-for-tests";
-
-fn secrets() -> tutti_hub::secrets::Secrets {
-    let mut s = tutti_hub::secrets::Secrets::generate("test");
-    s.admin_token = ADMIN.into();
-    s
-}
-
-async fn hub(state: Option<std::path::PathBuf>) -> RunningHub {
-    tutti_hub::start(HubConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        https: None,
-        link: "127.0.0.1:0".parse().unwrap(),
-        state_file: state,
-        key: Some(key("living room party")),
-        secrets: secrets(),
-        secrets_file: None,
-        advertise: None,
-        key_lifetime: Duration::from_secs(86_400),
-        mqtt: None,
-        mdns: false,
-    })
-    .await
-    .expect("hub starts")
-}
-
-/// A minimal HTTP/1.1 client: method, path, body → (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    // Chunked bodies: keep the JSON between the first { or [ and the last } or ].
-    let start = body.find(['{', '[']).unwrap_or(0);
-    let end = body.rfind(['}', ']']).map_or(body.len(), |e| e + 1);
-    (status, body[start..end.max(start)].to_owned())
 }
 
 #[derive(Clone, Default)]
@@ -99,14 +59,6 @@ fn info(id: &str) -> NodeInfo {
         address: "127.0.0.1:7401".into(),
         streams: Vec::new(),
         version: "test".into(),
-    }
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

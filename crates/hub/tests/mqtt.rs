@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tutti_hub::mqtt::BrokerAddr;
+mod common;
+use common::until;
 use tutti_hub::{HubConfig, MqttSetup, RunningHub};
 use tutti_proto::NetworkKey;
 use tutti_proto::control::{Command, NodeInfo, NodeState, Settings};
@@ -17,31 +19,8 @@ fn key() -> NetworkKey {
     NetworkKey::from_bytes([7; 32])
 }
 
-/// The API's admin token in these tests.
-const ADMIN: &str = "admin-token-for-tests";
-
-fn secrets() -> tutti_hub::secrets::Secrets {
-    let mut s = tutti_hub::secrets::Secrets::generate("test");
-    s.admin_token = ADMIN.into();
-    s
-}
-
 async fn hub(mqtt: MqttSetup) -> RunningHub {
-    tutti_hub::start(HubConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        https: None,
-        link: "127.0.0.1:0".parse().unwrap(),
-        state_file: None,
-        key: Some(key()),
-        secrets: secrets(),
-        secrets_file: None,
-        advertise: None,
-        key_lifetime: Duration::from_secs(86_400),
-        mqtt: Some(mqtt),
-        mdns: false,
-    })
-    .await
-    .expect("hub starts")
+    common::start(HubConfig { key: Some(key()), mqtt: Some(mqtt), ..common::config() }).await
 }
 
 #[derive(Clone, Default)]
@@ -133,14 +112,6 @@ async fn next_publish(inbox: &mut Inbox, pred: impl Fn(&str, &str) -> bool) -> (
         if pred(&t, &b) {
             return (t, b);
         }
-    }
-}
-
-async fn until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -14,47 +14,15 @@ use tutti_proto::control::{Command, NodeInfo, NodeState, Settings};
 use tutti_proto::pairing::PairLink;
 use tutti_proto::{NetworkKey, Security};
 
-const ADMIN: &str = "admin-token-for-security-tests";
+mod common;
+use common::{ADMIN, bearer, until};
 
 async fn hub(passphrase_key: Option<NetworkKey>) -> RunningHub {
-    let mut secrets = tutti_hub::secrets::Secrets::generate("test");
-    secrets.admin_token = ADMIN.into();
-    tutti_hub::start(HubConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        https: None,
-        link: "127.0.0.1:0".parse().unwrap(),
-        state_file: None,
-        key: passphrase_key,
-        secrets,
-        secrets_file: None,
-        advertise: None,
-        key_lifetime: Duration::from_secs(86_400),
-        mqtt: None,
-        mdns: false,
-    })
-    .await
-    .expect("hub starts")
+    common::start(HubConfig { key: passphrase_key, ..common::config() }).await
 }
 
-/// Raw HTTP/1.1: (status, head, body).
 async fn http(addr: SocketAddr, req: &str, extra: &str, body: &str) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (method, path) = req.split_once(' ').unwrap();
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(text.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn bearer(t: &str) -> String {
-    format!("Authorization: Bearer {t}\r\n")
+    common::raw_http(addr, req, extra, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,16 +133,6 @@ fn sending_id(k: &Keys) -> Option<tutti_proto::crypto::KeyId> {
         Security::Encrypted { send, .. } => Some(send.id()),
         Security::Plaintext => None,
     }
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 5 s: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,21 +612,9 @@ async fn hub_from(dir: &std::path::Path) -> RunningHub {
     let (mut secrets, _) =
         tutti_hub::secrets::Secrets::load_or_create(&secrets_file, "test").unwrap();
     secrets.admin_token = ADMIN.into();
-    tutti_hub::start(HubConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        https: None,
-        link: "127.0.0.1:0".parse().unwrap(),
-        state_file: Some(dir.join("hub.json")),
-        key: None,
-        secrets,
-        secrets_file: Some(secrets_file),
-        advertise: None,
-        key_lifetime: Duration::from_secs(86_400),
-        mqtt: None,
-        mdns: false,
-    })
-    .await
-    .expect("hub starts")
+    let state_file = Some(dir.join("hub.json"));
+    let secrets_file = Some(secrets_file);
+    common::start(HubConfig { state_file, secrets, secrets_file, ..common::config() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,26 +12,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tutti_hub::{HubConfig, RunningHub};
 
-const ADMIN: &str = "admin-token-for-tls-tests-0123";
+mod common;
+use common::ADMIN;
 
 async fn hub(dir: &std::path::Path) -> RunningHub {
-    let mut secrets = tutti_hub::secrets::Secrets::generate("test");
-    secrets.admin_token = ADMIN.into();
-    tutti_hub::start(HubConfig {
-        http: "127.0.0.1:0".parse().unwrap(),
-        https: Some("127.0.0.1:0".parse().unwrap()),
-        link: "127.0.0.1:0".parse().unwrap(),
-        state_file: Some(dir.join("hub.json")),
-        key: None,
-        secrets,
-        secrets_file: None,
-        advertise: None,
-        key_lifetime: Duration::from_secs(86_400),
-        mqtt: None,
-        mdns: false,
-    })
-    .await
-    .expect("hub starts")
+    let https = Some("127.0.0.1:0".parse().unwrap());
+    let state_file = Some(dir.join("hub.json"));
+    common::start(HubConfig { https, state_file, ..common::config() }).await
 }
 
 /// Trusts exactly one certificate: the one with this SHA-256 fingerprint (as a phone that
