@@ -31,22 +31,20 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let mut discovery = discovery_for(&a.net, &info.id, "mic", src.local_addr.port());
-        let handler = SourceHub {
-            progress: vec![src.progress.clone()],
-            name: info.device.clone(),
-            rate: 48_000,
-            cover_sent: None,
-        };
+        let mut mic = tutti_node::role::Source::of(vec![src], info.device.clone(), 48_000);
         let say = |m: String| eprintln!("{m}");
-        let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
-        while !src.finished() && running() {
+        let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, mic.control(), say)?;
+        while !mic.view().ended && running() {
             std::thread::sleep(Duration::from_millis(100));
+            for n in mic.notices() {
+                eprintln!("{n}");
+            }
         }
         if let Some(l) = link {
             l.stop();
         }
         drop(discovery);
-        src.stop();
+        mic.stop();
         return Ok(());
     }
     if !a.peers.is_empty() {

@@ -186,61 +186,30 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut discovery = discovery_for(&a.net, &info.id, "source", first.local_addr.port());
-    let handler = SourceHub {
-        progress: running.iter().map(|r| r.progress.clone()).collect(),
-        name: first_name,
-        rate,
-        cover_sent: None,
-    };
-    let log = first.progress.clone();
-    let say = move |m: String| {
-        if let Ok(mut l) = log.log.lock() {
-            l.push(m);
-        }
-    };
+    let mut source = tutti_node::role::Source::of(running, first_name, rate);
+    // The hub link drives the source itself: transport, cover art.
+    let said = source.control();
+    let say = move |m: String| said.say(m);
     let hub = a.hub.as_deref().or(m.hub.as_deref());
-    let _link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+    let _link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, source.control(), say)?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let clear = if tty { "\r\x1b[K" } else { "" };
     let mut status_log = StatusLog::new();
-    let mut shown_track = 0;
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        if let Ok(now) = first.progress.now_playing.lock()
-            && now.serial != shown_track
-        {
-            shown_track = now.serial;
-            if now.count > 1 || shown_track > 1 {
-                let title = now.metadata.title.clone().unwrap_or_else(|| now.file.clone());
-                let by =
-                    now.metadata.artist.as_deref().map(|a| format!(" by {a}")).unwrap_or_default();
-                eprintln!(
-                    "{}now playing {}/{}: {title}{by}",
-                    if tty { "\r\x1b[K" } else { "" },
-                    now.index + 1,
-                    now.count
-                );
-            }
+        for n in source.notices() {
+            eprintln!("{clear}{n}");
         }
-        for r in &running {
-            if let Ok(mut log) = r.progress.log.lock() {
-                for l in log.drain(..) {
-                    eprintln!("{}{l}", if tty { "\r\x1b[K" } else { "" });
-                }
-            }
-        }
+        let v = source.view();
         if !a.quiet {
-            let r = &running[0];
-            let p = &r.progress;
-            let (stats, rx) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-            let pos = p.frames.load(Ordering::Relaxed) as f64 / f64::from(rate);
-            let total = p.total.load(Ordering::Relaxed) as f64 / f64::from(rate);
+            let (stats, rx, pos) = (&v.stats, &v.receivers, v.position_s);
             let lost: u64 = rx.iter().map(|x| x.2.lost).sum();
             let conc: u64 = rx.iter().map(|x| x.2.concealed).sum();
             let line = format!(
                 "{} {:>6.1}{} s | receivers {} | sent {} pkts, {:.0} kB/s | NACKs {} retx {} | players lost {} concealed {}",
-                if total > 0.0 { "▶" } else { "●" },
+                if v.total_s.is_some() { "▶" } else { "●" },
                 pos,
-                if total > 0.0 { format!(" / {total:.1}") } else { String::new() },
+                v.total_s.map(|t| format!(" / {t:.1}")).unwrap_or_default(),
                 rx.len(),
                 stats.frames_sent,
                 stats.bytes as f64 / 1e3 / (pos.max(0.001)),
@@ -250,7 +219,7 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
                 conc
             );
             if tty {
-                eprint!("\r\x1b[K{line}");
+                eprint!("{clear}{line}");
                 let _ = std::io::stderr().flush();
             } else {
                 let key = format!("{} {lost} {conc}", rx.len());
@@ -265,7 +234,7 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
                 });
             }
         }
-        if running.iter().all(|r| r.finished()) {
+        if v.ended {
             if tty {
                 eprintln!();
             }
@@ -305,89 +274,4 @@ pub(crate) fn playlist_files(p: &std::path::Path) -> Result<Vec<PathBuf>> {
         bail!("--playlist {}: no audio files in it", p.display());
     }
     Ok(files)
-}
-
-/// What a source tells the hub (its track, its players), and how it obeys it.
-pub(crate) struct SourceHub {
-    pub(crate) progress: Vec<std::sync::Arc<tutti_node::source::SourceProgress>>,
-    pub(crate) name: String,
-    pub(crate) rate: u32,
-    /// The track whose cover the hub has (`None`: none sent on this link yet).
-    pub(crate) cover_sent: Option<u64>,
-}
-
-impl tutti_node::hub::HubHandler for SourceHub {
-    fn state(&mut self) -> tutti_proto::control::NodeState {
-        let p = &self.progress[0];
-        let rate = f64::from(self.rate);
-        let (stats, receivers) = p.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-        let track = p.transport().and_then(|t| {
-            let now = p.now_playing.lock().ok()?.clone();
-            let total = p.total.load(Ordering::Relaxed);
-            Some(tutti_proto::control::Track {
-                title: now.metadata.title.clone(),
-                artist: now.metadata.artist.clone(),
-                album: now.metadata.album.clone(),
-                file: now.file.clone(),
-                index: now.index as u32 + 1,
-                count: now.count as u32,
-                elapsed_s: p.frames.load(Ordering::Relaxed) as f64 / rate,
-                duration_s: (total > 0).then(|| total as f64 / rate),
-                transport: t.as_str().into(),
-                cover: now.metadata.cover.is_some(),
-            })
-        });
-        tutti_proto::control::NodeState {
-            streaming: !p.ended.load(Ordering::Relaxed),
-            stream: Some(self.name.clone()),
-            rate: Some(self.rate),
-            peers: Some(receivers.len() as u32),
-            track,
-            rejected: stats.rx_errors.total(),
-            // Authentic requests from player runs that never proved their address (replays).
-            foreign: stats.unverified,
-            ..Default::default()
-        }
-    }
-    fn settings(&mut self, _: &tutti_proto::control::Settings) {
-        // A new link: the hub has no cover from us yet.
-        self.cover_sent = None;
-    }
-    fn command(&mut self, command: &tutti_proto::control::Command) {
-        use tutti_node::source::Request;
-        use tutti_proto::control::Command;
-        let r = match command {
-            Command::Start => Request::Start,
-            Command::Pause => Request::Pause,
-            Command::Stop => Request::Stop,
-            Command::Skip => Request::Skip,
-            _ => return,
-        };
-        // Stems of a multitrack move together.
-        for p in &self.progress {
-            p.request(r);
-        }
-    }
-    fn status(&mut self, message: &str) {
-        if let Ok(mut l) = self.progress[0].log.lock() {
-            l.push(message.to_owned());
-        }
-    }
-    fn outbox(&mut self) -> Vec<tutti_proto::control::LinkMessage> {
-        let Ok(now) = self.progress[0].now_playing.lock().map(|n| n.clone()) else {
-            return Vec::new();
-        };
-        if self.cover_sent == Some(now.serial) {
-            return Vec::new();
-        }
-        self.cover_sent = Some(now.serial);
-        // Covers up to 512 kB go to the hub (`GET /api/streams/{id}/cover`); none clears it.
-        let (mime, data) = match &now.metadata.cover {
-            Some((mime, bytes)) if bytes.len() <= 512 * 1024 => {
-                (mime.clone(), tutti_proto::control::to_hex(bytes))
-            }
-            _ => (String::new(), String::new()),
-        };
-        vec![tutti_proto::control::LinkMessage::Cover { mime, data }]
-    }
 }
