@@ -241,9 +241,7 @@ impl Hub {
                 })
             });
             if let Err(e) = promoted {
-                eprintln!(
-                    "tutti hub: key rotation {n} stopped before sending with the new key: {e}"
-                );
+                tracing::warn!("key rotation {n} stopped before sending with the new key: {e}");
                 return;
             }
             hub.push_keys();
@@ -260,7 +258,7 @@ impl Hub {
                 })
             });
             if let Err(e) = retired {
-                eprintln!("tutti hub: key rotation {n} could not retire the old key: {e}");
+                tracing::warn!("key rotation {n} could not retire the old key: {e}");
                 return;
             }
             hub.push_keys();

@@ -222,7 +222,7 @@ impl Hub {
                 // A full disk loses the save, not the hub: the error is reported and the
                 // settings stay in memory.
                 if let Err(e) = store::save(p, reg.persisted()) {
-                    eprintln!("tutti hub: could not save settings: {e}");
+                    tracing::warn!("could not save settings: {e}");
                 }
             }
             (r, events)

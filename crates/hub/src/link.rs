@@ -100,7 +100,7 @@ impl RefusalLog {
         let Ok(mut g) = self.0.lock() else { return };
         g.1 += 1;
         if g.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            eprintln!("tutti hub: node link: {what} ({} refused in the last minute)", g.1);
+            tracing::warn!("node link: {what} ({} refused in the last minute)", g.1);
             *g = (Some(Instant::now()), 0);
         }
     }
@@ -441,6 +441,6 @@ fn pair(hub: &Hub, token: &str, noise: &str) -> Result<String, Refusal> {
     let (request, responder) = tutti_proto::pairing::respond(&t, noise)?;
     let name = request.name.chars().take(64).collect::<String>();
     let grant = hub.grant(&name)?;
-    eprintln!("tutti hub: paired `{}` as `{}`", name, grant.node);
+    tracing::info!("paired `{}` as `{}`", name, grant.node);
     Ok(responder.grant(&grant)?)
 }

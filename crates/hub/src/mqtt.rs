@@ -152,7 +152,7 @@ pub fn start_embedded(
         .spawn(move || {
             let mut broker = rumqttd::Broker::new(config);
             if let Err(e) = broker.start() {
-                eprintln!("tutti hub: the embedded MQTT broker stopped: {e}");
+                tracing::error!("the embedded MQTT broker stopped: {e}");
             }
         })
         .map_err(|e| HubError::Bind { addr, message: format!("MQTT: {e}") })?;
@@ -263,9 +263,10 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                     Err(e) => {
                         let _ = connected_tx.send(false);
                         if !warned {
-                            eprintln!(
-                                "tutti hub: MQTT broker {}:{}: {e} (retrying every second)",
-                                broker.host, broker.port
+                            tracing::warn!(
+                                "MQTT broker {}:{}: {e} (retrying every second)",
+                                broker.host,
+                                broker.port
                             );
                             warned = true;
                         }

@@ -89,8 +89,8 @@ impl Secrets {
                     if let Ok(m) = std::fs::metadata(path)
                         && m.permissions().mode() & 0o077 != 0
                     {
-                        eprintln!(
-                            "tutti hub: WARNING: {} is readable by others (mode {:o}): chmod 600 it",
+                        tracing::warn!(
+                            "{} is readable by others (mode {:o}): chmod 600 it",
                             path.display(),
                             m.permissions().mode() & 0o777
                         );

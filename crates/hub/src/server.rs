@@ -153,7 +153,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if (hub.rotating() || hub.revoked_since_keys())
         && let Err(e) = hub.rotate_keys()
     {
-        eprintln!("tutti hub: {e}");
+        tracing::warn!("{e}");
     }
     let h = hub.clone();
     let lifetime = config.key_lifetime.max(Duration::from_secs(60));
@@ -161,7 +161,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         loop {
             tokio::time::sleep(lifetime).await;
             if let Err(e) = h.rotate_keys() {
-                eprintln!("tutti hub: the periodic key rotation: {e}");
+                tracing::warn!("the periodic key rotation: {e}");
             }
         }
     }));
@@ -195,7 +195,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         {
             Ok(d) => Some(d),
             Err(e) => {
-                eprintln!("tutti hub: {e} (nodes must be given --hub)");
+                tracing::warn!("{e} (nodes must be given --hub)");
                 None
             }
         }

@@ -121,7 +121,7 @@ impl Hub {
         // The revocation is saved; a rotation that cannot be saved now is retried by the
         // periodic one (the revoked node is refused on the link meanwhile).
         if let Err(e) = self.rotate_keys() {
-            eprintln!("tutti hub: {e}");
+            tracing::warn!("{e}");
         }
         Ok(true)
     }

@@ -120,8 +120,10 @@ impl HubLink {
         let key: LinkAuth = auth.into();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let span = tracing::Span::current();
         let thread =
             std::thread::Builder::new().name("tutti-hub-link".into()).spawn(move || {
+                let _span = span.enter();
                 let mut handler = handler;
                 let mut said_lost = false;
                 while !flag.load(Ordering::Relaxed) {

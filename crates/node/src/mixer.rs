@@ -168,7 +168,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
                 };
                 // (The host's own terminal is where a party host says things.)
                 output::drive(&plan, engine, renderer, &stop, &opened_tx, add_voices, |e| {
-                    eprintln!("{e}");
+                    tracing::warn!("{e}");
                 });
             })
             .map_err(|e| NodeError::Net(e.to_string()))?

@@ -101,7 +101,7 @@ impl core::fmt::Display for PlayerNotice {
 pub const ROUTE_RETRY: Duration = Duration::from_secs(2);
 
 /// How often the player's own thread looks at its counters (late packets, the route to try).
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
 
 /// A player as a handle: commands in, snapshots and notices out. Dropping it stops playing.
 #[derive(Debug)]
@@ -225,9 +225,14 @@ impl Player {
             late: LateWatch::default(),
             notify,
         };
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name("tutti-player".into())
-            .spawn(move || owner.run(&rx))
+            .spawn(move || {
+                // What it logs names the node its owner's span names.
+                let _span = span.enter();
+                owner.run(&rx);
+            })
             .map_err(|e| NodeError::Net(e.to_string()))?;
         Ok(Player { control: PlayerControl { tx, current }, notices, thread: Some(thread) })
     }

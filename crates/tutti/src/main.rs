@@ -14,13 +14,14 @@
 //! - [`membership`]: how a node belongs to its network (keys, pairing, the hub link, ids).
 //! - [`stream`](mod@stream), [`play`](mod@play), [`party`](mod@party), [`serve`](mod@serve),
 //!   [`demo`](mod@demo): one subcommand (role) each.
-//! - [`status`]: status lines and log fields.
+//! - [`status`]: status lines and log fields; [`logging`]: log lines (`tracing`).
 //! - [`measure`]: measurement tools (`record`, `clicks-wav`, `skew`).
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod demo;
+mod logging;
 mod measure;
 mod membership;
 mod party;
@@ -443,6 +444,7 @@ struct DemoArgs {
 
 fn main() {
     let cli = Cli::parse();
+    logging::init();
     if let Err(e) = run(cli) {
         eprintln!("tutti: {e:#}");
         std::process::exit(1);

@@ -47,8 +47,8 @@ pub(crate) fn security(net: &NetArgs, cfg: &config::Config) -> Result<Security> 
         .or_else(|| cfg.network.name.clone())
         .unwrap_or_else(|| tutti_node::security::DEFAULT_NETWORK.into());
     if insecure {
-        eprintln!(
-            "tutti: WARNING: --insecure: audio goes unencrypted and unauthenticated; anyone on this network can listen and inject"
+        tracing::warn!(
+            "--insecure: audio goes unencrypted and unauthenticated; anyone on this network can listen and inject"
         );
     }
     Ok(tutti_node::security::from_options(pass.as_deref(), &name, insecure)?)
@@ -78,12 +78,12 @@ pub(crate) fn discovery_for(
     match tutti_node::discovery::Discovery::start() {
         Ok(d) => {
             if let Err(e) = d.advertise(id, role, port) {
-                eprintln!("tutti: {e} (the hub will not discover this {role})");
+                tracing::warn!("{e} (the hub will not discover this {role})");
             }
             Some(d)
         }
         Err(e) => {
-            eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
+            tracing::warn!("{e} (no discovery: name the hub with --hub)");
             None
         }
     }
@@ -127,12 +127,12 @@ pub(crate) fn wait_for_keys(
         };
         let Some(note) = granted.note.clone() else {
             if said.is_some() {
-                eprintln!("tutti: the hub handed over the stream's keys");
+                tracing::info!("the hub handed over the stream's keys");
             }
             return Ok(Some(granted));
         };
         if said.as_ref() != Some(&note) {
-            eprintln!("tutti: waiting for the hub to hand over the stream's keys: {note}");
+            tracing::warn!("waiting for the hub to hand over the stream's keys: {note}");
             said = Some(note.clone());
         }
         if seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
@@ -201,7 +201,7 @@ pub(crate) fn join_hub(
                 Some(tutti_node::hub::HubLink::spawn_to(find, info, key, report, handler)?)
             }
             Err(e) => {
-                eprintln!("tutti: {e} (no discovery: name the hub with --hub)");
+                tracing::warn!("{e} (no discovery: name the hub with --hub)");
                 None
             }
         },

@@ -3,6 +3,7 @@
 use crate::*;
 
 pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
+    let _span = tracing::info_span!("party").entered();
     let m = member(&a.net, cfg)?;
     fetch_keys(&m, a.hub.as_deref(), "party", &m.prefix, vec![])?;
     let hub = a.hub.as_deref().or(m.hub.as_deref());
@@ -32,12 +33,12 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         };
         let mut discovery = discovery_for(&a.net, &info.id, "mic", src.local_addr.port());
         let mut mic = tutti_node::role::Source::of(vec![src], info.device.clone(), 48_000);
-        let say = |m: String| eprintln!("{m}");
+        let say = |m: String| tracing::info!("{m}");
         let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, mic.control(), say)?;
         while !mic.view().ended && running() {
             std::thread::sleep(Duration::from_millis(100));
             for n in mic.notices() {
-                eprintln!("{n}");
+                tracing::info!("{n}");
             }
         }
         if let Some(l) = link {
@@ -116,7 +117,7 @@ pub(crate) fn mixer_link(
         master: host.master.clone(),
         shared: host.shared.clone(),
     };
-    let say = |m: String| eprintln!("{m}");
+    let say = |m: String| tracing::info!("{m}");
     let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
     Ok((link, discovery))
 }
@@ -246,17 +247,16 @@ pub(crate) fn party_host(
 /// Prints who joined and, on a terminal, the levels, until `running` says stop.
 pub(crate) fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) {
     let tty = std::io::stderr().is_terminal();
-    let clear = if tty { "\r\x1b[K" } else { "" };
     let mut known: Vec<(SocketAddr, String)> = Vec::new();
     while running() {
         std::thread::sleep(Duration::from_millis(250));
         let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
         for i in inputs.iter().filter(|i| !known.iter().any(|(a, _)| *a == i.addr)) {
-            eprintln!("{clear}mic `{}` joined from {}", i.name, i.addr);
+            tracing::info!("mic `{}` joined from {}", i.name, i.addr);
         }
         for (addr, name) in known.iter().filter(|(a, _)| !inputs.iter().any(|i| i.addr == *a)) {
-            eprintln!(
-                "{clear}mic `{name}` left ({addr} silent for {} s): its place is free",
+            tracing::info!(
+                "mic `{name}` left ({addr} silent for {} s): its place is free",
                 tutti_node::mixer::DEPARTED_EXPIRY.0 / 1_000_000_000
             );
         }
@@ -284,7 +284,7 @@ pub(crate) fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn(
     let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
     for i in &inputs {
         let s = &i.stats;
-        eprintln!(
+        tracing::info!(
             "mic `{}`: {} packets, {} lost ({} FEC, {} resent, {} reordered), {} concealed, {} late, {} resyncs{}",
             i.name,
             s.received,
@@ -302,7 +302,7 @@ pub(crate) fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn(
     let lead = host.shared.lead_frames.load(std::sync::atomic::Ordering::Relaxed);
     let refused = host.refused.load(std::sync::atomic::Ordering::Relaxed);
     let departed = host.departed.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!(
+    tracing::info!(
         "mix: {underruns} underrun frames; rendering {:.1} ms ahead of the device; mics that \
          left: {departed}; datagrams refused (not of this network's streams): {refused}",
         lead as f64 / 48.0

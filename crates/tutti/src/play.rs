@@ -62,6 +62,8 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         0 => format!("{}-{output}", m.prefix),
         p => format!("{}-{output}-{p}", m.prefix),
     };
+    // Everything it logs, from every thread, names this node.
+    let _span = tracing::info_span!("player", node = %node_id(&id)).entered();
     // A paired player needs its keys before it can hear the stream it joins.
     let mut opts = opts;
     let follows = vec![opts.config.source.to_string()];
@@ -70,7 +72,7 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     if let Some(zone_stream) = granted.and_then(|g| g.stream) {
         let s = resolve(&zone_stream, "the zone's stream")?;
         if s != opts.config.source {
-            eprintln!("tutti: zone: playing {zone_stream} (this player's zone's stream)");
+            tracing::info!("zone: playing {zone_stream} (this player's zone's stream)");
             opts.config.source = s;
         }
     }
@@ -119,7 +121,11 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(250));
         for n in player.notices() {
-            eprintln!("{clear}{n}");
+            use tutti_node::role::PlayerNotice;
+            match n {
+                PlayerNotice::Said(_) | PlayerNotice::NowPlaying(_) => tracing::info!("{n}"),
+                _ => tracing::warn!("{n}"),
+            }
         }
         let snap = player.view().snapshot;
         if tty {

@@ -3,6 +3,7 @@
 use crate::*;
 
 pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
+    let _span = tracing::info_span!("hub").entered();
     if a.net.insecure || cfg.network.insecure.unwrap_or(false) {
         bail!(
             "the hub has no insecure mode: its API and node link always need credentials (nodes \

@@ -22,7 +22,7 @@ impl StatusLog {
             Some((at, k)) => *k != key || at.elapsed() >= Self::EVERY,
         };
         if due {
-            eprintln!("status: {}", fields());
+            tracing::info!("status: {}", fields());
             self.last = Some((std::time::Instant::now(), key));
         }
     }

@@ -54,6 +54,9 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     }
     let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
     let port = a.port.or(s.port).unwrap_or(7400);
+    let _span =
+        tracing::info_span!("source", node = %node_id(&format!("{}-source-{port}", m.prefix)))
+            .entered();
     let bind_ip: std::net::IpAddr =
         a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
     let (rate, ch) = (a.rate, usize::from(a.channels));
@@ -198,7 +201,7 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(250));
         for n in source.notices() {
-            eprintln!("{clear}{n}");
+            tracing::info!("{n}");
         }
         let v = source.view();
         if !a.quiet {
