@@ -68,7 +68,85 @@ impl core::fmt::Debug for RunningMixer {
     }
 }
 
+/// What a party host can be told.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MixerCommand {
+    /// The mix's volume, percent (0–100).
+    Volume(f32),
+    /// The mix muted.
+    Mute(bool),
+}
+
+/// The part of a party host others may hold (the hub link): commands in, the state out.
+#[derive(Clone, Debug)]
+pub struct MixerControl {
+    inputs: Arc<Mutex<Vec<MixInput>>>,
+    refused: Arc<AtomicU64>,
+    master: Arc<Meter>,
+    shared: Arc<OutputShared>,
+}
+
+impl MixerControl {
+    /// Tells the host.
+    pub fn command(&self, c: MixerCommand) {
+        match c {
+            MixerCommand::Volume(percent) => self.shared.gain.set_volume_percent(percent),
+            MixerCommand::Mute(mute) => self.shared.gain.set_muted(mute),
+        }
+    }
+}
+
+/// What a party host tells the hub (its microphones, their latency, the mix's level), and
+/// how it obeys it (volume and mute of the mix).
+impl crate::hub::HubHandler for MixerControl {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        let inputs = self.inputs.lock().map(|i| i.clone()).unwrap_or_default();
+        let mut latencies: Vec<f64> =
+            inputs.iter().filter_map(|i| i.latency.map(|l| l.0 as f64 / 1e6)).collect();
+        latencies.sort_by(f64::total_cmp);
+        let peak = self.master.peak_db();
+        tutti_proto::control::NodeState {
+            streaming: !inputs.is_empty(),
+            peers: Some(inputs.len() as u32),
+            latency_ms: latencies.get(latencies.len() / 2).copied(),
+            recovered: inputs.iter().map(|i| i.stats.recovered_fec + i.stats.recovered_retx).sum(),
+            concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
+            underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
+            level_db: peak.is_finite().then_some(f64::from(peak)),
+            rejected: self.refused.load(Ordering::Relaxed),
+            foreign: inputs.iter().map(|i| i.stats.foreign).sum(),
+            ..Default::default()
+        }
+    }
+
+    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
+        MixerControl::command(self, MixerCommand::Volume(settings.volume));
+        MixerControl::command(self, MixerCommand::Mute(settings.mute));
+    }
+
+    fn command(&mut self, command: &tutti_proto::control::Command) {
+        use tutti_proto::control::Command;
+        match command {
+            Command::Volume { percent, .. } => {
+                MixerControl::command(self, MixerCommand::Volume(*percent));
+            }
+            Command::Mute { mute, .. } => MixerControl::command(self, MixerCommand::Mute(*mute)),
+            _ => {}
+        }
+    }
+}
+
 impl RunningMixer {
+    /// A handle for the hub link.
+    pub fn control(&self) -> MixerControl {
+        MixerControl {
+            inputs: self.inputs.clone(),
+            refused: self.refused.clone(),
+            master: self.master.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Stops the host.
     pub fn stop(mut self) {
         // The media thread stops the device (a file is finished) on its way out.

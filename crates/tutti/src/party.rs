@@ -111,57 +111,9 @@ pub(crate) fn mixer_link(
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let mut discovery = discovery_for(&a.net, &info.id, "mixer", port);
-    let handler = MixerHub {
-        inputs: host.inputs.clone(),
-        refused: host.refused.clone(),
-        master: host.master.clone(),
-        shared: host.shared.clone(),
-    };
     let say = |m: String| tracing::info!("{m}");
-    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, handler, say)?;
+    let link = join_hub(hub, m.auth.clone(), discovery.as_mut(), info, host.control(), say)?;
     Ok((link, discovery))
-}
-
-/// What a party host tells the hub, and how it obeys it.
-pub(crate) struct MixerHub {
-    pub(crate) inputs: std::sync::Arc<std::sync::Mutex<Vec<tutti_node::mixer::MixInput>>>,
-    pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) master: std::sync::Arc<tutti_audio::mixer::Meter>,
-    pub(crate) shared: std::sync::Arc<tutti_audio::engine::OutputShared>,
-}
-
-impl tutti_node::hub::HubHandler for MixerHub {
-    fn state(&mut self) -> tutti_proto::control::NodeState {
-        let inputs = self.inputs.lock().map(|i| i.clone()).unwrap_or_default();
-        let mut latencies: Vec<f64> =
-            inputs.iter().filter_map(|i| i.latency.map(|l| l.0 as f64 / 1e6)).collect();
-        latencies.sort_by(f64::total_cmp);
-        let peak = self.master.peak_db();
-        tutti_proto::control::NodeState {
-            streaming: !inputs.is_empty(),
-            peers: Some(inputs.len() as u32),
-            latency_ms: latencies.get(latencies.len() / 2).copied(),
-            recovered: inputs.iter().map(|i| i.stats.recovered_fec + i.stats.recovered_retx).sum(),
-            concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
-            underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
-            level_db: peak.is_finite().then_some(f64::from(peak)),
-            rejected: self.refused.load(Ordering::Relaxed),
-            foreign: inputs.iter().map(|i| i.stats.foreign).sum(),
-            ..Default::default()
-        }
-    }
-    fn settings(&mut self, settings: &tutti_proto::control::Settings) {
-        self.shared.gain.set_volume_percent(settings.volume);
-        self.shared.gain.set_muted(settings.mute);
-    }
-    fn command(&mut self, command: &tutti_proto::control::Command) {
-        use tutti_proto::control::Command;
-        match command {
-            Command::Volume { percent, .. } => self.shared.gain.set_volume_percent(*percent),
-            Command::Mute { mute, .. } => self.shared.gain.set_muted(*mute),
-            _ => {}
-        }
-    }
 }
 
 /// A live microphone (or file, or tone) sent to `to`.
