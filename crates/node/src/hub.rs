@@ -20,8 +20,8 @@ use tutti_proto::link::{Opener, Opening, Sealer};
 use tutti_proto::pairing::{Initiator, PairGrant, PairLink, PairRequest};
 use tutti_proto::{Credential, NetworkKey};
 
-use crate::NodeError;
 use crate::security::{Keys, from_keyset};
+use crate::{NodeError, PairFailed};
 
 /// How a node proves itself to the hub.
 #[derive(Clone, Debug)]
@@ -407,27 +407,26 @@ fn greet(
 /// returns the grant (this node's id and credential). `name` is how the hub will show it.
 pub fn pair(link: &PairLink, name: &str) -> Result<PairGrant, NodeError> {
     use std::net::ToSocketAddrs;
-    let err = |m: String| NodeError::Refused(m);
     let hub = link
         .hub
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| err(format!("the hub `{}` resolves to nothing", link.hub)))?;
-    let io = |e: std::io::Error| err(format!("hub {hub}: {e}"));
+        .ok_or_else(|| PairFailed::Unresolved(link.hub.clone()))?;
+    let io = |source: std::io::Error| PairFailed::Io { hub, source };
     let mut stream = TcpStream::connect_timeout(&hub, Duration::from_secs(3)).map_err(io)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
     let Some(LinkMessage::Challenge { .. }) = read(&mut reader).map_err(io)? else {
-        return Err(err(format!("{hub} is not a Tutti hub's node link (no challenge)")));
+        return Err(PairFailed::NotAHub(hub).into());
     };
     let (node, first) = Initiator::start(&link.token, &PairRequest { name: name.to_owned() })
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(PairFailed::from)?;
     write(&mut stream, None, &LinkMessage::Pair { token: link.token.id.clone(), noise: first })
         .map_err(io)?;
     match read(&mut reader).map_err(io)? {
-        Some(LinkMessage::Paired { noise }) => node.finish(&noise).map_err(|e| err(e.to_string())),
-        Some(LinkMessage::Refused { message }) => Err(err(format!("the hub refused: {message}"))),
-        _ => Err(err(format!("hub {hub}: no answer to the pairing"))),
+        Some(LinkMessage::Paired { noise }) => Ok(node.finish(&noise).map_err(PairFailed::from)?),
+        Some(LinkMessage::Refused { message }) => Err(PairFailed::Refused(message).into()),
+        _ => Err(PairFailed::NoAnswer(hub).into()),
     }
 }

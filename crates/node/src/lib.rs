@@ -48,7 +48,79 @@ pub enum NodeError {
     /// The source refused this player.
     #[error("{0}")]
     Refused(String),
+    /// No key to join the network with.
+    #[error(
+        "no network passphrase: pass --passphrase (or set TUTTI_PASSPHRASE), the same on every \
+         node; --insecure sends audio unencrypted"
+    )]
+    NoKey,
+    /// A file of this node's (its pairing) could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of this node's is there but not what it should be.
+    #[error("{}: not a Tutti {what} ({reason}); {fix}", path.display())]
+    Damaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What it should be.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// The stored credential does not decode.
+    #[error("the stored credential is damaged: pair again")]
+    BadCredential,
+    /// No file of a playlist opens.
+    #[error("no file of the playlist opens (see the messages above)")]
+    EmptyPlaylist,
+    /// Opus cannot frame packets of this size.
+    #[error("Opus frames are 2.5, 5, 10 or 20 ms at 48 kHz, not {0} frames")]
+    OpusFrames(usize),
+    /// A thread could not be started.
+    #[error("a thread could not be started: {0}")]
+    Thread(#[source] std::io::Error),
+    /// Pairing with a hub failed.
+    #[error(transparent)]
+    Pair(#[from] PairFailed),
     /// The operating system's random generator failed (keys and nonces need it).
     #[error(transparent)]
     Random(#[from] tutti_os::RandomError),
+}
+
+/// Why pairing with a hub failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PairFailed {
+    /// The link's hub address does not resolve.
+    #[error("the hub `{0}` resolves to nothing")]
+    Unresolved(String),
+    /// The hub could not be reached or stopped answering.
+    #[error("hub {hub}: {source}")]
+    Io {
+        /// The hub.
+        hub: std::net::SocketAddr,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something else answers at the hub's address.
+    #[error("{0} is not a Tutti hub's node link (no challenge)")]
+    NotAHub(std::net::SocketAddr),
+    /// The handshake failed (a wrong or altered token, a hub without it).
+    #[error(transparent)]
+    Handshake(#[from] tutti_proto::pairing::PairError),
+    /// The hub said no (a used or expired token).
+    #[error("the hub refused: {0}")]
+    Refused(String),
+    /// The hub closed without an answer.
+    #[error("hub {0}: no answer to the pairing")]
+    NoAnswer(std::net::SocketAddr),
 }

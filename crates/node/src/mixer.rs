@@ -249,7 +249,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
                     tracing::warn!("{e}");
                 });
             })
-            .map_err(|e| NodeError::Net(e.to_string()))?
+            .map_err(NodeError::Thread)?
     };
     match opened.recv() {
         Ok(Ok(())) => {}
@@ -279,7 +279,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
                 let counts = Counts { refused: &refused, departed: &departed };
                 network_loop(socket, keys, voice_tx, &inputs, &gains, max, counts, &stop)
             })
-            .map_err(|e| NodeError::Net(e.to_string()))?
+            .map_err(NodeError::Thread)?
     };
     Ok(RunningMixer {
         inputs,

@@ -220,7 +220,7 @@ pub fn run_player(
                 clock::prefer_current_thread(-5);
                 network_loop(&session, &keys, socket, source, &status, &stop, &shared_slot)
             })
-            .map_err(|e| NodeError::Net(e.to_string()))?
+            .map_err(NodeError::Thread)?
     };
     // Wait for the stream's description: it says how to open the device.
     let deadline = clock::now() + Nanos::from(opts.join_timeout);
@@ -328,7 +328,7 @@ pub fn run_player(
                     },
                 );
             })
-            .map_err(|e| NodeError::Net(e.to_string()))?
+            .map_err(NodeError::Thread)?
     };
     let failed = match opened.recv() {
         Ok(Ok(())) => None,

@@ -233,7 +233,7 @@ impl Player {
                 let _span = span.enter();
                 owner.run(&rx);
             })
-            .map_err(|e| NodeError::Net(e.to_string()))?;
+            .map_err(NodeError::Thread)?;
         Ok(Player { control: PlayerControl { tx, current }, notices, thread: Some(thread) })
     }
 

@@ -24,11 +24,7 @@ pub fn from_options(
         return Ok(Security::Plaintext);
     }
     let Some(p) = passphrase else {
-        return Err(NodeError::Refused(
-            "no network passphrase: pass --passphrase (or set TUTTI_PASSPHRASE), the same on every node; \
-             --insecure sends audio unencrypted"
-                .into(),
-        ));
+        return Err(NodeError::NoKey);
     };
     Ok(Security::encrypted(NetworkKey::from_passphrase(p, network)?))
 }
@@ -118,9 +114,7 @@ impl core::fmt::Debug for Pairing {
 impl Pairing {
     /// The credential.
     pub fn credential(&self) -> Result<Credential, NodeError> {
-        key_from_hex(&self.credential).map(Credential::from_bytes).ok_or_else(|| {
-            NodeError::Refused("the stored credential is damaged: pair again".into())
-        })
+        key_from_hex(&self.credential).map(Credential::from_bytes).ok_or(NodeError::BadCredential)
     }
 
     /// Where a node keeps its pairing: `$XDG_CONFIG_HOME/tutti/pairing.json` (or
@@ -138,22 +132,22 @@ impl Pairing {
     /// Reads a pairing; `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<Self>, NodeError> {
         match std::fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
-                NodeError::Refused(format!(
-                    "{}: not a Tutti pairing ({e}); pair again with `tutti pair LINK`",
-                    path.display()
-                ))
+            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| NodeError::Damaged {
+                path: path.to_owned(),
+                what: "pairing",
+                reason: e.to_string(),
+                fix: "pair again with `tutti pair LINK`",
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(NodeError::Refused(format!("{}: {e}", path.display()))),
+            Err(source) => Err(NodeError::File { path: path.to_owned(), source }),
         }
     }
 
     /// Writes the pairing, readable by this user only.
     pub fn save(&self, path: &Path) -> Result<(), NodeError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| NodeError::Net(e.to_string()))?;
-        tutti_os::write_private(path, text.as_bytes())
-            .map_err(|e| NodeError::Refused(format!("{}: {e}", path.display())))
+        let file = |source| NodeError::File { path: path.to_owned(), source };
+        let text = serde_json::to_string_pretty(self).map_err(|e| file(e.into()))?;
+        tutti_os::write_private(path, text.as_bytes()).map_err(file)
     }
 
     /// A pairing from a hub's grant.

@@ -282,9 +282,7 @@ pub fn run_source(
             (Feed::Paced(source, None), m)
         }
         Input::Playlist(mut list) => {
-            let first = list.open_at(0, &progress.log).ok_or_else(|| {
-                NodeError::Refused("no file of the playlist opens (see the messages above)".into())
-            })?;
+            let first = list.open_at(0, &progress.log).ok_or(NodeError::EmptyPlaylist)?;
             let m = first.metadata();
             start_track(&progress, &list, first.as_ref());
             if let Ok(mut t) = progress.transport.lock() {
@@ -299,11 +297,7 @@ pub fn run_source(
     let channels = usize::from(cfg.channels);
     let mut encoder = match encoding.codec {
         Codec::Opus => {
-            let fd = FrameDuration::from_frames(fpp).ok_or_else(|| {
-                NodeError::Refused(format!(
-                    "Opus frames are 2.5, 5, 10 or 20 ms at 48 kHz, not {fpp} frames"
-                ))
-            })?;
+            let fd = FrameDuration::from_frames(fpp).ok_or(NodeError::OpusFrames(fpp))?;
             Some(OpusEncoder::new(channels, fd, encoding.bitrate, cfg.mode == Mode::Live, 10)?)
         }
         _ => None,
@@ -313,7 +307,7 @@ pub fn run_source(
     let enc = std::thread::Builder::new()
         .name("tutti-encode".into())
         .spawn(move || encode_loop(feed, codec, encoder.as_mut(), fpp, channels, tx, &s1, &p1))
-        .map_err(|e| NodeError::Net(e.to_string()))?;
+        .map_err(NodeError::Thread)?;
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
         .name("tutti-source".into())
@@ -322,7 +316,7 @@ pub fn run_source(
             clock::prefer_current_thread(-5);
             network_loop(session, &keys, socket, (rx, wake_rx), captured, &s2, &p2)
         })
-        .map_err(|e| NodeError::Net(e.to_string()))?;
+        .map_err(NodeError::Thread)?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
 }
 
