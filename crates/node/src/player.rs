@@ -136,12 +136,30 @@ pub struct NetTimeline {
     channels: usize,
     opus: Option<OpusDecoder>,
     scratch: Vec<f32>,
+    /// The packets taken from the session in one pull (payloads copied into `bytes`), so that
+    /// decoding runs with the session's lock released. Both keep their capacity.
+    taken: Vec<Taken>,
+    bytes: Vec<u8>,
+}
+
+/// A packet taken out of the session for decoding.
+#[derive(Clone, Debug)]
+enum Taken {
+    Frame { media: u64, frames: u16, codec: Codec, payload: std::ops::Range<usize> },
+    Missing { media: u64, frames: u16 },
 }
 
 impl NetTimeline {
     /// A timeline over `session`, decoding to `channels` channels.
     pub fn new(session: Arc<Mutex<PlayerSession>>, channels: usize) -> Self {
-        NetTimeline { session, channels, opus: None, scratch: Vec::new() }
+        NetTimeline {
+            session,
+            channels,
+            opus: None,
+            scratch: Vec::new(),
+            taken: Vec::new(),
+            bytes: Vec::new(),
+        }
     }
 }
 
@@ -151,13 +169,35 @@ impl Timeline for NetTimeline {
     }
 
     fn pull(&mut self, until: f64, pcm: &mut PcmBuffer) {
-        let Ok(mut s) = self.session.lock() else { return };
-        while let Some(p) = s.next_frame(until) {
+        // The due packets are taken under the session's lock (their payloads copied), and
+        // decoded once it is released: the network thread — which dates clock probes and
+        // arrivals under that lock — never waits on a decoder.
+        let mut taken = std::mem::take(&mut self.taken);
+        let mut bytes = std::mem::take(&mut self.bytes);
+        taken.clear();
+        bytes.clear();
+        if let Ok(mut s) = self.session.lock() {
+            while let Some(p) = s.next_frame(until) {
+                taken.push(match p {
+                    Playout::Frame(f) => {
+                        let start = bytes.len();
+                        bytes.extend_from_slice(f.payload);
+                        let payload = start..bytes.len();
+                        Taken::Frame { media: f.media.0, frames: f.frames, codec: f.codec, payload }
+                    }
+                    Playout::Missing { media, frames, .. } => {
+                        Taken::Missing { media: media.0, frames }
+                    }
+                });
+            }
+        }
+        for t in &taken {
             self.scratch.clear();
-            let (media, frames) = match p {
-                Playout::Frame(f) => {
-                    let n = usize::from(f.frames);
-                    let ok = match f.codec {
+            let (media, frames) = match t {
+                Taken::Frame { media, frames, codec, payload } => {
+                    let n = usize::from(*frames);
+                    let payload = &bytes[payload.clone()];
+                    let ok = match codec {
                         Codec::Opus => {
                             let dec = match self.opus.as_mut() {
                                 Some(d) => d,
@@ -167,28 +207,30 @@ impl Timeline for NetTimeline {
                                 },
                             };
                             self.scratch.resize(n * self.channels, 0.0);
-                            dec.decode(f.payload, &mut self.scratch).is_ok()
+                            dec.decode(payload, &mut self.scratch).is_ok()
                         }
-                        c => decode_pcm(c, f.payload, &mut self.scratch).is_some(),
+                        c => decode_pcm(*c, payload, &mut self.scratch).is_some(),
                     };
                     if !ok {
                         self.scratch.clear();
                     }
-                    (f.media.0, n)
+                    (*media, n)
                 }
-                Playout::Missing { media, frames, .. } => {
-                    let n = usize::from(frames);
+                Taken::Missing { media, frames } => {
+                    let n = usize::from(*frames);
                     self.scratch.resize(n * self.channels, 0.0);
                     // Opus conceals from its own state; PCM plays silence for the gap.
                     if let Some(dec) = self.opus.as_mut() {
                         let _ = dec.conceal(None, n, &mut self.scratch);
                     }
-                    (media.0, n)
+                    (*media, n)
                 }
             };
             self.scratch.resize(frames * self.channels, 0.0);
             pcm.push(media, &self.scratch);
         }
+        self.taken = taken;
+        self.bytes = bytes;
     }
 }
 
@@ -245,8 +287,7 @@ pub fn run_player(
         std::thread::sleep(Duration::from_millis(5));
     };
     let channels = usize::from(info.channels);
-    let timeline =
-        NetTimeline { session: session.clone(), channels, opus: None, scratch: Vec::new() };
+    let timeline = NetTimeline::new(session.clone(), channels);
     let mut voice = Voice::new(timeline, channels, info.sample_rate, info.sample_rate);
     voice.set_exact(
         opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
