@@ -144,7 +144,7 @@ impl CaptureSource {
                     feeder.push(&pcm, now + heard_after - Nanos::from_frames(frames, rate));
                 }
             })
-            .map_err(|e| AudioError::Io(e.to_string()))?;
+            .map_err(|source| AudioError::Io { what: "starting the reader thread", source })?;
         Ok(source)
     }
 

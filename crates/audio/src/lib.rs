@@ -42,16 +42,58 @@ pub mod resample;
 pub mod source;
 pub mod timeline;
 
-/// Errors of the audio layer: each says what failed and, where it can, what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Errors of the audio layer: each says what failed (with the underlying error as its
+/// source) and, where it can, what to do.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AudioError {
-    /// A file or stream could not be read.
-    #[error("I/O error: {0}")]
-    Io(String),
-    /// A file's format or codec is not supported or is corrupt.
-    #[error("cannot decode: {0}")]
-    Format(String),
+    /// A file could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stream (stdin, a pipe) could not be read, or a thread could not be started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's format or codec is not supported, or it is corrupt.
+    #[error("{what}: cannot decode: {source}")]
+    Decode {
+        /// The file (or "the input").
+        what: String,
+        /// The decoder's reason.
+        #[source]
+        source: symphonia::core::errors::Error,
+    },
+    /// A file holds nothing playable, or not what it should.
+    #[error("{}: {why}", path.display())]
+    Unusable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is missing.
+        why: &'static str,
+    },
+    /// A WAV file could not be written.
+    #[error("{}: {source}", path.display())]
+    Wav {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: hound::Error,
+    },
+    /// The resampler refused.
+    #[error("resampler: {0}")]
+    Resample(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A configuration value is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -60,5 +102,5 @@ pub enum AudioError {
     Device(String),
     /// Opus failed.
     #[error("opus: {0}")]
-    Opus(String),
+    Opus(#[from] ::opus::Error),
 }

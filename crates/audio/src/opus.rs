@@ -56,7 +56,7 @@ fn channels(n: usize) -> Result<Channels, AudioError> {
 }
 
 fn err(e: opus::Error) -> AudioError {
-    AudioError::Opus(e.to_string())
+    AudioError::Opus(e)
 }
 
 /// An Opus encoder for one stream.

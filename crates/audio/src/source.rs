@@ -221,7 +221,7 @@ impl<R: Read + Send> Source for RawPcm<R> {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(AudioError::Io(e.to_string())),
+                Err(source) => return Err(AudioError::Io { what: "reading the input", source }),
             }
         }
         let whole = got / frame_bytes * frame_bytes;
@@ -246,8 +246,8 @@ pub struct FileSource {
 impl FileSource {
     /// Opens and probes `path`.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let file =
-            File::open(path).map_err(|e| AudioError::Io(format!("{}: {e}", path.display())))?;
+        let file = File::open(path)
+            .map_err(|source| AudioError::File { path: path.to_owned(), source })?;
         let mss = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -255,22 +255,23 @@ impl FileSource {
         }
         let mut probed = symphonia::default::get_probe()
             .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
-            .map_err(|e| AudioError::Format(format!("{}: {e}", path.display())))?;
+            .map_err(|source| AudioError::Decode { what: path.display().to_string(), source })?;
         let track = probed
             .format
             .tracks()
             .iter()
             .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-            .ok_or_else(|| AudioError::Format(format!("{}: no audio track", path.display())))?;
+            .ok_or_else(|| AudioError::Unusable { path: path.to_owned(), why: "no audio track" })?;
         let params = track.codec_params.clone();
         let track_id = track.id;
-        let rate = params.sample_rate.ok_or_else(|| {
-            AudioError::Format(format!("{}: unknown sample rate", path.display()))
+        let rate = params.sample_rate.ok_or_else(|| AudioError::Unusable {
+            path: path.to_owned(),
+            why: "unknown sample rate",
         })?;
         let channels = params.channels.map_or(2, |c| c.count());
         let decoder = symphonia::default::get_codecs()
             .make(&params, &DecoderOptions::default())
-            .map_err(|e| AudioError::Format(format!("{}: {e}", path.display())))?;
+            .map_err(|source| AudioError::Decode { what: path.display().to_string(), source })?;
         let mut metadata = Metadata::default();
         let mut read_tags = |rev: &symphonia::core::meta::MetadataRevision| {
             for tag in rev.tags() {
@@ -323,7 +324,9 @@ impl Source for FileSource {
                 Ok(p) => p,
                 Err(E::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(E::ResetRequired) => break,
-                Err(e) => return Err(AudioError::Format(e.to_string())),
+                Err(source) => {
+                    return Err(AudioError::Decode { what: "the input".into(), source });
+                }
             };
             if packet.track_id() != self.track {
                 continue;
@@ -341,7 +344,9 @@ impl Source for FileSource {
                 }
                 // A corrupt packet: skip it, as players do.
                 Err(E::DecodeError(_)) => continue,
-                Err(e) => return Err(AudioError::Format(e.to_string())),
+                Err(source) => {
+                    return Err(AudioError::Decode { what: "the input".into(), source });
+                }
             }
         }
         let n = (frames * self.channels).min(self.pending.len());
@@ -392,7 +397,7 @@ impl<S: Source> Converted<S> {
                     chunk,
                     inner.channels(),
                 )
-                .map_err(|e| AudioError::Config(e.to_string()))?,
+                .map_err(|e| AudioError::Resample(Box::new(e)))?,
             )
         };
         let ch = inner.channels();
@@ -469,7 +474,7 @@ impl<S: Source> Source for Converted<S> {
             } else {
                 resampler.process_into_buffer(&self.planar_in, &mut self.planar_out, None)
             }
-            .map_err(|e| AudioError::Format(e.to_string()))?;
+            .map_err(|e| AudioError::Resample(Box::new(e)))?;
             self.input.drain(..used.min(have) * from);
             let mut inter = Vec::with_capacity(produced * from);
             for i in 0..produced {

@@ -70,7 +70,7 @@ impl PacedStream {
                     k += 1;
                 }
             })
-            .map_err(|e| AudioError::Device(e.to_string()))?;
+            .map_err(|source| AudioError::Io { what: "starting the pacing thread", source })?;
         Ok(PacedStream { stop, thread: Some(thread), name: name.to_owned() })
     }
 }

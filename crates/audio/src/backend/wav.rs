@@ -54,15 +54,13 @@ impl WavBackend {
     pub fn first_sample_time(path: &Path) -> Result<LocalTime, AudioError> {
         let meta = sidecar(path);
         let text = std::fs::read_to_string(&meta)
-            .map_err(|e| AudioError::Io(format!("{}: {e}", meta.display())))?;
+            .map_err(|source| AudioError::File { path: meta.clone(), source })?;
         let value = text
             .split("\"first_sample_local_ns\":")
             .nth(1)
             .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                AudioError::Format(format!("{}: no first_sample_local_ns", meta.display()))
-            })?;
+            .ok_or(AudioError::Unusable { path: meta, why: "no first_sample_local_ns" })?;
         Ok(LocalTime(value))
     }
 }
@@ -89,9 +87,11 @@ impl WavSink {
         if self.first.is_none() {
             self.first = Some(dac_time);
             let json = format!("{{\"first_sample_local_ns\": {}}}\n", dac_time.0);
-            std::fs::write(sidecar(&self.path), json).map_err(|e| AudioError::Io(e.to_string()))?;
+            let path = sidecar(&self.path);
+            std::fs::write(&path, json).map_err(|source| AudioError::File { path, source })?;
         }
-        let err = |e: hound::Error| AudioError::Io(e.to_string());
+        let path = &self.path;
+        let err = |source: hound::Error| AudioError::Wav { path: path.clone(), source };
         match self.writer.as_mut() {
             Some(Writer::I16(w)) => {
                 for s in samples {
@@ -185,7 +185,7 @@ impl Backend for WavBackend {
             sample_format: fmt,
         };
         let w = hound::WavWriter::create(&self.path, wspec)
-            .map_err(|e| AudioError::Io(format!("{}: {e}", self.path.display())))?;
+            .map_err(|source| AudioError::Wav { path: self.path.clone(), source })?;
         let writer = match self.format {
             WavFormat::I16 => Writer::I16(w),
             WavFormat::F32 => Writer::F32(w),
