@@ -73,7 +73,7 @@ fuzz_target!(|actions: Vec<Action>| {
                     seq: SeqNo(u64::from(seq)),
                     media: MediaTime(u64::from(media)),
                     presentation: stream_ns(presentation_ms),
-                    sent: stream_ns(presentation_ms - 100),
+                    sent: stream_ns(presentation_ms.saturating_sub(100)),
                     codec: CODECS[usize::from(codec % 4)],
                     channels: channels % 4 + 1,
                     frames: frames % 2000 + 1,
