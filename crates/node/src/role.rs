@@ -47,7 +47,8 @@ pub enum PlayerCommand {
         ms: f64,
     },
     /// Play the stream at `source` (`host:port`) at `latency` (`None`: the stream's own): a
-    /// zone's route. The same stream at the same latency changes nothing.
+    /// zone's route. The stream it plays is not joined again: the same latency changes
+    /// nothing, a new one is changed in the running session.
     Route {
         /// The source's address.
         source: String,
@@ -80,6 +81,8 @@ pub enum PlayerNotice {
     BadRoute(String),
     /// Packets keep arriving after they were due (said at most once a minute).
     Late(String),
+    /// The zone's latency changed on the stream it plays (`None`: the stream's own).
+    Latency(Option<Nanos>),
 }
 
 impl core::fmt::Display for PlayerNotice {
@@ -93,6 +96,10 @@ impl core::fmt::Display for PlayerNotice {
                 ROUTE_RETRY.as_secs()
             ),
             PlayerNotice::BadRoute(why) => write!(f, "zone: {why}"),
+            PlayerNotice::Latency(Some(l)) => {
+                write!(f, "zone: latency now {:.1} ms", l.0 as f64 / 1e6)
+            }
+            PlayerNotice::Latency(None) => f.write_str("zone: latency now the stream's own"),
         }
     }
 }
@@ -463,7 +470,18 @@ impl Owner {
             self.playing.unwrap_or((self.base.config.source, self.base.config.latency_override));
         // (Also while it is down, waiting on another source: a route back to the stream it
         // played is a route to take.)
-        if (addr, latency) == playing && self.running.is_some() {
+        if addr == playing.0
+            && let Some(p) = &self.running
+        {
+            // The stream it plays: nothing to join. A new latency is changed in the running
+            // session (playout moves by the difference at the next render).
+            if latency != playing.1 {
+                if let Ok(mut s) = p.session.lock() {
+                    s.set_latency_override(latency.or(self.base.config.latency_override));
+                }
+                self.playing = Some((addr, latency));
+                self.tell(PlayerNotice::Latency(latency));
+            }
             self.pending = None;
             self.set_problem(None);
             return;

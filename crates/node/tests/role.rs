@@ -11,7 +11,7 @@ use tutti_node::output::OutputKind;
 use tutti_node::player::PlayerOptions;
 use tutti_node::role::{Player, PlayerCommand, PlayerNotice, PlayerView};
 use tutti_node::source::{Encoding, Input, RunningSource, run_source};
-use tutti_proto::{Codec, NetworkKey, PlayerConfig, Security, SourceConfig};
+use tutti_proto::{Codec, Nanos, NetworkKey, PlayerConfig, Security, SourceConfig};
 
 fn keys() -> Security {
     Security::encrypted(NetworkKey::from_bytes([7; 32]))
@@ -74,6 +74,18 @@ fn a_player_takes_its_zones_routes_by_itself_and_keeps_its_levels() {
     said.extend(p.notices());
     assert!(!said.iter().any(|n| matches!(n, PlayerNotice::NowPlaying(_))), "{said:?}");
     assert!(p.view().snapshot.stats.received > before, "the same session kept receiving");
+
+    // The same stream at a new latency: changed in place, not joined again.
+    p.command(PlayerCommand::Route {
+        source: a_addr.to_string(),
+        latency: Some(Nanos::from_millis(180)),
+    });
+    until(&p, &mut said, s, "the new latency", |said, v| {
+        said.contains(&PlayerNotice::Latency(Some(Nanos::from_millis(180))))
+            // (the player's latency includes its own 3 ms delay)
+            && v.snapshot.latency.is_some_and(|l| (l - Nanos::from_millis(183)).0.abs() < 1_000_000)
+    });
+    assert!(!said.iter().any(|n| matches!(n, PlayerNotice::NowPlaying(_))), "{said:?}");
 
     // Another stream: joined inside, levels kept.
     p.command(PlayerCommand::Route { source: b_addr.to_string(), latency: None });
