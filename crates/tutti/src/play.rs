@@ -123,7 +123,9 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         for n in player.notices() {
             use tutti_node::role::PlayerNotice;
             match n {
-                PlayerNotice::Said(_) | PlayerNotice::NowPlaying(_) => tracing::info!("{n}"),
+                PlayerNotice::Said(_) | PlayerNotice::NowPlaying(_) | PlayerNotice::Latency(_) => {
+                    tracing::info!("{n}")
+                }
                 _ => tracing::warn!("{n}"),
             }
         }
