@@ -12,53 +12,92 @@ pub(crate) fn parse_codec(name: &str) -> Result<Codec> {
     })
 }
 
+/// `tutti stream` as it will run: every flag merged with the config file's `[stream]` and
+/// checked (naming the flag and the fix) before anything starts.
+pub(crate) struct StreamPlan {
+    /// The stream's configuration (the first stream's; stems count up from it).
+    pub(crate) base: SourceConfig,
+    /// Codec and bitrate.
+    pub(crate) encoding: Encoding,
+    /// The first stream's port (stems take the next ones).
+    pub(crate) port: u16,
+    /// The address to bind.
+    pub(crate) bind_ip: std::net::IpAddr,
+    /// Raw input's sample format (`--stdin`, `--stdin-live`).
+    pub(crate) raw_format: Codec,
+}
+
+impl StreamPlan {
+    /// Merges and checks `a` and `cfg`.
+    pub(crate) fn new(a: &StreamArgs, cfg: &config::Config) -> Result<Self> {
+        let s = &cfg.stream;
+        let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
+            "opus"
+        } else {
+            "pcm"
+        }))?;
+        // A captured input's packet leaves when its last frame is captured: at a tight group
+        // latency, shorter packets leave more of it to the network and the players' devices.
+        let latency_ms =
+            in_range("--latency-ms", a.latency_ms.or(s.latency_ms), 10.0, 5000.0, "ms")?;
+        let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
+        let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
+        let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
+        let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
+        let mut base = SourceConfig::new(1, a.rate, a.channels);
+        base.codec = codec;
+        base.frames_per_packet = fpp;
+        base.mode = if a.live { Mode::Live } else { Mode::Sync };
+        base.group_latency = if a.live {
+            Nanos::ZERO
+        } else {
+            Nanos::from_secs_f64(latency_ms.unwrap_or(100.0) / 1e3)
+        };
+        if a.live {
+            base.fec = None;
+        }
+        base.max_receivers = a.max_receivers.or(s.max_receivers).unwrap_or(64);
+        let to: Vec<String> =
+            if a.to.is_empty() { s.to.clone().unwrap_or_default() } else { a.to.clone() };
+        base.receivers = to.iter().map(|t| resolve(t, "--to")).collect::<Result<_>>()?;
+        base.multicast = a
+            .multicast
+            .as_deref()
+            .or(s.multicast.as_deref())
+            .map(|m| resolve(m, "--multicast"))
+            .transpose()?;
+        if let Some(g) = base.multicast.filter(|g| !g.ip().is_multicast()) {
+            bail!(
+                "`--multicast`: {} is not a multicast group: use 224.0.0.0–239.255.255.255 (e.g. 239.255.77.1:7400), or --to for unicast",
+                g.ip()
+            );
+        }
+        let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
+        let port = a.port.or(s.port).unwrap_or(7400);
+        let bind_ip: std::net::IpAddr =
+            a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
+        let raw_format = parse_codec(&a.format)
+            .ok()
+            .filter(|c| *c != Codec::Opus)
+            .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
+        if a.stdin_live && (!a.input_latency_ms.is_finite() || a.input_latency_ms.abs() > 10_000.0)
+        {
+            bail!(
+                "--input-latency-ms {}: give the producer's latency in ms, within ±10000",
+                a.input_latency_ms
+            );
+        }
+        Ok(StreamPlan { base, encoding, port, bind_ip, raw_format })
+    }
+}
+
 pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
+    // Flags and the config file first: a mistake is said before anything starts.
+    let StreamPlan { base, encoding, port, bind_ip, raw_format: fmt } = StreamPlan::new(&a, cfg)?;
     let m = member(&a.net, cfg)?;
-    let s = &cfg.stream;
-    let codec = parse_codec(a.codec.as_deref().or(s.codec.as_deref()).unwrap_or(if a.live {
-        "opus"
-    } else {
-        "pcm"
-    }))?;
-    // A captured input's packet leaves when its last frame is captured: at a tight group
-    // latency, shorter packets leave more of it to the network and the players' devices.
-    let latency_ms = in_range("--latency-ms", a.latency_ms.or(s.latency_ms), 10.0, 5000.0, "ms")?;
-    let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
-    let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
-    let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
-    let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
-    let mut base = SourceConfig::new(1, a.rate, a.channels);
-    base.codec = codec;
-    base.frames_per_packet = fpp;
-    base.mode = if a.live { Mode::Live } else { Mode::Sync };
-    base.group_latency =
-        if a.live { Nanos::ZERO } else { Nanos::from_secs_f64(latency_ms.unwrap_or(100.0) / 1e3) };
-    if a.live {
-        base.fec = None;
-    }
-    base.max_receivers = a.max_receivers.or(s.max_receivers).unwrap_or(64);
-    let to: Vec<String> =
-        if a.to.is_empty() { s.to.clone().unwrap_or_default() } else { a.to.clone() };
-    base.receivers = to.iter().map(|t| resolve(t, "--to")).collect::<Result<_>>()?;
-    base.multicast = a
-        .multicast
-        .as_deref()
-        .or(s.multicast.as_deref())
-        .map(|m| resolve(m, "--multicast"))
-        .transpose()?;
-    if let Some(g) = base.multicast.filter(|g| !g.ip().is_multicast()) {
-        bail!(
-            "`--multicast`: {} is not a multicast group: use 224.0.0.0–239.255.255.255 (e.g. 239.255.77.1:7400), or --to for unicast",
-            g.ip()
-        );
-    }
-    let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
-    let port = a.port.or(s.port).unwrap_or(7400);
     let _span =
         tracing::info_span!("source", node = %node_id(&format!("{}-source-{port}", m.prefix)))
             .entered();
-    let bind_ip: std::net::IpAddr =
-        a.bind.parse().with_context(|| format!("--bind `{}`: use an IP address", a.bind))?;
     let (rate, ch) = (a.rate, usize::from(a.channels));
 
     // Inputs: one per stream.
@@ -94,21 +133,11 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             Input::Paced { source: Box::new(Tone::new(rate, ch, hz, 0.25)) },
         ));
     } else if a.stdin || a.stdin_live {
-        let fmt = parse_codec(&a.format)
-            .ok()
-            .filter(|c| *c != Codec::Opus)
-            .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
         // A live producer (`parec | tutti stream --stdin-live`) is captured as it comes, its
         // backlog dropped, each frame played a group latency after it arrived; anything else
         // is read at the stream's pace (a pipe cannot say whether its writer is live).
         let stdin = std::io::stdin();
         if a.stdin_live {
-            if !a.input_latency_ms.is_finite() || a.input_latency_ms.abs() > 10_000.0 {
-                bail!(
-                    "--input-latency-ms {}: give the producer's latency in ms, within ±10000",
-                    a.input_latency_ms
-                );
-            }
             let heard_after = Nanos((a.input_latency_ms * 1e6).round() as i64);
             let cap = CaptureSource::from_reader(stdin, "stdin", fmt, rate, ch, heard_after)?;
             inputs.push(("stdin".into(), Input::Captured(Box::new(cap))));

@@ -1664,6 +1664,11 @@ fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
         assert!(!ok, "{args:?} was accepted: {log}");
         assert!(log.contains(expected), "{args:?}: expected {expected:?} in {log}");
     }
+    // Flags are checked before anything starts: a bad one is named even on a node that has
+    // no network yet (no passphrase, no pairing).
+    let mut p = member(&["stream", "--tone", "--bitrate", "0", "--pairing", "/nonexistent/p.json"]);
+    let (ok, log) = wait(&mut p, Duration::from_secs(10));
+    assert!(!ok && log.contains("`--bitrate`: 0 is outside"), "{log}");
 }
 
 #[test]
