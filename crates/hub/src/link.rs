@@ -121,12 +121,16 @@ pub async fn serve(hub: Hub, listener: TcpListener) {
             continue;
         };
         let (hub, refusals) = (hub.clone(), refusals.clone());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = handle(hub, stream, slot).await {
-                refusals.say(&e.to_string());
-            }
-        });
+        let span = tracing::info_span!("link", %peer);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = stream.set_nodelay(true);
+                if let Err(e) = handle(hub, stream, slot).await {
+                    refusals.say(&e.to_string());
+                }
+            },
+            span,
+        ));
     }
 }
 

@@ -86,6 +86,8 @@ impl RunningHub {
 
 /// Starts the hub's servers on the current tokio runtime.
 pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
+    // The hub's tasks log in the span it was started in (the CLI's `hub`).
+    let span = tracing::Span::current();
     let hub = Hub::new(
         config.state_file.clone(),
         config.key.clone(),
@@ -136,17 +138,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             let fingerprint = cert.fingerprint();
             let listener = tls::TlsListener::new(listener, &cert)?;
             let router = router.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(spawn_in(&span, async move {
                 let _ = axum::serve(listener, router).await;
             }));
             hub.vault(|v| v.fingerprint = Some(fingerprint.clone()));
             Some((local, fingerprint))
         }
     };
-    tasks.push(tokio::spawn(async move {
+    tasks.push(spawn_in(&span, async move {
         let _ = axum::serve(http_listener, router).await;
     }));
-    tasks.push(tokio::spawn(link::serve(hub.clone(), link_listener)));
+    tasks.push(spawn_in(&span, link::serve(hub.clone(), link_listener)));
     // A rotation cut short by a restart (the send key may be one a revoked node holds), or a
     // revocation whose rotation was never saved: rotate afresh; its last step retires every
     // older key.
@@ -157,7 +159,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     }
     let h = hub.clone();
     let lifetime = config.key_lifetime.max(Duration::from_secs(60));
-    tasks.push(tokio::spawn(async move {
+    tasks.push(spawn_in(&span, async move {
         loop {
             tokio::time::sleep(lifetime).await;
             if let Err(e) = h.rotate_keys() {
@@ -166,7 +168,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         }
     }));
     let h = hub.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.push(spawn_in(&span, async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
@@ -214,4 +216,13 @@ fn primary_ip() -> std::net::IpAddr {
         Ok(s.local_addr()?.ip())
     };
     probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// Spawns `task` on the runtime, logging in `span`.
+fn spawn_in(
+    span: &tracing::Span,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use tracing::Instrument;
+    tokio::spawn(task.instrument(span.clone()))
 }
