@@ -1363,14 +1363,11 @@ fn member(args: &[&str]) -> Proc {
     spawn(args, false)
 }
 
-#[test]
-fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
-    let _serial = serial();
-    let dir = tmp("paired");
-    let p = port_base(15);
-    let (src, http_port, link_port, pa, pb) = (p, p + 1, p + 2, p + 3, p + 4);
+/// A hub keeping its state (and secrets) in `dir/hub`, on loopback, for `seconds`, once it
+/// answers.
+fn paired_hub(dir: &Path, http_port: u16, link_port: u16, seconds: &str) -> Proc {
     let state = dir.join("hub/hub.json");
-    let mut hub = member(&[
+    let hub = member(&[
         "serve",
         "--https",
         "127.0.0.1:0",
@@ -1382,28 +1379,43 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
         "--state",
         state.to_str().unwrap(),
         "--seconds",
-        "30",
+        seconds,
     ]);
     let t = std::time::Instant::now();
     while http(http_port, "GET", "/api/pairing", "").0 != 200 {
         assert!(t.elapsed() < Duration::from_secs(5), "the hub answers");
         std::thread::sleep(Duration::from_millis(20));
     }
+    hub
+}
+
+/// Pairs a node called `name` (its pairing kept in `file`) with a link of its own from the
+/// hub's API; returns the link.
+fn pair_node(http_port: u16, name: &str, file: &Path) -> String {
+    let (status, body) = http(http_port, "POST", "/api/pairing", "{}");
+    assert_eq!(status, 201, "{body}");
+    let link = json(&body)["link"].as_str().unwrap().to_owned();
+    let mut p = member(&["pair", &link, "--name", name, "--pairing", file.to_str().unwrap()]);
+    let (ok, log) = wait(&mut p, Duration::from_secs(10));
+    assert!(ok && log.contains("paired as"), "{name}: {log}");
+    link
+}
+
+#[test]
+fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
+    let _serial = serial();
+    let dir = tmp("paired");
+    let p = port_base(15);
+    let (src, http_port, link_port, pa, pb) = (p, p + 1, p + 2, p + 3, p + 4);
+    let t = std::time::Instant::now();
+    let mut hub = paired_hub(&dir, http_port, link_port, "30");
     use std::os::unix::fs::PermissionsExt;
     let secrets = dir.join("hub/secrets.json");
     let mode = std::fs::metadata(&secrets).expect("secrets made").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the hub's secrets are owner-only");
 
     // Each node pairs with a link of its own.
-    let pair = |name: &str, file: &Path| {
-        let (status, body) = http(http_port, "POST", "/api/pairing", "{}");
-        assert_eq!(status, 201, "{body}");
-        let link = json(&body)["link"].as_str().unwrap().to_owned();
-        let mut p = member(&["pair", &link, "--name", name, "--pairing", file.to_str().unwrap()]);
-        let (ok, log) = wait(&mut p, Duration::from_secs(10));
-        assert!(ok && log.contains("paired as"), "{name}: {log}");
-        link
-    };
+    let pair = |name: &str, file: &Path| pair_node(http_port, name, file);
     let (sj, aj, bj) = (dir.join("src.json"), dir.join("a.json"), dir.join("b.json"));
     pair("source", &sj);
     let used = pair("player a", &aj);
@@ -1509,34 +1521,10 @@ fn a_paired_node_hears_only_its_zones_stream_and_moving_hands_the_keys_over() {
     let dir = tmp("stream-keys");
     let p = port_base(21);
     let (s1, s2, http_port, link_port, pk, pd) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
-    let state = dir.join("hub/hub.json");
-    let mut hub = member(&[
-        "serve",
-        "--https",
-        "127.0.0.1:0",
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--link",
-        &format!("127.0.0.1:{link_port}"),
-        "--no-mqtt",
-        "--state",
-        state.to_str().unwrap(),
-        "--seconds",
-        "40",
-    ]);
-    let t = std::time::Instant::now();
-    while http(http_port, "GET", "/api/pairing", "").0 != 200 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the hub answers");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut hub = paired_hub(&dir, http_port, link_port, "40");
     let pair = |name: &str| {
         let file = dir.join(format!("{name}.json"));
-        let (status, body) = http(http_port, "POST", "/api/pairing", "{}");
-        assert_eq!(status, 201, "{body}");
-        let link = json(&body)["link"].as_str().unwrap().to_owned();
-        let mut p = member(&["pair", &link, "--name", name, "--pairing", file.to_str().unwrap()]);
-        let (ok, log) = wait(&mut p, Duration::from_secs(10));
-        assert!(ok, "{name}: {log}");
+        pair_node(http_port, name, &file);
         file
     };
     let (house, kitchen, den) = (pair("house"), pair("kitchen"), pair("den"));
