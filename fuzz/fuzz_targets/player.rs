@@ -1,8 +1,10 @@
 //! Fuzzes a player with whole, authentic datagrams: the input is a script of actions (announces,
 //! audio, FEC repairs, clock replies, byes and refusals from a few source runs, sealed with the
 //! player's key so they pass authentication and reach the jitter buffer, FEC, clock and
-//! playout; raw bytes; bit flips of the last datagram; time passing; device callbacks). Nothing
-//! may panic whatever the network sends.
+//! playout; raw bytes; bit flips of the last datagram; time passing; device callbacks; delay,
+//! latency and resync commands). The two halves are driven as a node drives them, apart: the
+//! playout half hears the network half only when a device callback comes, and the network
+//! half hears back only on its next call. Nothing may panic whatever the network sends.
 #![no_main]
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,9 @@ enum Action {
     Flip { byte: u16, bit: u8 },
     Wait { ms: u16 },
     Render { frames: u16, ahead_ms: u8 },
+    Delay { ms: i16 },
+    Latency { ms: Option<u16> },
+    Resync,
 }
 
 const CODECS: [Codec; 4] = [Codec::Pcm16, Codec::Pcm24, Codec::PcmF32, Codec::Opus];
@@ -36,7 +41,8 @@ fuzz_target!(|actions: Vec<Action>| {
     let source: SocketAddr = "127.0.0.1:5000".parse().expect("valid address");
     let security = Security::encrypted(NetworkKey::from_bytes([7; 32]));
     let mut now = LocalTime(1_000_000_000);
-    let mut player = PlayerSession::new(PlayerConfig::new(source), security.clone(), 1, now);
+    let (mut player, mut playback) =
+        PlayerSession::new(PlayerConfig::new(source), security.clone(), 1, now);
     let mut out = [0u8; 1500];
     let mut last = vec![0u8; 0];
     let mut pn = 0u64;
@@ -138,9 +144,22 @@ fuzz_target!(|actions: Vec<Action>| {
             }
             Action::Render { frames, ahead_ms } => {
                 let frames = u32::from(frames % 4096) + 1;
-                if let Some(r) = player.render(now, now + Nanos::from_millis(i64::from(ahead_ms)), frames) {
-                    while player.next_frame(r.end(frames)).is_some() {}
+                if let Some(r) = playback.render(now, now + Nanos::from_millis(i64::from(ahead_ms)), frames) {
+                    while playback.next_frame(r.end(frames)).is_some() {}
+                    playback.publish();
                 }
+                None
+            }
+            Action::Delay { ms } => {
+                player.set_device_offset(Nanos::from_millis(i64::from(ms)));
+                None
+            }
+            Action::Latency { ms } => {
+                player.set_latency_override(ms.map(|ms| Nanos::from_millis(i64::from(ms))));
+                None
+            }
+            Action::Resync => {
+                player.resync();
                 None
             }
         };
@@ -151,5 +170,6 @@ fuzz_target!(|actions: Vec<Action>| {
         player.handle_timeout(now);
         while player.poll_transmit(now, &mut out).is_some() {}
         let _ = (player.stats(), player.latency(), player.position_at(now), player.frame_grid(now));
+        let _ = (player.first_due(), playback.counts(), playback.info(), playback.extra_latency());
     }
 });

@@ -5,9 +5,10 @@
 //! - [`net`]: sockets (unicast, multicast), receive loops with deadlines.
 //! - [`source`]: a running stream: an encoder thread reading a [`Source`](tutti_audio::source::Source)
 //!   and a network thread owning the [`SourceSession`](tutti_proto::SourceSession).
-//! - [`player`]: a running player: a network thread owning the
-//!   [`PlayerSession`](tutti_proto::PlayerSession) (shared with the media thread), the media
-//!   thread rendering through the audio engine, and the device callback.
+//! - [`player`]: a running player: a network thread owning the session's network half
+//!   ([`PlayerSession`](tutti_proto::PlayerSession)), the media thread owning its playout
+//!   half ([`Playback`](tutti_proto::Playback)) and rendering through the audio engine, and
+//!   the device callback; the halves talk through lock-free rings only.
 //! - [`role`]: roles as handles: a [`Player`](role::Player) driven by commands (the hub
 //!   link's too) that takes a zone's route by itself, read by snapshots and typed notices.
 //! - [`mixer`]: the party host: many live microphones mixed into one output.

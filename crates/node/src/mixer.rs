@@ -3,7 +3,8 @@
 //!
 //! Microphones are sources that send to this host (`tutti stream --live --device mic --to
 //! HOST:PORT`). One socket receives them all; each new source address gets its own
-//! [`PlayerSession`], and its [`Voice`] joins the [`Mixer`] on the media thread.
+//! [`PlayerSession`] (its network half, owned by the network thread), and its [`Voice`] —
+//! holding the session's [`Playback`] half — joins the [`Mixer`] on the media thread.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -20,7 +21,7 @@ use tutti_audio::mixer::{InputControls, Meter, Mixer};
 use tutti_audio::ramp::SharedGain;
 use tutti_proto::player::{PlayerEvent, PlayerStats};
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{Nanos, PlayerConfig, PlayerSession};
+use tutti_proto::{Nanos, Playback, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until};
@@ -306,7 +307,10 @@ enum Gain {
 }
 
 struct Mic {
-    session: Arc<Mutex<PlayerSession>>,
+    /// The session's network half (this thread owns it).
+    session: PlayerSession,
+    /// Its playout half, until the voice takes it to the media thread.
+    playback: Option<Playback>,
     voice_sent: bool,
     /// Its input in the mix, once it is one.
     input: Option<u64>,
@@ -350,10 +354,8 @@ fn network_loop(
     let mut key_version = keys.version();
     while !stop.load(Ordering::Relaxed) {
         if let Some(k) = keys.changed(&mut key_version) {
-            for m in mics.values() {
-                if let Ok(mut s) = m.session.lock() {
-                    s.set_security(k.clone());
-                }
+            for m in mics.values_mut() {
+                m.session.set_security(k.clone());
             }
         }
         let now = clock::now();
@@ -372,11 +374,13 @@ fn network_loop(
                 let mut cfg = PlayerConfig::new(from);
                 cfg.name = "party host".into();
                 cfg.lock_span = Nanos::from_millis(100);
-                let session = PlayerSession::new(cfg, keys.current(), random, clock::now());
+                let (session, playback) =
+                    PlayerSession::new(cfg, keys.current(), random, clock::now());
                 mics.insert(
                     from,
                     Mic {
-                        session: Arc::new(Mutex::new(session)),
+                        session,
+                        playback: Some(playback),
                         voice_sent: false,
                         input: None,
                         heard: at,
@@ -386,10 +390,8 @@ fn network_loop(
             if let Some(m) = mics.get_mut(&from) {
                 m.heard = at;
             }
-            if let Some(m) = mics.get(&from)
-                && let Ok(mut s) = m.session.lock()
-            {
-                s.handle_datagram(at, from, &mut buf[..n]);
+            if let Some(m) = mics.get_mut(&from) {
+                m.session.handle_datagram(at, from, &mut buf[..n]);
             }
         }
         let now = clock::now();
@@ -413,18 +415,16 @@ fn network_loop(
             false
         });
         for (addr, m) in &mut mics {
-            let Ok(mut s) = m.session.lock() else { continue };
+            let s = &mut m.session;
             s.handle_timeout(now);
             while let Some(t) = s.poll_transmit(now, &mut out) {
                 let _ = socket.send_to(&out[..t.len], *addr);
             }
             while let Some(e) = s.poll_event() {
                 if let PlayerEvent::Joined(info) = e {
-                    if m.voice_sent {
-                        continue;
-                    }
+                    let Some(playback) = m.playback.take() else { continue };
                     m.voice_sent = true;
-                    let timeline = NetTimeline::new(m.session.clone(), usize::from(info.channels));
+                    let timeline = NetTimeline::new(playback, usize::from(info.channels));
                     let channels = if info.channels >= 2 { 2 } else { 1 };
                     let program: Box<dyn Program> =
                         Box::new(Voice::new(timeline, channels, info.sample_rate, 48_000));

@@ -1,8 +1,11 @@
-//! A running player: network thread (owns the socket, drives the session), media thread
-//! (fills the output ring through the audio engine), device callback (real time).
+//! A running player: network thread (owns the socket and the session's network half),
+//! media thread (owns its playout half and fills the output ring through the audio engine),
+//! device callback (real time). The two halves talk through the session's lock-free rings;
+//! commands reach the network half by a channel and travel on to playout in order.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,10 +20,10 @@ use tutti_audio::pcm::PcmBuffer;
 use tutti_audio::ramp::SharedGain;
 use tutti_proto::clock::ClockEstimate;
 use tutti_proto::jitter::Playout;
-use tutti_proto::player::{PlayerEvent, PlayerStats, StreamInfo};
+use tutti_proto::player::{PlayerEvent, PlayerStats, StreamInfo, Timing};
 use tutti_proto::playout::Render;
 use tutti_proto::wire::MAX_DATAGRAM;
-use tutti_proto::{Codec, LocalTime, Mode, Nanos, PlayerConfig, PlayerSession};
+use tutti_proto::{Codec, LocalTime, Mode, Nanos, Playback, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until, try_recv};
@@ -73,6 +76,21 @@ pub struct PlayerSnapshot {
     pub latency_problem: Option<String>,
     /// Events as text (joined, lost, back, ended, the device's).
     pub log: Vec<String>,
+    /// Which stream frame plays when (for zone-wide changes, and a file's first frame).
+    pub timing: Option<Timing>,
+    /// When the earliest packet awaited is due at the DAC.
+    pub first_due: Option<LocalTime>,
+}
+
+/// What the network half is told to do (it passes playout's part on, in order).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SessionCommand {
+    /// This device's delay.
+    DeviceOffset(Nanos),
+    /// The zone's latency (`None`: the stream's).
+    LatencyOverride(Option<Nanos>),
+    /// Re-lock playout now.
+    Resync,
 }
 
 /// A running player: a network thread and a media thread (which owns the device stream and
@@ -84,10 +102,9 @@ pub struct RunningPlayer {
     pub gain: Arc<SharedGain>,
     /// Plays the identification chime.
     pub cue: Arc<Cue>,
-    /// The session (for commands: offset, latency).
-    pub session: Arc<Mutex<PlayerSession>>,
     /// Local socket address.
     pub local_addr: SocketAddr,
+    commands: Sender<SessionCommand>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<OutputShared>,
@@ -102,12 +119,13 @@ impl core::fmt::Debug for RunningPlayer {
 }
 
 impl RunningPlayer {
+    /// Tells the session something (it reaches playout at its next render).
+    pub fn command(&self, c: SessionCommand) {
+        let _ = self.commands.send(c);
+    }
+
     /// Stops playing (the source gets a `Bye`) and waits for the threads.
     pub fn stop(mut self) {
-        if let Ok(mut s) = self.session.lock() {
-            s.close();
-        }
-        std::thread::sleep(Duration::from_millis(20));
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -129,75 +147,34 @@ impl Drop for RunningPlayer {
     }
 }
 
-/// Plays the stream through the audio engine: decodes packets (PCM or Opus) in order and
-/// conceals what is missing.
+/// Plays the stream through the audio engine: owns the player's playout half, decodes packets
+/// (PCM or Opus) in order and conceals what is missing. Nothing here waits on another thread.
 pub struct NetTimeline {
-    session: Arc<Mutex<PlayerSession>>,
+    playback: Playback,
     channels: usize,
     opus: Option<OpusDecoder>,
     scratch: Vec<f32>,
-    /// The packets taken from the session in one pull (payloads copied into `bytes`), so that
-    /// decoding runs with the session's lock released. Both keep their capacity.
-    taken: Vec<Taken>,
-    bytes: Vec<u8>,
-}
-
-/// A packet taken out of the session for decoding.
-#[derive(Clone, Debug)]
-enum Taken {
-    Frame { media: u64, frames: u16, codec: Codec, payload: std::ops::Range<usize> },
-    Missing { media: u64, frames: u16 },
 }
 
 impl NetTimeline {
-    /// A timeline over `session`, decoding to `channels` channels.
-    pub fn new(session: Arc<Mutex<PlayerSession>>, channels: usize) -> Self {
-        NetTimeline {
-            session,
-            channels,
-            opus: None,
-            scratch: Vec::new(),
-            taken: Vec::new(),
-            bytes: Vec::new(),
-        }
+    /// A timeline over a player's playout half, decoding to `channels` channels.
+    pub fn new(playback: Playback, channels: usize) -> Self {
+        NetTimeline { playback, channels, opus: None, scratch: Vec::new() }
     }
 }
 
 impl Timeline for NetTimeline {
     fn plan(&mut self, now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render> {
-        self.session.lock().ok()?.render(now, dac_time, frames)
+        self.playback.render(now, dac_time, frames)
     }
 
     fn pull(&mut self, until: f64, pcm: &mut PcmBuffer) {
-        // The due packets are taken under the session's lock (their payloads copied), and
-        // decoded once it is released: the network thread — which dates clock probes and
-        // arrivals under that lock — never waits on a decoder.
-        let mut taken = std::mem::take(&mut self.taken);
-        let mut bytes = std::mem::take(&mut self.bytes);
-        taken.clear();
-        bytes.clear();
-        if let Ok(mut s) = self.session.lock() {
-            while let Some(p) = s.next_frame(until) {
-                taken.push(match p {
-                    Playout::Frame(f) => {
-                        let start = bytes.len();
-                        bytes.extend_from_slice(f.payload);
-                        let payload = start..bytes.len();
-                        Taken::Frame { media: f.media.0, frames: f.frames, codec: f.codec, payload }
-                    }
-                    Playout::Missing { media, frames, .. } => {
-                        Taken::Missing { media: media.0, frames }
-                    }
-                });
-            }
-        }
-        for t in &taken {
+        while let Some(p) = self.playback.next_frame(until) {
             self.scratch.clear();
-            let (media, frames) = match t {
-                Taken::Frame { media, frames, codec, payload } => {
-                    let n = usize::from(*frames);
-                    let payload = &bytes[payload.clone()];
-                    let ok = match codec {
+            let (media, frames) = match p {
+                Playout::Frame(f) => {
+                    let n = usize::from(f.frames);
+                    let ok = match f.codec {
                         Codec::Opus => {
                             let dec = match self.opus.as_mut() {
                                 Some(d) => d,
@@ -207,30 +184,30 @@ impl Timeline for NetTimeline {
                                 },
                             };
                             self.scratch.resize(n * self.channels, 0.0);
-                            dec.decode(payload, &mut self.scratch).is_ok()
+                            dec.decode(f.payload, &mut self.scratch).is_ok()
                         }
-                        c => decode_pcm(*c, payload, &mut self.scratch).is_some(),
+                        c => decode_pcm(c, f.payload, &mut self.scratch).is_some(),
                     };
                     if !ok {
                         self.scratch.clear();
                     }
-                    (*media, n)
+                    (f.media.0, n)
                 }
-                Taken::Missing { media, frames } => {
-                    let n = usize::from(*frames);
+                Playout::Missing { media, frames, .. } => {
+                    let n = usize::from(frames);
                     self.scratch.resize(n * self.channels, 0.0);
                     // Opus conceals from its own state; PCM plays silence for the gap.
                     if let Some(dec) = self.opus.as_mut() {
                         let _ = dec.conceal(None, n, &mut self.scratch);
                     }
-                    (*media, n)
+                    (media.0, n)
                 }
             };
             self.scratch.resize(frames * self.channels, 0.0);
             pcm.push(media, &self.scratch);
         }
-        self.taken = taken;
-        self.bytes = bytes;
+        // The network half stops NACKing what was played.
+        self.playback.publish();
     }
 }
 
@@ -243,30 +220,30 @@ pub fn run_player(
     let socket = bind(opts.bind, opts.group)?;
     let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
     let random = u128::from_le_bytes(tutti_os::try_random()?);
-    let session = Arc::new(Mutex::new(PlayerSession::new(
-        opts.config.clone(),
-        keys.current(),
-        random,
-        clock::now(),
-    )));
+    // The network half goes to the network thread; the playout half stays here (taking in
+    // what the network hands over) until the media thread takes it.
+    let (session, mut playback) =
+        PlayerSession::new(opts.config.clone(), keys.current(), random, clock::now());
     let status = Arc::new(Mutex::new(PlayerSnapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let shared_slot: Arc<Mutex<Option<Arc<OutputShared>>>> = Arc::new(Mutex::new(None));
+    let (commands, orders) = channel();
     let net = {
-        let (session, status, stop, shared_slot) =
-            (session.clone(), status.clone(), stop.clone(), shared_slot.clone());
+        let (status, stop, shared_slot) = (status.clone(), stop.clone(), shared_slot.clone());
         let source = opts.config.source;
         std::thread::Builder::new()
             .name("tutti-player-net".into())
             .spawn(move || {
                 clock::prefer_current_thread(-5);
-                network_loop(&session, &keys, socket, source, &status, &stop, &shared_slot)
+                let ends = Ends { socket, source, status: &status, stop: &stop };
+                network_loop(session, &keys, &orders, &ends, &shared_slot)
             })
             .map_err(NodeError::Thread)?
     };
     // Wait for the stream's description: it says how to open the device.
     let deadline = clock::now() + Nanos::from(opts.join_timeout);
     let info = loop {
+        playback.absorb();
         let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
         if let Some(r) = snap.log.iter().find(|l| l.starts_with("refused")) {
             stop.store(true, Ordering::Relaxed);
@@ -287,11 +264,6 @@ pub fn run_player(
         std::thread::sleep(Duration::from_millis(5));
     };
     let channels = usize::from(info.channels);
-    let timeline = NetTimeline::new(session.clone(), channels);
-    let mut voice = Voice::new(timeline, channels, info.sample_rate, info.sample_rate);
-    voice.set_exact(
-        opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
-    );
     let live = info.mode == Mode::Live;
     let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
         render_plan(&info, opts.buffer_frames, &opts.output);
@@ -305,6 +277,34 @@ pub fn run_player(
     }
     let config =
         EngineConfig { device_rate: info.sample_rate, channels, block, lookahead, max_lookahead };
+    let tick = Duration::from_nanos(Nanos::from_frames(tick as u64, info.sample_rate).0 as u64);
+    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), buffer);
+    // A file output starts on the stream's frame grid, as late as it can: once the clock
+    // estimate has a second of history, or just before the first frame is due (a young
+    // estimate's skew extrapolates badly). Two seconds at most: a stream that is not flowing
+    // opens unaligned.
+    let first_frame = if opts.output.clock_paced() && !live {
+        let until = clock::now() + Nanos::from_secs(2);
+        loop {
+            playback.absorb();
+            let now = clock::now();
+            let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
+            let soon = snap.first_due.is_some_and(|d| d - now < Nanos::from_millis(120));
+            let old = snap.clock.is_some_and(|c| c.span >= Nanos::from_secs(1));
+            let grid = snap.timing.and_then(|t| t.frame_grid(now + Nanos::from_millis(20)));
+            if (grid.is_some() && (soon || old)) || now > until {
+                break grid;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    } else {
+        None
+    };
+    let timeline = NetTimeline::new(playback, channels);
+    let mut voice = Voice::new(timeline, channels, info.sample_rate, info.sample_rate);
+    voice.set_exact(
+        opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
+    );
     // Volume and mute act on the stream's frames (a zone-wide change scheduled on a frame lands
     // on that sample on every player); the device side stays at unity.
     let gain = SharedGain::new();
@@ -316,29 +316,6 @@ pub fn run_player(
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
     }
-    let tick = Duration::from_nanos(Nanos::from_frames(tick as u64, info.sample_rate).0 as u64);
-    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), buffer);
-    // A file output starts on the stream's frame grid, as late as it can: once the clock
-    // estimate has a second of history, or just before the first frame is due (a young
-    // estimate's skew extrapolates badly). Two seconds at most: a stream that is not flowing
-    // opens unaligned.
-    let first_frame = if opts.output.clock_paced() && !live {
-        let until = clock::now() + Nanos::from_secs(2);
-        loop {
-            let now = clock::now();
-            let (grid, mature) = session.lock().map_or((None, false), |s| {
-                let soon = s.first_due().is_some_and(|d| d - now < Nanos::from_millis(120));
-                let old = s.clock().is_some_and(|c| c.span >= Nanos::from_secs(1));
-                (s.frame_grid(now + Nanos::from_millis(20)), soon || old)
-            });
-            if (grid.is_some() && mature) || now > until {
-                break grid;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    } else {
-        None
-    };
     let plan =
         OutputPlan { kind: opts.output.clone(), spec, first_frame, tick, follow_callbacks: !live };
     let (opened_tx, opened) = std::sync::mpsc::channel();
@@ -386,8 +363,8 @@ pub fn run_player(
         status,
         gain,
         cue,
-        session,
         local_addr,
+        commands,
         stop,
         threads: vec![net, media],
         shared,
@@ -471,98 +448,118 @@ fn read_batch(info: &StreamInfo) -> Option<Nanos> {
         .then(|| Nanos(info.group_latency.0 / 10).min(Nanos::from_millis(10)))
 }
 
-fn network_loop(
-    session: &Mutex<PlayerSession>,
-    keys: &Keys,
+/// The network thread's fixed parts.
+struct Ends<'a> {
     socket: UdpSocket,
     source: SocketAddr,
-    status: &Mutex<PlayerSnapshot>,
-    stop: &AtomicBool,
+    status: &'a Mutex<PlayerSnapshot>,
+    stop: &'a AtomicBool,
+}
+
+fn describe(e: PlayerEvent) -> String {
+    match e {
+        PlayerEvent::Joined(i) => format!(
+            "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
+            i.name, i.sample_rate, i.channels, i.codec, i.mode
+        ),
+        PlayerEvent::Refused { reason, message } => format!("refused ({reason:?}): {message}"),
+        PlayerEvent::SourceLost => "source lost: waiting for it".into(),
+        PlayerEvent::SourceBack => "source back".into(),
+        PlayerEvent::Ended => "stream ended".into(),
+        _ => "event".into(),
+    }
+}
+
+/// The network thread: the only owner of the session's network half.
+fn network_loop(
+    mut s: PlayerSession,
+    keys: &Keys,
+    orders: &Receiver<SessionCommand>,
+    ends: &Ends<'_>,
     shared: &Mutex<Option<Arc<OutputShared>>>,
 ) {
+    let Ends { socket, source, status, stop } = ends;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut last = clock::now();
     let mut log: Vec<String> = Vec::new();
-    let mut batch: Option<Nanos>;
     let mut key_version = keys.version();
     loop {
         let closing = stop.load(Ordering::Relaxed);
-        let deadline = {
-            let Ok(mut s) = session.lock() else { return };
-            if let Some(k) = keys.changed(&mut key_version) {
-                s.set_security(k);
+        if let Some(k) = keys.changed(&mut key_version) {
+            s.set_security(k);
+        }
+        while let Ok(c) = orders.try_recv() {
+            match c {
+                SessionCommand::DeviceOffset(d) => s.set_device_offset(d),
+                SessionCommand::LatencyOverride(l) => s.set_latency_override(l),
+                SessionCommand::Resync => s.resync(),
             }
-            let now = clock::now();
-            s.handle_timeout(now);
-            // Sent at once: a clock probe's departure stamp is taken in `poll_transmit`.
-            while let Some(t) = s.poll_transmit(clock::now(), &mut out) {
-                let _ = socket.send_to(&out[..t.len], source);
-            }
-            while let Some(e) = s.poll_event() {
-                log.push(match e {
-                    PlayerEvent::Joined(i) => format!(
-                        "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
-                        i.name, i.sample_rate, i.channels, i.codec, i.mode
-                    ),
-                    PlayerEvent::Refused { reason, message } => {
-                        format!("refused ({reason:?}): {message}")
-                    }
-                    PlayerEvent::SourceLost => "source lost: waiting for it".into(),
-                    PlayerEvent::SourceBack => "source back".into(),
-                    PlayerEvent::Ended => "stream ended".into(),
-                    _ => "event".into(),
-                });
-            }
-            if now - last > Nanos::from_millis(100) || !log.is_empty() {
-                last = now;
-                if let Ok(mut st) = status.lock() {
-                    st.stats = s.stats();
-                    st.clock = s.clock().copied();
-                    st.info = s.info().cloned();
-                    st.buffered = s.buffered();
-                    st.latency = s.latency();
-                    st.streaming = s.is_streaming();
-                    if let Some(sh) = shared.lock().ok().and_then(|x| x.clone()) {
-                        st.underrun_frames = sh.underrun_frames.load(Ordering::Relaxed);
-                        st.device_latency = sh.device_latency();
-                    }
-                    st.log.append(&mut log);
-                    let excess = st.log.len().saturating_sub(100);
-                    st.log.drain(..excess);
-                }
-            }
-            batch = s.info().and_then(read_batch);
-            s.poll_timeout()
-        };
+        }
+        if closing {
+            // The source hears a `Bye`.
+            s.close();
+        }
+        let now = clock::now();
+        s.handle_timeout(now);
+        // Sent at once: a clock probe's departure stamp is taken in `poll_transmit`.
+        while let Some(t) = s.poll_transmit(clock::now(), &mut out) {
+            let _ = socket.send_to(&out[..t.len], source);
+        }
         if closing {
             return;
         }
+        while let Some(e) = s.poll_event() {
+            log.push(describe(e));
+        }
+        let device = shared.lock().ok().and_then(|x| x.clone());
+        // Fresh while the device is being opened (the start-up reads the timing), then
+        // every 100 ms.
+        if now - last > Nanos::from_millis(100) || !log.is_empty() || device.is_none() {
+            last = now;
+            if let Ok(mut st) = status.lock() {
+                st.stats = s.stats();
+                st.clock = s.clock().copied();
+                st.info = s.info().cloned();
+                st.buffered = s.buffered();
+                st.latency = s.latency();
+                st.streaming = s.is_streaming();
+                st.timing = s.timing();
+                st.first_due = s.first_due();
+                if let Some(sh) = device {
+                    st.underrun_frames = sh.underrun_frames.load(Ordering::Relaxed);
+                    st.device_latency = sh.device_latency();
+                }
+                st.log.append(&mut log);
+                let excess = st.log.len().saturating_sub(100);
+                st.log.drain(..excess);
+            }
+        }
+        let batch = s.info().and_then(read_batch);
+        let deadline = s.poll_timeout();
         if let Some(b) = batch {
             let now = clock::now();
             let wake =
                 deadline.map_or(now + b, |d| d.min(now + b).max(now + Nanos::from_micros(100)));
             clock::sleep_until(wake);
-            let Ok(mut s) = session.lock() else { return };
-            while let Some((n, from, at)) = try_recv(&socket, &mut buf) {
+            while let Some((n, from, at)) = try_recv(socket, &mut buf) {
                 s.handle_datagram(at, from, &mut buf[..n]);
             }
             continue;
         }
         if let Some((n, from, at)) = recv_until(
-            &socket,
+            socket,
             &mut buf,
             clock::now(),
             deadline,
             Nanos::from_micros(100),
             Nanos::from_millis(5),
         ) {
-            // Arrival instants come with the datagram (the kernel's, or stamped before taking
-            // the lock the media thread may hold): they feed the clock estimate.
-            let Ok(mut s) = session.lock() else { return };
+            // Arrival instants come with the datagram (the kernel's, or stamped on receipt):
+            // they feed the clock estimate.
             s.handle_datagram(at, from, &mut buf[..n]);
             // Drain whatever else already arrived without blocking.
-            while let Some((n, from, at)) = try_recv(&socket, &mut buf) {
+            while let Some((n, from, at)) = try_recv(socket, &mut buf) {
                 s.handle_datagram(at, from, &mut buf[..n]);
             }
         }

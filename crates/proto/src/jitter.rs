@@ -37,6 +37,13 @@ pub enum Inserted {
     Restarted,
 }
 
+impl Inserted {
+    /// The packet is now held (to be played).
+    pub fn stored(self) -> bool {
+        matches!(self, Inserted::New { .. } | Inserted::FilledGap | Inserted::Restarted)
+    }
+}
+
 /// A slot's loss-recovery state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Missing {
@@ -152,6 +159,34 @@ impl JitterBuffer {
         self.next_out = None;
         self.end = SeqNo(0);
         self.closed = false;
+    }
+
+    /// Empties the buffer for a new stream of `frames_per_packet`-frame packets, keeping its
+    /// slots (and their payload buffers): nothing is allocated.
+    pub fn reset_for(&mut self, stream_id: u32, frames_per_packet: u16) {
+        self.clear();
+        self.stream_id = stream_id;
+        self.frames_per_packet = frames_per_packet;
+        self.lookback = 0;
+    }
+
+    /// Moves the playout cursor to `to` as if every packet before it had been played or
+    /// skipped (a cursor behind it stays where it is): the network half of a player follows
+    /// its playout half this way.
+    pub fn advance_to(&mut self, to: SeqNo) {
+        let Some(n) = self.next_out else { return };
+        if to <= n {
+            return;
+        }
+        let len = self.slots.len() as u64;
+        for s in n.0..to.0.min(n.0 + len) {
+            let i = self.index(SeqNo(s));
+            self.slots[i].state = State::Empty;
+        }
+        self.next_out = Some(to);
+        if self.end < to {
+            self.end = to;
+        }
     }
 
     /// When the first packet arrives, also wait for (and so NACK) the `packets` before it: if
@@ -393,6 +428,32 @@ mod tests {
         assert!(matches!(jb.pop(MediaTime(100)), Some(Playout::Frame(f)) if f.seq == SeqNo(12)));
         assert_eq!(jb.pop(MediaTime(52)), None, "13 starts at media 52");
         assert_eq!(jb.insert(t, &frame(11, &p), Origin::Original, t), Inserted::Late);
+    }
+
+    #[test]
+    fn advancing_the_cursor_is_playing_what_lies_before_it() {
+        let p = [0u8; 8];
+        let t = LocalTime(0);
+        let (mut played, mut followed) = (JitterBuffer::new(16, 9, 4), JitterBuffer::new(16, 9, 4));
+        for jb in [&mut played, &mut followed] {
+            jb.insert(t, &frame(10, &p), Origin::Original, t);
+            jb.insert(t, &frame(12, &p), Origin::Original, t);
+        }
+        // Played through the gap at 11, the packet at 12, and a stall at 13 and 14.
+        while played.pop(MediaTime(15 * 4)).is_some() {}
+        followed.advance_to(played.next_out().unwrap());
+        assert_eq!(followed.next_out(), Some(SeqNo(15)));
+        assert_eq!(followed.depth(), played.depth());
+        assert_eq!(followed.get(SeqNo(12)), None, "played packets leave");
+        assert_eq!(followed.insert(t, &frame(11, &p), Origin::Original, t), Inserted::Late);
+        assert_eq!(
+            followed.insert(t, &frame(16, &p), Origin::Original, t),
+            played.insert(t, &frame(16, &p), Origin::Original, t)
+        );
+        followed.advance_to(SeqNo(3));
+        assert_eq!(followed.next_out(), Some(SeqNo(15)), "a cursor never moves back");
+        followed.reset_for(2, 8);
+        assert_eq!((followed.next_out(), followed.media_of(SeqNo(2))), (None, MediaTime(16)));
     }
 
     #[test]

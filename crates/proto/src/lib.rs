@@ -15,7 +15,10 @@
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
 //! - [`jitter`]: the jitter buffer keyed by sequence number and media time.
 //! - [`source`]: [`SourceSession`], pacing, fan-out, retransmission, FEC.
-//! - [`player`]: [`PlayerSession`], jitter buffer, loss recovery, playout scheduling.
+//! - [`player`]: [`PlayerSession`], a player's network half: joining, clock, jitter
+//!   buffer, loss recovery; [`player::Timing`] (which frame plays when).
+//! - [`playback`]: [`Playback`], a player's playout half, and the lock-free rings between
+//!   the two; [`playback::Coupled`] runs both on one thread.
 //! - [`playout`]: the drift controller that turns "where the stream should be" into
 //!   "which samples go to the DAC now".
 //!
@@ -33,6 +36,7 @@ pub mod fec;
 pub mod jitter;
 pub mod link;
 pub mod pairing;
+pub mod playback;
 pub mod player;
 pub mod playout;
 pub mod source;
@@ -41,6 +45,7 @@ pub mod wire;
 
 pub use clock::{ClockEstimate, ClockEstimator};
 pub use crypto::{Credential, NetworkKey, Security};
+pub use playback::Playback;
 pub use player::{PlayerConfig, PlayerSession};
 pub use source::{SourceConfig, SourceSession};
 pub use time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};

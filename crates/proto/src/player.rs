@@ -1,22 +1,19 @@
-//! The player session: joins a stream, locks its clock to the stream clock, buffers,
-//! recovers losses, and says which samples go to the DAC at any local instant.
+//! The network half of a player: joins a stream, locks its clock to the stream clock,
+//! buffers, recovers losses, and hands each packet to the playout half ([`Playback`]).
 //!
 //! # Driving it
 //! ```text
-//! network thread:
-//!     on datagram:  player.handle_datagram(now, from, &mut buf[..n]);
-//!     on deadline:  player.handle_timeout(now);
-//!     while let Some(t) = player.poll_transmit(now, &mut out) { send(to player.source(), ..) }
-//!     while let Some(e) = player.poll_event() { ... }
-//!     sleep until player.poll_timeout()
-//! media side, once per device callback (dac_time = when its first frame is heard):
-//!     if let Some(r) = player.render(now, dac_time, frames) {
-//!         while let Some(p) = player.next_frame(r.end(frames) + margin) { decode or conceal p }
-//!         resample from r.position by r.step
-//!     } else { silence }
+//! let (session, playback) = PlayerSession::new(config, security, random, now);
+//! network thread (owns `session`):
+//!     on datagram:  session.handle_datagram(now, from, &mut buf[..n]);
+//!     on deadline:  session.handle_timeout(now);
+//!     while let Some(t) = session.poll_transmit(now, &mut out) { send(to session.source(), ..) }
+//!     while let Some(e) = session.poll_event() { ... }
+//!     sleep until session.poll_timeout()
+//! media thread (owns `playback`): see [`Playback`].
 //! ```
-//! The player is one object: in the node the two sides share it behind the media thread's
-//! ownership (the audio callback itself only reads decoded PCM from a ring).
+//! The two halves talk through lock-free rings only (see [`crate::playback`]);
+//! [`Coupled`](crate::playback::Coupled) runs both on one thread.
 //!
 //! # Timing
 //! A sample with presentation time `P` (stream clock) is heard at the local instant where
@@ -37,8 +34,8 @@ use crate::Transmit;
 use crate::clock::{ClockConfig, ClockEstimate, ClockEstimator, ClockSample};
 use crate::crypto::{ReplayGuard, Security};
 use crate::fec::{FecDecoder, block_of};
-use crate::jitter::{Inserted, JitterBuffer, Origin, Playout};
-use crate::playout::{PlayoutConfig, PlayoutScheduler, Render};
+use crate::jitter::{Inserted, JitterBuffer, Origin};
+use crate::playback::{self, Handoff, Held, NetEnds, Playback, PlayoutCounts};
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
 use crate::wire::{self, AudioFrame, Codec, Mode, Packet, RefuseReason, RxErrorCounts};
 
@@ -194,6 +191,9 @@ pub struct PlayerStats {
     pub restarts: u64,
     /// Datagrams dropped, by reason.
     pub rx_errors: RxErrorCounts,
+    /// Packets the playout half did not take in time (it stopped reading for a whole
+    /// buffer's worth): dropped before playout, concealed there.
+    pub handoff_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +217,7 @@ enum Outgoing {
 
 /// Live-mode latency: the spread of arrivals plus how far ahead the device asks for audio.
 #[derive(Debug)]
-struct LiveLatency {
+pub(crate) struct LiveLatency {
     /// Per 200 ms: the two largest latenesses.
     buckets: [(i64, Nanos, Nanos); 10],
     lead: Nanos,
@@ -229,7 +229,7 @@ struct LiveLatency {
 impl LiveLatency {
     const BUCKET: i64 = 200_000_000;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LiveLatency {
             buckets: [(i64::MIN, Nanos::ZERO, Nanos::ZERO); 10],
             lead: Nanos::ZERO,
@@ -239,7 +239,7 @@ impl LiveLatency {
         }
     }
 
-    fn arrival(&mut self, now: LocalTime, lateness: Nanos) {
+    pub(crate) fn arrival(&mut self, now: LocalTime, lateness: Nanos) {
         let b = now.0 as i64 / Self::BUCKET;
         let slot = &mut self.buckets[(b as usize) % self.buckets.len()];
         if slot.0 != b {
@@ -275,7 +275,7 @@ impl LiveLatency {
     }
 
     /// Updates the latency at a render; returns it once enough arrivals were seen.
-    fn update(&mut self, now: LocalTime, lead: Nanos, margin: Nanos) -> Option<Nanos> {
+    pub(crate) fn update(&mut self, now: LocalTime, lead: Nanos, margin: Nanos) -> Option<Nanos> {
         self.lead =
             if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
         if self.samples < 20 {
@@ -320,7 +320,7 @@ struct Restored {
     payload: Vec<u8>,
 }
 
-/// The receiving side of one stream (see the module docs).
+/// The network half of a player (see the module docs).
 #[derive(Debug)]
 pub struct PlayerSession {
     config: PlayerConfig,
@@ -353,11 +353,15 @@ pub struct PlayerSession {
     jitter: JitterBuffer,
     fec: FecDecoder,
     fec_scratch: Vec<Restored>,
+    /// Where playout stands, as it last said (the frame it played, the latency it adds, its
+    /// render lead, its counters): NACK deadlines and reports are dated with it.
     reference: Option<(MediaTime, StreamTime)>,
-    scheduler: Option<PlayoutScheduler>,
-    live: LiveLatency,
     extra: Nanos,
     lead: Nanos,
+    played: PlayoutCounts,
+    /// The run of the stream playout is told about: its reports of an older one are stale.
+    generation: u64,
+    playback: NetEnds,
     outgoing: VecDeque<Outgoing>,
     events: VecDeque<PlayerEvent>,
     replay: ReplayGuard,
@@ -365,12 +369,19 @@ pub struct PlayerSession {
 }
 
 impl PlayerSession {
-    /// A new player. `random` is its sender id (128 bits of OS randomness in a node, a seed
-    /// in simulation); `now` is the local time.
-    pub fn new(config: PlayerConfig, security: Security, random: u128, now: LocalTime) -> Self {
+    /// A new player: its network half and its playout half, to be owned by one thread each.
+    /// `random` is its sender id (128 bits of OS randomness in a node, a seed in simulation);
+    /// `now` is the local time.
+    pub fn new(
+        config: PlayerConfig,
+        security: Security,
+        random: u128,
+        now: LocalTime,
+    ) -> (Self, Playback) {
         let mut outgoing = VecDeque::new();
         outgoing.push_back(Outgoing::Hello);
-        PlayerSession {
+        let (ends, playback) = playback::rings(&config);
+        let session = PlayerSession {
             security,
             sender: crate::sender_id(random),
             packet_number: 0,
@@ -395,15 +406,52 @@ impl PlayerSession {
             fec: FecDecoder::new(64),
             fec_scratch: Vec::new(),
             reference: None,
-            scheduler: None,
-            live: LiveLatency::new(),
             extra: Nanos::ZERO,
             lead: Nanos::ZERO,
+            played: PlayoutCounts::default(),
+            generation: 0,
+            playback: ends,
             outgoing,
             events: VecDeque::new(),
             replay: ReplayGuard::default(),
             stats: PlayerStats::default(),
             config,
+        };
+        (session, playback)
+    }
+
+    /// Takes in where playout stands (its latest report). Every `handle_*` does it first.
+    pub fn absorb(&mut self) {
+        let Some(r) = self.playback.latest() else { return };
+        self.extra = r.extra;
+        self.lead = r.lead;
+        self.played = r.counts;
+        if r.generation == self.generation {
+            if r.reference.is_some() {
+                self.reference = r.reference;
+            }
+            if let Some(n) = r.next_out {
+                self.jitter.advance_to(n);
+            }
+        }
+    }
+
+    /// Items waiting for room in the ring to playout.
+    #[cfg(test)]
+    pub(crate) fn handoff_waiting(&self) -> usize {
+        self.playback.waiting()
+    }
+
+    /// Hands over what waits for playout (its ring was full).
+    pub fn flush(&mut self) {
+        self.playback.flush();
+    }
+
+    fn set_link(&mut self, link: Link) {
+        let was = self.link == Link::Streaming;
+        self.link = link;
+        if was != (link == Link::Streaming) {
+            self.playback.send(Handoff::Streaming(link == Link::Streaming));
         }
     }
 
@@ -425,10 +473,15 @@ impl PlayerSession {
         self.security = security;
     }
 
-    /// Counters since the session started.
+    /// Counters since the session started (playout's as it last said).
     pub fn stats(&self) -> PlayerStats {
         let mut s = self.stats;
-        s.resyncs = self.scheduler.as_ref().map_or(0, |p| p.resyncs());
+        s.concealed = self.played.concealed;
+        s.stalled = self.played.stalled;
+        s.skipped = self.played.skipped;
+        s.resyncs = self.played.resyncs;
+        s.late += self.played.late;
+        s.handoff_dropped = self.playback.dropped;
         s
     }
     /// Packets buffered ahead of playout (present or missing).
@@ -449,14 +502,18 @@ impl PlayerSession {
         self.link == Link::Streaming
     }
 
-    /// Changes the per-device offset (takes effect at the next render, by slewing or a jump).
+    /// Changes the per-device offset (takes effect at playout's next render, by slewing or a
+    /// jump).
     pub fn set_device_offset(&mut self, offset: Nanos) {
         self.config.device_offset = offset;
+        self.playback.send(Handoff::DeviceOffset(offset));
     }
 
-    /// Changes the sync-mode latency override.
+    /// Changes the sync-mode latency override (playout moves by the difference at its next
+    /// render).
     pub fn set_latency_override(&mut self, latency: Option<Nanos>) {
         self.config.latency_override = latency;
+        self.playback.send(Handoff::LatencyOverride(latency));
     }
 
     /// Leaves the stream: a `Bye` goes to the source.
@@ -468,15 +525,21 @@ impl PlayerSession {
         self.jitter.clear();
         self.fec = FecDecoder::new(64);
         self.reference = None;
-        self.scheduler = None;
         self.clock.reset();
         self.probes_sent = 0;
-        self.live = LiveLatency::new();
         self.info = None;
+        self.generation += 1;
+        self.playback.send(Handoff::Reset { generation: self.generation });
     }
 
     /// Feeds a received datagram (decrypted in place in `buf`).
     pub fn handle_datagram(&mut self, now: LocalTime, from: SocketAddr, buf: &mut [u8]) {
+        self.absorb();
+        self.on_datagram(now, from, buf);
+        self.playback.clock(self.clock.estimate());
+    }
+
+    fn on_datagram(&mut self, now: LocalTime, from: SocketAddr, buf: &mut [u8]) {
         let (preamble, packet) = match wire::decode(buf, &self.security, &mut self.replay) {
             Ok(x) => x,
             Err(e) => {
@@ -530,7 +593,7 @@ impl PlayerSession {
             }
             if self.source_sender.is_some() {
                 self.reset_stream();
-                self.link = Link::Joining;
+                self.set_link(Link::Joining);
                 self.stats.restarts += 1;
                 self.adopted_at = now;
             } else if self.probe_sender != Some(preamble.sender) {
@@ -558,7 +621,7 @@ impl PlayerSession {
         }
         self.last_heard = now;
         if self.link == Link::Lost {
-            self.link = if self.info.is_some() { Link::Streaming } else { Link::Joining };
+            self.set_link(if self.info.is_some() { Link::Streaming } else { Link::Joining });
             self.events.push_back(PlayerEvent::SourceBack);
             self.probes_sent = 0;
             self.next_probe = now;
@@ -576,7 +639,7 @@ impl PlayerSession {
             }
             Packet::Bye(b) if self.info.as_ref().is_some_and(|i| i.stream_id == b.stream_id) => {
                 self.events.push_back(PlayerEvent::Ended);
-                self.link = Link::Lost;
+                self.set_link(Link::Lost);
             }
             _ => {}
         }
@@ -614,7 +677,7 @@ impl PlayerSession {
         }
         if let Some(i) = &self.info {
             if i.epoch == a.epoch && i.stream_id == a.stream_id {
-                self.link = Link::Streaming;
+                self.set_link(Link::Streaming);
                 return;
             }
             self.reset_stream();
@@ -632,23 +695,15 @@ impl PlayerSession {
             fec: (a.fec_data > 0).then_some((a.fec_data, a.fec_repair)),
             name: a.name.to_owned(),
         };
-        self.jitter =
-            JitterBuffer::new(self.config.buffer_packets, a.stream_id, a.frames_per_packet);
+        self.jitter.reset_for(a.stream_id, a.frames_per_packet);
         if a.mode == Mode::Sync {
-            // The first packets heard may not be the first sent (lost, or overtaken): a quarter
-            // of the group latency's worth before the first arrival (16 at most) is awaited
-            // and NACKed like any gap, so a stream's opening survives early losses.
-            let packet = Nanos::from_frames(u64::from(a.frames_per_packet.max(1)), a.sample_rate);
-            self.jitter.set_lookback(((a.group_latency.0 / packet.0.max(1)) as u64 / 4).min(16));
+            self.jitter.set_lookback(playback::lookback(&info));
         }
-        let mut pc = PlayoutConfig::new(a.sample_rate);
-        if a.mode == Mode::Live {
-            pc.resync_threshold = Nanos::from_millis(2);
-        }
-        self.scheduler = Some(PlayoutScheduler::new(pc));
+        self.generation += 1;
+        self.playback.send(Handoff::Joined { generation: self.generation, info: info.clone() });
         self.events.push_back(PlayerEvent::Joined(info.clone()));
         self.info = Some(info);
-        self.link = Link::Streaming;
+        self.set_link(Link::Streaming);
         // The source is here now: (re)start the join burst if no probe has come back yet.
         if self.clock.is_empty() {
             self.probes_sent = 0;
@@ -673,6 +728,9 @@ impl PlayerSession {
         let first_nack = now + self.nack_delay();
         let first = self.jitter.next_out().is_none();
         let result = self.jitter.insert(now, frame, origin, first_nack);
+        if result.stored() {
+            self.playback.send(Handoff::Packet(Held::new(frame, origin, now, first_nack)));
+        }
         match result {
             Inserted::New { gap } => {
                 self.stats.received += 1;
@@ -703,7 +761,8 @@ impl PlayerSession {
             && let Some(c) = self.clock.estimate()
         {
             let arrival = c.to_stream(now);
-            self.live.arrival(now, arrival - frame.presentation);
+            self.playback
+                .send(Handoff::Arrival { at: now, lateness: arrival - frame.presentation });
         }
         if matches!(result, Inserted::New { .. } | Inserted::FilledGap)
             && let (Some((d, _)), Some(block)) = (info.fec, self.fec.block_for(frame.seq))
@@ -760,74 +819,55 @@ impl PlayerSession {
                 retransmit: false,
                 payload: &r.payload,
             };
-            if self.jitter.insert(now, &frame, Origin::Fec, now) == Inserted::FilledGap {
+            let result = self.jitter.insert(now, &frame, Origin::Fec, now);
+            if result == Inserted::FilledGap {
                 self.stats.recovered_fec += 1;
+            }
+            // (A packet rebuilt before it was even missed is held too.)
+            if result.stored() {
+                self.playback.send(Handoff::Packet(Held::new(&frame, Origin::Fec, now, now)));
             }
         }
         self.fec_scratch = restored;
     }
 
-    /// Local instant at which media time `media` is due at the DAC (if locked).
+    /// Local instant at which media time `media` is due at the DAC (once the clock has an
+    /// estimate and a packet arrived).
     pub fn due_at(&self, media: MediaTime) -> Option<LocalTime> {
+        Some(self.timing()?.due_at(media))
+    }
+
+    /// Where the stream stands against the local clock, as a copy any thread can use: which
+    /// frame plays when (see [`Timing`]). `None` until the clock has an estimate and a
+    /// packet arrived.
+    pub fn timing(&self) -> Option<Timing> {
         let info = self.info.as_ref()?;
-        let (m0, p0) = self.reference?;
-        let clock = self.clock.estimate()?;
-        let dt = Nanos(
-            (((media.0 as i128) - (m0.0 as i128)) * 1_000_000_000 / i128::from(info.sample_rate))
-                as i64,
-        );
-        Some(clock.to_local(p0 + dt + self.config.device_offset + self.extra))
+        let clock = *self.clock.estimate()?;
+        Some(Timing {
+            sample_rate: info.sample_rate,
+            mode: info.mode,
+            reference: self.reference?,
+            locked: clock.samples >= 3 && clock.span >= self.config.lock_span,
+            clock,
+            device_offset: self.config.device_offset,
+            extra: self.extra,
+        })
     }
 
     /// Re-locks playout now: the position controller starts over and the next block plays
     /// exactly where the clock says (a jump, not a slow slew), as after joining.
     pub fn resync(&mut self) {
-        if let Some(s) = self.scheduler.as_mut() {
-            s.reset();
-        }
+        self.playback.send(Handoff::Resync);
     }
 
-    /// The stream frame due at local instant `at` before this device's own delay (the inverse
-    /// of [`due_at`](Self::due_at) without the device offset): every player of a stream at one
-    /// group latency names the same frame at the same instant, so this is "now" for all of
-    /// them (zone-wide changes are scheduled on it).
+    /// See [`Timing::position_at`].
     pub fn position_at(&self, at: LocalTime) -> Option<u64> {
-        let info = self.info.as_ref()?;
-        let (m0, p0) = self.reference?;
-        let clock = self.locked_clock()?;
-        let since = clock.to_stream(at) - (p0 + self.extra);
-        let frames = i128::from(since.0) * i128::from(info.sample_rate) / 1_000_000_000;
-        u64::try_from(i128::from(m0.0) + frames).ok()
+        self.timing()?.position_at(at)
     }
 
-    /// The first local instant at or after `after` at which a whole media frame reaches the
-    /// DAC, once the clock is locked and a frame has arrived (sync mode). A device whose
-    /// phase is free, a file, starts there: its samples then *are* the stream's samples,
-    /// bit-exact, with no sub-frame offset between players.
+    /// See [`Timing::frame_grid`].
     pub fn frame_grid(&self, after: LocalTime) -> Option<LocalTime> {
-        let info = self.info.as_ref()?;
-        if info.mode != Mode::Sync {
-            return None;
-        }
-        let (_, p0) = self.reference?;
-        let clock = self.locked_clock()?;
-        let since = clock.to_stream(after) - (p0 + self.config.device_offset + self.extra);
-        // Frames from the reference frame to the first one due at or after `after` (the grid
-        // runs on before the stream's first frame too).
-        let rate = i128::from(info.sample_rate);
-        let mut frames = (i128::from(since.0) * rate).div_euclid(1_000_000_000) + 1;
-        loop {
-            let at = p0
-                + Nanos((frames * 1_000_000_000 / rate) as i64)
-                + self.config.device_offset
-                + self.extra;
-            let due = clock.to_local(at);
-            // Rounding to the nanosecond may land a hair before `after`: take the next frame.
-            if due >= after {
-                return Some(due);
-            }
-            frames += 1;
-        }
+        self.timing()?.frame_grid(after)
     }
 
     /// When the earliest packet awaited (heard, or missing before the first heard) is due at
@@ -836,14 +876,11 @@ impl PlayerSession {
         self.due_at(self.jitter.media_of(self.jitter.next_out()?))
     }
 
-    fn locked_clock(&self) -> Option<&ClockEstimate> {
-        self.clock.estimate().filter(|c| c.samples >= 3 && c.span >= self.config.lock_span)
-    }
-
     /// Timers: probes, reports, hellos, NACKs, source loss.
     pub fn handle_timeout(&mut self, now: LocalTime) {
+        self.absorb();
         if self.link != Link::Lost && now - self.last_heard > self.config.source_timeout {
-            self.link = Link::Lost;
+            self.set_link(Link::Lost);
             self.events.push_back(PlayerEvent::SourceLost);
         }
         if now >= self.next_probe {
@@ -1000,58 +1037,80 @@ impl PlayerSession {
     pub fn poll_event(&mut self) -> Option<PlayerEvent> {
         self.events.pop_front()
     }
+}
 
-    /// Plans one device callback: `frames` output frames, the first heard at local instant
-    /// `dac_time`, asked for at `now`. `None` means "play silence" (not locked, or no stream).
-    pub fn render(&mut self, now: LocalTime, dac_time: LocalTime, frames: u32) -> Option<Render> {
-        let info = self.info.as_ref()?;
-        if self.link != Link::Streaming {
-            return None;
-        }
-        let rate = info.sample_rate;
-        let lead = (dac_time - now) + Nanos::from_frames(u64::from(frames), rate);
-        self.lead =
-            if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
-        self.extra = match info.mode {
-            Mode::Sync => {
-                self.config.latency_override.map_or(Nanos::ZERO, |l| l - info.group_latency)
-            }
-            Mode::Live => self.live.update(now, lead, self.config.live_margin)?,
-        };
-        let clock = *self.locked_clock()?;
-        let (m0, p0) = self.reference?;
-        let stream_now = clock.to_stream(dac_time);
-        let since = stream_now - (p0 + self.config.device_offset + self.extra);
-        let target = m0.0 as f64 + since.0 as f64 * f64::from(rate) / 1e9;
-        let scheduler = self.scheduler.as_mut()?;
-        let first = scheduler.resyncs() == 0;
-        let render = scheduler.schedule(dac_time, frames, target, 1.0 + clock.skew);
-        if render.position > 0.0 {
-            let skipped = self.jitter.skip_before(MediaTime(render.position.floor() as u64));
-            // Joining mid-stream drops what is already past; only later jumps lose audio.
-            if render.resynced && !first {
-                self.stats.skipped += skipped;
-            }
-        }
-        Some(render)
+/// Where a player's stream stands against its local clock (a copy, as the network half last
+/// knew it): which stream frame reaches the DAC when. Every player of a stream at one group
+/// latency names the same frame at the same instant, so zone-wide changes are scheduled on
+/// it; a file output starts on its frame grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// Playout mode.
+    pub mode: Mode,
+    /// A frame and its presentation time (the last one played, or the first heard).
+    pub reference: (MediaTime, StreamTime),
+    /// The clock estimate.
+    pub clock: ClockEstimate,
+    /// The estimate spans long enough to play by it.
+    pub locked: bool,
+    /// This device's delay.
+    pub device_offset: Nanos,
+    /// Latency playout adds to presentation times (the zone's, or live mode's).
+    pub extra: Nanos,
+}
+
+impl Timing {
+    /// Local instant at which media time `media` is due at the DAC.
+    pub fn due_at(&self, media: MediaTime) -> LocalTime {
+        let (m0, p0) = self.reference;
+        let dt = Nanos(
+            (((media.0 as i128) - (m0.0 as i128)) * 1_000_000_000 / i128::from(self.sample_rate))
+                as i64,
+        );
+        self.clock.to_local(p0 + dt + self.device_offset + self.extra)
     }
 
-    /// The next packet to decode (or conceal) for playout up to media position `until`.
-    pub fn next_frame(&mut self, until: f64) -> Option<Playout<'_>> {
-        if self.link != Link::Streaming || until <= 0.0 {
+    /// The stream frame due at local instant `at` before this device's own delay (the inverse
+    /// of [`due_at`](Self::due_at) without the device offset): "now" for every player of the
+    /// stream at once. `None` until the clock is locked.
+    pub fn position_at(&self, at: LocalTime) -> Option<u64> {
+        if !self.locked {
             return None;
         }
-        if self.jitter.drained() {
-            self.link = Link::Lost;
-            self.events.push_back(PlayerEvent::Ended);
+        let (m0, p0) = self.reference;
+        let since = self.clock.to_stream(at) - (p0 + self.extra);
+        let frames = i128::from(since.0) * i128::from(self.sample_rate) / 1_000_000_000;
+        u64::try_from(i128::from(m0.0) + frames).ok()
+    }
+
+    /// The first local instant at or after `after` at which a whole media frame reaches the
+    /// DAC, once the clock is locked (sync mode). A device whose phase is free, a file, starts
+    /// there: its samples then *are* the stream's samples, bit-exact, with no sub-frame offset
+    /// between players.
+    pub fn frame_grid(&self, after: LocalTime) -> Option<LocalTime> {
+        if self.mode != Mode::Sync || !self.locked {
             return None;
         }
-        let p = self.jitter.pop(MediaTime(until.ceil() as u64))?;
-        match p {
-            Playout::Frame(f) => self.reference = Some((f.media, f.presentation)),
-            Playout::Missing { stalled: false, .. } => self.stats.concealed += 1,
-            Playout::Missing { stalled: true, .. } => self.stats.stalled += 1,
+        let (_, p0) = self.reference;
+        let clock = &self.clock;
+        let since = clock.to_stream(after) - (p0 + self.device_offset + self.extra);
+        // Frames from the reference frame to the first one due at or after `after` (the grid
+        // runs on before the stream's first frame too).
+        let rate = i128::from(self.sample_rate);
+        let mut frames = (i128::from(since.0) * rate).div_euclid(1_000_000_000) + 1;
+        loop {
+            let at = p0
+                + Nanos((frames * 1_000_000_000 / rate) as i64)
+                + self.device_offset
+                + self.extra;
+            let due = clock.to_local(at);
+            // Rounding to the nanosecond may land a hair before `after`: take the next frame.
+            if due >= after {
+                return Some(due);
+            }
+            frames += 1;
         }
-        Some(p)
     }
 }

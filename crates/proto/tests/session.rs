@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use tutti_proto::jitter::Playout;
+use tutti_proto::playback::Coupled;
 use tutti_proto::player::PlayerEvent;
 use tutti_proto::source::SourceEvent;
 use tutti_proto::wire::RefuseReason;
 use tutti_proto::{
-    Destination, LocalTime, Nanos, NetworkKey, PlayerConfig, PlayerSession, Security, SeqNo,
-    SourceConfig, SourceSession,
+    Destination, LocalTime, Nanos, NetworkKey, PlayerConfig, Security, SeqNo, SourceConfig,
+    SourceSession,
 };
 
 const SRC: &str = "127.0.0.1:5000";
@@ -28,7 +29,7 @@ type DropFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> bool>;
 struct Net {
     now: LocalTime,
     source: SourceSession,
-    players: Vec<(SocketAddr, PlayerSession)>,
+    players: Vec<(SocketAddr, Coupled)>,
     in_flight: VecDeque<(LocalTime, SocketAddr, SocketAddr, Vec<u8>)>,
     delay: Nanos,
     drop: DropFilter,
@@ -56,7 +57,7 @@ impl Net {
     fn add_player(&mut self, port: u16) -> usize {
         let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
         cfg.name = format!("p{port}");
-        let p = PlayerSession::new(cfg, self.security.clone(), u128::from(port), self.now);
+        let p = Coupled::new(cfg, self.security.clone(), u128::from(port), self.now);
         self.players.push((addr(port), p));
         self.players.len() - 1
     }
@@ -146,7 +147,7 @@ impl Played {
     }
 }
 
-fn events(p: &mut PlayerSession) -> Vec<PlayerEvent> {
+fn events(p: &mut Coupled) -> Vec<PlayerEvent> {
     std::iter::from_fn(|| p.poll_event()).collect()
 }
 
@@ -238,7 +239,7 @@ fn player_survives_the_source_going_away_and_a_new_source_run() {
             .unwrap();
     rendered[0].clear();
     net.run(Nanos::from_secs(2), &mut rendered);
-    let p = &net.players[0].1;
+    let p = &mut net.players[0].1;
     assert!(p.is_streaming());
     assert!(p.info().unwrap().epoch > first, "re-locked onto the new run");
     assert_eq!(p.stats().restarts, 1);
@@ -298,7 +299,7 @@ fn a_stranger_hears_nothing_and_a_capture_replayed_after_a_rotation_plays_nothin
     // An unpaired player: it holds some other key.
     let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
     cfg.name = "stranger".into();
-    net.players.push((addr(6001), PlayerSession::new(cfg, keyed(9, &[]), 9, net.now)));
+    net.players.push((addr(6001), Coupled::new(cfg, keyed(9, &[]), 9, net.now)));
     let capture: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
     let c = capture.clone();
     net.drop = Box::new(move |to, data| {
@@ -321,7 +322,7 @@ fn a_stranger_hears_nothing_and_a_capture_replayed_after_a_rotation_plays_nothin
     let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
     cfg.name = "victim".into();
     let t = net.now + Nanos::from_secs(60);
-    let mut victim = PlayerSession::new(cfg, keyed(5, &[]), 7, t);
+    let mut victim = Coupled::new(cfg, keyed(5, &[]), 7, t);
     for (i, d) in capture.borrow().iter().enumerate() {
         let mut d = d.clone();
         victim.handle_datagram(t + Nanos::from_millis(i as i64), SRC.parse().unwrap(), &mut d);
@@ -438,7 +439,7 @@ fn relayed_and_replayed_datagrams_of_other_runs_never_touch_playout() {
         net.run(Nanos::from_millis(1), &mut rendered);
     }
     net.run(Nanos::from_millis(500), &mut rendered);
-    let p = &net.players[0].1;
+    let p = &mut net.players[0].1;
     let s = p.stats();
     assert_eq!(s.foreign, injected, "every foreign datagram counted: {s:?}");
     assert_eq!((s.restarts, s.resyncs - resyncs, s.concealed), (0, 0, 0), "{s:?}");
@@ -455,7 +456,7 @@ fn relayed_and_replayed_datagrams_of_other_runs_never_touch_playout() {
     newer.receivers = vec![addr(6000)];
     net.source = SourceSession::new(newer, net.security.clone(), 503, net.now).unwrap();
     net.run(Nanos::from_millis(300), &mut rendered);
-    let p = &net.players[0].1;
+    let p = &mut net.players[0].1;
     assert_eq!(p.stats().restarts, 1);
     assert_eq!(p.info().unwrap().epoch, net.source.epoch());
     assert!(p.is_streaming());
@@ -554,7 +555,7 @@ fn a_refusal_from_an_earlier_run_does_not_stop_a_player() {
     // A later run of that player (same address) is fed the refusals its predecessor got.
     let mut cfg = PlayerConfig::new(SRC.parse().unwrap());
     cfg.name = "p6001 again".into();
-    let mut again = PlayerSession::new(cfg, net.security.clone(), 4242, net.now);
+    let mut again = Coupled::new(cfg, net.security.clone(), 4242, net.now);
     for d in capture.borrow().iter() {
         let mut d = d.clone();
         again.handle_datagram(net.now, SRC.parse().unwrap(), &mut d);
@@ -571,7 +572,7 @@ fn many_replayed_hellos_aimed_at_one_address_get_a_few_answers_a_second() {
     let security = Security::encrypted(NetworkKey::from_bytes([4; 32]));
     let now = LocalTime(1_000_000_000);
     let mut player =
-        PlayerSession::new(PlayerConfig::new(SRC.parse().unwrap()), security.clone(), 3, now);
+        Coupled::new(PlayerConfig::new(SRC.parse().unwrap()), security.clone(), 3, now);
     let mut hellos = Vec::new();
     let mut buf = [0u8; 1500];
     for i in 0..400 {
@@ -601,7 +602,7 @@ fn many_replayed_hellos_aimed_at_one_address_get_a_few_answers_a_second() {
     assert!(answers <= 32, "{answers} answers to the victim in 200 ms");
     assert!(source.stats().cookies_withheld as usize >= hellos.len() - 32);
     // A real player at another IP address still gets its cookie at once.
-    let mut p2 = PlayerSession::new(
+    let mut p2 = Coupled::new(
         PlayerConfig::new(SRC.parse().unwrap()),
         Security::encrypted(NetworkKey::from_bytes([4; 32])),
         5,

@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tutti_proto::jitter::Playout;
-use tutti_proto::player::PlayerSession;
+use tutti_proto::playback::Coupled;
 use tutti_proto::source::SourceSession;
 use tutti_proto::wire::MAX_DATAGRAM;
 use tutti_proto::{
@@ -142,7 +142,7 @@ impl Dac {
 }
 
 struct PlayerNode {
-    session: PlayerSession,
+    session: Coupled,
     dac: Dac,
     segments: VecDeque<(u64, f64, f64)>,
     record: PlayerRecord,
@@ -355,7 +355,7 @@ impl World<'_> {
         cfg.probe_interval = s.probe_interval;
         cfg.join = !s.multicast;
         let local = self.nodes[player].clock.local(self.now);
-        let session = PlayerSession::new(cfg, security.clone(), u128::from(random), local);
+        let session = Coupled::new(cfg, security.clone(), u128::from(random), local);
         let mut rng = Rng::new(random);
         let dac_ppm = rng.range(-s.dac_ppm, s.dac_ppm);
         let dac = Dac {
@@ -550,7 +550,7 @@ impl World<'_> {
             dropped += l.dropped;
         }
         for n in self.nodes {
-            if let Role::Player(p) = n.role {
+            if let Role::Player(mut p) = n.role {
                 let mut r = p.record;
                 r.stats = p.session.stats();
                 players.push(r);

@@ -52,7 +52,7 @@ pub(crate) fn demo(a: DemoArgs) -> Result<()> {
         // Where each player will play the same sample: the spread is their disagreement.
         let media = tutti_proto::MediaTime((start.elapsed().as_secs() + 2) * 48_000);
         let due: Vec<Option<tutti_proto::LocalTime>> =
-            players.iter().map(|p| p.session.lock().ok().and_then(|s| s.due_at(media))).collect();
+            players.iter().map(|p| p.status.lock().ok()?.timing.map(|t| t.due_at(media))).collect();
         let known: Vec<_> = due.iter().flatten().collect();
         let spread = match (known.iter().min(), known.iter().max()) {
             (Some(lo), Some(hi)) if known.len() == players.len() => {

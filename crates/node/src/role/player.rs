@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tutti_audio::ramp::{SharedGain, percent_to_gain};
+use tutti_audio::ramp::percent_to_gain;
 
+use tutti_proto::Nanos;
 use tutti_proto::control::{Command, NodeState, Settings};
-use tutti_proto::{Nanos, PlayerSession};
 
 use crate::NodeError;
-use crate::player::{PlayerOptions, PlayerSnapshot, RunningPlayer, run_player};
+use crate::player::{PlayerOptions, PlayerSnapshot, RunningPlayer, SessionCommand, run_player};
 use crate::security::Keys;
 
 /// What a [`Player`] can be told.
@@ -140,7 +140,6 @@ impl core::fmt::Debug for Order {
 /// The running player's parts the handle reads (replaced when it joins another stream).
 struct Current {
     status: Arc<Mutex<PlayerSnapshot>>,
-    session: Arc<Mutex<PlayerSession>>,
     /// The stream it plays (or last played, while a route is waited for).
     source: SocketAddr,
     local_addr: SocketAddr,
@@ -165,17 +164,15 @@ struct Levels {
 }
 
 impl Levels {
-    fn apply(&self, gain: &SharedGain, session: &Mutex<PlayerSession>) {
+    fn apply(&self, player: &RunningPlayer) {
         if let Some(v) = self.volume {
-            gain.set_volume_percent(v);
+            player.gain.set_volume_percent(v);
         }
         if let Some(m) = self.mute {
-            gain.set_muted(m);
+            player.gain.set_muted(m);
         }
-        if let Some(d) = self.delay_ms
-            && let Ok(mut s) = session.lock()
-        {
-            s.set_device_offset(Nanos((d * 1e6).round() as i64));
+        if let Some(d) = self.delay_ms {
+            player.command(SessionCommand::DeviceOffset(Nanos((d * 1e6).round() as i64)));
         }
     }
 }
@@ -208,7 +205,6 @@ impl Player {
         let running = run_player(opts.clone(), keys.clone())?;
         let current = Arc::new(Mutex::new(Current {
             status: running.status.clone(),
-            session: running.session.clone(),
             source: opts.config.source,
             local_addr: running.local_addr,
             route_problem: None,
@@ -294,7 +290,7 @@ impl PlayerControl {
     pub fn view(&self) -> PlayerView {
         let Ok(c) = self.current.lock() else { return PlayerView::default() };
         let snapshot = c.status.lock().map(|s| s.clone()).unwrap_or_default();
-        let position = c.session.lock().ok().and_then(|s| s.position_at(tutti_audio::clock::now()));
+        let position = snapshot.timing.and_then(|t| t.position_at(tutti_audio::clock::now()));
         let problem = c
             .route_problem
             .clone()
@@ -435,13 +431,9 @@ impl Owner {
             PlayerCommand::Mute { mute, at: Some(at) } => p.gain.schedule(None, Some(mute), at),
             PlayerCommand::Mute { mute, at: None } => p.gain.set_muted(mute),
             PlayerCommand::Delay { ms } => {
-                Levels { delay_ms: Some(ms), ..Levels::default() }.apply(&p.gain, &p.session);
+                Levels { delay_ms: Some(ms), ..Levels::default() }.apply(p);
             }
-            PlayerCommand::Resync => {
-                if let Ok(mut s) = p.session.lock() {
-                    s.resync();
-                }
-            }
+            PlayerCommand::Resync => p.command(SessionCommand::Resync),
             PlayerCommand::Identify => p.cue.ask(),
             PlayerCommand::Route { .. } => {}
         }
@@ -472,9 +464,8 @@ impl Owner {
             // The stream it plays: nothing to join. A new latency is changed in the running
             // session (playout moves by the difference at the next render).
             if latency != playing.1 {
-                if let Ok(mut s) = p.session.lock() {
-                    s.set_latency_override(latency.or(self.base.config.latency_override));
-                }
+                let plays_at = latency.or(self.base.config.latency_override);
+                p.command(SessionCommand::LatencyOverride(plays_at));
                 self.playing = Some((addr, latency));
                 self.tell(PlayerNotice::Latency(latency));
             }
@@ -524,10 +515,9 @@ impl Owner {
         }
         match run_player(opts, self.keys.clone()) {
             Ok(p) => {
-                self.levels.apply(&p.gain, &p.session);
+                self.levels.apply(&p);
                 if let Ok(mut c) = self.current.lock() {
                     c.status = p.status.clone();
-                    c.session = p.session.clone();
                     c.source = addr;
                     c.local_addr = p.local_addr;
                     c.route_problem = None;
