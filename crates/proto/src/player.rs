@@ -19,13 +19,13 @@
 //! A sample with presentation time `P` (stream clock) is heard at the local instant where
 //! `stream(t) = P + device_offset + extra`, with `extra` the zone's latency override (sync
 //! mode) or the adaptive latency (live mode). `stream(t)` comes from the [`ClockEstimator`];
-//! the [`PlayoutScheduler`] turns the resulting target position into a smooth read position.
+//! the [`PlayoutScheduler`](crate::playout::PlayoutScheduler) (in [`Playback`]) turns the resulting target position into a smooth read position.
 //!
 //! # Loss recovery
 //! A gap in sequence numbers marks packets missing. FEC repairs rebuild them when enough
 //! shards arrive; otherwise a NACK goes out after a reordering grace period and is repeated
 //! every round trip while the packet can still arrive before it is due. What is still missing
-//! at playout is handed out as [`Playout::Missing`] for the codec's concealment.
+//! at playout is handed out as [`Playout::Missing`](crate::jitter::Playout::Missing) for the codec's concealment.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
