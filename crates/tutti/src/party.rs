@@ -2,18 +2,75 @@
 
 use crate::*;
 
+/// Which party process this is.
+pub(crate) enum PartyRole {
+    /// A microphone sending live to a host.
+    Mic { host: SocketAddr },
+    /// Headphones mode: a mixer on `port` for the peers' voices, the microphone sent from
+    /// `port + 1` to each peer.
+    Headphones { peers: Vec<SocketAddr>, port: u16 },
+    /// The host mixing the microphones that send to `port`.
+    Host { port: u16 },
+}
+
+/// `tutti party` as it will run: every flag checked (naming the flag and the fix) before
+/// anything starts.
+pub(crate) struct PartyPlan {
+    pub(crate) role: PartyRole,
+    /// The microphone's codec.
+    pub(crate) codec: Codec,
+    /// The microphone's packet, frames at 48 kHz.
+    pub(crate) frames_per_packet: u16,
+}
+
+impl PartyPlan {
+    pub(crate) fn new(a: &PartyArgs) -> Result<Self> {
+        let codec = match parse_codec(&a.codec)? {
+            Codec::Pcm24 | Codec::PcmF32 => bail!("--codec `{}`: use opus or pcm", a.codec),
+            c => c,
+        };
+        // 48 kHz, one channel (two for a file): what a packet may hold.
+        let channels = if a.file.is_some() && a.mic.is_none() && a.tone.is_none() { 2 } else { 1 };
+        let frames_per_packet = frame_flag(a.frame_ms, codec, 48_000, channels)?;
+        in_range("--buffer", Some(a.buffer), 32, 16_384, "frames")?;
+        in_range("--max-mics", Some(a.max_mics), 1, 256, "microphones")?;
+        in_range("--monitor-db", Some(a.monitor_db), -60.0, 20.0, "dB")?;
+        in_range("--tone", a.tone, 20.0, 20_000.0, "Hz")?;
+        in_range("--seconds", a.seconds, 0.0, 1e9, "s")?;
+        for (name, db) in &a.gain {
+            in_range(&format!("--gain {name}"), Some(*db), -60.0, 20.0, "dB")?;
+        }
+        let role = if let Some(host) = &a.to {
+            PartyRole::Mic { host: resolve(host, "--to")? }
+        } else if !a.peers.is_empty() {
+            let port = a.port.unwrap_or(7500);
+            if port == u16::MAX {
+                bail!(
+                    "--port {port}: headphones mode also sends from the next port: use at most 65534"
+                );
+            }
+            let peers = a.peers.iter().map(|p| resolve(p, "--peers")).collect::<Result<_>>()?;
+            PartyRole::Headphones { peers, port }
+        } else {
+            PartyRole::Host { port: a.port.unwrap_or(7500) }
+        };
+        Ok(PartyPlan { role, codec, frames_per_packet })
+    }
+}
+
 pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
     let _span = tracing::info_span!("party").entered();
+    // Flags first: a mistake is said before anything starts.
+    let plan = PartyPlan::new(&a)?;
     let m = member(&a.net, cfg)?;
     fetch_keys(&m, a.hub.as_deref(), "party", &m.prefix, vec![])?;
     let hub = a.hub.as_deref().or(m.hub.as_deref());
     let until = a.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     let running = || until.is_none_or(|u| std::time::Instant::now() < u);
-    if let Some(host) = &a.to {
+    if let PartyRole::Mic { host } = plan.role {
         // A participant: a live stream to the host.
-        let host = resolve(host, "--to")?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), a.port.unwrap_or(0));
-        let src = party_mic(&a, vec![host], bind, m.keys.clone())?;
+        let src = party_mic(&a, &plan, vec![host], bind, m.keys.clone())?;
         println!("sending live to {host} from {}", src.local_addr);
         // A hub citizen too (role `mic`): listed with whether it reaches the host.
         let what = a
@@ -48,11 +105,10 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         mic.stop();
         return Ok(());
     }
-    if !a.peers.is_empty() {
+    if let PartyRole::Headphones { peers, port } = &plan.role {
         // Headphones mode: a mixer here (the others' voices and our monitor), our microphone
         // to every peer and, over loopback, to our own mixer.
-        let port = a.port.unwrap_or(7500);
-        let mut to = a.peers.iter().map(|p| resolve(p, "--peers")).collect::<Result<Vec<_>>>()?;
+        let (mut to, port) = (peers.clone(), *port);
         let own_from = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port + 1);
         let monitor = (!a.no_monitor).then_some((own_from, a.monitor_db));
         if monitor.is_some() {
@@ -60,7 +116,7 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         }
         let host = party_host(&a, port, monitor, m.keys.clone())?;
         let bind = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port + 1);
-        let src = party_mic(&a, to, bind, m.keys.clone())?;
+        let src = party_mic(&a, &plan, to, bind, m.keys.clone())?;
         println!(
             "headphones mode: mixing on {} (peers send there), singing from {}",
             host.local_addr, src.local_addr
@@ -75,7 +131,8 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         host.stop();
         return Ok(());
     }
-    let host = party_host(&a, a.port.unwrap_or(7500), None, m.keys.clone())?;
+    let PartyRole::Host { port } = plan.role else { unreachable!("the other roles returned") };
+    let host = party_host(&a, port, None, m.keys.clone())?;
     println!(
         "party host on {}: microphones run `tutti party --to <this-host>:{}`",
         host.local_addr,
@@ -119,11 +176,12 @@ pub(crate) fn mixer_link(
 /// A live microphone (or file, or tone) sent to `to`.
 pub(crate) fn party_mic(
     a: &PartyArgs,
+    plan: &PartyPlan,
     to: Vec<SocketAddr>,
     bind: SocketAddr,
     sec: tutti_node::security::Keys,
 ) -> Result<tutti_node::source::RunningSource> {
-    let codec = parse_codec(&a.codec)?;
+    let codec = plan.codec;
     let mut c = SourceConfig::new(
         1,
         48_000,
@@ -131,7 +189,7 @@ pub(crate) fn party_mic(
     );
     c.mode = Mode::Live;
     c.codec = codec;
-    c.frames_per_packet = (48.0 * a.frame_ms).round() as u16;
+    c.frames_per_packet = plan.frames_per_packet;
     c.group_latency = Nanos::ZERO;
     c.fec = None;
     c.receivers = to;
@@ -183,8 +241,6 @@ pub(crate) fn party_host(
     } else {
         OutputKind::Device { host: None, name: a.device.clone() }
     };
-    in_range("--buffer", Some(a.buffer), 32, 16_384, "frames")?;
-    in_range("--max-mics", Some(a.max_mics), 1, 256, "microphones")?;
     let opts = tutti_node::mixer::MixerOptions {
         bind: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
         output,

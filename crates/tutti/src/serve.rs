@@ -10,6 +10,23 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
              pair with `tutti pair`, or hold --passphrase)"
         );
     }
+    // Every flag is checked before anything is created or started.
+    if !a.http.ip().is_loopback() && !a.plain_http_anywhere {
+        bail!(
+            "--http {}: plain HTTP would carry the API's tokens across the network in clear; \
+             use the HTTPS API (--https, on by default at 0.0.0.0:7443), keep --http on \
+             127.0.0.1, or say --plain-http-anywhere",
+            a.http
+        );
+    }
+    if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
+        bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
+    }
+    if let Some(t) = &a.admin_token
+        && t.chars().count() < 16
+    {
+        bail!("--admin-token (TUTTI_ADMIN_TOKEN): use at least 16 characters");
+    }
     // A passphrase network: its nodes may join without pairing.
     let key = match a.net.passphrase.is_some() || cfg.network.passphrase.is_some() {
         true => security(&a.net, cfg)?.sending_key().cloned(),
@@ -54,17 +71,6 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
                 secrets.save(f).map_err(|e| anyhow!(e))?;
             }
         }
-    }
-    if !a.http.ip().is_loopback() && !a.plain_http_anywhere {
-        bail!(
-            "--http {}: plain HTTP would carry the API's tokens across the network in clear; \
-             use the HTTPS API (--https, on by default at 0.0.0.0:7443), keep --http on \
-             127.0.0.1, or say --plain-http-anywhere",
-            a.http
-        );
-    }
-    if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
-        bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

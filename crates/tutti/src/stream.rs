@@ -12,6 +12,37 @@ pub(crate) fn parse_codec(name: &str) -> Result<Codec> {
     })
 }
 
+/// Frames per packet for `--frame-ms` (checked: a packet holds at least a frame, PCM fits one
+/// datagram, Opus takes its own frame sizes); the error names the flag and the fix.
+pub(crate) fn frame_flag(ms: f64, codec: Codec, rate: u32, channels: u8) -> Result<u16> {
+    let frames = f64::from(rate) * ms / 1000.0;
+    if !frames.is_finite() || frames.round() < 1.0 {
+        bail!("--frame-ms {ms}: a packet holds at least one frame: use 2.5, 5 or 10");
+    }
+    if codec == Codec::Opus {
+        let sizes = [2.5, 5.0, 10.0, 20.0];
+        if rate != 48_000 || !sizes.contains(&ms) {
+            bail!("--frame-ms {ms}: Opus packets are 2.5, 5, 10 or 20 ms (at 48 kHz)");
+        }
+    }
+    if let Some(bytes) = codec.pcm_bytes() {
+        let fit = tutti_proto::wire::MAX_PAYLOAD / (usize::from(channels.max(1)) * bytes);
+        if frames.round() as usize > fit {
+            bail!(
+                "--frame-ms {ms}: {channels}-channel {} at {rate} Hz fits {:.2} ms in one \
+                 datagram: use 5 or less, or --codec opus",
+                match codec {
+                    Codec::Pcm24 => "24-bit PCM",
+                    Codec::PcmF32 => "float PCM",
+                    _ => "16-bit PCM",
+                },
+                fit as f64 * 1000.0 / f64::from(rate)
+            );
+        }
+    }
+    Ok(frames.round().min(f64::from(u16::MAX)) as u16)
+}
+
 /// `tutti stream` as it will run: every flag merged with the config file's `[stream]` and
 /// checked (naming the flag and the fix) before anything starts.
 pub(crate) struct StreamPlan {
@@ -43,7 +74,7 @@ impl StreamPlan {
         let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
         let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
         let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
-        let fpp = (f64::from(a.rate) * frame_ms / 1000.0).round() as u16;
+        let fpp = frame_flag(frame_ms, codec, a.rate, a.channels)?;
         let mut base = SourceConfig::new(1, a.rate, a.channels);
         base.codec = codec;
         base.frames_per_packet = fpp;
@@ -72,6 +103,16 @@ impl StreamPlan {
                 g.ip()
             );
         }
+        base.validate().map_err(|e| {
+            let flag = match e.field {
+                "sample_rate" => "--rate",
+                "channels" => "--channels",
+                "frames_per_packet" => "--frame-ms",
+                "group_latency" => "--latency-ms",
+                other => other,
+            };
+            anyhow!("{flag}: {}", e.fix)
+        })?;
         let encoding = Encoding { codec, bitrate: bitrate.unwrap_or(128_000) };
         let port = a.port.or(s.port).unwrap_or(7400);
         let bind_ip: std::net::IpAddr =

@@ -1635,7 +1635,7 @@ fn a_paired_node_hears_only_its_zones_stream_and_moving_hands_the_keys_over() {
 
 #[test]
 fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["play", "127.0.0.1:9", "--null", "--volume", "150"], "`--volume`: 150 is outside 0–100"),
         (&["play", "127.0.0.1:9", "--null", "--volume=-5"], "`--volume`: -5 is outside 0–100"),
         (&["play", "127.0.0.1:9", "--null", "--delay-ms", "1e9"], "`--delay-ms`"),
@@ -1644,6 +1644,21 @@ fn out_of_range_flags_are_refused_with_the_field_and_the_range() {
         (&["stream", "--tone", "--codec", "opus", "--bitrate", "0"], "`--bitrate`: 0 is outside"),
         (&["stream", "--tone", "--multicast", "127.0.0.1:7400"], "is not a multicast group"),
         (&["party", "--null", "--max-mics", "0"], "`--max-mics`: 0 is outside 1–256"),
+        (&["stream", "--tone", "--frame-ms", "0"], "--frame-ms 0: a packet holds at least one"),
+        (
+            &["stream", "--tone", "--frame-ms", "7"],
+            "--frame-ms 7: 2-channel 16-bit PCM at 48000 Hz fits 5.73 ms",
+        ),
+        (
+            &["stream", "--tone", "--codec", "opus", "--frame-ms", "3"],
+            "Opus packets are 2.5, 5, 10 or 20 ms",
+        ),
+        (&["stream", "--tone", "--rate", "1000"], "--rate: use a rate between 8000 and 384000 Hz"),
+        (
+            &["party", "--peers", "127.0.0.1:9", "--port", "65535"],
+            "--port 65535: headphones mode also sends from the next port",
+        ),
+        (&["party", "--to", "127.0.0.1:9", "--codec", "f32"], "--codec `f32`: use opus or pcm"),
         (&["serve", "--no-state", "--http", "0.0.0.0:7480"], "--plain-http-anywhere"),
     ];
     for (args, expected) in cases {
