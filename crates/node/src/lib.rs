@@ -35,8 +35,28 @@ pub mod source;
 #[non_exhaustive]
 pub enum NodeError {
     /// A socket could not be opened or used.
-    #[error("network: {0}")]
-    Net(String),
+    #[error("network: {what}: {source}")]
+    Socket {
+        /// What was asked of it (an address, a group to join).
+        what: String,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing was heard from a source in time.
+    #[error(
+        "no stream heard from {addr} within {waited:?}: is the source running, and is the \
+         passphrase the same?"
+    )]
+    Silent {
+        /// The source's address.
+        addr: std::net::SocketAddr,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
+    /// The media thread ended before it opened the output (it panicked).
+    #[error("the media thread ended before opening the output")]
+    MediaThread,
     /// The audio side failed.
     #[error(transparent)]
     Audio(#[from] tutti_audio::AudioError),
@@ -47,8 +67,15 @@ pub enum NodeError {
     #[error(transparent)]
     Key(#[from] tutti_proto::crypto::KeyError),
     /// The source refused this player.
-    #[error("{0}")]
-    Refused(String),
+    #[error("{addr}: refused ({reason:?}): {message}")]
+    Refused {
+        /// The source's address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: tutti_proto::wire::RefuseReason,
+        /// The source's words.
+        message: String,
+    },
     /// No key to join the network with.
     #[error(
         "no network passphrase: pass --passphrase (or set TUTTI_PASSPHRASE), the same on every \

@@ -197,7 +197,9 @@ enum VoiceOp {
 pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<RunningMixer, NodeError> {
     let keys: Keys = security.into();
     let socket = bind(opts.bind, None)?;
-    let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| NodeError::Socket { what: "its local address".into(), source: e })?;
     let stop = Arc::new(AtomicBool::new(false));
     let inputs: Arc<Mutex<Vec<MixInput>>> = Arc::new(Mutex::new(Vec::new()));
     let mixer = Mixer::new(2, 48_000, 256);
@@ -259,7 +261,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
             let _ = media.join();
             return Err(match failed {
                 Ok(Err(e)) => e.into(),
-                _ => NodeError::Net("the media thread ended before opening the output".into()),
+                _ => NodeError::MediaThread,
             });
         }
     }

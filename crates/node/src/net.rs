@@ -25,7 +25,7 @@ pub const RECV_BUF: usize = MAX_DATAGRAM + 300;
 /// Binds a UDP socket on `addr`; if `group` is a multicast address, joins it (on the interface
 /// of `addr`, or any) and allows several listeners on one machine.
 pub fn bind(addr: SocketAddr, group: Option<SocketAddr>) -> Result<UdpSocket, NodeError> {
-    let err = |e: std::io::Error| NodeError::Net(format!("{addr}: {e}"));
+    let err = |e: std::io::Error| NodeError::Socket { what: addr.to_string(), source: e };
     let socket =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     if group.is_some() {
@@ -45,7 +45,7 @@ pub fn bind(addr: SocketAddr, group: Option<SocketAddr>) -> Result<UdpSocket, No
             _ => Ipv4Addr::UNSPECIFIED,
         };
         udp.join_multicast_v4(g.ip(), &iface)
-            .map_err(|e| NodeError::Net(format!("join {g}: {e}")))?;
+            .map_err(|e| NodeError::Socket { what: format!("join {g}"), source: e })?;
     }
     Ok(udp)
 }
@@ -53,8 +53,9 @@ pub fn bind(addr: SocketAddr, group: Option<SocketAddr>) -> Result<UdpSocket, No
 /// Configures `socket` for sending to multicast `group` (TTL 1: stays on the LAN; loopback on,
 /// so listeners on this machine hear it too).
 pub fn multicast_sender(socket: &UdpSocket) -> Result<(), NodeError> {
-    socket.set_multicast_ttl_v4(1).map_err(|e| NodeError::Net(e.to_string()))?;
-    socket.set_multicast_loop_v4(true).map_err(|e| NodeError::Net(e.to_string()))?;
+    let options = |e| NodeError::Socket { what: "multicast TTL and loopback".into(), source: e };
+    socket.set_multicast_ttl_v4(1).map_err(options)?;
+    socket.set_multicast_loop_v4(true).map_err(options)?;
     Ok(())
 }
 

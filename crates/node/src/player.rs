@@ -23,6 +23,7 @@ use tutti_proto::jitter::Playout;
 use tutti_proto::player::{PlayerEvent, PlayerStats, StreamInfo, Timing};
 use tutti_proto::playout::Render;
 use tutti_proto::wire::MAX_DATAGRAM;
+use tutti_proto::wire::RefuseReason;
 use tutti_proto::{Codec, LocalTime, Mode, Nanos, Playback, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
@@ -74,12 +75,70 @@ pub struct PlayerSnapshot {
     /// Packets keep arriving after they were due (the group latency does not fit the device
     /// and the path), in one line, while they do: set by whoever watches the counters.
     pub latency_problem: Option<String>,
-    /// Events as text (joined, lost, back, ended, the device's).
-    pub log: Vec<String>,
+    /// The source refused this player (why, in its words).
+    pub refused: Option<(RefuseReason, String)>,
     /// Which stream frame plays when (for zone-wide changes, and a file's first frame).
     pub timing: Option<Timing>,
     /// When the earliest packet awaited is due at the DAC.
     pub first_due: Option<LocalTime>,
+}
+
+/// What a running player says, as it happens (read with [`RunningPlayer::events`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlayingEvent {
+    /// The session's: joined, refused, the source lost, back, ended.
+    Session(PlayerEvent),
+    /// The device's: stopped, cannot be opened, playing again.
+    Device(DeviceEvent),
+    /// The device buffer asked for does not fit the group latency: a smaller one is used.
+    SmallerBuffer {
+        /// Frames asked for.
+        asked: u32,
+        /// Frames used.
+        buffer: u32,
+        /// The stream's group latency.
+        latency: Nanos,
+    },
+}
+
+impl PlayingEvent {
+    /// Whether it is trouble (a warning) rather than news.
+    pub fn is_trouble(&self) -> bool {
+        match self {
+            PlayingEvent::Session(e) => {
+                matches!(e, PlayerEvent::Refused { .. } | PlayerEvent::SourceLost)
+            }
+            PlayingEvent::Device(e) => !matches!(e, DeviceEvent::Reopened(_)),
+            PlayingEvent::SmallerBuffer { .. } => true,
+        }
+    }
+}
+
+impl core::fmt::Display for PlayingEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PlayingEvent::Session(e) => match e {
+                PlayerEvent::Joined(i) => write!(
+                    f,
+                    "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
+                    i.name, i.sample_rate, i.channels, i.codec, i.mode
+                ),
+                PlayerEvent::Refused { reason, message } => {
+                    write!(f, "refused ({reason:?}): {message}")
+                }
+                PlayerEvent::SourceLost => f.write_str("source lost: waiting for it"),
+                PlayerEvent::SourceBack => f.write_str("source back"),
+                PlayerEvent::Ended => f.write_str("stream ended"),
+                other => write!(f, "{other:?}"),
+            },
+            PlayingEvent::Device(e) => write!(f, "{e}"),
+            PlayingEvent::SmallerBuffer { asked, buffer, latency } => write!(
+                f,
+                "device buffer {buffer} frames, not {asked}: a {} ms group latency leaves no room for more",
+                latency.0 / 1_000_000
+            ),
+        }
+    }
 }
 
 /// What the network half is told to do (it passes playout's part on, in order).
@@ -105,6 +164,7 @@ pub struct RunningPlayer {
     /// Local socket address.
     pub local_addr: SocketAddr,
     commands: Sender<SessionCommand>,
+    events: Receiver<PlayingEvent>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<OutputShared>,
@@ -119,17 +179,24 @@ impl core::fmt::Debug for RunningPlayer {
 }
 
 impl RunningPlayer {
+    /// What it said since last asked.
+    pub fn events(&self) -> Vec<PlayingEvent> {
+        self.events.try_iter().collect()
+    }
+
     /// Tells the session something (it reaches playout at its next render).
     pub fn command(&self, c: SessionCommand) {
         let _ = self.commands.send(c);
     }
 
-    /// Stops playing (the source gets a `Bye`) and waits for the threads.
-    pub fn stop(mut self) {
+    /// Stops playing (the source gets a `Bye`) and waits for the threads; returns what it
+    /// said last.
+    pub fn stop(mut self) -> Vec<PlayingEvent> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.events()
     }
     /// Device counters.
     pub fn output(&self) -> &OutputShared {
@@ -218,7 +285,9 @@ pub fn run_player(
 ) -> Result<RunningPlayer, NodeError> {
     let keys: Keys = security.into();
     let socket = bind(opts.bind, opts.group)?;
-    let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| NodeError::Socket { what: "its local address".into(), source: e })?;
     let random = u128::from_le_bytes(tutti_os::try_random()?);
     // The network half goes to the network thread; the playout half stays here (taking in
     // what the network hands over) until the media thread takes it.
@@ -228,14 +297,16 @@ pub fn run_player(
     let stop = Arc::new(AtomicBool::new(false));
     let shared_slot: Arc<Mutex<Option<Arc<OutputShared>>>> = Arc::new(Mutex::new(None));
     let (commands, orders) = channel();
+    let (said, events) = channel();
     let net = {
         let (status, stop, shared_slot) = (status.clone(), stop.clone(), shared_slot.clone());
         let source = opts.config.source;
+        let said = said.clone();
         std::thread::Builder::new()
             .name("tutti-player-net".into())
             .spawn(move || {
                 clock::prefer_current_thread(-5);
-                let ends = Ends { socket, source, status: &status, stop: &stop };
+                let ends = Ends { socket, source, status: &status, said, stop: &stop };
                 network_loop(session, &keys, &orders, &ends, &shared_slot)
             })
             .map_err(NodeError::Thread)?
@@ -245,10 +316,10 @@ pub fn run_player(
     let info = loop {
         playback.absorb();
         let snap = status.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Some(r) = snap.log.iter().find(|l| l.starts_with("refused")) {
+        if let Some((reason, message)) = snap.refused {
             stop.store(true, Ordering::Relaxed);
             let _ = net.join();
-            return Err(NodeError::Refused(format!("{source}: {r}", source = opts.config.source)));
+            return Err(NodeError::Refused { addr: opts.config.source, reason, message });
         }
         if let Some(i) = snap.info {
             break i;
@@ -256,10 +327,7 @@ pub fn run_player(
         if clock::now() > deadline {
             stop.store(true, Ordering::Relaxed);
             let _ = net.join();
-            return Err(NodeError::Net(format!(
-                "no stream heard from {} within {:?}: is the source running, and is the passphrase the same?",
-                opts.config.source, opts.join_timeout
-            )));
+            return Err(NodeError::Silent { addr: opts.config.source, waited: opts.join_timeout });
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -267,13 +335,9 @@ pub fn run_player(
     let live = info.mode == Mode::Live;
     let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
         render_plan(&info, opts.buffer_frames, &opts.output);
-    if let Some(asked) = opts.buffer_frames.filter(|&a| buffer < a)
-        && let Ok(mut st) = status.lock()
-    {
-        st.log.push(format!(
-            "device buffer {buffer} frames, not {asked}: a {} ms group latency leaves no room for more",
-            info.group_latency.0 / 1_000_000
-        ));
+    if let Some(asked) = opts.buffer_frames.filter(|&a| buffer < a) {
+        let _ =
+            said.send(PlayingEvent::SmallerBuffer { asked, buffer, latency: info.group_latency });
     }
     let config =
         EngineConfig { device_rate: info.sample_rate, channels, block, lookahead, max_lookahead };
@@ -335,14 +399,14 @@ pub fn run_player(
                     |_| {},
                     |e| {
                         if let Ok(mut st) = status.lock() {
-                            st.log.push(e.to_string());
-                            st.device_problem = match e {
+                            st.device_problem = match &e {
                                 DeviceEvent::Stopped(why) | DeviceEvent::CannotOpen(why) => {
-                                    Some(why)
+                                    Some(why.clone())
                                 }
                                 DeviceEvent::Reopened(_) => None,
                             };
                         }
+                        let _ = said.send(PlayingEvent::Device(e));
                     },
                 );
             })
@@ -351,7 +415,7 @@ pub fn run_player(
     let failed = match opened.recv() {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.into()),
-        Err(_) => Some(NodeError::Net("the media thread ended before opening the output".into())),
+        Err(_) => Some(NodeError::MediaThread),
     };
     if let Some(e) = failed {
         stop.store(true, Ordering::Relaxed);
@@ -365,6 +429,7 @@ pub fn run_player(
         cue,
         local_addr,
         commands,
+        events,
         stop,
         threads: vec![net, media],
         shared,
@@ -453,21 +518,8 @@ struct Ends<'a> {
     socket: UdpSocket,
     source: SocketAddr,
     status: &'a Mutex<PlayerSnapshot>,
+    said: Sender<PlayingEvent>,
     stop: &'a AtomicBool,
-}
-
-fn describe(e: PlayerEvent) -> String {
-    match e {
-        PlayerEvent::Joined(i) => format!(
-            "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
-            i.name, i.sample_rate, i.channels, i.codec, i.mode
-        ),
-        PlayerEvent::Refused { reason, message } => format!("refused ({reason:?}): {message}"),
-        PlayerEvent::SourceLost => "source lost: waiting for it".into(),
-        PlayerEvent::SourceBack => "source back".into(),
-        PlayerEvent::Ended => "stream ended".into(),
-        _ => "event".into(),
-    }
 }
 
 /// The network thread: the only owner of the session's network half.
@@ -478,11 +530,11 @@ fn network_loop(
     ends: &Ends<'_>,
     shared: &Mutex<Option<Arc<OutputShared>>>,
 ) {
-    let Ends { socket, source, status, stop } = ends;
+    let Ends { socket, source, status, said, stop } = ends;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut last = clock::now();
-    let mut log: Vec<String> = Vec::new();
+    let mut refused = None;
     let mut key_version = keys.version();
     loop {
         let closing = stop.load(Ordering::Relaxed);
@@ -509,13 +561,18 @@ fn network_loop(
         if closing {
             return;
         }
+        let mut news = false;
         while let Some(e) = s.poll_event() {
-            log.push(describe(e));
+            if let PlayerEvent::Refused { reason, message } = &e {
+                refused = Some((*reason, message.clone()));
+            }
+            let _ = said.send(PlayingEvent::Session(e));
+            news = true;
         }
         let device = shared.lock().ok().and_then(|x| x.clone());
         // Fresh while the device is being opened (the start-up reads the timing), then
         // every 100 ms.
-        if now - last > Nanos::from_millis(100) || !log.is_empty() || device.is_none() {
+        if now - last > Nanos::from_millis(100) || news || device.is_none() {
             last = now;
             if let Ok(mut st) = status.lock() {
                 st.stats = s.stats();
@@ -530,9 +587,7 @@ fn network_loop(
                     st.underrun_frames = sh.underrun_frames.load(Ordering::Relaxed);
                     st.device_latency = sh.device_latency();
                 }
-                st.log.append(&mut log);
-                let excess = st.log.len().saturating_sub(100);
-                st.log.drain(..excess);
+                st.refused.clone_from(&refused);
             }
         }
         let batch = s.info().and_then(read_batch);

@@ -37,7 +37,7 @@ pub enum Input {
 }
 
 /// Opens a file as a source at the stream's rate and channels.
-pub type Opener = Box<dyn FnMut(&Path) -> Result<Box<dyn Source>, String> + Send>;
+pub type Opener = Box<dyn FnMut(&Path) -> Result<Box<dyn Source>, tutti_audio::AudioError> + Send>;
 
 /// Files played one after another on one stream.
 pub struct Playlist {
@@ -56,7 +56,7 @@ impl Playlist {
 
     /// The track at `index` or the first after it that opens (wrapping when looping); the
     /// tracks that failed, with why. `None`: the playlist is over.
-    fn open_at(&mut self, index: usize, log: &Mutex<Vec<String>>) -> Option<Box<dyn Source>> {
+    fn open_at(&mut self, index: usize, progress: &SourceProgress) -> Option<Box<dyn Source>> {
         let n = self.files.len();
         for k in 0..n {
             let i = index + k;
@@ -69,11 +69,10 @@ impl Playlist {
                     self.index = i;
                     return Some(s);
                 }
-                Err(e) => {
-                    if let Ok(mut l) = log.lock() {
-                        l.push(format!("skipping {}: {e}", self.files[i].display()));
-                    }
-                }
+                Err(e) => progress.tell(StreamingEvent::Skipped {
+                    file: self.files[i].clone(),
+                    why: e.to_string(),
+                }),
             }
         }
         None
@@ -138,6 +137,79 @@ pub struct NowPlaying {
     pub serial: u64,
 }
 
+/// What a running stream says, as it happens.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamingEvent {
+    /// The session's: a player joined, left, went silent, was refused.
+    Session(SourceEvent),
+    /// A playlist's file that does not open, skipped.
+    Skipped {
+        /// The file.
+        file: PathBuf,
+        /// Why it does not open.
+        why: String,
+    },
+    /// The capture device delivers nothing: silence is streamed meanwhile.
+    Waiting {
+        /// The device.
+        device: String,
+    },
+    /// The capture device delivers sound again.
+    Sound {
+        /// The device.
+        device: String,
+    },
+    /// A line passed on from the hub link.
+    Hub(String),
+}
+
+impl StreamingEvent {
+    /// Whether it is trouble (a warning) rather than news.
+    pub fn is_trouble(&self) -> bool {
+        match self {
+            StreamingEvent::Session(e) => matches!(
+                e,
+                SourceEvent::ReceiverRefused { .. }
+                    | SourceEvent::ReceiverLeft { timed_out: true, .. }
+            ),
+            StreamingEvent::Skipped { .. } | StreamingEvent::Waiting { .. } => true,
+            StreamingEvent::Sound { .. } | StreamingEvent::Hub(_) => false,
+        }
+    }
+}
+
+impl core::fmt::Display for StreamingEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StreamingEvent::Session(e) => match e {
+                SourceEvent::ReceiverJoined { addr, name } => write!(f, "{name} ({addr}) joined"),
+                SourceEvent::ReceiverLeft { addr, timed_out: true } => {
+                    write!(f, "{addr} went silent")
+                }
+                SourceEvent::ReceiverLeft { addr, .. } => write!(f, "{addr} left"),
+                SourceEvent::ReceiverRefused { addr } => write!(f, "{addr} refused: server full"),
+                other => write!(f, "{other:?}"),
+            },
+            StreamingEvent::Skipped { file, why } => {
+                write!(f, "skipping {}: {why}", file.display())
+            }
+            StreamingEvent::Waiting { device } => {
+                write!(f, "waiting for sound on {device}: streaming silence meanwhile")
+            }
+            StreamingEvent::Sound { device } => write!(f, "sound on {device}"),
+            StreamingEvent::Hub(line) => f.write_str(line),
+        }
+    }
+}
+
+impl SourceProgress {
+    fn tell(&self, e: StreamingEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(e);
+        }
+    }
+}
+
 /// Counters a CLI shows.
 #[derive(Debug, Default)]
 pub struct SourceProgress {
@@ -151,8 +223,9 @@ pub struct SourceProgress {
     pub ended: AtomicBool,
     /// Latest session statistics and receivers, refreshed about every 100 ms.
     pub snapshot: Mutex<(SourceStats, Vec<(SocketAddr, String, tutti_proto::wire::Report)>)>,
-    /// Source events as text, for the CLI (joined, left, refused).
-    pub log: Mutex<Vec<String>>,
+    /// What the stream said since last read (players joined, left, refused; tracks skipped;
+    /// sound on the capture device or not).
+    pub events: Mutex<Vec<StreamingEvent>>,
     /// A playlist's current track.
     pub now_playing: Mutex<NowPlaying>,
     /// A playlist's transport (`None`: not a playlist).
@@ -257,7 +330,9 @@ pub fn run_source(
     if config.multicast.is_some() {
         multicast_sender(&socket)?;
     }
-    let local_addr = socket.local_addr().map_err(|e| NodeError::Net(e.to_string()))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| NodeError::Socket { what: "its local address".into(), source: e })?;
     let mut cfg = config;
     cfg.codec = encoding.codec;
     // The stream's identity across restarts (this machine, this port, this stream) and this
@@ -273,7 +348,8 @@ pub fn run_source(
     let progress = Arc::new(SourceProgress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<Frame>(64);
-    let (wake_tx, wake_rx) = wake_pair().map_err(|e| NodeError::Net(e.to_string()))?;
+    let (wake_tx, wake_rx) =
+        wake_pair().map_err(|e| NodeError::Socket { what: "a wake-up pair".into(), source: e })?;
     let tx = FrameTx { tx, wake: wake_tx };
     let (feed, metadata) = match input {
         Input::Paced { source } => {
@@ -282,7 +358,7 @@ pub fn run_source(
             (Feed::Paced(source, None), m)
         }
         Input::Playlist(mut list) => {
-            let first = list.open_at(0, &progress.log).ok_or(NodeError::EmptyPlaylist)?;
+            let first = list.open_at(0, &progress).ok_or(NodeError::EmptyPlaylist)?;
             let m = first.metadata();
             start_track(&progress, &list, first.as_ref());
             if let Ok(mut t) = progress.transport.lock() {
@@ -396,7 +472,7 @@ fn encode_loop(
                     Request::Stop => {
                         transport = Transport::Stopped;
                         let index = list.index;
-                        source = list.open_at(index, &progress.log);
+                        source = list.open_at(index, progress);
                         if let Some(s) = &source {
                             start_track(progress, list, s.as_ref());
                         }
@@ -405,9 +481,9 @@ fn encode_loop(
                         // Past the last track (not looping): stopped at the first, the stream
                         // still up for the next start.
                         let next = list.index + 1;
-                        source = list.open_at(next, &progress.log).or_else(|| {
+                        source = list.open_at(next, progress).or_else(|| {
                             transport = Transport::Stopped;
-                            list.open_at(0, &progress.log)
+                            list.open_at(0, progress)
                         });
                         match &source {
                             Some(s) => start_track(progress, list, s.as_ref()),
@@ -437,16 +513,12 @@ fn encode_loop(
                 let n = c.read(&mut pcm, fpp).unwrap_or(0);
                 if c.is_waiting() != waiting {
                     waiting = c.is_waiting();
-                    if let Ok(mut log) = progress.log.lock() {
-                        log.push(if waiting {
-                            format!(
-                                "waiting for sound on {}: streaming silence meanwhile",
-                                c.device()
-                            )
-                        } else {
-                            format!("sound on {}", c.device())
-                        });
-                    }
+                    let device = c.device().to_owned();
+                    progress.tell(if waiting {
+                        StreamingEvent::Waiting { device }
+                    } else {
+                        StreamingEvent::Sound { device }
+                    });
                 }
                 (n, t)
             }
@@ -456,7 +528,7 @@ fn encode_loop(
             // The track ended: the next one, if the playlist goes on.
             if let Some(list) = playlist.as_mut() {
                 let next = list.index + 1;
-                if let Some(s) = list.open_at(next, &progress.log) {
+                if let Some(s) = list.open_at(next, progress) {
                     start_track(progress, list, s.as_ref());
                     if next >= list.files.len() {
                         progress.loops.fetch_add(1, Ordering::Relaxed);
@@ -589,17 +661,7 @@ fn network_loop(
             }
         }
         while let Some(e) = session.poll_event() {
-            if let Ok(mut log) = progress.log.lock() {
-                log.push(match e {
-                    SourceEvent::ReceiverJoined { addr, name } => format!("{name} ({addr}) joined"),
-                    SourceEvent::ReceiverLeft { addr, timed_out: true } => {
-                        format!("{addr} went silent")
-                    }
-                    SourceEvent::ReceiverLeft { addr, .. } => format!("{addr} left"),
-                    SourceEvent::ReceiverRefused { addr } => format!("{addr} refused: server full"),
-                    _ => "event".into(),
-                });
-            }
+            progress.tell(StreamingEvent::Session(e));
         }
         if now - last_snapshot > Nanos::from_millis(100) {
             last_snapshot = now;

@@ -95,7 +95,11 @@ pub(crate) fn party(a: PartyArgs, cfg: &config::Config) -> Result<()> {
         while !mic.view().ended && running() {
             std::thread::sleep(Duration::from_millis(100));
             for n in mic.notices() {
-                tracing::info!("{n}");
+                if n.is_trouble() {
+                    tracing::warn!("{n}");
+                } else {
+                    tracing::info!("{n}");
+                }
             }
         }
         if let Some(l) = link {

@@ -122,10 +122,12 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
         std::thread::sleep(Duration::from_millis(250));
         for n in player.notices() {
             use tutti_node::role::PlayerNotice;
-            match n {
-                PlayerNotice::Said(_) | PlayerNotice::NowPlaying(_) | PlayerNotice::Latency(_) => {
-                    tracing::info!("{n}")
-                }
+            match &n {
+                PlayerNotice::Playing(e) if e.is_trouble() => tracing::warn!("{n}"),
+                PlayerNotice::Playing(_)
+                | PlayerNotice::Said(_)
+                | PlayerNotice::NowPlaying(_)
+                | PlayerNotice::Latency(_) => tracing::info!("{n}"),
                 _ => tracing::warn!("{n}"),
             }
         }

@@ -145,9 +145,8 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     let mut inputs: Vec<(String, Input)> = Vec::new();
     let opener = move || -> tutti_node::source::Opener {
         Box::new(move |p: &std::path::Path| {
-            let src = FileSource::open(p).map_err(|e| e.to_string())?;
-            Ok(Box::new(Converted::new(src, rate, ch).map_err(|e| e.to_string())?)
-                as Box<dyn Source>)
+            let src = FileSource::open(p)?;
+            Ok(Box::new(Converted::new(src, rate, ch)?) as Box<dyn Source>)
         })
     };
     let playlist = |files: Vec<PathBuf>, looping: bool| {
@@ -271,7 +270,11 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(250));
         for n in source.notices() {
-            tracing::info!("{n}");
+            if n.is_trouble() {
+                tracing::warn!("{n}");
+            } else {
+                tracing::info!("{n}");
+            }
         }
         let v = source.view();
         if !a.quiet {

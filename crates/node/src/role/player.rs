@@ -17,7 +17,9 @@ use tutti_proto::Nanos;
 use tutti_proto::control::{Command, NodeState, Settings};
 
 use crate::NodeError;
-use crate::player::{PlayerOptions, PlayerSnapshot, RunningPlayer, SessionCommand, run_player};
+use crate::player::{
+    PlayerOptions, PlayerSnapshot, PlayingEvent, RunningPlayer, SessionCommand, run_player,
+};
 use crate::security::Keys;
 
 /// What a [`Player`] can be told.
@@ -60,7 +62,10 @@ pub enum PlayerCommand {
 /// What a [`Player`] says, as it happens.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PlayerNotice {
-    /// A line from the session, the device or the hub link (joined, lost, refused...).
+    /// What the running player said: the session's events (joined, refused, lost, back,
+    /// ended) and the device's.
+    Playing(PlayingEvent),
+    /// A line passed on from the hub link.
     Said(String),
     /// It plays the stream at this address now (a route was taken).
     NowPlaying(SocketAddr),
@@ -85,6 +90,7 @@ impl core::fmt::Display for PlayerNotice {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PlayerNotice::Said(s) | PlayerNotice::Late(s) => f.write_str(s),
+            PlayerNotice::Playing(e) => write!(f, "{e}"),
             PlayerNotice::NowPlaying(a) => write!(f, "zone: now playing {a}"),
             PlayerNotice::Waiting { source, why } => write!(
                 f,
@@ -481,12 +487,10 @@ impl Owner {
     fn tick(&mut self) {
         self.tick_route();
         let Some(p) = &self.running else { return };
-        let lines: Vec<String> =
-            p.status.lock().map(|mut s| s.log.drain(..).collect()).unwrap_or_default();
-        let snap = p.status.lock().map(|s| s.clone()).unwrap_or_default();
-        for l in lines {
-            self.tell(PlayerNotice::Said(l));
+        for e in p.events() {
+            self.tell(PlayerNotice::Playing(e));
         }
+        let snap = p.status.lock().map(|s| s.clone()).unwrap_or_default();
         if let Some(w) = self.late.check(&snap) {
             self.tell(PlayerNotice::Late(w));
         }
@@ -504,13 +508,9 @@ impl Owner {
         opts.config.source = addr;
         opts.config.latency_override = latency.or(self.base.config.latency_override);
         if let Some(p) = self.running.take() {
-            let status = p.status.clone();
-            p.stop();
             // Its last words first.
-            let lines: Vec<String> =
-                status.lock().map(|mut s| s.log.drain(..).collect()).unwrap_or_default();
-            for l in lines {
-                self.tell(PlayerNotice::Said(l));
+            for e in p.stop() {
+                self.tell(PlayerNotice::Playing(e));
             }
         }
         match run_player(opts, self.keys.clone()) {

@@ -10,7 +10,9 @@ use tutti_proto::control::{Command, LinkMessage, NodeState, Settings, Track, to_
 use tutti_proto::source::SourceStats;
 use tutti_proto::wire::Report;
 
-use crate::source::{NowPlaying, Request, RunningSource, SourceProgress, Transport};
+use crate::source::{
+    NowPlaying, Request, RunningSource, SourceProgress, StreamingEvent, Transport,
+};
 
 /// What a [`Source`] can be told (a playlist's transport; other inputs ignore them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,16 +30,24 @@ pub enum SourceCommand {
 /// What a [`Source`] says, as it happens.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceNotice {
-    /// A line from a stream's session or the hub link (a player joined, left, was refused).
-    Said(String),
+    /// What a stream said (a player joined, left, was refused; a file skipped; sound on the
+    /// capture device or not; a line from the hub link).
+    Streaming(StreamingEvent),
     /// A playlist started a track (the second or later, or one of several).
     Track(NowPlaying),
+}
+
+impl SourceNotice {
+    /// Whether it is trouble (a warning) rather than news.
+    pub fn is_trouble(&self) -> bool {
+        matches!(self, SourceNotice::Streaming(e) if e.is_trouble())
+    }
 }
 
 impl core::fmt::Display for SourceNotice {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            SourceNotice::Said(s) => f.write_str(s),
+            SourceNotice::Streaming(e) => write!(f, "{e}"),
             SourceNotice::Track(t) => {
                 let title = t.metadata.title.clone().unwrap_or_else(|| t.file.clone());
                 let by =
@@ -143,8 +153,8 @@ impl Source {
             }
         }
         for p in &self.control.progress {
-            if let Ok(mut log) = p.log.lock() {
-                out.extend(log.drain(..).map(SourceNotice::Said));
+            if let Ok(mut events) = p.events.lock() {
+                out.extend(events.drain(..).map(SourceNotice::Streaming));
             }
         }
         out
@@ -175,9 +185,9 @@ impl SourceControl {
     /// Passes a line on to whoever reads the source's notices.
     pub fn say(&self, line: impl Into<String>) {
         if let Some(p) = self.progress.first()
-            && let Ok(mut l) = p.log.lock()
+            && let Ok(mut events) = p.events.lock()
         {
-            l.push(line.into());
+            events.push(StreamingEvent::Hub(line.into()));
         }
     }
 }
