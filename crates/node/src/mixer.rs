@@ -426,10 +426,10 @@ fn network_loop(
                 if let PlayerEvent::Joined(info) = e {
                     let Some(playback) = m.playback.take() else { continue };
                     m.voice_sent = true;
-                    let timeline = NetTimeline::new(playback, usize::from(info.channels));
-                    let channels = if info.channels >= 2 { 2 } else { 1 };
+                    let timeline = NetTimeline::new(playback, usize::from(info.format.channels));
+                    let channels = if info.format.channels >= 2 { 2 } else { 1 };
                     let program: Box<dyn Program> =
-                        Box::new(Voice::new(timeline, channels, info.sample_rate, 48_000));
+                        Box::new(Voice::new(timeline, channels, info.format.sample_rate, 48_000));
                     let (tx, rx) = channel();
                     if voices.send(VoiceOp::Add(program, channels, tx)).is_ok()
                         && let Ok((id, controls)) = rx.recv_timeout(Duration::from_secs(1))

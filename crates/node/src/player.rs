@@ -121,7 +121,7 @@ impl core::fmt::Display for PlayingEvent {
                 PlayerEvent::Joined(i) => write!(
                     f,
                     "joined `{}`: {} Hz, {} ch, {:?}, {:?}",
-                    i.name, i.sample_rate, i.channels, i.codec, i.mode
+                    i.name, i.format.sample_rate, i.format.channels, i.format.codec, i.mode
                 ),
                 PlayerEvent::Refused { reason, message } => {
                     write!(f, "refused ({reason:?}): {message}")
@@ -331,7 +331,7 @@ pub fn run_player(
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let channels = usize::from(info.channels);
+    let channels = usize::from(info.format.channels);
     let live = info.mode == Mode::Live;
     let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
         render_plan(&info, opts.buffer_frames, &opts.output);
@@ -339,10 +339,16 @@ pub fn run_player(
         let _ =
             said.send(PlayingEvent::SmallerBuffer { asked, buffer, latency: info.group_latency });
     }
-    let config =
-        EngineConfig { device_rate: info.sample_rate, channels, block, lookahead, max_lookahead };
-    let tick = Duration::from_nanos(Nanos::from_frames(tick as u64, info.sample_rate).0 as u64);
-    let spec = StreamSpec::new(info.sample_rate, u16::from(info.channels), buffer);
+    let config = EngineConfig {
+        device_rate: info.format.sample_rate,
+        channels,
+        block,
+        lookahead,
+        max_lookahead,
+    };
+    let tick =
+        Duration::from_nanos(Nanos::from_frames(tick as u64, info.format.sample_rate).0 as u64);
+    let spec = StreamSpec::new(info.format.sample_rate, u16::from(info.format.channels), buffer);
     // A file output starts on the stream's frame grid, as late as it can: once the clock
     // estimate has a second of history, or just before the first frame is due (a young
     // estimate's skew extrapolates badly). Two seconds at most: a stream that is not flowing
@@ -365,17 +371,20 @@ pub fn run_player(
         None
     };
     let timeline = NetTimeline::new(playback, channels);
-    let mut voice = Voice::new(timeline, channels, info.sample_rate, info.sample_rate);
+    let mut voice =
+        Voice::new(timeline, channels, info.format.sample_rate, info.format.sample_rate);
     voice.set_exact(
-        opts.output.clock_paced() && info.codec != Codec::Opus && info.codec != Codec::PcmF32,
+        opts.output.clock_paced()
+            && info.format.codec != Codec::Opus
+            && info.format.codec != Codec::PcmF32,
     );
     // Volume and mute act on the stream's frames (a zone-wide change scheduled on a frame lands
     // on that sample on every player); the device side stays at unity.
     let gain = SharedGain::new();
     gain.set_volume_percent(opts.volume);
-    voice.set_gain(gain.clone(), info.sample_rate / 200);
+    voice.set_gain(gain.clone(), info.format.sample_rate / 200);
     let cue = Cue::new();
-    voice.set_cue(cue.clone(), info.sample_rate);
+    voice.set_cue(cue.clone(), info.format.sample_rate);
     let (engine, renderer, shared) = output(voice, config, SharedGain::new());
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
@@ -461,8 +470,9 @@ const AUTO_BUFFER_MAX: usize = 1_024;
 /// group latency (a busy machine never starves it). After underruns the lead may grow up to
 /// the whole budget (sync) or 10 ms more (live).
 fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> RenderPlan {
-    let frames =
-        |n: Nanos| (n.0.max(0) as u128 * u128::from(info.sample_rate) / 1_000_000_000) as usize;
+    let frames = |n: Nanos| {
+        (n.0.max(0) as u128 * u128::from(info.format.sample_rate) / 1_000_000_000) as usize
+    };
     let ms = |n: i64| frames(Nanos::from_millis(n));
     if info.mode == Mode::Live {
         let buffer = asked.unwrap_or(256) as usize;
@@ -480,7 +490,7 @@ fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> Re
     let latency = frames(info.group_latency);
     // A packet may wait in the socket for a batch before the session has it.
     let batch = read_batch(info).map_or(0, frames);
-    let budget = latency.saturating_sub(usize::from(info.frames_per_packet) + ms(2) + batch);
+    let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
     // Unasked, a fifth of the latency (20 ms at 100 ms, as snapclient's default share):

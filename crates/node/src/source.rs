@@ -334,7 +334,7 @@ pub fn run_source(
         .local_addr()
         .map_err(|e| NodeError::Socket { what: "its local address".into(), source: e })?;
     let mut cfg = config;
-    cfg.codec = encoding.codec;
+    cfg.format.codec = encoding.codec;
     // The stream's identity across restarts (this machine, this port, this stream) and this
     // run's epoch (the wall clock): players follow a restart to a newer run of the same
     // origin only.
@@ -369,8 +369,8 @@ pub fn run_source(
         Input::Captured(c) => (Feed::Captured(c), Metadata::default()),
     };
     let captured = matches!(feed, Feed::Captured(_));
-    let fpp = usize::from(cfg.frames_per_packet);
-    let channels = usize::from(cfg.channels);
+    let fpp = usize::from(cfg.format.frames_per_packet);
+    let channels = usize::from(cfg.format.channels);
     let mut encoder = match encoding.codec {
         Codec::Opus => {
             let fd = FrameDuration::from_frames(fpp).ok_or(NodeError::OpusFrames(fpp))?;

@@ -13,6 +13,7 @@
 //! - [`pairing`]: one-time tokens turned into node credentials (Noise `NNpsk0`).
 //! - [`clock`]: the clock estimator (offset *and* skew from 4-timestamp probes).
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
+//! - [`format`]: [`StreamFormat`], a stream's rate, channels, codec and packet size.
 //! - [`jitter`]: the jitter buffer keyed by sequence number and media time.
 //! - [`source`]: [`SourceSession`], pacing, fan-out, retransmission, FEC.
 //! - [`player`]: [`PlayerSession`], a player's network half: joining, clock, jitter
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod control;
 pub mod crypto;
 pub mod fec;
+pub mod format;
 pub mod jitter;
 pub mod link;
 pub mod pairing;
@@ -45,6 +47,7 @@ pub mod wire;
 
 pub use clock::{ClockEstimate, ClockEstimator};
 pub use crypto::{Credential, NetworkKey, Security};
+pub use format::StreamFormat;
 pub use playback::Playback;
 pub use player::{PlayerConfig, PlayerSession};
 pub use source::{SourceConfig, SourceSession};

@@ -296,11 +296,11 @@ impl Playback {
         match item {
             Handoff::Joined { generation, info } => {
                 self.generation = generation;
-                self.jitter.reset_for(info.stream_id, info.frames_per_packet);
+                self.jitter.reset_for(info.stream_id, info.format.frames_per_packet);
                 if info.mode == Mode::Sync {
                     self.jitter.set_lookback(lookback(&info));
                 }
-                let mut pc = PlayoutConfig::new(info.sample_rate);
+                let mut pc = PlayoutConfig::new(info.format.sample_rate);
                 if info.mode == Mode::Live {
                     pc.resync_threshold = Nanos::from_millis(2);
                 }
@@ -398,7 +398,7 @@ impl Playback {
             return None;
         }
         self.dirty = true;
-        let rate = info.sample_rate;
+        let rate = info.format.sample_rate;
         let lead = (dac_time - now) + Nanos::from_frames(u64::from(frames), rate);
         self.lead =
             if lead > self.lead { lead } else { self.lead - Nanos((self.lead - lead).0 / 1000) };
@@ -422,7 +422,7 @@ impl Playback {
             // A jump past everything held (playout stopped reading for a while and the
             // network half handed over only the newest) starts over at the position: what lies
             // between is gone, not to be concealed packet by packet.
-            let fpp = u64::from(info.frames_per_packet.max(1));
+            let fpp = u64::from(info.format.frames_per_packet.max(1));
             if render.resynced
                 && !first
                 && let Some(n) = self.jitter.next_out()
@@ -460,7 +460,10 @@ impl Playback {
 /// quarter of the group latency's worth, 16 at most, so a stream's opening survives early
 /// losses (the first packets heard may not be the first sent).
 pub(crate) fn lookback(info: &StreamInfo) -> u64 {
-    let packet = Nanos::from_frames(u64::from(info.frames_per_packet.max(1)), info.sample_rate);
+    let packet = Nanos::from_frames(
+        u64::from(info.format.frames_per_packet.max(1)),
+        info.format.sample_rate,
+    );
     ((info.group_latency.0 / packet.0.max(1)) as u64 / 4).min(16)
 }
 

@@ -34,6 +34,7 @@ use crate::Transmit;
 use crate::clock::{ClockConfig, ClockEstimate, ClockEstimator, ClockSample};
 use crate::crypto::{ReplayGuard, Security};
 use crate::fec::{FecDecoder, block_of};
+use crate::format::StreamFormat;
 use crate::jitter::{Inserted, JitterBuffer, Origin};
 use crate::playback::{self, Handoff, Held, NetEnds, Playback, PlayoutCounts};
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
@@ -116,14 +117,8 @@ pub struct StreamInfo {
     pub origin: u64,
     /// When this run of the stream began (the source's wall clock, ns).
     pub epoch: u64,
-    /// Sample rate, Hz.
-    pub sample_rate: u32,
-    /// Channels.
-    pub channels: u8,
-    /// Codec.
-    pub codec: Codec,
-    /// Frames per packet.
-    pub frames_per_packet: u16,
+    /// Rate, channels, codec and packet size.
+    pub format: StreamFormat,
     /// Playout mode.
     pub mode: Mode,
     /// Source's group latency.
@@ -686,10 +681,7 @@ impl PlayerSession {
             stream_id: a.stream_id,
             origin: a.origin,
             epoch: a.epoch,
-            sample_rate: a.sample_rate,
-            channels: a.channels,
-            codec: a.codec,
-            frames_per_packet: a.frames_per_packet,
+            format: a.format(),
             mode: a.mode,
             group_latency: a.group_latency,
             fec: (a.fec_data > 0).then_some((a.fec_data, a.fec_repair)),
@@ -720,7 +712,7 @@ impl PlayerSession {
     fn on_audio(&mut self, now: LocalTime, frame: &AudioFrame<'_>) {
         self.clock.add_oneway(frame.sent, now);
         let Some(info) = &self.info else { return };
-        if frame.stream_id != info.stream_id || frame.frames != info.frames_per_packet {
+        if frame.stream_id != info.stream_id || frame.frames != info.format.frames_per_packet {
             return;
         }
         let mode = info.mode;
@@ -844,7 +836,7 @@ impl PlayerSession {
         let info = self.info.as_ref()?;
         let clock = *self.clock.estimate()?;
         Some(Timing {
-            sample_rate: info.sample_rate,
+            sample_rate: info.format.sample_rate,
             mode: info.mode,
             reference: self.reference?,
             locked: clock.samples >= 3 && clock.span >= self.config.lock_span,
@@ -925,8 +917,8 @@ impl PlayerSession {
         // Deadline: a missing packet is useful until the device asks for it.
         let Some(n) = self.jitter.next_out() else { return };
         let base_due = self.due_at(self.jitter.media_of(n));
-        let fpp = self.info.as_ref().map_or(1, |i| i.frames_per_packet);
-        let rate = self.info.as_ref().map_or(48_000, |i| i.sample_rate);
+        let fpp = self.info.as_ref().map_or(1, |i| i.format.frames_per_packet);
+        let rate = self.info.as_ref().map_or(48_000, |i| i.format.sample_rate);
         let lead = self.lead;
         let mut nack: Option<(SeqNo, u64)> = None;
         let mut nacks = Vec::new();

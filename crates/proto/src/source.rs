@@ -31,10 +31,10 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::{ReplayGuard, Security};
 use crate::fec::FecEncoder;
+use crate::format::StreamFormat;
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
 use crate::wire::{
-    self, Announce, AudioFrame, Codec, MAX_PAYLOAD, Mode, Packet, RefuseReason, Repair,
-    RxErrorCounts,
+    self, Announce, AudioFrame, MAX_PAYLOAD, Mode, Packet, RefuseReason, Repair, RxErrorCounts,
 };
 use crate::{Destination, Transmit};
 
@@ -45,14 +45,8 @@ pub struct SourceConfig {
     pub stream_id: u32,
     /// Human name (track title, stem name).
     pub name: String,
-    /// Sample rate, Hz.
-    pub sample_rate: u32,
-    /// Channels.
-    pub channels: u8,
-    /// Codec of the payloads pushed.
-    pub codec: Codec,
-    /// Frames per packet.
-    pub frames_per_packet: u16,
+    /// Rate, channels, codec of the payloads pushed, and packet size.
+    pub format: StreamFormat,
     /// Sync (fixed group latency) or live (minimal latency).
     pub mode: Mode,
     /// Presentation time minus capture time. Sync mode: the whole group's playout delay;
@@ -86,10 +80,7 @@ impl SourceConfig {
         SourceConfig {
             stream_id,
             name: String::new(),
-            sample_rate,
-            channels,
-            codec: Codec::Pcm16,
-            frames_per_packet: (sample_rate / 200) as u16,
+            format: StreamFormat::pcm(sample_rate, channels),
             mode: Mode::Sync,
             group_latency: Nanos::from_millis(100),
             fec: Some((8, 2)),
@@ -106,33 +97,13 @@ impl SourceConfig {
 
     /// Duration of one packet's frames.
     pub fn frame_duration(&self) -> Nanos {
-        Nanos::from_frames(u64::from(self.frames_per_packet), self.sample_rate)
+        self.format.packet_duration()
     }
 
     /// Checks the configuration; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, fix: String| Err(ConfigError { field, fix });
-        if !(8_000..=384_000).contains(&self.sample_rate) {
-            return bad("sample_rate", "use a rate between 8000 and 384000 Hz".into());
-        }
-        if self.channels == 0 || self.channels > wire::MAX_CHANNELS {
-            return bad("channels", format!("use 1 to {} channels", wire::MAX_CHANNELS));
-        }
-        if self.frames_per_packet == 0 {
-            return bad("frames_per_packet", "use at least 1 frame per packet".into());
-        }
-        if let Some(bytes) = self.codec.pcm_bytes() {
-            let size = usize::from(self.frames_per_packet) * usize::from(self.channels) * bytes;
-            if size > MAX_PAYLOAD {
-                let max = MAX_PAYLOAD / (usize::from(self.channels) * bytes);
-                return bad(
-                    "frames_per_packet",
-                    format!(
-                        "{size} bytes of PCM do not fit one datagram: use at most {max} frames per packet"
-                    ),
-                );
-            }
-        }
+        self.format.validate()?;
         if let Some((d, r)) = self.fec
             && (d == 0 || r == 0 || u32::from(d) + u32::from(r) > 64)
         {
@@ -298,8 +269,8 @@ fn audio_frame<'a>(
         media: slot.media,
         presentation: slot.presentation,
         sent: StreamTime(now.0),
-        codec: config.codec,
-        channels: config.channels,
+        codec: config.format.codec,
+        channels: config.format.channels,
         frames: slot.frames,
         retransmit,
         payload: &slot.payload,
@@ -444,8 +415,12 @@ impl SourceSession {
     /// The departure time of frame `seq` in paced mode (`None` before the first push).
     pub fn send_time(&self, seq: SeqNo) -> Option<LocalTime> {
         let t0 = self.t0?;
-        let frames = u128::from(seq.0) * u128::from(self.config.frames_per_packet);
-        Some(t0 + Nanos((frames * 1_000_000_000 / u128::from(self.config.sample_rate)) as i64))
+        let frames = u128::from(seq.0) * u128::from(self.config.format.frames_per_packet);
+        Some(
+            t0 + Nanos(
+                (frames * 1_000_000_000 / u128::from(self.config.format.sample_rate)) as i64,
+            ),
+        )
     }
 
     /// In paced mode: should the driver push the next frame now? True while the next frame's
@@ -458,8 +433,10 @@ impl SourceSession {
     }
 
     fn check_payload(&self, payload: &[u8]) -> Result<(), PushError> {
-        let expected = self.config.codec.pcm_bytes().map_or(0, |b| {
-            usize::from(self.config.frames_per_packet) * usize::from(self.config.channels) * b
+        let expected = self.config.format.codec.pcm_bytes().map_or(0, |b| {
+            usize::from(self.config.format.frames_per_packet)
+                * usize::from(self.config.format.channels)
+                * b
         });
         let ok =
             if expected > 0 { payload.len() == expected } else { payload.len() <= MAX_PAYLOAD };
@@ -517,10 +494,10 @@ impl SourceSession {
         }
         let slot = &mut self.slots[(seq.0 % n as u64) as usize];
         slot.seq = Some(seq);
-        slot.media = MediaTime(seq.0 * u64::from(self.config.frames_per_packet));
+        slot.media = MediaTime(seq.0 * u64::from(self.config.format.frames_per_packet));
         slot.presentation = captured + self.config.group_latency;
         slot.send_at = send_at;
-        slot.frames = self.config.frames_per_packet;
+        slot.frames = self.config.format.frames_per_packet;
         slot.payload.clear();
         slot.payload.extend_from_slice(payload);
         self.next_seq = seq.next();
@@ -855,10 +832,10 @@ impl SourceSession {
                 origin: self.config.origin,
                 epoch: self.epoch,
                 cookie,
-                sample_rate: self.config.sample_rate,
-                channels: self.config.channels,
-                codec: self.config.codec,
-                frames_per_packet: self.config.frames_per_packet,
+                sample_rate: self.config.format.sample_rate,
+                channels: self.config.format.channels,
+                codec: self.config.format.codec,
+                frames_per_packet: self.config.format.frames_per_packet,
                 mode: self.config.mode,
                 group_latency: self.config.group_latency,
                 fec_data: self.config.fec.map_or(0, |f| f.0),

@@ -99,6 +99,18 @@ pub enum Codec {
     Opus = 4,
 }
 
+impl Announce<'_> {
+    /// The stream's format as announced.
+    pub fn format(&self) -> crate::StreamFormat {
+        crate::StreamFormat {
+            sample_rate: self.sample_rate,
+            channels: self.channels,
+            codec: self.codec,
+            frames_per_packet: self.frames_per_packet,
+        }
+    }
+}
+
 impl Codec {
     fn from_u8(v: u8) -> Option<Codec> {
         Some(match v {

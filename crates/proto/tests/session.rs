@@ -272,12 +272,12 @@ fn silent_receivers_time_out_and_byes_are_honoured() {
 #[test]
 fn config_errors_name_the_field_and_the_fix() {
     let mut cfg = SourceConfig::new(1, 48_000, 2);
-    cfg.frames_per_packet = 480;
+    cfg.format.frames_per_packet = 480;
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.field, "frames_per_packet");
     assert!(e.to_string().contains("at most 275 frames"), "{e}");
     let mut cfg = SourceConfig::new(1, 1_000, 2);
-    cfg.frames_per_packet = 10;
+    cfg.format.frames_per_packet = 10;
     assert_eq!(cfg.validate().unwrap_err().field, "sample_rate");
     let _ = SeqNo(0);
 }

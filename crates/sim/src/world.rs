@@ -216,7 +216,7 @@ pub fn run(s: &Scenario) -> Outcome {
     let mut cfg = SourceConfig::new(1, s.sample_rate, channels);
     cfg.name = s.name.to_owned();
     cfg.mode = s.mode;
-    cfg.frames_per_packet = s.frames_per_packet;
+    cfg.format.frames_per_packet = s.frames_per_packet;
     cfg.group_latency = if s.mode == Mode::Live { Nanos::ZERO } else { s.group_latency };
     cfg.fec = s.fec;
     cfg.max_receivers = s.players;

@@ -192,12 +192,12 @@ pub(crate) fn party_mic(
         if a.tone.is_some() || a.mic.is_some() || a.file.is_none() { 1 } else { 2 },
     );
     c.mode = Mode::Live;
-    c.codec = codec;
-    c.frames_per_packet = plan.frames_per_packet;
+    c.format.codec = codec;
+    c.format.frames_per_packet = plan.frames_per_packet;
     c.group_latency = Nanos::ZERO;
     c.fec = None;
     c.receivers = to;
-    let ch = usize::from(c.channels);
+    let ch = usize::from(c.format.channels);
     let input = if let Some(f) = &a.file {
         c.name = f
             .file_name()

@@ -76,8 +76,8 @@ impl StreamPlan {
         let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
         let fpp = frame_flag(frame_ms, codec, a.rate, a.channels)?;
         let mut base = SourceConfig::new(1, a.rate, a.channels);
-        base.codec = codec;
-        base.frames_per_packet = fpp;
+        base.format.codec = codec;
+        base.format.frames_per_packet = fpp;
         base.mode = if a.live { Mode::Live } else { Mode::Sync };
         base.group_latency = if a.live {
             Nanos::ZERO

@@ -322,7 +322,7 @@ impl crate::hub::HubHandler for PlayerControl {
         let s = v.snapshot;
         NodeState {
             position: v.position,
-            rate: s.info.as_ref().map(|i| i.sample_rate),
+            rate: s.info.as_ref().map(|i| i.format.sample_rate),
             streaming: s.streaming,
             stream: s.info.as_ref().map(|i| i.name.clone()),
             offset_us: s.clock.as_ref().map(|c| c.offset.0 as f64 / 1e3),
