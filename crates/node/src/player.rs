@@ -168,6 +168,10 @@ pub struct RunningPlayer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     shared: Arc<OutputShared>,
+    /// The stream, and how its device and engine were sized.
+    info: StreamInfo,
+    plan: RenderPlan,
+    output: OutputKind,
 }
 
 impl core::fmt::Debug for RunningPlayer {
@@ -179,6 +183,14 @@ impl core::fmt::Debug for RunningPlayer {
 }
 
 impl RunningPlayer {
+    /// Whether its device and engine, sized when it started, can play at `latency` (a zone's
+    /// new latency): everything they render ahead must have arrived. A longer latency always
+    /// fits; a much shorter one needs a smaller device buffer, opened anew.
+    pub fn fits(&self, latency: Nanos) -> bool {
+        let wanted = render_plan(&self.info, latency, None, &self.output);
+        wanted.buffer >= self.plan.buffer && wanted.max_lookahead >= self.plan.lookahead
+    }
+
     /// What it said since last asked.
     pub fn events(&self) -> Vec<PlayingEvent> {
         self.events.try_iter().collect()
@@ -333,11 +345,12 @@ pub fn run_player(
     };
     let channels = usize::from(info.format.channels);
     let live = info.mode == Mode::Live;
-    let RenderPlan { buffer, block, lookahead, max_lookahead, tick } =
-        render_plan(&info, opts.buffer_frames, &opts.output);
+    // The latency it plays at: a zone's, or the stream's.
+    let latency = opts.config.latency_override.unwrap_or(info.group_latency);
+    let planned = render_plan(&info, latency, opts.buffer_frames, &opts.output);
+    let RenderPlan { buffer, block, lookahead, max_lookahead, tick } = planned;
     if let Some(asked) = opts.buffer_frames.filter(|&a| buffer < a) {
-        let _ =
-            said.send(PlayingEvent::SmallerBuffer { asked, buffer, latency: info.group_latency });
+        let _ = said.send(PlayingEvent::SmallerBuffer { asked, buffer, latency });
     }
     let config = EngineConfig {
         device_rate: info.format.sample_rate,
@@ -442,6 +455,9 @@ pub fn run_player(
         stop,
         threads: vec![net, media],
         shared,
+        plan: planned,
+        info,
+        output: opts.output,
     })
 }
 
@@ -469,7 +485,12 @@ const AUTO_BUFFER_MAX: usize = 1_024;
 /// spare a device renders two buffers ahead; a clock-paced output (a file) up to half the
 /// group latency (a busy machine never starves it). After underruns the lead may grow up to
 /// the whole budget (sync) or 10 ms more (live).
-fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> RenderPlan {
+fn render_plan(
+    info: &StreamInfo,
+    latency: Nanos,
+    asked: Option<u32>,
+    output: &OutputKind,
+) -> RenderPlan {
     let frames = |n: Nanos| {
         (n.0.max(0) as u128 * u128::from(info.format.sample_rate) / 1_000_000_000) as usize
     };
@@ -487,9 +508,10 @@ fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> Re
             tick,
         };
     }
-    let latency = frames(info.group_latency);
+    let group = latency;
+    let latency = frames(latency);
     // A packet may wait in the socket for a batch before the session has it.
-    let batch = read_batch(info).map_or(0, frames);
+    let batch = read_batch(info.mode, group).map_or(0, frames);
     let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
@@ -518,9 +540,9 @@ fn render_plan(info: &StreamInfo, asked: Option<u32>, output: &OutputKind) -> Re
 /// stream with room to spare is read in batches (a tenth of its latency, 10 ms at most), as
 /// arrival instants come from the kernel and waking for every 5 ms packet costs context
 /// switches, not accuracy. Live streams and tight latencies are read as they come.
-fn read_batch(info: &StreamInfo) -> Option<Nanos> {
-    (info.mode == Mode::Sync && info.group_latency >= Nanos::from_millis(50))
-        .then(|| Nanos(info.group_latency.0 / 10).min(Nanos::from_millis(10)))
+fn read_batch(mode: Mode, latency: Nanos) -> Option<Nanos> {
+    (mode == Mode::Sync && latency >= Nanos::from_millis(50))
+        .then(|| Nanos(latency.0 / 10).min(Nanos::from_millis(10)))
 }
 
 /// The network thread's fixed parts.
@@ -600,7 +622,8 @@ fn network_loop(
                 st.refused.clone_from(&refused);
             }
         }
-        let batch = s.info().and_then(read_batch);
+        // At the latency it plays (a zone's may differ from the stream's).
+        let batch = s.info().and_then(|i| read_batch(i.mode, i.group_latency + s.extra_latency()));
         let deadline = s.poll_timeout();
         if let Some(b) = batch {
             let now = clock::now();
@@ -628,5 +651,36 @@ fn network_loop(
                 s.handle_datagram(at, from, &mut buf[..n]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tutti_proto::StreamFormat;
+
+    fn info(latency_ms: i64) -> StreamInfo {
+        StreamInfo {
+            stream_id: 1,
+            origin: 1,
+            epoch: 1,
+            format: StreamFormat::pcm(48_000, 2),
+            mode: Mode::Sync,
+            group_latency: Nanos::from_millis(latency_ms),
+            fec: None,
+            name: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_zone_latency_below_the_streams_sizes_the_device_for_the_zone() {
+        let device = OutputKind::Device { host: None, name: None };
+        let stream = render_plan(&info(100), Nanos::from_millis(100), None, &device);
+        let zone = render_plan(&info(100), Nanos::from_millis(20), None, &device);
+        assert_eq!(zone, render_plan(&info(20), Nanos::from_millis(20), None, &device));
+        assert!(zone.buffer < stream.buffer, "{zone:?} vs {stream:?}");
+        // Everything rendered has arrived: device lead and engine lead inside 20 ms.
+        let lead_ms = f64::from(2 * zone.buffer + zone.block as u32) / 48.0;
+        assert!(lead_ms < 20.0, "{zone:?} renders {lead_ms} ms ahead");
     }
 }

@@ -128,3 +128,33 @@ fn a_player_takes_its_zones_routes_by_itself_and_keeps_its_levels() {
     p.stop();
     drop((a, b, silent));
 }
+
+#[test]
+fn a_zone_latency_too_short_for_the_opened_device_reopens_it_and_a_longer_one_does_not() {
+    let a = source(300.0);
+    let a_addr = a.local_addr;
+    let p = Player::start(options(a_addr), keys().into()).expect("joins a");
+    let mut said = Vec::new();
+    let s = Duration::from_secs(5);
+    until(&p, &mut said, s, "plays a", |_, v| v.snapshot.streaming);
+    // The device was sized for the stream's 100 ms; 20 ms needs a smaller one: joined again.
+    p.command(PlayerCommand::Route {
+        source: a_addr.to_string(),
+        latency: Some(Nanos::from_millis(20)),
+    });
+    until(&p, &mut said, s, "a at 20 ms", |said, v| {
+        said.contains(&PlayerNotice::NowPlaying(a_addr))
+            && v.snapshot.streaming
+            && v.snapshot.latency.is_some_and(|l| (l - Nanos::from_millis(20)).0.abs() < 1_000_000)
+    });
+    // Back to a longer one: the small device fits it, changed in place.
+    p.command(PlayerCommand::Route { source: a_addr.to_string(), latency: None });
+    until(&p, &mut said, s, "a at 100 ms", |said, v| {
+        said.contains(&PlayerNotice::Latency(None))
+            && v.snapshot.latency.is_some_and(|l| (l - Nanos::from_millis(100)).0.abs() < 1_000_000)
+    });
+    let rejoins = said.iter().filter(|n| **n == PlayerNotice::NowPlaying(a_addr)).count();
+    assert_eq!(rejoins, 1, "{said:?}");
+    p.stop();
+    drop(a);
+}

@@ -464,13 +464,19 @@ impl Owner {
             self.playing.unwrap_or((self.base.config.source, self.base.config.latency_override));
         // (Also while it is down, waiting on another source: a route back to the stream it
         // played is a route to take.)
+        let plays_at = latency.or(self.base.config.latency_override);
+        let fits = |p: &RunningPlayer| {
+            let stream =
+                p.status.lock().ok().and_then(|s| s.info.as_ref().map(|i| i.group_latency));
+            plays_at.or(stream).is_none_or(|l| p.fits(l))
+        };
         if addr == playing.0
             && let Some(p) = &self.running
+            && fits(p)
         {
             // The stream it plays: nothing to join. A new latency is changed in the running
             // session (playout moves by the difference at the next render).
             if latency != playing.1 {
-                let plays_at = latency.or(self.base.config.latency_override);
                 p.command(SessionCommand::LatencyOverride(plays_at));
                 self.playing = Some((addr, latency));
                 self.tell(PlayerNotice::Latency(latency));
@@ -479,6 +485,8 @@ impl Owner {
             self.set_problem(None);
             return;
         }
+        // (The stream it plays at a latency too short for the device buffer it opened: joined
+        // again below, the device opened for the new latency.)
         self.pending = Some((source, addr, latency));
         self.next_try = Instant::now();
         self.tick_route();
