@@ -13,7 +13,7 @@
 //! - [`pairing`]: one-time tokens turned into node credentials (Noise `NNpsk0`).
 //! - [`clock`]: the clock estimator (offset *and* skew from 4-timestamp probes).
 //! - [`fec`]: Reed–Solomon repair shards over blocks of audio packets.
-//! - [`format`]: [`StreamFormat`], a stream's rate, channels, codec and packet size.
+//! - [`format`](mod@format): [`StreamFormat`], a stream's rate, channels, codec and packet size.
 //! - [`jitter`]: the jitter buffer keyed by sequence number and media time.
 //! - [`source`]: [`SourceSession`], pacing, fan-out, retransmission, FEC.
 //! - [`player`]: [`PlayerSession`], a player's network half: joining, clock, jitter
