@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use tutti_proto::{Nanos, Playback, PlayerConfig, PlayerSession};
 
 use crate::NodeError;
 use crate::net::{RECV_BUF, bind, recv_until};
-use crate::output::{self, OutputKind, OutputPlan};
+use crate::output::{self, DeviceEvent, OutputKind, OutputPlan};
 use crate::player::NetTimeline;
 use crate::security::Keys;
 
@@ -44,6 +44,48 @@ pub struct MixInput {
     pub stats: PlayerStats,
 }
 
+/// What a party host says, as it happens (read with [`RunningMixer::events`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum MixerEvent {
+    /// A microphone joined the mix.
+    Joined {
+        /// Its address.
+        addr: SocketAddr,
+        /// Its stream's name.
+        name: String,
+    },
+    /// A microphone went silent for [`DEPARTED_EXPIRY`] and left the mix (its place is free).
+    Left {
+        /// Its address.
+        addr: SocketAddr,
+        /// Its stream's name.
+        name: String,
+    },
+    /// The output device's news: stopped, cannot be opened, playing again.
+    Device(DeviceEvent),
+}
+
+impl MixerEvent {
+    /// Whether it is trouble (a warning) rather than news.
+    pub fn is_trouble(&self) -> bool {
+        matches!(self, MixerEvent::Device(e) if !matches!(e, DeviceEvent::Reopened(_)))
+    }
+}
+
+impl core::fmt::Display for MixerEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MixerEvent::Joined { addr, name } => write!(f, "mic `{name}` joined from {addr}"),
+            MixerEvent::Left { addr, name } => write!(
+                f,
+                "mic `{name}` left ({addr} silent for {} s): its place is free",
+                DEPARTED_EXPIRY.0 / 1_000_000_000
+            ),
+            MixerEvent::Device(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// A running party host.
 pub struct RunningMixer {
     /// The inputs, by arrival.
@@ -59,8 +101,16 @@ pub struct RunningMixer {
     pub refused: Arc<AtomicU64>,
     /// Voices that left (silent for [`DEPARTED_EXPIRY`]) and were taken out of the mix.
     pub departed: Arc<AtomicU64>,
+    events: Receiver<MixerEvent>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningMixer {
+    /// What it said since last asked.
+    pub fn events(&self) -> Vec<MixerEvent> {
+        self.events.try_iter().collect()
+    }
 }
 
 impl core::fmt::Debug for RunningMixer {
@@ -215,6 +265,8 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
     };
     let (engine, renderer, shared) = output(mixer, config, SharedGain::new());
     let (voice_tx, voice_rx) = channel::<VoiceOp>();
+    let (said, events) = channel();
+    let device_said = said.clone();
     let plan = OutputPlan {
         kind: opts.output.clone(),
         spec: StreamSpec::new(48_000, 2, opts.buffer_frames),
@@ -247,9 +299,8 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
                         }
                     }
                 };
-                // (The host's own terminal is where a party host says things.)
                 output::drive(&plan, engine, renderer, &stop, &opened_tx, add_voices, |e| {
-                    tracing::warn!("{e}");
+                    let _ = device_said.send(MixerEvent::Device(e));
                 });
             })
             .map_err(NodeError::Thread)?
@@ -279,7 +330,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         std::thread::Builder::new()
             .name("tutti-mix-net".into())
             .spawn(move || {
-                let counts = Counts { refused: &refused, departed: &departed };
+                let counts = Counts { refused: &refused, departed: &departed, said };
                 network_loop(socket, keys, voice_tx, &inputs, &gains, max, counts, &stop)
             })
             .map_err(NodeError::Thread)?
@@ -291,6 +342,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
         local_addr,
         refused,
         departed,
+        events,
         stop,
         threads: vec![media, net],
     })
@@ -300,6 +352,7 @@ pub fn run_mixer(opts: MixerOptions, security: impl Into<Keys>) -> Result<Runnin
 struct Counts<'a> {
     refused: &'a AtomicU64,
     departed: &'a AtomicU64,
+    said: Sender<MixerEvent>,
 }
 
 /// Whose gain: a stream's sender, or (part of) its name.
@@ -346,7 +399,7 @@ fn network_loop(
     inputs: &Mutex<Vec<MixInput>>,
     gains: &[(Gain, f32)],
     max: usize,
-    Counts { refused, departed }: Counts<'_>,
+    Counts { refused, departed, said }: Counts<'_>,
     stop: &AtomicBool,
 ) {
     let mut mics: HashMap<SocketAddr, Mic> = HashMap::new();
@@ -411,7 +464,10 @@ fn network_loop(
                 let _ = voices.send(VoiceOp::Remove(id));
             }
             if let Ok(mut list) = inputs.lock() {
+                let name = list.iter().find(|i| i.addr == *addr).map(|i| i.name.clone());
                 list.retain(|i| i.addr != *addr);
+                let name = name.unwrap_or_default();
+                let _ = said.send(MixerEvent::Left { addr: *addr, name });
             }
             departed.fetch_add(1, Ordering::Relaxed);
             false
@@ -441,6 +497,8 @@ fn network_loop(
                         }) {
                             controls.set_gain_db(*db);
                         }
+                        let _ =
+                            said.send(MixerEvent::Joined { addr: *addr, name: info.name.clone() });
                         if let Ok(mut list) = inputs.lock() {
                             list.push(MixInput {
                                 addr: *addr,

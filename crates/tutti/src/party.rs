@@ -259,20 +259,16 @@ pub(crate) fn party_host(
 /// Prints who joined and, on a terminal, the levels, until `running` says stop.
 pub(crate) fn show_mix(host: &tutti_node::mixer::RunningMixer, running: &dyn Fn() -> bool) {
     let tty = std::io::stderr().is_terminal();
-    let mut known: Vec<(SocketAddr, String)> = Vec::new();
     while running() {
         std::thread::sleep(Duration::from_millis(250));
+        for e in host.events() {
+            if e.is_trouble() {
+                tracing::warn!("{e}");
+            } else {
+                tracing::info!("{e}");
+            }
+        }
         let inputs = host.inputs.lock().map(|i| i.clone()).unwrap_or_default();
-        for i in inputs.iter().filter(|i| !known.iter().any(|(a, _)| *a == i.addr)) {
-            tracing::info!("mic `{}` joined from {}", i.name, i.addr);
-        }
-        for (addr, name) in known.iter().filter(|(a, _)| !inputs.iter().any(|i| i.addr == *a)) {
-            tracing::info!(
-                "mic `{name}` left ({addr} silent for {} s): its place is free",
-                tutti_node::mixer::DEPARTED_EXPIRY.0 / 1_000_000_000
-            );
-        }
-        known = inputs.iter().map(|i| (i.addr, i.name.clone())).collect();
         if tty {
             let levels: Vec<String> = inputs
                 .iter()
