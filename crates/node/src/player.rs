@@ -515,6 +515,13 @@ fn render_plan(
     let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
+    // A device asks for its two buffers at once when it starts: the engine's lead must hold
+    // them (lead ≥ 2 buffers on top of the device's own 2), or it starts with an underrun.
+    let fit = if output.clock_paced() {
+        fit
+    } else {
+        fit.min(budget.saturating_sub(block) / 4 / 32 * 32)
+    };
     // Unasked, a fifth of the latency (20 ms at 100 ms, as snapclient's default share):
     // every device buffer is a wake-up of the sound server's client thread and the media
     // thread, and the latency is compensated whatever its size.
@@ -669,6 +676,19 @@ mod tests {
             group_latency: Nanos::from_millis(latency_ms),
             fec: None,
             name: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_device_starts_with_both_its_buffers_rendered_at_every_latency() {
+        let device = OutputKind::Device { host: None, name: None };
+        for ms in [20, 30, 40, 50, 60, 80, 100, 150, 200, 500, 1000] {
+            let p = render_plan(&info(ms), Nanos::from_millis(ms), None, &device);
+            assert!(p.lookahead >= 2 * p.buffer as usize, "{ms} ms: {p:?}");
+            for asked in [256, 512, 1024, 2048] {
+                let p = render_plan(&info(ms), Nanos::from_millis(ms), Some(asked), &device);
+                assert!(p.lookahead >= 2 * p.buffer as usize, "{ms} ms, {asked} asked: {p:?}");
+            }
         }
     }
 
