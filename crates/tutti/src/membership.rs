@@ -121,10 +121,32 @@ pub(crate) fn wait_for_keys(
 ) -> Result<Option<tutti_node::hub::Granted>> {
     let started = std::time::Instant::now();
     let mut said = None;
+    let mut unreachable = false;
     loop {
-        let Some(granted) = fetch_keys(m, hub, "player", id, follows.clone())? else {
-            return Ok(None);
+        // Asked every 200 ms at first, then every 500 ms (a zone assigned later is heard within
+        // half a second, and the hub, which lists it while it asks, keeps it listed: it drops a
+        // node silent for 2 s). Once the hub has answered, losing it (a restart) is waited out.
+        let pause = if started.elapsed() < Duration::from_secs(5) { 200 } else { 500 };
+        let granted = match fetch_keys(m, hub, "player", id, follows.clone()) {
+            Ok(Some(g)) => g,
+            Ok(None) => return Ok(None),
+            Err(e)
+                if said.is_some()
+                    && seconds.is_none_or(|s| started.elapsed().as_secs_f64() < s) =>
+            {
+                if !unreachable {
+                    tracing::warn!("the hub does not answer ({e:#}): asking again");
+                    unreachable = true;
+                }
+                std::thread::sleep(Duration::from_millis(pause));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
+        if unreachable {
+            tracing::info!("the hub answers again");
+            unreachable = false;
+        }
         let Some(note) = granted.note.clone() else {
             if said.is_some() {
                 tracing::info!("the hub handed over the stream's keys");
@@ -138,7 +160,7 @@ pub(crate) fn wait_for_keys(
         if seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             bail!("no stream keys from the hub within {:.0} s: {note}", seconds.unwrap_or(0.0));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }
 

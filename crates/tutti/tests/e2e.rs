@@ -1829,3 +1829,83 @@ fn a_microphone_that_left_frees_its_place_in_the_party() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_player_waiting_for_its_keys_outlives_a_hub_restart() {
+    let _serial = serial();
+    let dir = tmp("hub-restart");
+    let p = port_base(22);
+    let (s1, http_port, link_port, pk) = (p, p + 1, p + 2, p + 3);
+    let mut hub = paired_hub(&dir, http_port, link_port, "40");
+    let (house, speaker) = (dir.join("house.json"), dir.join("speaker.json"));
+    pair_node(http_port, "house", &house);
+    pair_node(http_port, "speaker", &speaker);
+    let _tone = member(&[
+        "stream",
+        "--tone",
+        "300",
+        "--port",
+        &s1.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--pairing",
+        house.to_str().unwrap(),
+        "-q",
+    ]);
+    let body = format!("{{\"source\":\"127.0.0.1:{s1}\"}}");
+    let (status, reply) = http(http_port, "PUT", "/api/zones/kitchen", &body);
+    assert_eq!(status, 200, "{reply}");
+    // A new speaker asking for the kitchen's stream, in no zone yet: it waits, listed.
+    let wav = dir.join("k.wav");
+    let mut k = member(&[
+        "play",
+        &format!("127.0.0.1:{s1}"),
+        "--port",
+        &pk.to_string(),
+        "--wav",
+        wav.to_str().unwrap(),
+        "--pairing",
+        speaker.to_str().unwrap(),
+        "--seconds",
+        "6",
+        "--quiet",
+    ]);
+    let waiting = |v: &serde_json::Value| {
+        v.as_array().unwrap().iter().any(|n| {
+            n["info"]["role"] == "player"
+                && n["state"]["problem"].as_str().is_some_and(|p| p.contains("zone `kitchen`"))
+        })
+    };
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), waiting);
+    let id = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["info"]["id"].as_str().unwrap().to_owned())
+        .find(|i| i.ends_with(&format!("-{pk}")))
+        .expect("the speaker is listed");
+    // The hub goes away for a while (an upgrade, a reboot) and comes back with its state.
+    let _ = hub.0.kill();
+    let _ = wait(&mut hub, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut hub = paired_hub(&dir, http_port, link_port, "30");
+    until(http_port, "/api/nodes", Duration::from_secs(5), waiting);
+    // Put in the kitchen, the speaker that kept waiting gets the keys and plays.
+    let (status, reply) =
+        http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"zone\":\"kitchen\"}");
+    assert!(status == 200 || status == 202, "{status} {reply}");
+    let (ok, log) = wait(&mut k, Duration::from_secs(30));
+    let _ = hub.0.kill();
+    let _ = wait(&mut hub, Duration::from_secs(5));
+    assert!(ok, "the speaker: {log}");
+    assert!(
+        log.contains("the hub does not answer") && log.contains("the hub answers again"),
+        "{log}"
+    );
+    let out = read_wav(&wav);
+    let start = out.iter().position(|s| s.unsigned_abs() > 1000).expect("the speaker plays");
+    let w = &out[start..];
+    let (low, high) = (amplitude(w, 300.0), amplitude(w, 700.0));
+    assert!(low > 20.0 * high.max(1.0), "the kitchen's 300 Hz: {low:.0} / {high:.0}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
