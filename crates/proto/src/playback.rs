@@ -167,6 +167,15 @@ impl NetEnds {
     /// buffer's worth does a packet go: the oldest waiting (stale by then; what playout needs
     /// when it reads again is the newest), counted.
     pub(crate) fn send(&mut self, item: Handoff) {
+        // Nothing waiting: straight into the ring (the outbox only keeps the order when the
+        // ring is full).
+        let item = match self.outbox.is_empty() {
+            true => match self.to_playback.push(item) {
+                Ok(()) => return self.flush(),
+                Err(PushError::Full(item)) => item,
+            },
+            false => item,
+        };
         let bulk = |h: &Handoff| matches!(h, Handoff::Packet(_) | Handoff::Arrival { .. });
         if bulk(&item)
             && self.outbox.len() >= self.outbox_limit
