@@ -41,6 +41,12 @@ impl StreamFormat {
             .map(|b| usize::from(self.frames_per_packet) * usize::from(self.channels) * b)
     }
 
+    /// The most frames a PCM packet of this rate and channel count holds in one datagram
+    /// (`None`: a compressed codec).
+    pub fn max_pcm_frames(&self) -> Option<usize> {
+        self.codec.pcm_bytes().map(|b| MAX_PAYLOAD / (usize::from(self.channels.max(1)) * b))
+    }
+
     /// Checks the format; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, fix: String| Err(ConfigError { field, fix });
@@ -53,10 +59,9 @@ impl StreamFormat {
         if self.frames_per_packet == 0 {
             return bad("frames_per_packet", "use at least 1 frame per packet".into());
         }
-        if let (Some(size), Some(bytes)) = (self.pcm_payload(), self.codec.pcm_bytes())
+        if let (Some(size), Some(max)) = (self.pcm_payload(), self.max_pcm_frames())
             && size > MAX_PAYLOAD
         {
-            let max = MAX_PAYLOAD / (usize::from(self.channels) * bytes);
             return bad(
                 "frames_per_packet",
                 format!(

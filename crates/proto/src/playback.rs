@@ -78,7 +78,7 @@ impl Held {
         }
     }
 
-    fn frame(&self, stream_id: u32) -> AudioFrame<'_> {
+    pub(crate) fn frame(&self, stream_id: u32) -> AudioFrame<'_> {
         AudioFrame {
             stream_id,
             seq: self.seq,

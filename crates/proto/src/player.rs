@@ -38,7 +38,7 @@ use crate::format::StreamFormat;
 use crate::jitter::{Inserted, JitterBuffer, Origin};
 use crate::playback::{self, Handoff, Held, NetEnds, Playback, PlayoutCounts};
 use crate::time::{LocalTime, MediaTime, Nanos, SeqNo, StreamTime};
-use crate::wire::{self, AudioFrame, Codec, Mode, Packet, RefuseReason, RxErrorCounts};
+use crate::wire::{self, AudioFrame, Mode, Packet, RefuseReason, RxErrorCounts};
 
 /// Configuration of a player.
 #[derive(Clone, Debug, PartialEq)]
@@ -303,18 +303,6 @@ impl LiveLatency {
     }
 }
 
-/// A packet rebuilt by FEC, held until it can be inserted into the jitter buffer.
-#[derive(Debug)]
-struct Restored {
-    seq: SeqNo,
-    media: MediaTime,
-    presentation: StreamTime,
-    frames: u16,
-    codec: Codec,
-    channels: u8,
-    payload: Vec<u8>,
-}
-
 /// The network half of a player (see the module docs).
 #[derive(Debug)]
 pub struct PlayerSession {
@@ -347,7 +335,8 @@ pub struct PlayerSession {
     srtt: Option<Nanos>,
     jitter: JitterBuffer,
     fec: FecDecoder,
-    fec_scratch: Vec<Restored>,
+    /// Packets rebuilt by FEC, held until they are inserted into the jitter buffer.
+    fec_scratch: Vec<Held>,
     /// Where playout stands, as it last said (the frame it played, the latency it adds, its
     /// render lead, its counters): NACK deadlines and reports are dated with it.
     reference: Option<(MediaTime, StreamTime)>,
@@ -785,39 +774,18 @@ impl PlayerSession {
             stream_id,
             block,
             |s| jitter.get(s),
-            |f| {
-                scratch.push(Restored {
-                    seq: f.seq,
-                    media: f.media,
-                    presentation: f.presentation,
-                    frames: f.frames,
-                    codec: f.codec,
-                    channels: f.channels,
-                    payload: f.payload.to_vec(),
-                });
-            },
+            |f| scratch.push(Held::new(&f, Origin::Fec, now, now)),
         );
         let restored = std::mem::take(&mut self.fec_scratch);
-        for r in &restored {
-            let frame = AudioFrame {
-                stream_id,
-                seq: r.seq,
-                media: r.media,
-                presentation: r.presentation,
-                sent: StreamTime(0),
-                codec: r.codec,
-                channels: r.channels,
-                frames: r.frames,
-                retransmit: false,
-                payload: &r.payload,
-            };
+        for held in &restored {
+            let frame = held.frame(stream_id);
             let result = self.jitter.insert(now, &frame, Origin::Fec, now);
             if result == Inserted::FilledGap {
                 self.stats.recovered_fec += 1;
             }
             // (A packet rebuilt before it was even missed is held too.)
             if result.stored() {
-                self.playback.send(Handoff::Packet(Held::new(&frame, Origin::Fec, now, now)));
+                self.playback.send(Handoff::Packet(held.clone()));
             }
         }
         self.fec_scratch = restored;

@@ -25,20 +25,21 @@ pub(crate) fn frame_flag(ms: f64, codec: Codec, rate: u32, channels: u8) -> Resu
             bail!("--frame-ms {ms}: Opus packets are 2.5, 5, 10 or 20 ms (at 48 kHz)");
         }
     }
-    if let Some(bytes) = codec.pcm_bytes() {
-        let fit = tutti_proto::wire::MAX_PAYLOAD / (usize::from(channels.max(1)) * bytes);
-        if frames.round() as usize > fit {
-            bail!(
-                "--frame-ms {ms}: {channels}-channel {} at {rate} Hz fits {:.2} ms in one \
-                 datagram: use 5 or less, or --codec opus",
-                match codec {
-                    Codec::Pcm24 => "24-bit PCM",
-                    Codec::PcmF32 => "float PCM",
-                    _ => "16-bit PCM",
-                },
-                fit as f64 * 1000.0 / f64::from(rate)
-            );
-        }
+    let format =
+        tutti_proto::StreamFormat { sample_rate: rate, channels, codec, frames_per_packet: 0 };
+    if let Some(fit) = format.max_pcm_frames()
+        && frames.round() as usize > fit
+    {
+        bail!(
+            "--frame-ms {ms}: {channels}-channel {} at {rate} Hz fits {:.2} ms in one \
+             datagram: use 5 or less, or --codec opus",
+            match codec {
+                Codec::Pcm24 => "24-bit PCM",
+                Codec::PcmF32 => "float PCM",
+                _ => "16-bit PCM",
+            },
+            fit as f64 * 1000.0 / f64::from(rate)
+        );
     }
     Ok(frames.round().min(f64::from(u16::MAX)) as u16)
 }
