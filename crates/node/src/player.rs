@@ -171,6 +171,7 @@ pub struct RunningPlayer {
     /// The stream, and how its device and engine were sized.
     info: StreamInfo,
     plan: RenderPlan,
+    asked: Option<u32>,
     output: OutputKind,
 }
 
@@ -184,10 +185,12 @@ impl core::fmt::Debug for RunningPlayer {
 
 impl RunningPlayer {
     /// Whether its device and engine, sized when it started, can play at `latency` (a zone's
-    /// new latency): everything they render ahead must have arrived. A longer latency always
-    /// fits; a much shorter one needs a smaller device buffer, opened anew.
-    pub fn fits(&self, latency: Nanos) -> bool {
-        let wanted = render_plan(&self.info, latency, None, &self.output);
+    /// new latency; `None`: the stream's own): everything they render ahead must have
+    /// arrived. A longer latency always fits; a much shorter one needs a smaller device
+    /// buffer, opened anew.
+    pub fn fits(&self, latency: Option<Nanos>) -> bool {
+        let latency = latency.unwrap_or(self.info.group_latency);
+        let wanted = render_plan(&self.info, latency, self.asked, &self.output);
         wanted.buffer >= self.plan.buffer && wanted.max_lookahead >= self.plan.lookahead
     }
 
@@ -456,6 +459,7 @@ pub fn run_player(
         threads: vec![net, media],
         shared,
         plan: planned,
+        asked: opts.buffer_frames,
         info,
         output: opts.output,
     })

@@ -465,14 +465,9 @@ impl Owner {
         // (Also while it is down, waiting on another source: a route back to the stream it
         // played is a route to take.)
         let plays_at = latency.or(self.base.config.latency_override);
-        let fits = |p: &RunningPlayer| {
-            let stream =
-                p.status.lock().ok().and_then(|s| s.info.as_ref().map(|i| i.group_latency));
-            plays_at.or(stream).is_none_or(|l| p.fits(l))
-        };
         if addr == playing.0
             && let Some(p) = &self.running
-            && fits(p)
+            && p.fits(plays_at)
         {
             // The stream it plays: nothing to join. A new latency is changed in the running
             // session (playout moves by the difference at the next render).
