@@ -1401,6 +1401,52 @@ fn pair_node(http_port: u16, name: &str, file: &Path) -> String {
     link
 }
 
+/// A paired node sending a `hz` tone from `port` on loopback.
+fn paired_tone(hz: &str, port: u16, pairing: &Path) -> Proc {
+    let port = port.to_string();
+    let pairing = pairing.to_str().unwrap();
+    member(&[
+        "stream",
+        "--tone",
+        hz,
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--pairing",
+        pairing,
+        "-q",
+    ])
+}
+
+/// A paired player of the stream at loopback `source`, on `port`, writing `wav`.
+fn paired_player(source: u16, port: u16, wav: &Path, pairing: &Path, seconds: &str) -> Proc {
+    member(&[
+        "play",
+        &format!("127.0.0.1:{source}"),
+        "--port",
+        &port.to_string(),
+        "--wav",
+        wav.to_str().unwrap(),
+        "--pairing",
+        pairing.to_str().unwrap(),
+        "--seconds",
+        seconds,
+        "--quiet",
+    ])
+}
+
+/// The id of the node a `/api/nodes` answer lists on `port`.
+fn listed_id(nodes: &serde_json::Value, port: u16) -> String {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["info"]["id"].as_str().unwrap().to_owned())
+        .find(|i| i.ends_with(&format!("-{port}")))
+        .expect("the node is listed")
+}
+
 #[test]
 fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
     let _serial = serial();
@@ -1427,19 +1473,7 @@ fn paired_players_play_in_sync_while_strangers_and_the_revoked_hear_nothing() {
     let input_path = dir.join("in.wav");
     let input = write_input(&input_path, 8.0, 11);
     let player = |port: u16, wav: &Path, pairing: &Path, seconds: &str| {
-        member(&[
-            "play",
-            &format!("127.0.0.1:{src}"),
-            "--port",
-            &port.to_string(),
-            "--wav",
-            wav.to_str().unwrap(),
-            "--pairing",
-            pairing.to_str().unwrap(),
-            "--seconds",
-            seconds,
-            "--quiet",
-        ])
+        paired_player(src, port, wav, pairing, seconds)
     };
     let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
     let mut a = player(pa, &wa, &aj, "11");
@@ -1529,61 +1563,23 @@ fn a_paired_node_hears_only_its_zones_stream_and_moving_hands_the_keys_over() {
     };
     let (house, kitchen, den) = (pair("house"), pair("kitchen"), pair("den"));
     // One machine sends the kitchen's stream (300 Hz) and the den's (700 Hz).
-    let source = |hz: &str, port: u16| {
-        member(&[
-            "stream",
-            "--tone",
-            hz,
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--pairing",
-            house.to_str().unwrap(),
-            "-q",
-        ])
-    };
-    let (_low, _high) = (source("300", s1), source("700", s2));
+    let (_low, _high) = (paired_tone("300", s1, &house), paired_tone("700", s2, &house));
     for (zone, port) in [("kitchen", s1), ("den", s2)] {
         let body = format!("{{\"source\":\"127.0.0.1:{port}\"}}");
         let (status, reply) = http(http_port, "PUT", &format!("/api/zones/{zone}"), &body);
         assert_eq!(status, 200, "{reply}");
     }
     // Two new speakers, both asking for the kitchen's stream; neither is in a zone yet.
-    let player = |port: u16, wav: &Path, pairing: &Path| {
-        member(&[
-            "play",
-            &format!("127.0.0.1:{s1}"),
-            "--port",
-            &port.to_string(),
-            "--wav",
-            wav.to_str().unwrap(),
-            "--pairing",
-            pairing.to_str().unwrap(),
-            "--seconds",
-            "9",
-            "--quiet",
-        ])
-    };
     let (wk, wd) = (dir.join("k.wav"), dir.join("d.wav"));
-    let mut k = player(pk, &wk, &kitchen);
-    let mut d = player(pd, &wd, &den);
+    let mut k = paired_player(s1, pk, &wk, &kitchen, "9");
+    let mut d = paired_player(s1, pd, &wd, &den, "9");
     // They get no keys: the hub lists them waiting, with the reason.
     let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
         v.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player").all(|n| {
             n["state"]["problem"].as_str().is_some_and(|p| p.contains("zone `kitchen`'s stream"))
         }) && v.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player").count() == 2
     });
-    let id = |port: u16| {
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["info"]["id"].as_str().unwrap().to_owned())
-            .find(|i| i.ends_with(&format!("-{port}")))
-            .unwrap()
-    };
-    let (idk, idd) = (id(pk), id(pd));
+    let (idk, idd) = (listed_id(&nodes, pk), listed_id(&nodes, pd));
     std::thread::sleep(Duration::from_millis(1_000));
     assert!(!wd.exists() || read_wav(&wd).iter().all(|&x| x == 0), "no keys, nothing heard");
     let zone = |id: &str, z: &str| {
@@ -1840,36 +1836,13 @@ fn a_player_waiting_for_its_keys_outlives_a_hub_restart() {
     let (house, speaker) = (dir.join("house.json"), dir.join("speaker.json"));
     pair_node(http_port, "house", &house);
     pair_node(http_port, "speaker", &speaker);
-    let _tone = member(&[
-        "stream",
-        "--tone",
-        "300",
-        "--port",
-        &s1.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--pairing",
-        house.to_str().unwrap(),
-        "-q",
-    ]);
+    let _tone = paired_tone("300", s1, &house);
     let body = format!("{{\"source\":\"127.0.0.1:{s1}\"}}");
     let (status, reply) = http(http_port, "PUT", "/api/zones/kitchen", &body);
     assert_eq!(status, 200, "{reply}");
     // A new speaker asking for the kitchen's stream, in no zone yet: it waits, listed.
     let wav = dir.join("k.wav");
-    let mut k = member(&[
-        "play",
-        &format!("127.0.0.1:{s1}"),
-        "--port",
-        &pk.to_string(),
-        "--wav",
-        wav.to_str().unwrap(),
-        "--pairing",
-        speaker.to_str().unwrap(),
-        "--seconds",
-        "6",
-        "--quiet",
-    ]);
+    let mut k = paired_player(s1, pk, &wav, &speaker, "6");
     let waiting = |v: &serde_json::Value| {
         v.as_array().unwrap().iter().any(|n| {
             n["info"]["role"] == "player"
@@ -1877,13 +1850,7 @@ fn a_player_waiting_for_its_keys_outlives_a_hub_restart() {
         })
     };
     let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), waiting);
-    let id = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["info"]["id"].as_str().unwrap().to_owned())
-        .find(|i| i.ends_with(&format!("-{pk}")))
-        .expect("the speaker is listed");
+    let id = listed_id(&nodes, pk);
     // The hub goes away for a while (an upgrade, a reboot) and comes back with its state.
     let _ = hub.0.kill();
     let _ = wait(&mut hub, Duration::from_secs(5));
