@@ -49,6 +49,18 @@ use tutti_proto::crypto::constant_time_eq;
 #[derive(Debug)]
 pub struct ApiError(StatusCode, &'static str, String);
 
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError(status, code, message.into())
+    }
+
+    /// The error's code and message.
+    pub fn parts(&self) -> (&'static str, &str) {
+        (self.1, &self.2)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1, "message": self.2 }))).into_response()
@@ -89,7 +101,7 @@ impl From<RegistryError> for ApiError {
 
 /// `svg` (as the `qrcode` crate draws it: `width`, `height` and `viewBox` in its first tag)
 /// with `lines` of text below it, in monospace on white.
-fn with_caption(svg: &str, lines: &[String]) -> String {
+pub(crate) fn with_caption(svg: &str, lines: &[String]) -> String {
     let attr = |name: &str| -> Option<u32> {
         let start = svg.find(&format!(" {name}=\""))? + name.len() + 3;
         svg[start..].split('"').next()?.parse().ok()
@@ -137,12 +149,49 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Who a request's token says it is.
+/// Who a request's token (or a dashboard's session) says it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
+    /// May change anything.
     Admin,
+    /// May look.
     Read,
 }
+
+/// Which of the hub's tokens `token` is, if any (compared in constant time).
+pub(crate) fn access_of(hub: &Hub, token: &str) -> Option<Access> {
+    let (admin, read) = hub.api_tokens();
+    if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
+        Some(Access::Admin)
+    } else if constant_time_eq(token.as_bytes(), read.as_bytes()) {
+        Some(Access::Read)
+    } else {
+        None
+    }
+}
+
+/// Refuses a request a browser says comes from another site's page: only this host's own
+/// pages may use the API (and the dashboard).
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    if host == Some(origin_host) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!("requests from {origin} are refused: use the hub's own address"),
+        ))
+    }
+}
+
+/// The message a read-only login gets for a change.
+pub(crate) const READ_ONLY: &str =
+    "the read-only token may only GET: use the admin token to change anything";
 
 /// Checks the token and the origin of every request.
 async fn guard(
@@ -161,12 +210,12 @@ async fn guard(
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned));
     let token = bearer.map(str::to_owned).or(query);
-    let (admin, read) = hub.api_tokens();
-    let access = match token.as_deref() {
-        Some(t) if constant_time_eq(t.as_bytes(), admin.as_bytes()) => Some(Access::Admin),
-        Some(t) if constant_time_eq(t.as_bytes(), read.as_bytes()) => Some(Access::Read),
-        _ => None,
-    };
+    let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    // A dashboard's session cookie may read (a cover image); changes from the dashboard go
+    // through its own socket, and from anywhere else need a token.
+    let session =
+        if reads && token.is_none() { crate::dashboard::session(&hub, headers) } else { None };
+    let access = token.as_deref().and_then(|t| access_of(&hub, t)).or(session);
     let Some(access) = access else {
         let message = if token.is_none() {
             "this API needs a token: send `Authorization: Bearer TOKEN` (the admin and read-only \
@@ -182,27 +231,11 @@ async fn guard(
         );
         return r;
     };
-    // A browser says where a request comes from: only this host's own pages may use the API.
-    if let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
-        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-        if host != Some(origin_host) {
-            return ApiError(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
-                format!("requests from {origin} are refused: use the hub's own address"),
-            )
-            .into_response();
-        }
+    if let Err(e) = same_origin(headers) {
+        return e.into_response();
     }
-    let reads = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     if access == Access::Read && !reads {
-        return ApiError(
-            StatusCode::FORBIDDEN,
-            "read_only",
-            "the read-only token may only GET: use the admin token to change anything".into(),
-        )
-        .into_response();
+        return ApiError(StatusCode::FORBIDDEN, "read_only", READ_ONLY.into()).into_response();
     }
     next.run(req).await
 }
@@ -262,41 +295,12 @@ async fn new_token(State(hub): State<Hub>, body: axum::body::Bytes) -> Result<Re
             format!("`ttl_s` = {ttl}: a token lives 10 s to 7 days"),
         ));
     }
-    let link = hub.issue_token(std::time::Duration::from_secs(ttl));
-    let text = link.text();
-    let svg = qrcode::QrCode::new(text.as_bytes())
-        .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
-        .unwrap_or_default();
-    // Under the code, for a careful person: the fingerprint the browser will show for the
-    // hub's HTTPS certificate.
-    let svg = match hub.tls_fingerprint() {
-        Some(f) => with_caption(
-            &svg,
-            &["HTTPS certificate SHA-256".to_owned(), f[..47].to_owned(), f[48..].to_owned()],
-        ),
-        None => svg,
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "token": link.token.text(),
-            "link": text,
-            "hub": link.hub,
-            "expires_in_s": ttl,
-            "qr_svg": svg,
-            "how": format!("on the new node: tutti pair '{text}'"),
-            "tls_fingerprint": hub.tls_fingerprint(),
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(hub.pairing_offer(ttl))).into_response())
 }
 
 async fn paired(State(hub): State<Hub>) -> impl IntoResponse {
-    let (nodes, revoked) = hub.paired();
-    let nodes: Vec<_> = nodes
-        .into_iter()
-        .map(|(id, n)| json!({"id": id, "name": n.name, "paired_at": n.paired_at}))
-        .collect();
+    let (_, revoked) = hub.paired();
+    let nodes = hub.paired_views();
     let revoked: Vec<_> =
         revoked.into_iter().map(|(id, at)| json!({"id": id, "revoked_at": at})).collect();
     Json(json!({ "nodes": nodes, "revoked": revoked, "rotating": hub.rotating() }))
@@ -374,61 +378,8 @@ async fn zone_command(
     Ok((StatusCode::ACCEPTED, Json(json!({ "sent": reached }))).into_response())
 }
 
-/// A source as `/api/streams` shows it.
-#[derive(serde::Serialize)]
-struct StreamView {
-    id: String,
-    name: String,
-    online: bool,
-    address: String,
-    stream: Option<String>,
-    track: Option<tutti_proto::control::Track>,
-    players: Option<u32>,
-    zones: Vec<String>,
-    controls: Vec<String>,
-}
-
-/// Does zone source `host:port` name the stream a source at `address` sends?
-fn plays(zone_source: &str, address: &str) -> bool {
-    let (Ok(z), Ok(a)) =
-        (zone_source.parse::<std::net::SocketAddr>(), address.parse::<std::net::SocketAddr>())
-    else {
-        // A host name: same port, and the name is the source's.
-        return zone_source.rsplit_once(':').map(|(_, p)| p)
-            == address.rsplit_once(':').map(|(_, p)| p);
-    };
-    z.port() == a.port() && (a.ip().is_unspecified() || a.ip() == z.ip())
-}
-
 async fn streams(State(hub): State<Hub>) -> impl IntoResponse {
-    let (nodes, zones) = hub.with(|r| ((r.nodes(Instant::now()), r.zones()), vec![], false));
-    let list: Vec<StreamView> = nodes
-        .into_iter()
-        .filter(|n| n.info.role == "source")
-        .map(|n| {
-            let controls = ["start", "pause", "stop", "skip"]
-                .into_iter()
-                .filter(|k| n.info.capabilities.iter().any(|c| c == k))
-                .map(str::to_owned)
-                .collect();
-            StreamView {
-                zones: zones
-                    .iter()
-                    .filter(|z| z.source.as_deref().is_some_and(|s| plays(s, &n.info.address)))
-                    .map(|z| z.name.clone())
-                    .collect(),
-                id: n.info.id,
-                name: n.name,
-                online: n.online,
-                address: n.info.address,
-                stream: n.state.stream,
-                track: n.state.track,
-                players: n.state.peers,
-                controls,
-            }
-        })
-        .collect();
-    Json(list)
+    Json(hub.streams())
 }
 
 async fn cover(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -522,23 +473,14 @@ async fn put_zone(
     Path(name): Path<String>,
     Body(z): Body<ZoneBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let zone = Zone { name, source: z.source, latency_ms: z.latency_ms };
-    let routes = hub.change(|r| {
-        let e = r.put_zone(zone.clone())?;
-        Ok((r.zone_routes(&zone.name), vec![e]))
-    })?;
-    // Its players play what it plays now (those offline get it when they connect).
-    for (id, route) in routes {
-        hub.command(&id, vec![route]);
-    }
-    Ok(Json(zone))
+    Ok(Json(hub.put_zone(Zone { name, source: z.source, latency_ms: z.latency_ms })?))
 }
 
 async fn delete_zone(
     State(hub): State<Hub>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    hub.change(|r| Ok(((), r.delete_zone(&name)?)))?;
+    hub.delete_zone(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod dashboard;
 pub mod discovery;
 mod keys;
 pub mod link;
@@ -53,7 +54,10 @@ use tutti_proto::NetworkKey;
 
 use crate::registry::{Registry, RegistryError, SettingsPatch};
 use crate::secrets::{PairedNode, Secrets, TokenError, Tokens};
-use tutti_proto::control::{Command, Event, KeySet, LinkMessage, NodeInfo, NodeView, to_hex};
+use tutti_proto::control::{
+    Command, Event, KeySet, LinkMessage, NodeInfo, NodeView, PairedView, PairingOffer, StreamView,
+    Zone, to_hex,
+};
 use tutti_proto::pairing::{PairGrant, PairLink, Token};
 
 /// Why the hub could not start.
@@ -177,6 +181,8 @@ impl Hub {
                 link: String::new(),
                 rotation: 0,
                 fingerprint: None,
+                mqtt: None,
+                logins: Vec::new(),
             })),
             heard: Arc::default(),
             covers: Arc::default(),
@@ -290,6 +296,77 @@ impl Hub {
     pub fn zone_act(&self, name: &str, command: &Command) -> Result<usize, ControlError> {
         let commands = self.change(|r| r.zone_command(name, command, Instant::now()))?;
         Ok(commands.into_iter().filter(|(id, c)| self.command(id, vec![c.clone()])).count())
+    }
+
+    /// Creates or changes a zone (as `PUT /api/zones/{name}` does): saved, announced, and its
+    /// players routed to its stream.
+    pub fn put_zone(&self, zone: Zone) -> Result<Zone, RegistryError> {
+        let routes = self.change(|r| {
+            let e = r.put_zone(zone.clone())?;
+            Ok((r.zone_routes(&zone.name), vec![e]))
+        })?;
+        for (id, route) in routes {
+            self.command(&id, vec![route]);
+        }
+        Ok(zone)
+    }
+
+    /// Removes a zone (its players stay, in no zone).
+    pub fn delete_zone(&self, name: &str) -> Result<(), RegistryError> {
+        self.change(|r| Ok(((), r.delete_zone(name)?)))
+    }
+
+    /// Every node, online or lost.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.with(|r| (r.nodes(Instant::now()), vec![], false))
+    }
+
+    /// Every zone.
+    pub fn zones(&self) -> Vec<Zone> {
+        self.with(|r| (r.zones(), vec![], false))
+    }
+
+    /// The sources, with what they play and the zones that play them.
+    pub fn streams(&self) -> Vec<StreamView> {
+        let (nodes, zones) = self.with(|r| ((r.nodes(Instant::now()), r.zones()), vec![], false));
+        StreamView::list(&nodes, &zones)
+    }
+
+    /// A one-time pairing token valid for `ttl_s` seconds: its link, and the link as a QR code
+    /// with the HTTPS certificate's fingerprint under it (for a careful person to compare with
+    /// what the browser shows).
+    pub fn pairing_offer(&self, ttl_s: u64) -> PairingOffer {
+        let link = self.issue_token(Duration::from_secs(ttl_s));
+        let text = link.text();
+        let svg = qrcode::QrCode::new(text.as_bytes())
+            .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
+            .unwrap_or_default();
+        let fingerprint = self.tls_fingerprint();
+        let qr_svg = match &fingerprint {
+            Some(f) if f.len() > 48 => api::with_caption(
+                &svg,
+                &["HTTPS certificate SHA-256".to_owned(), f[..47].to_owned(), f[48..].to_owned()],
+            ),
+            _ => svg,
+        };
+        PairingOffer {
+            token: link.token.text(),
+            how: format!("on the new node: tutti pair '{text}'"),
+            link: text,
+            hub: link.hub,
+            expires_in_s: ttl_s,
+            qr_svg,
+            tls_fingerprint: fingerprint,
+        }
+    }
+
+    /// Paired nodes (no credentials).
+    pub fn paired_views(&self) -> Vec<PairedView> {
+        self.paired()
+            .0
+            .into_iter()
+            .map(|(id, n)| PairedView { id, name: n.name, paired_at: n.paired_at })
+            .collect()
     }
 
     /// A source's cover art (MIME type, bytes), as it last sent it.

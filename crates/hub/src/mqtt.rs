@@ -305,6 +305,8 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                     Ok(Event::NodeSettings { id, .. }) => {
                         publish_id(&hub, &client, &id, Parts { state: true, drift: false, delay: true }).await;
                     }
+                    // Who is paired is not published on MQTT (the API lists it).
+                    Ok(Event::Paired { .. }) => {}
                     // Fell behind: the whole picture again.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         publish_all(&hub, &client).await;

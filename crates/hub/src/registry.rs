@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use tutti_proto::control::SettingsPatch;
 use tutti_proto::control::{Command, Event, NodeInfo, NodeState, NodeView, Settings, Zone};
 
 /// A node silent this long is marked lost (kept, with its settings).
@@ -37,22 +38,6 @@ struct Entry {
     state: NodeState,
     last_seen: Option<Instant>,
     online: bool,
-}
-
-/// A change to a node's settings, as the API takes it (absent fields stay).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsPatch {
-    /// New name (empty: back to the node's own).
-    pub name: Option<String>,
-    /// Volume, percent (0–100).
-    pub volume: Option<f32>,
-    /// Muted.
-    pub mute: Option<bool>,
-    /// Per-device delay, ms (−1000 to +1000).
-    pub delay_ms: Option<f64>,
-    /// Zone (empty: none). Created if it does not exist.
-    pub zone: Option<String>,
 }
 
 /// Why a request cannot be done.

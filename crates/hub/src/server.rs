@@ -112,7 +112,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         SocketAddr::new(ip, link.port()).to_string()
     });
     hub.vault(|v| v.link = advertised);
-    let router = api::router(hub.clone());
+    let router = dashboard::router(hub.clone()).merge(api::router(hub.clone()));
     let mut tasks = Vec::new();
     let https = match config.https {
         None => None,
@@ -188,6 +188,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             Some(mqtt::BrokerAddr { host, port: addr.port(), credentials: Some(credentials) })
         }
     };
+    hub.vault(|v| v.mqtt = broker.as_ref().map(|b| format!("{}:{}", b.host, b.port)));
     if let Some(b) = &broker {
         tasks.extend(mqtt::bridge(hub.clone(), b.clone()));
     }

@@ -22,6 +22,10 @@ pub(crate) struct Vault {
     pub(crate) rotation: u64,
     /// The HTTPS certificate's SHA-256 fingerprint, when serving HTTPS.
     pub(crate) fingerprint: Option<String>,
+    /// Where the hub's MQTT tree lives (`host:port`), when it has one.
+    pub(crate) mqtt: Option<String>,
+    /// One-time dashboard login codes (admin), with when they stop working.
+    pub(crate) logins: Vec<(String, Instant)>,
 }
 
 impl Vault {
@@ -81,6 +85,7 @@ impl Hub {
             let (node, credential) = v.change(|s| s.pair(name))?;
             Ok(PairGrant { node, credential, network: v.secrets.network.clone() })
         })
+        .inspect(|_| self.announce_paired())
     }
 
     /// A paired node's credential (hex), or why it has none.
@@ -90,6 +95,11 @@ impl Hub {
             (None, Some(_)) => Err(CredentialError::Revoked(id.to_owned())),
             (None, None) => Err(CredentialError::Unknown(id.to_owned())),
         })
+    }
+
+    /// Tells every listener (dashboards) who is paired now.
+    fn announce_paired(&self) {
+        let _ = self.events.send(Event::Paired { nodes: self.paired_views() });
     }
 
     /// Paired nodes by id (credentials left out), and revoked ids with when.
@@ -112,6 +122,7 @@ impl Hub {
         if !self.vault(|v| v.change(|s| s.revoke(id)))? {
             return Ok(false);
         }
+        self.announce_paired();
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         for l in links.values().filter(|l| l.paired.as_deref() == Some(id)) {
             let message = "this node was revoked by the hub's administrator".to_owned();

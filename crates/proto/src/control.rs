@@ -158,6 +158,27 @@ impl Default for Settings {
     }
 }
 
+/// A change to a node's settings, as the API takes it (absent fields stay).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// New name (empty: back to the node's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Volume, percent (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<f32>,
+    /// Muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute: Option<bool>,
+    /// Per-device delay, ms (−1000 to +1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<f64>,
+    /// Zone (empty: none). Created if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
 /// A group of players.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Zone {
@@ -236,6 +257,106 @@ pub struct NodeView {
     pub settings: Settings,
 }
 
+/// A source as the API's `/api/streams` shows it: what it plays and who listens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamView {
+    /// The source node's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Connected now.
+    pub online: bool,
+    /// Where it sends from (`host:port`; zones name it as their source).
+    pub address: String,
+    /// The stream it sends.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// The current track (file sources).
+    #[serde(default)]
+    pub track: Option<Track>,
+    /// Players receiving it.
+    #[serde(default)]
+    pub players: Option<u32>,
+    /// The zones routed to it.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// The transport controls it takes (`start`, `pause`, `stop`, `skip`).
+    #[serde(default)]
+    pub controls: Vec<String>,
+}
+
+impl StreamView {
+    /// The sources among `nodes`, each with the `zones` that play it.
+    pub fn list(nodes: &[NodeView], zones: &[Zone]) -> Vec<StreamView> {
+        nodes
+            .iter()
+            .filter(|n| n.info.role == "source")
+            .map(|n| StreamView {
+                zones: zones
+                    .iter()
+                    .filter(|z| z.source.as_deref().is_some_and(|s| plays(s, &n.info.address)))
+                    .map(|z| z.name.clone())
+                    .collect(),
+                id: n.info.id.clone(),
+                name: n.name.clone(),
+                online: n.online,
+                address: n.info.address.clone(),
+                stream: n.state.stream.clone(),
+                track: n.state.track.clone(),
+                players: n.state.peers,
+                controls: ["start", "pause", "stop", "skip"]
+                    .into_iter()
+                    .filter(|k| n.info.capabilities.iter().any(|c| c == k))
+                    .map(str::to_owned)
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Does zone source `host:port` name the stream a source at `address` sends?
+pub fn plays(zone_source: &str, address: &str) -> bool {
+    let (Ok(z), Ok(a)) =
+        (zone_source.parse::<std::net::SocketAddr>(), address.parse::<std::net::SocketAddr>())
+    else {
+        // A host name: same port, and the name is the source's.
+        return zone_source.rsplit_once(':').map(|(_, p)| p)
+            == address.rsplit_once(':').map(|(_, p)| p);
+    };
+    z.port() == a.port() && (a.ip().is_unspecified() || a.ip() == z.ip())
+}
+
+/// A one-time pairing token as the API's `POST /api/pairing` answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairingOffer {
+    /// The token (`ID.SECRET`).
+    pub token: String,
+    /// The link a new node takes (`tutti://HOST:PORT/pair/ID.SECRET`).
+    pub link: String,
+    /// Where the new node reaches the hub's link.
+    pub hub: String,
+    /// How long the token lives, s.
+    pub expires_in_s: u64,
+    /// The link as a QR code (SVG), with the HTTPS fingerprint under it when there is one.
+    pub qr_svg: String,
+    /// What to run on the new node.
+    pub how: String,
+    /// The SHA-256 fingerprint of the hub's HTTPS certificate.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
+}
+
+/// A paired node as the API's `GET /api/pairing` lists it (no credential).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedView {
+    /// Its id.
+    pub id: String,
+    /// The name it asked for.
+    pub name: String,
+    /// When it was paired (Unix seconds).
+    pub paired_at: u64,
+}
+
 /// A change the hub announces on its event stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -273,6 +394,11 @@ pub enum Event {
     ZoneRemoved {
         /// Its name.
         name: String,
+    },
+    /// A node was paired or revoked: the paired nodes now.
+    Paired {
+        /// Every paired node.
+        nodes: Vec<PairedView>,
     },
 }
 

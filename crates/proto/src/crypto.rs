@@ -243,6 +243,15 @@ fn prove_under(key: &[u8; 32], challenge: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A message authentication code (HKDF-SHA256, an HMAC) of `message` under `secret`, for
+/// values the hub hands out and must recognise later (a dashboard's session cookie).
+pub fn session_mac(secret: &[u8], message: &[u8]) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(b"tutti/v1 session"), secret);
+    let mut out = [0u8; 32];
+    hk.expand(message, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+    out
+}
+
 /// Whether two byte strings are equal, in time that depends on their lengths only (for
 /// proofs and tokens).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -135,6 +135,19 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             };
             println!("hub: HTTPS on {shown} (listening on {addr}); certificate SHA-256 {fingerprint}");
         }
+        // The dashboard: a one-time link that logs a browser in as admin (a secret, like the
+        // tokens), else where it is and how to log in.
+        let page = format!("http://{}", hub.http);
+        if show_secrets {
+            println!(
+                "hub: dashboard on {page}/ (this link logs a browser in once, for {} min: \
+                 {page}/login?code={})",
+                tutti_hub::dashboard::LOGIN_CODE_TTL.as_secs() / 60,
+                hub.hub.login_code()
+            );
+        } else {
+            println!("hub: dashboard on {page}/ (log in with the admin or read-only token)");
+        }
         let passphrase_nodes =
             if hub.hub.key().is_some() { "; passphrase nodes join with --hub too" } else { "" };
         if show_secrets {

@@ -1,0 +1,807 @@
+//! The dashboard's components: the page ([`App`]), a card per speaker, the rooms, the
+//! streams, pairing, and the hub's health. Each control reports what the hub answered next to
+//! itself, in the API's words.
+
+use std::rc::Rc;
+
+use dioxus::prelude::*;
+use futures_util::StreamExt;
+use tutti_proto::control::{Command, NodeView, SettingsPatch, StreamView, Zone};
+
+use crate::{Action, Change, Done, Model, SharedBackend, device_kind};
+
+/// The page's style sheet (the web page links it; the desktop app puts it in its head).
+pub const STYLE: &str = include_str!("style.css");
+
+/// The dashboard's properties: where it gets its data.
+#[derive(Props, Clone)]
+pub struct AppProps {
+    /// The hub, in-process or over its API.
+    pub backend: SharedBackend,
+}
+
+impl PartialEq for AppProps {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.backend, &other.backend)
+    }
+}
+
+/// Which panel is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tab {
+    Speakers,
+    Rooms,
+    Streams,
+    Pairing,
+    Health,
+}
+
+impl Tab {
+    const ALL: [Tab; 5] = [Tab::Speakers, Tab::Rooms, Tab::Streams, Tab::Pairing, Tab::Health];
+
+    fn label(self) -> &'static str {
+        match self {
+            Tab::Speakers => "Speakers",
+            Tab::Rooms => "Rooms",
+            Tab::Streams => "Streams",
+            Tab::Pairing => "Pairing",
+            Tab::Health => "Health",
+        }
+    }
+}
+
+/// What the hub last answered a control: which control, and the message.
+type Said = Signal<Option<(&'static str, String)>>;
+
+/// Performs `action`, then puts what the hub answered next to `control` (nothing when it is
+/// simply done).
+fn perform(backend: &SharedBackend, action: Action, control: &'static str, mut said: Said) {
+    let backend = backend.clone();
+    spawn(async move {
+        match backend.perform(action).await {
+            Ok(Done::Saved) => said.set(Some((
+                control,
+                "saved: the node is not connected, it takes it when it is back".into(),
+            ))),
+            Ok(_) => said.set(None),
+            Err(e) => said.set(Some((control, e.message))),
+        }
+    });
+}
+
+/// The message for `control`, if the hub's last answer was about it.
+fn said_for(said: Said, control: &'static str) -> Option<String> {
+    said.read().as_ref().filter(|(c, _)| *c == control).map(|(_, m)| m.clone())
+}
+
+/// The dashboard.
+#[allow(non_snake_case)]
+pub fn App(props: AppProps) -> Element {
+    let backend = use_context_provider(|| props.backend.clone());
+    let mut model = use_signal(Model::default);
+    let mut trouble = use_signal(|| None::<String>);
+    let mut tab = use_signal(|| Tab::Speakers);
+    use_context_provider(|| model);
+    let b = backend.clone();
+    use_future(move || {
+        let b = b.clone();
+        async move {
+            loop {
+                // Listen first, then look: nothing that happens in between is missed.
+                let mut changes = b.changes();
+                match b.snapshot().await {
+                    Ok(s) => {
+                        model.set(Model::new(s));
+                        trouble.set(None);
+                    }
+                    Err(e) => trouble.set(Some(e.message)),
+                }
+                loop {
+                    match changes.next().await {
+                        Some(Change::Event(e)) => {
+                            let mut m = model.peek().clone();
+                            if m.apply(e) {
+                                model.set(m);
+                            }
+                        }
+                        Some(Change::Lagged) => break,
+                        None => {
+                            trouble.set(Some("the connection to the hub is lost".into()));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let read_only = backend.read_only();
+    let m = model.read();
+    let current = tab();
+    rsx! {
+        div { class: "app",
+            header {
+                h1 { "Tutti" }
+                span { class: "network", "{m.hub.network}" }
+                if read_only {
+                    span { class: "badge", id: "read-only", "read-only: you can look, not change" }
+                }
+                nav {
+                    for t in Tab::ALL {
+                        button {
+                            class: if t == current { "tab on" } else { "tab" },
+                            id: "tab-{t.label().to_lowercase()}",
+                            onclick: move |_| tab.set(t),
+                            "{t.label()}"
+                        }
+                    }
+                }
+            }
+            if let Some(t) = trouble() {
+                p { class: "trouble", "{t}" }
+            }
+            if !m.loaded {
+                p { class: "muted", "connecting to the hub…" }
+            } else {
+                match current {
+                    Tab::Speakers => rsx! { Speakers {} },
+                    Tab::Rooms => rsx! { Rooms {} },
+                    Tab::Streams => rsx! { Streams {} },
+                    Tab::Pairing => rsx! { Pairing {} },
+                    Tab::Health => rsx! { Health {} },
+                }
+            }
+        }
+    }
+}
+
+/// The shared model.
+fn use_model() -> Signal<Model> {
+    use_context::<Signal<Model>>()
+}
+
+/// A card per player.
+#[component]
+fn Speakers() -> Element {
+    let model = use_model();
+    let m = model.read();
+    let zones: Vec<String> = m.zones.keys().cloned().collect();
+    let players: Vec<NodeView> = m.players().into_iter().cloned().collect();
+    rsx! {
+        if players.is_empty() {
+            p { class: "muted", "No speakers yet: start `tutti play` on a machine, or pair one (Pairing)." }
+        }
+        div { class: "cards",
+            for node in players {
+                NodeCard { key: "{node.info.id}", node: node.clone(), zones: zones.clone() }
+            }
+        }
+    }
+}
+
+/// "12.3" for `Some(12.34)` at one decimal, "—" for `None`.
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// How long ago, for people.
+fn ago(ms: u64) -> String {
+    match ms / 1000 {
+        0 => "just now".into(),
+        s @ 1..=119 => format!("{s} s ago"),
+        s @ 120..=7199 => format!("{} min ago", s / 60),
+        s => format!("{} h ago", s / 3600),
+    }
+}
+
+/// One speaker: what it is, how it plays, and its controls.
+#[component]
+fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
+    let backend = use_context::<SharedBackend>();
+    let said: Said = use_signal(|| None);
+    let ro = backend.read_only();
+    let id = node.info.id.clone();
+    let s = &node.state;
+    let can = |k: &str| node.info.capabilities.iter().any(|c| c == k);
+    let status = if node.online {
+        if s.streaming { "playing" } else { "online, not playing" }
+    } else {
+        "offline"
+    };
+    let seen =
+        if node.online { String::new() } else { format!(", last seen {}", ago(node.last_seen_ms)) };
+    let volume = node.settings.volume.round();
+    let delay = node.settings.delay_ms;
+    let zone = node.settings.zone.clone().unwrap_or_default();
+    let patch = {
+        let backend = backend.clone();
+        let id = id.clone();
+        move |patch: SettingsPatch, control: &'static str| {
+            perform(&backend, Action::Patch { id: id.clone(), patch }, control, said)
+        }
+    };
+    let command = {
+        let backend = backend.clone();
+        let id = id.clone();
+        move |command: Command, control: &'static str| {
+            perform(&backend, Action::Command { id: id.clone(), command }, control, said)
+        }
+    };
+    let (p1, p2, p3, p4, p5, p6) =
+        (patch.clone(), patch.clone(), patch.clone(), patch.clone(), patch.clone(), patch);
+    let (c1, c2) = (command.clone(), command);
+    let plays = s.stream.clone().unwrap_or_else(|| "nothing".into());
+    rsx! {
+        div { class: if node.online { "card node" } else { "card node offline" }, "data-id": "{id}",
+            div { class: "title",
+                h2 { class: "name", "{node.name}" }
+                span { class: "kind", "{device_kind(&node.info.device)}" }
+            }
+            p { class: "status",
+                span { class: if node.online { "dot on" } else { "dot" } }
+                "{status}{seen}"
+                if !zone.is_empty() { " · room " b { class: "zone-name", "{zone}" } }
+            }
+            if let Some(p) = &s.problem {
+                p { class: "problem", "{p}" }
+            }
+            dl { class: "figures",
+                dt { "offset" } dd { class: "offset", "{num(s.offset_us, 0)} µs" }
+                dt { "drift" } dd { "{num(s.skew_ppm, 1)} ppm" }
+                dt { "latency" } dd { class: "latency", "{num(s.latency_ms, 1)} ms" }
+                dt { "device" } dd { "{num(s.device_latency_ms, 1)} ms" }
+                dt { "buffer" } dd { "{s.buffered.map_or(\"—\".to_owned(), |b| b.to_string())} pkts" }
+                dt { "underruns" } dd { class: "underruns", "{s.underruns}" }
+                dt { "concealed" } dd { "{s.concealed}" }
+                dt { "recovered" } dd { "{s.recovered}" }
+            }
+            p { class: "plays", "plays {plays}" }
+            if can("volume") {
+                label { class: "row",
+                    "volume"
+                    input {
+                        class: "volume",
+                        r#type: "range",
+                        min: "0",
+                        max: "100",
+                        step: "1",
+                        value: "{volume}",
+                        disabled: ro,
+                        onchange: move |e: FormEvent| {
+                            if let Ok(v) = e.value().parse::<f32>() {
+                                p1(SettingsPatch { volume: Some(v), ..Default::default() }, "volume");
+                            }
+                        },
+                    }
+                    span { class: "volume-value", "{volume}%" }
+                }
+                if let Some(m) = said_for(said, "volume") { p { class: "error", "{m}" } }
+            }
+            div { class: "row buttons",
+                if can("mute") {
+                    button {
+                        class: if node.settings.mute { "mute on" } else { "mute" },
+                        disabled: ro,
+                        onclick: {
+                            let mute = node.settings.mute;
+                            move |_| p2(SettingsPatch { mute: Some(!mute), ..Default::default() }, "mute")
+                        },
+                        if node.settings.mute { "unmute" } else { "mute" }
+                    }
+                }
+                if can("resync") {
+                    button { class: "resync", disabled: ro, onclick: move |_| c1(Command::Resync, "resync"), "resync" }
+                }
+                if can("identify") {
+                    button { class: "identify", disabled: ro, onclick: move |_| c2(Command::Identify, "identify"), "identify" }
+                }
+            }
+            for c in ["mute", "resync", "identify"] {
+                if let Some(m) = said_for(said, c) { p { class: "error", "{m}" } }
+            }
+            label { class: "row",
+                "room"
+                select {
+                    class: "zone",
+                    disabled: ro,
+                    onchange: move |e: FormEvent| p3(SettingsPatch { zone: Some(e.value()), ..Default::default() }, "zone"),
+                    option { value: "", selected: zone.is_empty(), "no room" }
+                    for z in zones.iter() {
+                        option { value: "{z}", selected: *z == zone, "{z}" }
+                    }
+                }
+            }
+            if let Some(m) = said_for(said, "zone") { p { class: "error", "{m}" } }
+            if can("delay") {
+                label { class: "row",
+                    "delay"
+                    button {
+                        class: "delay-down",
+                        disabled: ro,
+                        onclick: move |_| p4(SettingsPatch { delay_ms: Some(delay - 0.5), ..Default::default() }, "delay"),
+                        "−"
+                    }
+                    input {
+                        class: "delay",
+                        r#type: "number",
+                        step: "0.1",
+                        min: "-1000",
+                        max: "1000",
+                        value: "{delay}",
+                        disabled: ro,
+                        onchange: move |e: FormEvent| {
+                            match e.value().trim().parse::<f64>() {
+                                Ok(v) => p5(SettingsPatch { delay_ms: Some(v), ..Default::default() }, "delay"),
+                                Err(_) => said.clone().set(Some(("delay", "delay: a number of milliseconds, −1000 to 1000".into()))),
+                            }
+                        },
+                    }
+                    button {
+                        class: "delay-up",
+                        disabled: ro,
+                        onclick: move |_| p6(SettingsPatch { delay_ms: Some(delay + 0.5), ..Default::default() }, "delay"),
+                        "+"
+                    }
+                    span { "ms" }
+                }
+                if let Some(m) = said_for(said, "delay") { p { class: "error", "{m}" } }
+            }
+        }
+    }
+}
+
+/// The rooms (zones): their stream, latency, volume and players.
+#[component]
+fn Rooms() -> Element {
+    let backend = use_context::<SharedBackend>();
+    let model = use_model();
+    let said: Said = use_signal(|| None);
+    let mut new_name = use_signal(String::new);
+    let ro = backend.read_only();
+    let m = model.read();
+    let zones: Vec<Zone> = m.zones.values().cloned().collect();
+    let streams = m.streams();
+    let create = move |_| {
+        let name = new_name.peek().trim().to_owned();
+        if name.is_empty() {
+            said.clone().set(Some(("create", "a room needs a name".into())));
+            return;
+        }
+        perform(
+            &backend,
+            Action::PutZone(Zone { name, source: None, latency_ms: None }),
+            "create",
+            said,
+        );
+        new_name.set(String::new());
+    };
+    rsx! {
+        div { class: "cards",
+            for z in zones {
+                ZoneCard { key: "{z.name}", zone: z.clone(), streams: streams.clone(), members: m.members(&z.name).into_iter().cloned().collect::<Vec<_>>() }
+            }
+        }
+        div { class: "card create",
+            h2 { "New room" }
+            label { class: "row",
+                input {
+                    class: "new-zone",
+                    placeholder: "kitchen",
+                    value: "{new_name}",
+                    disabled: ro,
+                    oninput: move |e: FormEvent| new_name.set(e.value()),
+                }
+                button { class: "create-zone", disabled: ro, onclick: create, "create" }
+            }
+            if let Some(m) = said_for(said, "create") { p { class: "error", "{m}" } }
+        }
+    }
+}
+
+/// One room.
+#[component]
+fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Element {
+    let backend = use_context::<SharedBackend>();
+    let said: Said = use_signal(|| None);
+    let mut renaming = use_signal(|| None::<String>);
+    let ro = backend.read_only();
+    let name = zone.name.clone();
+    let volume = if members.is_empty() {
+        100.0
+    } else {
+        (members.iter().map(|n| n.settings.volume).sum::<f32>() / members.len() as f32).round()
+    };
+    let muted = !members.is_empty() && members.iter().all(|n| n.settings.mute);
+    let latency = zone.latency_ms.map(|l| l.to_string()).unwrap_or_default();
+    let source = zone.source.clone().unwrap_or_default();
+    let act = {
+        let backend = backend.clone();
+        move |action: Action, control: &'static str| perform(&backend, action, control, said)
+    };
+    let (a1, a2, a3, a4, a5, a6) =
+        (act.clone(), act.clone(), act.clone(), act.clone(), act.clone(), act);
+    let (z1, z2, z3, z4, z5) =
+        (zone.clone(), zone.clone(), name.clone(), name.clone(), name.clone());
+    let rename = {
+        let backend = backend.clone();
+        let zone = zone.clone();
+        let ids: Vec<String> = members.iter().map(|n| n.info.id.clone()).collect();
+        move |_| {
+            let Some(to) = renaming.peek().clone().map(|s| s.trim().to_owned()) else { return };
+            renaming.set(None);
+            if to.is_empty() || to == zone.name {
+                return;
+            }
+            // The API has no rename: the new room takes the old one's stream and latency,
+            // its players move, and the old one goes.
+            let backend = backend.clone();
+            let zone = zone.clone();
+            let ids = ids.clone();
+            let mut said = said;
+            spawn(async move {
+                let mut steps = vec![Action::PutZone(Zone { name: to.clone(), ..zone.clone() })];
+                steps.extend(ids.into_iter().map(|id| Action::Patch {
+                    id,
+                    patch: SettingsPatch { zone: Some(to.clone()), ..Default::default() },
+                }));
+                steps.push(Action::DeleteZone(zone.name.clone()));
+                for step in steps {
+                    if let Err(e) = backend.perform(step).await {
+                        said.set(Some(("rename", e.message)));
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    rsx! {
+        div { class: "card zone", "data-zone": "{name}",
+            div { class: "title",
+                if let Some(r) = renaming() {
+                    input { class: "rename", value: "{r}", oninput: move |e: FormEvent| renaming.set(Some(e.value())) }
+                    button { class: "rename-ok", onclick: rename, "save" }
+                } else {
+                    h2 { class: "name", "{name}" }
+                    button { class: "rename-start small", disabled: ro, onclick: {
+                        let n = name.clone();
+                        move |_| renaming.set(Some(n.clone()))
+                    }, "rename" }
+                }
+            }
+            if let Some(m) = said_for(said, "rename") { p { class: "error", "{m}" } }
+            p { class: "members",
+                if members.is_empty() { "no speakers yet: pick this room on a speaker's card" }
+                for n in members.iter() { span { class: "member", "{n.name}" } }
+            }
+            label { class: "row",
+                "stream"
+                select {
+                    class: "zone-source",
+                    disabled: ro,
+                    onchange: move |e: FormEvent| {
+                        let v = e.value();
+                        a1(Action::PutZone(Zone { source: (!v.is_empty()).then_some(v), ..z1.clone() }), "stream");
+                    },
+                    option { value: "", selected: source.is_empty(), "none" }
+                    for s in streams.iter() {
+                        option { value: "{s.address}", selected: tutti_proto::control::plays(&source, &s.address), "{s.name} ({s.address})" }
+                    }
+                }
+            }
+            if let Some(m) = said_for(said, "stream") { p { class: "error", "{m}" } }
+            label { class: "row",
+                "latency"
+                input {
+                    class: "zone-latency",
+                    r#type: "number",
+                    min: "5",
+                    step: "5",
+                    placeholder: "the stream's",
+                    value: "{latency}",
+                    disabled: ro,
+                    onchange: move |e: FormEvent| {
+                        let v = e.value();
+                        let latency_ms = if v.trim().is_empty() { Ok(None) } else { v.trim().parse::<f64>().map(Some) };
+                        match latency_ms {
+                            Ok(latency_ms) => a2(Action::PutZone(Zone { latency_ms, ..z2.clone() }), "latency"),
+                            Err(_) => said.clone().set(Some(("latency", "latency: milliseconds, or empty for the stream's own".into()))),
+                        }
+                    },
+                }
+                span { "ms" }
+            }
+            if let Some(m) = said_for(said, "latency") { p { class: "error", "{m}" } }
+            label { class: "row",
+                "volume"
+                input {
+                    class: "zone-volume",
+                    r#type: "range",
+                    min: "0",
+                    max: "100",
+                    value: "{volume}",
+                    disabled: ro || members.is_empty(),
+                    onchange: move |e: FormEvent| {
+                        if let Ok(percent) = e.value().parse::<f32>() {
+                            a3(Action::ZoneCommand { name: z3.clone(), command: Command::Volume { percent, at: None } }, "volume");
+                        }
+                    },
+                }
+                span { "{volume}%" }
+            }
+            if let Some(m) = said_for(said, "volume") { p { class: "error", "{m}" } }
+            div { class: "row buttons",
+                button {
+                    class: "zone-mute",
+                    disabled: ro || members.is_empty(),
+                    onclick: move |_| a4(Action::ZoneCommand { name: z4.clone(), command: Command::Mute { mute: !muted, at: None } }, "mute"),
+                    if muted { "unmute room" } else { "mute room" }
+                }
+                button {
+                    class: "zone-delete danger",
+                    disabled: ro,
+                    onclick: move |_| a5(Action::DeleteZone(z5.clone()), "delete"),
+                    "delete room"
+                }
+                button {
+                    class: "zone-identify",
+                    disabled: ro || members.is_empty(),
+                    onclick: {
+                        let n = name.clone();
+                        move |_| a6(Action::ZoneCommand { name: n.clone(), command: Command::Identify }, "mute")
+                    },
+                    "identify"
+                }
+            }
+            for c in ["mute", "delete"] {
+                if let Some(m) = said_for(said, c) { p { class: "error", "{m}" } }
+            }
+        }
+    }
+}
+
+/// The sources: what each plays, its transport, and which rooms listen.
+#[component]
+fn Streams() -> Element {
+    let model = use_model();
+    let m = model.read();
+    let streams = m.streams();
+    let zones: Vec<Zone> = m.zones.values().cloned().collect();
+    rsx! {
+        if streams.is_empty() {
+            p { class: "muted", "No sources yet: start `tutti stream` (a file, a folder, a device, a tone) with --hub." }
+        }
+        div { class: "cards",
+            for s in streams {
+                StreamCard { key: "{s.id}", stream: s.clone(), zones: zones.clone() }
+            }
+        }
+    }
+}
+
+/// One source.
+#[component]
+fn StreamCard(stream: StreamView, zones: Vec<Zone>) -> Element {
+    let backend = use_context::<SharedBackend>();
+    let said: Said = use_signal(|| None);
+    let ro = backend.read_only();
+    let t = stream.track.clone();
+    let title =
+        t.as_ref().and_then(|t| t.title.clone()).or_else(|| t.as_ref().map(|t| t.file.clone()));
+    let artist = t.as_ref().and_then(|t| t.artist.clone()).unwrap_or_default();
+    let elapsed = t.as_ref().map(|t| t.elapsed_s).unwrap_or(0.0);
+    let duration = t.as_ref().and_then(|t| t.duration_s);
+    let clock = |s: f64| format!("{}:{:02}", (s / 60.0) as u64, (s as u64) % 60);
+    let position = match duration {
+        Some(d) => format!("{} / {}", clock(elapsed), clock(d)),
+        None if t.is_some() => clock(elapsed),
+        None => String::new(),
+    };
+    let transport = t.as_ref().map(|t| t.transport.clone()).unwrap_or_default();
+    let cover = t.as_ref().is_some_and(|t| t.cover);
+    let others: Vec<String> =
+        zones.iter().filter(|z| !stream.zones.contains(&z.name)).map(|z| z.name.clone()).collect();
+    let id = stream.id.clone();
+    let address = stream.address.clone();
+    rsx! {
+        div { class: "card stream", "data-id": "{id}",
+            div { class: "title",
+                h2 { class: "name", "{stream.name}" }
+                span { class: "kind", if stream.online { "online" } else { "offline" } }
+            }
+            if cover {
+                img { class: "cover", src: "/api/streams/{id}/cover", alt: "cover" }
+            }
+            if let Some(title) = title {
+                p { class: "track", b { "{title}" } if !artist.is_empty() { " — {artist}" } }
+                p { class: "muted", "{transport} {position}" }
+            } else {
+                p { class: "muted", "sends {stream.stream.clone().unwrap_or_default()}" }
+            }
+            p { class: "listeners",
+                "{stream.players.unwrap_or(0)} players · rooms: "
+                if stream.zones.is_empty() { "none" }
+                for z in stream.zones.iter() { span { class: "member", "{z}" } }
+            }
+            div { class: "row buttons",
+                for k in stream.controls.clone() {
+                    button {
+                        class: "transport {k}",
+                        disabled: ro,
+                        onclick: {
+                            let backend = backend.clone();
+                            let id = id.clone();
+                            let k = k.clone();
+                            move |_| {
+                                let command = match k.as_str() {
+                                    "start" => Command::Start,
+                                    "pause" => Command::Pause,
+                                    "stop" => Command::Stop,
+                                    _ => Command::Skip,
+                                };
+                                perform(&backend, Action::Command { id: id.clone(), command }, "transport", said)
+                            }
+                        },
+                        "{k}"
+                    }
+                }
+            }
+            if !others.is_empty() {
+                label { class: "row",
+                    "play in"
+                    select {
+                        class: "route",
+                        disabled: ro,
+                        onchange: {
+                            let backend = backend.clone();
+                            let zones = zones.clone();
+                            move |e: FormEvent| {
+                                let v = e.value();
+                                if let Some(z) = zones.iter().find(|z| z.name == v) {
+                                    let zone = Zone { source: Some(address.clone()), ..z.clone() };
+                                    perform(&backend, Action::PutZone(zone), "transport", said);
+                                }
+                            }
+                        },
+                        option { value: "", selected: true, "a room…" }
+                        for z in others.iter() { option { value: "{z}", "{z}" } }
+                    }
+                }
+            }
+            if let Some(m) = said_for(said, "transport") { p { class: "error", "{m}" } }
+        }
+    }
+}
+
+/// Adding a node (a one-time link and its QR code) and the paired nodes, with revoke.
+#[component]
+fn Pairing() -> Element {
+    let backend = use_context::<SharedBackend>();
+    let mut model = use_model();
+    let said: Said = use_signal(|| None);
+    let mut offer = use_signal(|| None::<tutti_proto::control::PairingOffer>);
+    let ro = backend.read_only();
+    let paired = model.read().paired.clone();
+    let refresh = {
+        let backend = backend.clone();
+        move || {
+            let backend = backend.clone();
+            spawn(async move {
+                if let Ok(s) = backend.snapshot().await {
+                    let mut m = model.peek().clone();
+                    m.paired = s.paired;
+                    model.set(m);
+                }
+            });
+        }
+    };
+    let add = {
+        let backend = backend.clone();
+        let mut said = said;
+        move |_| {
+            let backend = backend.clone();
+            spawn(async move {
+                match backend.perform(Action::Pair).await {
+                    Ok(Done::Pairing(o)) => {
+                        offer.set(Some(o));
+                        said.set(None);
+                    }
+                    Ok(_) => {}
+                    Err(e) => said.set(Some(("pair", e.message))),
+                }
+            });
+        }
+    };
+    rsx! {
+        div { class: "card pairing",
+            h2 { "Add a speaker" }
+            p { class: "muted", "A one-time link: the new node takes it once, within its lifetime, and is paired." }
+            button { class: "pair", disabled: ro, onclick: add, "add a speaker" }
+            if let Some(m) = said_for(said, "pair") { p { class: "error", "{m}" } }
+            if let Some(o) = offer() {
+                div { class: "qr", dangerous_inner_html: "{o.qr_svg}" }
+                p { "On the new node run:" }
+                pre { class: "how", "tutti pair '{o.link}'" }
+                p { class: "muted", "valid {o.expires_in_s / 60} min; the hub's link: {o.hub}" }
+                if let Some(f) = &o.tls_fingerprint {
+                    p { class: "muted fingerprint", "HTTPS certificate SHA-256: {f}" }
+                }
+            }
+        }
+        div { class: "card paired",
+            h2 { "Paired nodes" }
+            if paired.is_empty() { p { class: "muted", "none yet" } }
+            ul {
+                for p in paired {
+                    li { class: "paired-node", "data-id": "{p.id}",
+                        span { "{p.name} " }
+                        span { class: "muted", "({p.id})" }
+                        button {
+                            class: "revoke danger small",
+                            disabled: ro,
+                            onclick: {
+                                let backend = backend.clone();
+                                let id = p.id.clone();
+                                let refresh = refresh.clone();
+                                let mut said = said;
+                                move |_| {
+                                    let backend = backend.clone();
+                                    let id = id.clone();
+                                    let refresh = refresh.clone();
+                                    spawn(async move {
+                                        match backend.perform(Action::Revoke(id)).await {
+                                            Ok(_) => refresh(),
+                                            Err(e) => said.set(Some(("revoke", e.message))),
+                                        }
+                                    });
+                                }
+                            },
+                            "revoke"
+                        }
+                    }
+                }
+            }
+            if let Some(m) = said_for(said, "revoke") { p { class: "error", "{m}" } }
+        }
+    }
+}
+
+/// The hub's own status and every player's sync figures.
+#[component]
+fn Health() -> Element {
+    let model = use_model();
+    let m = model.read();
+    let hub = m.hub.clone();
+    let players: Vec<NodeView> = m.players().into_iter().cloned().collect();
+    rsx! {
+        div { class: "card hub",
+            h2 { "Hub" }
+            dl { class: "figures",
+                dt { "network" } dd { "{hub.network}" }
+                dt { "version" } dd { "{hub.version}" }
+                dt { "MQTT" } dd { "{hub.mqtt.clone().unwrap_or_else(|| \"off\".into())}" }
+                dt { "keys" } dd { if hub.rotating { "rotating" } else { "steady" } }
+                dt { "nodes" } dd { "{m.nodes.values().filter(|n| n.online).count()} online of {m.nodes.len()}" }
+            }
+            if let Some(f) = &hub.tls_fingerprint {
+                p { class: "muted fingerprint", "HTTPS certificate SHA-256: {f}" }
+            }
+        }
+        div { class: "card sync",
+            h2 { "Sync" }
+            table {
+                thead { tr { th { "speaker" } th { "offset µs" } th { "drift ppm" } th { "latency ms" } th { "concealed" } th { "underruns" } } }
+                tbody {
+                    for n in players {
+                        tr { class: if n.online { "" } else { "offline" },
+                            td { "{n.name}" }
+                            td { "{num(n.state.offset_us, 0)}" }
+                            td { "{num(n.state.skew_ppm, 1)}" }
+                            td { "{num(n.state.latency_ms, 1)}" }
+                            td { "{n.state.concealed}" }
+                            td { "{n.state.underruns}" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
