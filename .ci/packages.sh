@@ -8,13 +8,19 @@
 #   bc                           arithmetic in scripts/measure.sh
 #   mosquitto, mosquitto-clients an external MQTT broker for the hub's tests, and the README's
 #                                mosquitto_sub / mosquitto_pub examples
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients)
+#   chromium                     the dashboard's tests drive the page in it (playwright-core)
+#   nodejs, npm                  run playwright-core (crates/tutti/tests/browser, `npm ci`);
+#                                only when no `node` is on the PATH already
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients chromium)
 
 ensure_packages() {
     local missing=()
     for p in "${TUTTI_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        missing+=(nodejs npm)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${missing[*]}"

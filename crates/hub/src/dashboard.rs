@@ -336,16 +336,22 @@ impl Backend for HubBackend {
     }
 
     fn changes(&self) -> futures_util::stream::LocalBoxStream<'static, Change> {
-        let rx = self.hub.subscribe();
-        futures_util::stream::unfold(rx, |mut rx| async move {
-            use tokio::sync::broadcast::error::RecvError;
+        use tokio::sync::broadcast::error::RecvError;
+        let events = futures_util::stream::unfold(self.hub.subscribe_changes(), |mut rx| async {
             match rx.recv().await {
                 Ok(e) => Some((Change::Event(e), rx)),
                 Err(RecvError::Lagged(_)) => Some((Change::Lagged, rx)),
                 Err(RecvError::Closed) => None,
             }
-        })
-        .boxed_local()
+        });
+        // The nodes' reports, read from the registry at the page's pace: a page wakes once a
+        // period, not for each of fifty nodes' reports.
+        let reports = futures_util::stream::unfold(self.hub.clone(), |hub| async {
+            tokio::time::sleep(tutti_ui::REPORTS_EVERY).await;
+            let states = hub.nodes().into_iter().map(|n| (n.info.id, n.state)).collect();
+            Some((Change::Reports(states), hub))
+        });
+        futures_util::stream::select(events, reports).boxed_local()
     }
 
     fn perform(
@@ -361,16 +367,14 @@ impl Backend for HubBackend {
             match action {
                 Action::Patch { id, patch } => {
                     let (view, delivered) = hub.apply(&id, patch).map_err(ui_error)?;
-                    Ok(if view.online && delivered { Done::Ok } else { Done::Saved })
+                    let taken = view.online && delivered;
+                    Ok(Done::Node(Box::new(view), taken))
                 }
                 Action::Command { id, command } => {
                     hub.act(&id, command).map_err(ui_error)?;
                     Ok(Done::Ok)
                 }
-                Action::PutZone(zone) => {
-                    hub.put_zone(zone).map_err(ui_error)?;
-                    Ok(Done::Ok)
-                }
+                Action::PutZone(zone) => Ok(Done::Zone(hub.put_zone(zone).map_err(ui_error)?)),
                 Action::DeleteZone(name) => {
                     hub.delete_zone(&name).map_err(ui_error)?;
                     Ok(Done::Ok)

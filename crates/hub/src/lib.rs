@@ -127,6 +127,9 @@ impl ControlError {
 pub struct Hub {
     registry: Arc<Mutex<Registry>>,
     events: broadcast::Sender<Event>,
+    /// The same events but the nodes' reports (a dashboard draws those from the registry at
+    /// its own pace instead of waking for each).
+    changes: broadcast::Sender<Event>,
     links: Arc<Mutex<HashMap<String, Link>>>,
     state_file: Option<PathBuf>,
     key: Option<NetworkKey>,
@@ -168,9 +171,11 @@ impl Hub {
             None => Default::default(),
         };
         let (events, _) = broadcast::channel(1024);
+        let (changes, _) = broadcast::channel(256);
         Ok(Hub {
             registry: Arc::new(Mutex::new(Registry::new(persisted))),
             events,
+            changes,
             links: Arc::default(),
             state_file,
             key,
@@ -210,7 +215,7 @@ impl Hub {
             (r, events)
         };
         for e in events {
-            let _ = self.events.send(e);
+            self.publish(e);
         }
         // A zone's stream or a node's zone may have changed: keys go out before any route.
         self.push_keys();
@@ -234,7 +239,7 @@ impl Hub {
             (r, events)
         };
         for e in events {
-            let _ = self.events.send(e);
+            self.publish(e);
         }
         r
     }
@@ -242,6 +247,19 @@ impl Hub {
     /// Subscribes to every change.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Subscribes to every change but the nodes' reports ([`Event::NodeState`]).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Event> {
+        self.changes.subscribe()
+    }
+
+    /// Announces `e` to the API's, MQTT's and the dashboards' listeners.
+    fn publish(&self, e: Event) {
+        if !matches!(e, Event::NodeState { .. }) {
+            let _ = self.changes.send(e.clone());
+        }
+        let _ = self.events.send(e);
     }
 
     /// Sends commands to a connected node; false if it is not connected.

@@ -99,7 +99,7 @@ impl Hub {
 
     /// Tells every listener (dashboards) who is paired now.
     fn announce_paired(&self) {
-        let _ = self.events.send(Event::Paired { nodes: self.paired_views() });
+        self.publish(Event::Paired { nodes: self.paired_views() });
     }
 
     /// Paired nodes by id (credentials left out), and revoked ids with when.

@@ -1876,3 +1876,252 @@ fn a_player_waiting_for_its_keys_outlives_a_hub_restart() {
     assert!(low > 20.0 * high.max(1.0), "the kitchen's 300 Hz: {low:.0} / {high:.0}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `node tests/browser/SCRIPT` with playwright-core installed beside it (`npm ci`, once) and
+/// Debian's Chromium; panics naming what is missing (`scripts/test.sh` installs both).
+fn browser_script(script: &str) -> Command {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
+        "the dashboard tests need Debian's chromium (apt-get install chromium; scripts/test.sh does)"
+    );
+    if !dir.join("node_modules/playwright-core").exists() {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("the dashboard tests need node and npm (apt-get install nodejs npm)");
+        assert!(out.status.success(), "npm ci: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut c = Command::new("node");
+    c.arg(dir.join(script));
+    c
+}
+
+#[test]
+fn the_dashboard_drives_real_players_as_a_person_would() {
+    let _serial = serial();
+    let dir = tmp("dashboard");
+    let p = port_base(23);
+    let (src, http_port, link_port, left, right) = (p, p + 1, p + 2, p + 3, p + 4);
+    let mut hub = paired_hub(&dir, http_port, link_port, "120");
+    let pairing = |name: &str| {
+        let file = dir.join(format!("{name}.pairing"));
+        pair_node(http_port, name, &file);
+        file
+    };
+    let (src_pairing, left_pairing, right_pairing) =
+        (pairing("source"), pairing("left"), pairing("right"));
+    // A constant input (every sample 8000): what each player wrote says which volume it
+    // played at, exactly (the WAV path is bit-exact).
+    let mut source = Proc(
+        Command::new(BIN)
+            .args(["stream", "--stdin", "--port", &src.to_string(), "--bind", "127.0.0.1", "-q"])
+            .args(["--pairing", src_pairing.to_str().unwrap()])
+            .env_remove("TUTTI_PASSPHRASE")
+            .env("TUTTI_MDNS", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tutti starts"),
+    );
+    let mut stdin = source.0.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let block: Vec<u8> =
+            std::iter::repeat_n(8000i16.to_le_bytes(), 4_800 * 2).flatten().collect();
+        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
+    });
+    let (wl, wr) = (dir.join("left.wav"), dir.join("right.wav"));
+    let mut pl = paired_player(src, left, &wl, &left_pairing, "45");
+    let mut pr = paired_player(src, right, &wr, &right_pairing, "45");
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(10), |v| {
+        v.as_array().is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["online"] == true))
+    });
+    let (id_left, id_right) = (listed_id(&nodes, left), listed_id(&nodes, right));
+    let source_addr = format!("127.0.0.1:{src}");
+    let (status, body) =
+        http(http_port, "PUT", "/api/zones/living", &format!("{{\"source\":\"{source_addr}\"}}"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        http(http_port, "PATCH", &format!("/api/nodes/{id_right}"), "{\"zone\":\"living\"}");
+    // (202: saved while the player still waits for its keys.)
+    assert!(status == 200 || status == 202, "{status}: {body}");
+    let secrets = json(&std::fs::read_to_string(dir.join("hub/secrets.json")).expect("secrets"));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let out = browser_script("dashboard.mjs")
+        .env("HUB", format!("http://127.0.0.1:{http_port}"))
+        .env("ADMIN", secrets["admin_token"].as_str().unwrap())
+        .env("READ", secrets["read_token"].as_str().unwrap())
+        .env("LEFT", &id_left)
+        .env("RIGHT", &id_right)
+        .env("SOURCE", &source_addr)
+        .env("SHOTS", &shots)
+        .env("TUTTI_BIN", BIN)
+        .env("PAIRING", dir.join("attic.pairing"))
+        .output()
+        .expect("node runs");
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{log}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the page test failed (above)");
+    eprintln!("screenshots in {}", shots.display());
+    let figures = json(log.lines().last().unwrap_or_default());
+    let (ok, log_left) = wait(&mut pl, Duration::from_secs(60));
+    assert!(ok, "left player: {log_left}");
+    let (ok, log_right) = wait(&mut pr, Duration::from_secs(60));
+    assert!(ok, "right player: {log_right}");
+    drop(source);
+    let _ = feeder.join();
+    drop(hub.0.kill());
+    // The left player played the stream, then at the volume the slider set (gain is the
+    // square of the fraction), then nothing (muted); the right one played on untouched.
+    let volume = figures["volume"].as_f64().expect("the page reports the volume");
+    let quiet = (8000.0 * (volume / 100.0).powi(2)).round() as i16;
+    let runs = |samples: &[i16]| {
+        let mut runs: Vec<(i16, usize)> = Vec::new();
+        for &s in samples.iter().step_by(2) {
+            match runs.last_mut() {
+                Some((v, n)) if *v == s => *n += 1,
+                _ => runs.push((s, 1)),
+            }
+        }
+        runs
+    };
+    let longest = |runs: &[(i16, usize)], value: i16| {
+        runs.iter().filter(|(v, _)| v.abs_diff(value) <= 1).map(|r| r.1).max().unwrap_or(0)
+    };
+    let (l, r) = (runs(&read_wav(&wl)), runs(&read_wav(&wr)));
+    assert!(longest(&l, 8000) >= 48_000, "left played at full volume for a second: {l:?}");
+    assert!(
+        longest(&l, quiet) >= 48_000,
+        "left played at {volume} % ({quiet}) for a second: {l:?}"
+    );
+    let tail = l.last().expect("left wrote something");
+    assert!(tail.0 == 0 && tail.1 >= 48_000, "left ends muted: {tail:?}");
+    // The right player was never touched: never at the left's volume, never muted (a packet
+    // lost to a busy machine, concealed as a few ms of silence, is not the page's doing).
+    let first = r.iter().position(|(v, _)| *v == 8000).expect("right plays");
+    let played = &r[first..];
+    assert!(
+        played.iter().all(|&(v, n)| v == 8000 || (v == 0 && n <= 960)),
+        "right played 8000 throughout, untouched: {played:?}"
+    );
+    eprintln!("dashboard figures: {figures}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node on the hub's link that reports as a player does (the dashboard's synthetic
+/// registry): steady, or (while `wander` is set) its offset moving by a few µs from report to
+/// report, as a playing player's does.
+struct Quiet(usize, u32, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl tutti_node::hub::HubHandler for Quiet {
+    fn state(&mut self) -> tutti_proto::control::NodeState {
+        if self.2.load(std::sync::atomic::Ordering::Relaxed) {
+            self.1 = self.1.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        }
+        tutti_proto::control::NodeState {
+            streaming: true,
+            offset_us: Some(self.0 as f64 + f64::from(self.1 >> 28) * 0.37),
+            latency_ms: Some(100.0),
+            ..Default::default()
+        }
+    }
+    fn settings(&mut self, _: &tutti_proto::control::Settings) {}
+    fn command(&mut self, _: &tutti_proto::control::Command) {}
+}
+
+/// CPU time (user + system) of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process lives");
+    let after = stat.rsplit_once(')').expect("stat").1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn the_dashboard_renders_fifty_nodes_quickly_and_idles_cheaply() {
+    let _serial = serial();
+    let p = port_base(24);
+    let (http_port, link_port, mqtt) = (p, p + 1, p + 2);
+    let hub = hub(http_port, link_port, mqtt, "90");
+    let key = tutti_proto::NetworkKey::from_passphrase(PASS, tutti_node::security::DEFAULT_NETWORK)
+        .expect("key");
+    let wander = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let links: Vec<_> = (0..50)
+        .map(|i| {
+            let info = tutti_proto::control::NodeInfo {
+                id: format!("synthetic-{i:02}"),
+                name: format!("speaker {i:02}"),
+                role: "player".into(),
+                device: "null".into(),
+                capabilities: ["volume", "mute", "delay", "resync", "identify"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                address: format!("127.0.0.1:{}", 30_000 + i),
+                streams: Vec::new(),
+                version: "test".into(),
+            };
+            let addr = format!("127.0.0.1:{link_port}").parse().unwrap();
+            tutti_node::hub::HubLink::spawn(
+                addr,
+                info,
+                key.clone(),
+                Duration::from_millis(500),
+                Quiet(i, i as u32, wander.clone()),
+            )
+            .expect("link")
+        })
+        .collect();
+    until(http_port, "/api/nodes", Duration::from_secs(15), |v| {
+        v.as_array().is_some_and(|n| n.len() == 50 && n.iter().all(|n| n["online"] == true))
+    });
+    // The hub's CPU over `secs`, % of a core.
+    let cpu = |secs: u64| {
+        let (t0, c0) = (std::time::Instant::now(), cpu_ticks(hub.0.id()));
+        std::thread::sleep(Duration::from_secs(secs));
+        (cpu_ticks(hub.0.id()) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0
+    };
+    let set_wander = |on: bool| {
+        wander.store(on, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // The hub with its nodes and no page open, for comparison: nodes steady, then playing.
+    let alone = cpu(5);
+    set_wander(true);
+    let alone_playing = cpu(5);
+    set_wander(false);
+    let mut page = browser_script("render.mjs")
+        .env("HUB", format!("http://127.0.0.1:{http_port}"))
+        .env("ADMIN", ADMIN)
+        .env("COUNT", "50")
+        .env("PAGES", "5")
+        .env("IDLE_S", "14")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(page.stdout.take().unwrap()));
+    let line = lines.next().expect("the page says it is open").expect("a line");
+    assert_eq!(line, "idle", "five dashboards open");
+    // Five dashboards open, at rest (nodes steady), then with every node's figures moving.
+    std::thread::sleep(Duration::from_secs(1));
+    let open = cpu(5);
+    set_wander(true);
+    let open_playing = cpu(5);
+    let figures = json(&lines.next().expect("figures").expect("a line"));
+    assert!(page.wait().expect("node ends").success(), "the page test failed");
+    drop(links);
+    let render = figures["first_render_ms"]["median"].as_f64().unwrap();
+    eprintln!(
+        "dashboard, 50 nodes: first render {render:.0} ms (median of 5; {}); hub CPU, % of a core: \
+         at rest {alone:.2} without a page, {open:.2} with 5 dashboards open; nodes' figures \
+         moving (2 reports/s each) {alone_playing:.2} without, {open_playing:.2} with",
+        figures["first_render_ms"]["all"]
+    );
+    assert!(render <= 300.0, "first render within 300 ms: {render:.0} ms");
+    assert!(open <= 1.0, "the hub at rest with 5 dashboards: {open:.2} % of a core");
+    assert!(
+        open_playing - alone_playing <= 1.0,
+        "5 dashboards of moving figures add at most 1 % of a core: {alone_playing:.2} → {open_playing:.2}"
+    );
+}

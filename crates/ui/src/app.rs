@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use dioxus::prelude::*;
 use futures_util::StreamExt;
-use tutti_proto::control::{Command, NodeView, SettingsPatch, StreamView, Zone};
+use tutti_proto::control::{Command, NodeState, NodeView, SettingsPatch, StreamView, Zone};
 
 use crate::{Action, Change, Done, Model, SharedBackend, device_kind};
 
@@ -53,13 +53,13 @@ impl Tab {
 /// What the hub last answered a control: which control, and the message.
 type Said = Signal<Option<(&'static str, String)>>;
 
-/// Performs `action`, then puts what the hub answered next to `control` (nothing when it is
-/// simply done).
+/// Performs `action`; what the hub says goes next to `control` (nothing when it is simply
+/// done). What changed comes back as the hub's event, drawn at once.
 fn perform(backend: &SharedBackend, action: Action, control: &'static str, mut said: Said) {
     let backend = backend.clone();
     spawn(async move {
         match backend.perform(action).await {
-            Ok(Done::Saved) => said.set(Some((
+            Ok(Done::Node(_, false)) => said.set(Some((
                 control,
                 "saved: the node is not connected, it takes it when it is back".into(),
             ))),
@@ -89,26 +89,29 @@ pub fn App(props: AppProps) -> Element {
             loop {
                 // Listen first, then look: nothing that happens in between is missed.
                 let mut changes = b.changes();
-                match b.snapshot().await {
+                let mut local = match b.snapshot().await {
                     Ok(s) => {
-                        model.set(Model::new(s));
                         trouble.set(None);
+                        Model::new(s)
                     }
-                    Err(e) => trouble.set(Some(e.message)),
-                }
+                    Err(e) => {
+                        trouble.set(Some(e.message));
+                        Model::default()
+                    }
+                };
+                model.set(local.clone());
                 loop {
-                    match changes.next().await {
-                        Some(Change::Event(e)) => {
-                            let mut m = model.peek().clone();
-                            if m.apply(e) {
-                                model.set(m);
-                            }
-                        }
+                    let changed = match changes.next().await {
+                        Some(Change::Event(e)) => local.apply(e),
+                        Some(Change::Reports(r)) => local.report(r),
                         Some(Change::Lagged) => break,
                         None => {
                             trouble.set(Some("the connection to the hub is lost".into()));
                             return;
                         }
+                    };
+                    if changed {
+                        model.set(local.clone());
                     }
                 }
             }
@@ -163,16 +166,18 @@ fn use_model() -> Signal<Model> {
 #[component]
 fn Speakers() -> Element {
     let model = use_model();
-    let m = model.read();
-    let zones: Vec<String> = m.zones.keys().cloned().collect();
-    let players: Vec<NodeView> = m.players().into_iter().cloned().collect();
+    // Memos: each part re-renders when what it shows changes, not when any node reports.
+    let ids = use_memo(move || {
+        model.read().players().into_iter().map(|n| n.info.id.clone()).collect::<Vec<_>>()
+    });
+    let zones = use_memo(move || model.read().zones.keys().cloned().collect::<Vec<_>>());
     rsx! {
-        if players.is_empty() {
+        if ids.read().is_empty() {
             p { class: "muted", "No speakers yet: start `tutti play` on a machine, or pair one (Pairing)." }
         }
         div { class: "cards",
-            for node in players {
-                NodeCard { key: "{node.info.id}", node: node.clone(), zones: zones.clone() }
+            for id in ids() {
+                NodeCard { key: "{id}", id: id.clone(), zones: zones() }
             }
         }
     }
@@ -195,11 +200,28 @@ fn ago(ms: u64) -> String {
 
 /// One speaker: what it is, how it plays, and its controls.
 #[component]
-fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
+fn NodeCard(id: String, zones: Vec<String>) -> Element {
     let backend = use_context::<SharedBackend>();
     let said: Said = use_signal(|| None);
     let ro = backend.read_only();
-    let id = node.info.id.clone();
+    let model = use_model();
+    // The card without the figures that change with every report (those are `Figures`'s).
+    let card = use_memo({
+        let id = id.clone();
+        move || {
+            model.read().nodes.get(&id).map(|n| NodeView {
+                state: NodeState {
+                    streaming: n.state.streaming,
+                    stream: n.state.stream.clone(),
+                    problem: n.state.problem.clone(),
+                    ..Default::default()
+                },
+                last_seen_ms: if n.online { 0 } else { n.last_seen_ms },
+                ..n.clone()
+            })
+        }
+    });
+    let Some(node) = card() else { return rsx! {} };
     let s = &node.state;
     let can = |k: &str| node.info.capabilities.iter().any(|c| c == k);
     let status = if node.online {
@@ -226,8 +248,7 @@ fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
             perform(&backend, Action::Command { id: id.clone(), command }, control, said)
         }
     };
-    let (p1, p2, p3, p4, p5, p6) =
-        (patch.clone(), patch.clone(), patch.clone(), patch.clone(), patch.clone(), patch);
+    let (p2, p3, p4, p6) = (patch.clone(), patch.clone(), patch.clone(), patch);
     let (c1, c2) = (command.clone(), command);
     let plays = s.stream.clone().unwrap_or_else(|| "nothing".into());
     rsx! {
@@ -244,33 +265,18 @@ fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
             if let Some(p) = &s.problem {
                 p { class: "problem", "{p}" }
             }
-            dl { class: "figures",
-                dt { "offset" } dd { class: "offset", "{num(s.offset_us, 0)} µs" }
-                dt { "drift" } dd { "{num(s.skew_ppm, 1)} ppm" }
-                dt { "latency" } dd { class: "latency", "{num(s.latency_ms, 1)} ms" }
-                dt { "device" } dd { "{num(s.device_latency_ms, 1)} ms" }
-                dt { "buffer" } dd { "{s.buffered.map_or(\"—\".to_owned(), |b| b.to_string())} pkts" }
-                dt { "underruns" } dd { class: "underruns", "{s.underruns}" }
-                dt { "concealed" } dd { "{s.concealed}" }
-                dt { "recovered" } dd { "{s.recovered}" }
-            }
+            Figures { id: id.clone() }
             p { class: "plays", "plays {plays}" }
             if can("volume") {
                 label { class: "row",
                     "volume"
-                    input {
+                    Field {
+                        kind: "range",
                         class: "volume",
-                        r#type: "range",
-                        min: "0",
-                        max: "100",
-                        step: "1",
-                        value: "{volume}",
+                        value: volume.to_string(),
                         disabled: ro,
-                        onchange: move |e: FormEvent| {
-                            if let Ok(v) = e.value().parse::<f32>() {
-                                p1(SettingsPatch { volume: Some(v), ..Default::default() }, "volume");
-                            }
-                        },
+                        target: Target::NodeVolume(id.clone()),
+                        said,
                     }
                     span { class: "volume-value", "{volume}%" }
                 }
@@ -320,20 +326,13 @@ fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
                         onclick: move |_| p4(SettingsPatch { delay_ms: Some(delay - 0.5), ..Default::default() }, "delay"),
                         "−"
                     }
-                    input {
+                    Field {
+                        kind: "number",
                         class: "delay",
-                        r#type: "number",
-                        step: "0.1",
-                        min: "-1000",
-                        max: "1000",
-                        value: "{delay}",
+                        value: delay.to_string(),
                         disabled: ro,
-                        onchange: move |e: FormEvent| {
-                            match e.value().trim().parse::<f64>() {
-                                Ok(v) => p5(SettingsPatch { delay_ms: Some(v), ..Default::default() }, "delay"),
-                                Err(_) => said.clone().set(Some(("delay", "delay: a number of milliseconds, −1000 to 1000".into()))),
-                            }
-                        },
+                        target: Target::NodeDelay(id.clone()),
+                        said,
                     }
                     button {
                         class: "delay-up",
@@ -344,6 +343,139 @@ fn NodeCard(node: NodeView, zones: Vec<String>) -> Element {
                     span { "ms" }
                 }
                 if let Some(m) = said_for(said, "delay") { p { class: "error", "{m}" } }
+            }
+        }
+    }
+}
+
+/// What an edited value sets.
+#[derive(Clone, Debug, PartialEq)]
+enum Target {
+    /// A node's volume, %.
+    NodeVolume(String),
+    /// A node's per-device delay, ms.
+    NodeDelay(String),
+    /// A zone's group latency, ms (empty: the stream's own).
+    ZoneLatency(String),
+    /// Every player of a zone, %, on one frame.
+    ZoneVolume(String),
+}
+
+/// A value the user drags or types (a slider, a number). A component of its own: its card
+/// re-renders with every state report (several a second), and a re-rendered input is set back
+/// to the value rendered, under the user's finger; this one re-renders only when the value the
+/// hub holds changes (the hub's answer to the change, or another controller).
+#[component]
+fn Field(
+    kind: &'static str,
+    class: &'static str,
+    value: String,
+    disabled: bool,
+    target: Target,
+    said: Said,
+) -> Element {
+    let backend = use_context::<SharedBackend>();
+    let (min, max, step) = match (&target, kind) {
+        (_, "range") => ("0", "100", "1"),
+        (Target::NodeDelay(_), _) => ("-1000", "1000", "0.1"),
+        _ => ("10", "5000", "5"),
+    };
+    let placeholder = if matches!(target, Target::ZoneLatency(_)) { "the stream's" } else { "" };
+    let onchange = move |e: FormEvent| {
+        let text = e.value();
+        let text = text.trim();
+        // A number, or (a zone's latency) nothing: the stream's own.
+        let number = match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            _ if text.is_empty() && matches!(target, Target::ZoneLatency(_)) => Ok(None),
+            _ => Err(()),
+        };
+        let Ok(number) = number else {
+            let (control, message) = match &target {
+                Target::NodeDelay(_) => ("delay", "delay: milliseconds, −1000 to 1000"),
+                Target::ZoneLatency(_) => {
+                    ("latency", "latency: milliseconds, or empty for the stream's own")
+                }
+                _ => ("volume", "volume: 0 to 100 %"),
+            };
+            said.clone().set(Some((control, message.into())));
+            return;
+        };
+        let v = number.unwrap_or_default();
+        let (action, control) = match &target {
+            Target::NodeVolume(id) => (
+                Action::Patch {
+                    id: id.clone(),
+                    patch: SettingsPatch { volume: Some(v as f32), ..Default::default() },
+                },
+                "volume",
+            ),
+            Target::NodeDelay(id) => (
+                Action::Patch {
+                    id: id.clone(),
+                    patch: SettingsPatch { delay_ms: Some(v), ..Default::default() },
+                },
+                "delay",
+            ),
+            Target::ZoneLatency(name) => {
+                // The zone as it is now (its stream may have changed since this rendered).
+                let zone = consume_context::<Signal<Model>>().peek().zones.get(name).cloned();
+                let zone =
+                    zone.unwrap_or_else(|| Zone { name: name.clone(), ..Default::default() });
+                (Action::PutZone(Zone { latency_ms: number, ..zone }), "latency")
+            }
+            Target::ZoneVolume(name) => (
+                Action::ZoneCommand {
+                    name: name.clone(),
+                    command: Command::Volume { percent: v as f32, at: None },
+                },
+                "volume",
+            ),
+        };
+        perform(&backend, action, control, said);
+    };
+    rsx! {
+        input {
+            class: "{class}",
+            r#type: "{kind}",
+            min: "{min}",
+            max: "{max}",
+            step: "{step}",
+            placeholder: "{placeholder}",
+            value: "{value}",
+            disabled,
+            onchange,
+        }
+    }
+}
+
+/// A node's figures, as it last reported them: re-rendered when a figure shown changes.
+#[component]
+fn Figures(id: String) -> Element {
+    let model = use_model();
+    let shown = use_memo(move || {
+        let m = model.read();
+        let Some(s) = m.nodes.get(&id).map(|n| &n.state) else { return Vec::new() };
+        vec![
+            ("offset", "offset", format!("{} µs", num(s.offset_us, 0))),
+            ("drift", "", format!("{} ppm", num(s.skew_ppm, 1))),
+            ("latency", "latency", format!("{} ms", num(s.latency_ms, 1))),
+            ("device", "", format!("{} ms", num(s.device_latency_ms, 1))),
+            (
+                "buffer",
+                "",
+                format!("{} pkts", s.buffered.map_or("—".to_owned(), |b| b.to_string())),
+            ),
+            ("underruns", "underruns", s.underruns.to_string()),
+            ("concealed", "", s.concealed.to_string()),
+            ("recovered", "", s.recovered.to_string()),
+        ]
+    });
+    rsx! {
+        dl { class: "figures",
+            for (name, class, value) in shown() {
+                dt { "{name}" }
+                dd { class: "{class}", "{value}" }
             }
         }
     }
@@ -417,10 +549,8 @@ fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Ele
         let backend = backend.clone();
         move |action: Action, control: &'static str| perform(&backend, action, control, said)
     };
-    let (a1, a2, a3, a4, a5, a6) =
-        (act.clone(), act.clone(), act.clone(), act.clone(), act.clone(), act);
-    let (z1, z2, z3, z4, z5) =
-        (zone.clone(), zone.clone(), name.clone(), name.clone(), name.clone());
+    let (a1, a4, a5, a6) = (act.clone(), act.clone(), act.clone(), act);
+    let (z1, z4, z5) = (zone.clone(), name.clone(), name.clone());
     let rename = {
         let backend = backend.clone();
         let zone = zone.clone();
@@ -490,40 +620,26 @@ fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Ele
             if let Some(m) = said_for(said, "stream") { p { class: "error", "{m}" } }
             label { class: "row",
                 "latency"
-                input {
+                Field {
+                    kind: "number",
                     class: "zone-latency",
-                    r#type: "number",
-                    min: "5",
-                    step: "5",
-                    placeholder: "the stream's",
-                    value: "{latency}",
+                    value: latency,
                     disabled: ro,
-                    onchange: move |e: FormEvent| {
-                        let v = e.value();
-                        let latency_ms = if v.trim().is_empty() { Ok(None) } else { v.trim().parse::<f64>().map(Some) };
-                        match latency_ms {
-                            Ok(latency_ms) => a2(Action::PutZone(Zone { latency_ms, ..z2.clone() }), "latency"),
-                            Err(_) => said.clone().set(Some(("latency", "latency: milliseconds, or empty for the stream's own".into()))),
-                        }
-                    },
+                    target: Target::ZoneLatency(name.clone()),
+                    said,
                 }
                 span { "ms" }
             }
             if let Some(m) = said_for(said, "latency") { p { class: "error", "{m}" } }
             label { class: "row",
                 "volume"
-                input {
+                Field {
+                    kind: "range",
                     class: "zone-volume",
-                    r#type: "range",
-                    min: "0",
-                    max: "100",
-                    value: "{volume}",
+                    value: volume.to_string(),
                     disabled: ro || members.is_empty(),
-                    onchange: move |e: FormEvent| {
-                        if let Ok(percent) = e.value().parse::<f32>() {
-                            a3(Action::ZoneCommand { name: z3.clone(), command: Command::Volume { percent, at: None } }, "volume");
-                        }
-                    },
+                    target: Target::ZoneVolume(name.clone()),
+                    said,
                 }
                 span { "{volume}%" }
             }

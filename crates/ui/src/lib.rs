@@ -22,7 +22,7 @@ use std::rc::Rc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use tutti_proto::control::{
-    Command, Event, NodeView, PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
+    Command, Event, NodeState, NodeView, PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
 };
 
 pub use app::{App, AppProps, STYLE};
@@ -58,8 +58,11 @@ pub struct Snapshot {
 /// What happened since the snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    /// A change the hub announced.
+    /// A change the hub announced (drawn at once).
     Event(Event),
+    /// What every node reports now (offsets, latencies, counters), by id: a backend sends
+    /// these at most every [`REPORTS_EVERY`] (nodes report several times a second).
+    Reports(Vec<(String, NodeState)>),
     /// Changes were missed (a slow page): take a new snapshot.
     Lagged,
 }
@@ -103,8 +106,11 @@ pub enum Action {
 pub enum Done {
     /// Done.
     Ok,
-    /// Saved, but the node has not taken it yet (it is offline or busy).
-    Saved,
+    /// A node's settings changed: the node as the hub has it now, and whether the node took
+    /// it (false: offline or busy; it takes it when it is back).
+    Node(Box<NodeView>, bool),
+    /// A zone as the hub has it now.
+    Zone(Zone),
     /// A pairing link.
     Pairing(PairingOffer),
 }
@@ -137,6 +143,12 @@ pub trait Backend {
     /// Whether this login may only look.
     fn read_only(&self) -> bool;
 }
+
+/// How often the figures that nodes report (offset, latency, counters; several reports a
+/// second per node) are redrawn ([`Change::Reports`]): what a user changes is shown at once,
+/// the reports of fifty nodes at most this often, so that a page left open costs the hub next
+/// to nothing.
+pub const REPORTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The dashboard's backend, shared by every component.
 pub type SharedBackend = Rc<dyn Backend>;
@@ -216,6 +228,20 @@ impl Model {
                 !same
             }
         }
+    }
+
+    /// Takes the nodes' latest reports; false when none changed.
+    pub fn report(&mut self, reports: Vec<(String, NodeState)>) -> bool {
+        let mut changed = false;
+        for (id, state) in reports {
+            if let Some(n) = self.nodes.get_mut(&id)
+                && n.state != state
+            {
+                n.state = state;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The players, by name.
