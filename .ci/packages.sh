@@ -11,7 +11,13 @@
 #   chromium                     the dashboard's tests drive the page in it (playwright-core)
 #   nodejs, npm                  run playwright-core (crates/tutti/tests/browser, `npm ci`);
 #                                only when no `node` is on the PATH already
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients chromium)
+#   libwebkit2gtk-4.1-dev, libgtk-3-dev, libxdo-dev, libssl-dev, libayatana-appindicator3-dev
+#                                the desktop app, tutti-gui (dioxus desktop: wry, tao, muda) (build)
+#   xvfb, x11-utils, imagemagick, xdotool
+#                                its test: a display of its own, the window found by title,
+#                                photographed, and a button clicked
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients chromium
+    libwebkit2gtk-4.1-dev libgtk-3-dev libxdo-dev libssl-dev libayatana-appindicator3-dev xvfb x11-utils imagemagick xdotool)
 
 ensure_packages() {
     local missing=()

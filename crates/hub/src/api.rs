@@ -16,6 +16,7 @@
 //! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
+//! | GET | `/api/hub` | the hub: network, version, HTTPS fingerprint, MQTT, key rotation, and this token's access (`admin` or `read`) |
 //! | POST | `/api/pairing` | a one-time pairing token `{ttl_s}` (default 900): its link and QR code (SVG) |
 //! | GET | `/api/pairing` | paired nodes (no credentials) and revoked ids |
 //! | DELETE | `/api/pairing/{id}` | revoke a paired node: its links close, the stream keys rotate |
@@ -196,7 +197,7 @@ pub(crate) const READ_ONLY: &str =
 /// Checks the token and the origin of every request.
 async fn guard(
     State(hub): State<Hub>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = req.headers();
@@ -237,6 +238,7 @@ async fn guard(
     if access == Access::Read && !reads {
         return ApiError(StatusCode::FORBIDDEN, "read_only", READ_ONLY.into()).into_response();
     }
+    req.extensions_mut().insert(access);
     next.run(req).await
 }
 
@@ -258,6 +260,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/discovered", get(discovered))
         .route("/api/events", get(events))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/hub", get(hub_info))
         .route("/api/pairing", get(paired).post(new_token))
         .route("/api/pairing/{id}", axum::routing::delete(revoke))
         .route("/api/keys/rotate", post(rotate))
@@ -513,6 +516,20 @@ async fn stream_events(
     }
 }
 
+async fn hub_info(
+    State(hub): State<Hub>,
+    axum::Extension(access): axum::Extension<Access>,
+) -> impl IntoResponse {
+    Json(json!({
+        "network": hub.network(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "tls_fingerprint": hub.tls_fingerprint(),
+        "mqtt": hub.vault(|v| v.mqtt.clone()),
+        "rotating": hub.rotating(),
+        "access": if access == Access::Admin { "admin" } else { "read" },
+    }))
+}
+
 async fn openapi() -> impl IntoResponse {
     Json(openapi_document())
 }
@@ -526,6 +543,7 @@ pub fn openapi_document() -> serde_json::Value {
         "info": { "title": "Tutti hub", "version": env!("CARGO_PKG_VERSION") },
         "security": [{ "bearer": [] }, { "query": [] }],
         "paths": {
+            "/api/hub": { "get": { "summary": "The hub: network name, version, HTTPS certificate fingerprint, MQTT broker, whether keys are rotating, and the access of the token asking (admin or read)", "responses": { "200": { "description": "the hub" } } } },
             "/api/pairing": {
                 "get": { "summary": "Paired nodes (no credentials), revoked ids, whether a key rotation is under way", "responses": { "200": { "description": "pairing" } } },
                 "post": { "summary": "A one-time pairing token: link (tutti://HOST:PORT/pair/ID.SECRET), QR code (SVG), expiry",

@@ -94,9 +94,11 @@ pub fn App(props: AppProps) -> Element {
                         trouble.set(None);
                         Model::new(s)
                     }
+                    // Not now (the hub restarts, the network is down): say so, keep what is
+                    // shown, and try again when the backend says (a new connection).
                     Err(e) => {
                         trouble.set(Some(e.message));
-                        Model::default()
+                        model.peek().clone()
                     }
                 };
                 model.set(local.clone());
@@ -118,13 +120,15 @@ pub fn App(props: AppProps) -> Element {
         }
     });
     let read_only = backend.read_only();
-    let m = model.read();
+    // (Memos: the reports that change the model every second do not re-render the page.)
+    let network = use_memo(move || model.read().hub.network.clone());
+    let loaded = use_memo(move || model.read().loaded);
     let current = tab();
     rsx! {
         div { class: "app",
             header {
                 h1 { "Tutti" }
-                span { class: "network", "{m.hub.network}" }
+                span { class: "network", "{network}" }
                 if read_only {
                     span { class: "badge", id: "read-only", "read-only: you can look, not change" }
                 }
@@ -142,7 +146,7 @@ pub fn App(props: AppProps) -> Element {
             if let Some(t) = trouble() {
                 p { class: "trouble", "{t}" }
             }
-            if !m.loaded {
+            if !loaded() {
                 p { class: "muted", "connecting to the hub…" }
             } else {
                 match current {
