@@ -283,6 +283,19 @@ impl Backend for HubClient {
         .boxed_local()
     }
 
+    fn health(
+        &self,
+    ) -> LocalBoxFuture<
+        'static,
+        Result<
+            std::collections::BTreeMap<String, Vec<tutti_proto::control::HealthMinute>>,
+            UiError,
+        >,
+    > {
+        let c = self.clone();
+        async move { c.json("GET", "/api/health", None).await }.boxed_local()
+    }
+
     fn read_only(&self) -> bool {
         crate::READ_ONLY.get().copied().unwrap_or(true)
     }

@@ -16,6 +16,7 @@
 //! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
+//! | GET | `/api/health` | every node's last hour, a minute each: clock offset range, packets concealed, frames short, reports |
 //! | GET | `/api/hub` | the hub: network, version, HTTPS fingerprint, MQTT, key rotation, and this token's access (`admin` or `read`) |
 //! | POST | `/api/pairing` | a one-time pairing token `{ttl_s}` (default 900): its link and QR code (SVG) |
 //! | GET | `/api/pairing` | paired nodes (no credentials) and revoked ids |
@@ -261,6 +262,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/events", get(events))
         .route("/api/openapi.json", get(openapi))
         .route("/api/hub", get(hub_info))
+        .route("/api/health", get(health))
         .route("/api/pairing", get(paired).post(new_token))
         .route("/api/pairing/{id}", axum::routing::delete(revoke))
         .route("/api/keys/rotate", post(rotate))
@@ -530,6 +532,10 @@ async fn hub_info(
     }))
 }
 
+async fn health(State(hub): State<Hub>) -> impl IntoResponse {
+    Json(hub.health())
+}
+
 async fn openapi() -> impl IntoResponse {
     Json(openapi_document())
 }
@@ -543,6 +549,7 @@ pub fn openapi_document() -> serde_json::Value {
         "info": { "title": "Tutti hub", "version": env!("CARGO_PKG_VERSION") },
         "security": [{ "bearer": [] }, { "query": [] }],
         "paths": {
+            "/api/health": { "get": { "summary": "Every node's last hour of reports, a minute each (ago_min, offset_min_us, offset_max_us, concealed, underruns, reports), by id", "responses": { "200": { "description": "health" } } } },
             "/api/hub": { "get": { "summary": "The hub: network name, version, HTTPS certificate fingerprint, MQTT broker, whether keys are rotating, and the access of the token asking (admin or read)", "responses": { "200": { "description": "the hub" } } } },
             "/api/pairing": {
                 "get": { "summary": "Paired nodes (no credentials), revoked ids, whether a key rotation is under way", "responses": { "200": { "description": "pairing" } } },

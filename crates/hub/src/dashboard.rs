@@ -396,6 +396,19 @@ impl Backend for HubBackend {
         .boxed_local()
     }
 
+    fn health(
+        &self,
+    ) -> futures_util::future::LocalBoxFuture<
+        'static,
+        Result<
+            std::collections::BTreeMap<String, Vec<tutti_proto::control::HealthMinute>>,
+            UiError,
+        >,
+    > {
+        let hub = self.hub.clone();
+        async move { Ok(hub.health()) }.boxed_local()
+    }
+
     fn read_only(&self) -> bool {
         self.access != Access::Admin
     }

@@ -55,8 +55,8 @@ use tutti_proto::NetworkKey;
 use crate::registry::{Registry, RegistryError, SettingsPatch};
 use crate::secrets::{PairedNode, Secrets, TokenError, Tokens};
 use tutti_proto::control::{
-    Command, Event, KeySet, LinkMessage, NodeInfo, NodeView, PairedView, PairingOffer, StreamView,
-    Zone, to_hex,
+    Command, Event, HealthMinute, KeySet, LinkMessage, NodeInfo, NodeView, PairedView,
+    PairingOffer, StreamView, Zone, to_hex,
 };
 use tutti_proto::pairing::{PairGrant, PairLink, Token};
 
@@ -342,6 +342,11 @@ impl Hub {
     /// Every zone.
     pub fn zones(&self) -> Vec<Zone> {
         self.with(|r| (r.zones(), vec![], false))
+    }
+
+    /// Each node's last hour of reports, a minute each, by id.
+    pub fn health(&self) -> std::collections::BTreeMap<String, Vec<HealthMinute>> {
+        self.with(|r| (r.health(Instant::now()), vec![], false))
     }
 
     /// The sources, with what they play and the zones that play them.

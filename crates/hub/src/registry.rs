@@ -2,13 +2,18 @@
 //! the node link call it under one lock, and it says what changed (events) and what each
 //! node must be told (commands).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub use tutti_proto::control::SettingsPatch;
-use tutti_proto::control::{Command, Event, NodeInfo, NodeState, NodeView, Settings, Zone};
+use tutti_proto::control::{
+    Command, Event, HealthMinute, NodeInfo, NodeState, NodeView, Settings, Zone,
+};
+
+/// A minute.
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A node silent this long is marked lost (kept, with its settings).
 pub const LOST_AFTER: Duration = Duration::from_secs(2);
@@ -38,6 +43,26 @@ struct Entry {
     state: NodeState,
     last_seen: Option<Instant>,
     online: bool,
+    /// The last hour of its reports, a minute each, oldest first.
+    health: VecDeque<Minute>,
+}
+
+/// How many minutes of each node's reports the hub keeps.
+pub const HEALTH_MINUTES: usize = 60;
+
+/// A minute of reports as they come in.
+#[derive(Debug, Clone)]
+struct Minute {
+    start: Instant,
+    offset: Option<(f64, f64)>,
+    concealed: u64,
+    underruns: u64,
+    reports: u32,
+}
+
+/// What a counter rose by since `before` (a node that restarted counts from zero again).
+fn rise(before: u64, now: u64) -> u64 {
+    if now >= before { now - before } else { now }
 }
 
 /// Why a request cannot be done.
@@ -138,6 +163,7 @@ impl Registry {
                     state: NodeState::default(),
                     last_seen: None,
                     online: false,
+                    health: VecDeque::new(),
                 };
                 (id.clone(), e)
             })
@@ -200,6 +226,7 @@ impl Registry {
             state: NodeState::default(),
             last_seen: None,
             online: false,
+            health: VecDeque::new(),
         });
         e.info = info;
         e.online = true;
@@ -214,9 +241,49 @@ impl Registry {
         let e = self.nodes.get_mut(id)?;
         e.last_seen = Some(now);
         e.online = true;
+        let (concealed, underruns) =
+            (rise(e.state.concealed, state.concealed), rise(e.state.underruns, state.underruns));
+        if e.health.back().is_none_or(|m| now.saturating_duration_since(m.start) >= MINUTE) {
+            if e.health.len() == HEALTH_MINUTES {
+                e.health.pop_front();
+            }
+            let m = Minute { start: now, offset: None, concealed: 0, underruns: 0, reports: 0 };
+            e.health.push_back(m);
+        }
+        if let Some(m) = e.health.back_mut() {
+            m.concealed += concealed;
+            m.underruns += underruns;
+            m.reports += 1;
+            if let Some(o) = state.offset_us.filter(|o| o.is_finite()) {
+                m.offset = Some(m.offset.map_or((o, o), |(lo, hi)| (lo.min(o), hi.max(o))));
+            }
+        }
         let changed = e.state != state;
         e.state = state.clone();
         changed.then(|| Event::NodeState { id: id.to_owned(), state: Box::new(state) })
+    }
+
+    /// Each node's last hour, a minute each (newest last), by id.
+    pub fn health(&self, now: Instant) -> BTreeMap<String, Vec<HealthMinute>> {
+        self.nodes
+            .iter()
+            .map(|(id, e)| {
+                let minutes = e
+                    .health
+                    .iter()
+                    .map(|m| HealthMinute {
+                        ago_min: (now.saturating_duration_since(m.start).as_secs() / 60) as u32,
+                        offset_min_us: m.offset.map(|o| o.0),
+                        offset_max_us: m.offset.map(|o| o.1),
+                        concealed: m.concealed,
+                        underruns: m.underruns,
+                        reports: m.reports,
+                    })
+                    .filter(|m| (m.ago_min as usize) < HEALTH_MINUTES)
+                    .collect();
+                (id.clone(), minutes)
+            })
+            .collect()
     }
 
     /// A node's link closed.
@@ -463,6 +530,49 @@ fn route_of(zone: &Zone) -> Option<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_map_keeps_an_hour_of_minutes_with_what_each_minute_lost() {
+        let mut r = Registry::default();
+        let t0 = Instant::now();
+        let info = NodeInfo { id: "p".into(), role: "player".into(), ..Default::default() };
+        r.connect(info, t0);
+        let report = |concealed, underruns, offset| NodeState {
+            concealed,
+            underruns,
+            offset_us: Some(offset),
+            ..Default::default()
+        };
+        // Four reports a second for 90 minutes: the offset wanders ±3 µs, and in minute 70
+        // (20 minutes before the end) ten packets are concealed; at minute 80 the node
+        // restarts (its counters start again from zero).
+        let mut concealed = 0;
+        for q in 0..90 * 60 * 4 {
+            let t = t0 + Duration::from_millis(250 * q);
+            let minute = q / 240;
+            if minute == 70 && q % 24 == 0 {
+                concealed += 1;
+            }
+            if minute == 80 && q % 240 == 0 {
+                concealed = 0;
+            }
+            r.report("p", report(concealed, 0, (q % 7) as f64 - 3.0), t);
+        }
+        let now = t0 + Duration::from_secs(90 * 60 - 1);
+        let h = &r.health(now)["p"];
+        assert_eq!(h.len(), HEALTH_MINUTES, "an hour, no more");
+        assert_eq!(h.last().unwrap().ago_min, 0);
+        assert_eq!(h.first().unwrap().ago_min, 59);
+        assert!(h.iter().all(|m| m.reports == 240), "{h:?}");
+        assert!(h.iter().all(|m| m.offset_spread_us() == Some(6.0)));
+        let lost: Vec<(u32, u64)> =
+            h.iter().filter(|m| m.concealed > 0).map(|m| (m.ago_min, m.concealed)).collect();
+        assert_eq!(
+            lost,
+            vec![(19, 10)],
+            "the minute that lost packets, and nothing from the restart"
+        );
+    }
 
     #[test]
     fn zone_sources_must_be_addresses_a_player_can_use() {

@@ -221,3 +221,33 @@ async fn settings_and_zones_survive_a_hub_restart() {
     h.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_map_lists_each_nodes_minutes() {
+    let h = hub(None).await;
+    let _link = tutti_node::hub::HubLink::spawn(
+        h.link,
+        info("porch"),
+        key("living room party"),
+        Duration::from_millis(50),
+        Seen::default(),
+    )
+    .unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http(h.http, "GET", "/api/health", None).await.1;
+        if body.contains("\"reports\":3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).expect(&body);
+    let minute = &v["porch"][0];
+    assert_eq!(minute["ago_min"], 0, "{body}");
+    assert_eq!(
+        (minute["offset_min_us"].as_f64(), minute["offset_max_us"].as_f64()),
+        (Some(1.5), Some(1.5)),
+        "{body}"
+    );
+    assert_eq!(minute["concealed"], 0, "{body}");
+}

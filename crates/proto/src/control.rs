@@ -326,6 +326,32 @@ pub fn plays(zone_source: &str, address: &str) -> bool {
     z.port() == a.port() && (a.ip().is_unspecified() || a.ip() == z.ip())
 }
 
+/// One minute of a node's reports, for the dashboard's health map (`GET /api/health`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthMinute {
+    /// How many minutes ago it started (0: the current minute).
+    pub ago_min: u32,
+    /// Lowest clock offset reported, µs.
+    #[serde(default)]
+    pub offset_min_us: Option<f64>,
+    /// Highest clock offset reported, µs (the spread is how far the clock estimate moved).
+    #[serde(default)]
+    pub offset_max_us: Option<f64>,
+    /// Packets concealed in the minute.
+    pub concealed: u64,
+    /// Frames the device ran short in the minute.
+    pub underruns: u64,
+    /// Reports heard in the minute.
+    pub reports: u32,
+}
+
+impl HealthMinute {
+    /// How far the clock offset moved in the minute, µs.
+    pub fn offset_spread_us(&self) -> Option<f64> {
+        Some(self.offset_max_us? - self.offset_min_us?)
+    }
+}
+
 /// A one-time pairing token as the API's `POST /api/pairing` answers it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairingOffer {

@@ -1998,14 +1998,17 @@ fn the_dashboard_drives_real_players_as_a_person_would() {
     );
     let tail = l.last().expect("left wrote something");
     assert!(tail.0 == 0 && tail.1 >= 48_000, "left ends muted: {tail:?}");
-    // The right player was never touched: never at the left's volume, never muted (a packet
-    // lost to a busy machine, concealed as a few ms of silence, is not the page's doing).
+    // The right player was never touched: never at the left's volume, never muted for long
+    // (packets lost while Chromium loads both cores, concealed as a few tens of ms of silence,
+    // are not the page's doing; they are counted and shown).
     let first = r.iter().position(|(v, _)| *v == 8000).expect("right plays");
     let played = &r[first..];
     assert!(
-        played.iter().all(|&(v, n)| v == 8000 || (v == 0 && n <= 960)),
+        played.iter().all(|&(v, n)| v == 8000 || (v == 0 && n <= 4_800)),
         "right played 8000 throughout, untouched: {played:?}"
     );
+    let gaps: Vec<usize> = played.iter().filter(|r| r.0 == 0).map(|r| r.1).collect();
+    eprintln!("right player: silent runs (frames) while the page ran: {gaps:?}");
     eprintln!("dashboard figures: {figures}");
     let _ = std::fs::remove_dir_all(&dir);
 }

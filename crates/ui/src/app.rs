@@ -82,6 +82,9 @@ pub fn App(props: AppProps) -> Element {
     let mut trouble = use_signal(|| None::<String>);
     let mut tab = use_signal(|| Tab::Speakers);
     use_context_provider(|| model);
+    // Counts the backend's report rounds (about one a second): a clock for what is asked
+    // again now and then (the health map).
+    let mut ticks = use_context_provider(|| Signal::new(0u64));
     let b = backend.clone();
     use_future(move || {
         let b = b.clone();
@@ -105,7 +108,10 @@ pub fn App(props: AppProps) -> Element {
                 loop {
                     let changed = match changes.next().await {
                         Some(Change::Event(e)) => local.apply(e),
-                        Some(Change::Reports(r)) => local.report(r),
+                        Some(Change::Reports(r)) => {
+                            *ticks.write() += 1;
+                            local.report(r)
+                        }
                         Some(Change::Lagged) => break,
                         None => {
                             trouble.set(Some("the connection to the hub is lost".into()));
@@ -261,6 +267,7 @@ fn NodeCard(id: String, zones: Vec<String>) -> Element {
                 h2 { class: "name", "{node.name}" }
                 span { class: "kind", "{device_kind(&node.info.device)}" }
             }
+            p { class: "node-id", "{id}" }
             p { class: "status",
                 span { class: if node.online { "dot on" } else { "dot" } }
                 "{status}{seen}"
@@ -884,6 +891,72 @@ fn Pairing() -> Element {
     }
 }
 
+/// Every player's last hour, a cell a minute: green when its clock held and nothing was lost,
+/// yellow or orange as the clock estimate moved more, red when packets were concealed or the
+/// device ran short; grey where it did not report.
+#[component]
+fn Heatmap() -> Element {
+    let backend = use_context::<SharedBackend>();
+    let model = use_model();
+    let ticks = use_context::<Signal<u64>>();
+    // Asked again every half minute (the map's cells are minutes).
+    let every = use_memo(move || ticks() / 30);
+    let health = use_resource(move || {
+        let _ = every();
+        backend.health()
+    });
+    let players: Vec<(String, String)> =
+        model.read().players().into_iter().map(|n| (n.info.id.clone(), n.name.clone())).collect();
+    let h = health.read();
+    let map = match &*h {
+        Some(Ok(map)) => map.clone(),
+        Some(Err(e)) => return rsx! { p { class: "error", "{e.message}" } },
+        None => return rsx! { p { class: "muted", "loading…" } },
+    };
+    rsx! {
+        table { class: "heatmap",
+            thead { tr { th { "speaker" } th { colspan: "60", "an hour, a minute a cell (now on the right): green held, yellow/orange the clock moved > 0.1/1 ms, red lost audio" } } }
+            tbody {
+                for (id, name) in players {
+                    tr { "data-id": "{id}",
+                        td { class: "who", title: "{id}", "{name}" }
+                        for ago in (0..60u32).rev() {
+                            {
+                                let m = map.get(&id).and_then(|ms| ms.iter().find(|m| m.ago_min == ago));
+                                let (class, title) = cell(ago, m);
+                                rsx! { td { class: "cell {class}", title: "{title}" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A minute's colour and what it says when pointed at.
+fn cell(ago: u32, m: Option<&tutti_proto::control::HealthMinute>) -> (&'static str, String) {
+    let Some(m) = m.filter(|m| m.reports > 0) else {
+        return ("none", format!("{ago} min ago: no reports"));
+    };
+    let spread = m.offset_spread_us();
+    let class = if m.concealed > 0 || m.underruns > 0 {
+        "bad"
+    } else {
+        match spread {
+            Some(s) if s > 1000.0 => "poor",
+            Some(s) if s > 100.0 => "fair",
+            _ => "good",
+        }
+    };
+    let spread = spread.map_or("no clock yet".to_owned(), |s| format!("clock moved {s:.0} µs"));
+    let title = format!(
+        "{ago} min ago: {spread}, {} packets concealed, {} frames short",
+        m.concealed, m.underruns
+    );
+    (class, title)
+}
+
 /// The hub's own status and every player's sync figures.
 #[component]
 fn Health() -> Element {
@@ -904,6 +977,10 @@ fn Health() -> Element {
             if let Some(f) = &hub.tls_fingerprint {
                 p { class: "muted fingerprint", "HTTPS certificate SHA-256: {f}" }
             }
+        }
+        div { class: "card health",
+            h2 { "The last hour" }
+            Heatmap {}
         }
         div { class: "card sync",
             h2 { "Sync" }

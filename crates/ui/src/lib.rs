@@ -22,7 +22,8 @@ use std::rc::Rc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use tutti_proto::control::{
-    Command, Event, NodeState, NodeView, PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
+    Command, Event, HealthMinute, NodeState, NodeView, PairedView, PairingOffer, SettingsPatch,
+    StreamView, Zone,
 };
 
 pub use app::{App, AppProps, STYLE};
@@ -140,6 +141,10 @@ pub trait Backend {
     fn changes(&self) -> LocalBoxStream<'static, Change>;
     /// Does what the user asked.
     fn perform(&self, action: Action) -> LocalBoxFuture<'static, Result<Done, UiError>>;
+    /// Each node's last hour of reports, a minute each, by id (`GET /api/health`).
+    fn health(
+        &self,
+    ) -> LocalBoxFuture<'static, Result<BTreeMap<String, Vec<HealthMinute>>, UiError>>;
     /// Whether this login may only look.
     fn read_only(&self) -> bool;
 }

@@ -181,9 +181,15 @@ try {
   await until('the revoked node leaves the list', async () => (await attic.count()) === 0);
   check(!(await api('/api/pairing')).nodes.some((n) => n.name === 'attic'), 'the hub revoked it');
 
-  step('the health panel lists every player');
+  step('the health panel lists every player, with its last hour');
   await page.click('#tab-health');
   await until('two rows', async () => (await page.locator('.sync tbody tr').count()) === 2);
+  for (const id of [LEFT, RIGHT]) {
+    const row = page.locator(`.heatmap tr[data-id="${id}"]`);
+    await until(`${id}'s hour in the health map, this minute coloured`, async () =>
+      (await row.locator('td.cell').count()) === 60 && (await row.locator('td.cell').last().getAttribute('class')) !== 'cell none');
+  }
+  await page.screenshot({ path: `${SHOTS}/health.png`, fullPage: true });
 
   step('a phone-sized screen: no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 360, height: 740 }, storageState: await context.storageState() });
