@@ -802,24 +802,11 @@ fn StreamCard(stream: StreamView, zones: Vec<Zone>) -> Element {
 #[component]
 fn Pairing() -> Element {
     let backend = use_context::<SharedBackend>();
-    let mut model = use_model();
+    let model = use_model();
     let said: Said = use_signal(|| None);
     let mut offer = use_signal(|| None::<tutti_proto::control::PairingOffer>);
     let ro = backend.read_only();
     let paired = model.read().paired.clone();
-    let refresh = {
-        let backend = backend.clone();
-        move || {
-            let backend = backend.clone();
-            spawn(async move {
-                if let Ok(s) = backend.snapshot().await {
-                    let mut m = model.peek().clone();
-                    m.paired = s.paired;
-                    model.set(m);
-                }
-            });
-        }
-    };
     let add = {
         let backend = backend.clone();
         let mut said = said;
@@ -867,19 +854,8 @@ fn Pairing() -> Element {
                             onclick: {
                                 let backend = backend.clone();
                                 let id = p.id.clone();
-                                let refresh = refresh.clone();
-                                let mut said = said;
-                                move |_| {
-                                    let backend = backend.clone();
-                                    let id = id.clone();
-                                    let refresh = refresh.clone();
-                                    spawn(async move {
-                                        match backend.perform(Action::Revoke(id)).await {
-                                            Ok(_) => refresh(),
-                                            Err(e) => said.set(Some(("revoke", e.message))),
-                                        }
-                                    });
-                                }
+                                // (The list that follows comes back as the hub's event.)
+                                move |_| perform(&backend, Action::Revoke(id.clone()), "revoke", said)
                             },
                             "revoke"
                         }
