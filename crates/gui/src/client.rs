@@ -235,21 +235,10 @@ impl Backend for HubClient {
         async move {
             match action {
                 Action::Patch { id, patch } => {
+                    // 200: the node took it; 202: saved, the node takes it when it is back.
                     let path = format!("/api/nodes/{}", segment(&id));
-                    let (status, text) = c.request("PATCH", &path, Some(&body(&patch))).await?;
-                    if !(200..300).contains(&status) {
-                        return Err(serde_json::from_str::<ErrorAnswer>(&text)
-                            .map(|e| UiError { code: e.error, message: e.message })
-                            .unwrap_or(UiError {
-                                code: status.to_string(),
-                                message: format!("HTTP {status}"),
-                            }));
-                    }
-                    let view: NodeView = serde_json::from_str(&text).map_err(|e| UiError {
-                        code: "bad_answer".into(),
-                        message: format!("PATCH {path}: {e}"),
-                    })?;
-                    Ok(Done::Node(Box::new(view), status == 200))
+                    let status = c.call("PATCH", &path, Some(body(&patch))).await?;
+                    Ok(if status == 200 { Done::Ok } else { Done::Saved })
                 }
                 Action::Command { id, command } => {
                     let path = format!("/api/nodes/{}/command", segment(&id));
@@ -257,9 +246,9 @@ impl Backend for HubClient {
                 }
                 Action::PutZone(zone) => {
                     let path = format!("/api/zones/{}", segment(&zone.name));
-                    let body =
+                    let zone =
                         serde_json::json!({"source": zone.source, "latency_ms": zone.latency_ms});
-                    c.json("PUT", &path, Some(body.to_string())).await.map(Done::Zone)
+                    c.call("PUT", &path, Some(zone.to_string())).await.map(|_| Done::Ok)
                 }
                 Action::DeleteZone(name) => {
                     let path = format!("/api/zones/{}", segment(&name));

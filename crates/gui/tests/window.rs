@@ -6,7 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tutti-gui");
-const ADMIN: &str = "admin-token-for-the-gui-test";
+// The hub tests' setup: a hub on loopback with a known admin token.
+#[path = "../../hub/tests/common/mod.rs"]
+mod common;
+use common::ADMIN;
 
 struct Proc(Child);
 
@@ -44,24 +47,9 @@ fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 #[test]
 fn the_desktop_app_opens_a_window_with_the_hubs_speakers() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut secrets = tutti_hub::secrets::Secrets::generate("gui");
-    secrets.admin_token = ADMIN.into();
     let key = tutti_proto::NetworkKey::from_bytes([7; 32]);
-    let hub = rt
-        .block_on(tutti_hub::start(tutti_hub::HubConfig {
-            http: "127.0.0.1:0".parse().unwrap(),
-            https: None,
-            link: "127.0.0.1:0".parse().unwrap(),
-            state_file: None,
-            key: Some(key.clone()),
-            secrets,
-            secrets_file: None,
-            advertise: None,
-            key_lifetime: Duration::from_secs(86_400),
-            mqtt: None,
-            mdns: false,
-        }))
-        .expect("hub starts");
+    let config = tutti_hub::HubConfig { key: Some(key.clone()), ..common::config() };
+    let hub = rt.block_on(common::start(config));
     let _links: Vec<_> = ["Kitchen", "Living room", "Attic"]
         .iter()
         .enumerate()

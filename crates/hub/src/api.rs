@@ -327,7 +327,7 @@ async fn rotate(State(hub): State<Hub>) -> Result<impl IntoResponse, ApiError> {
 }
 
 async fn nodes(State(hub): State<Hub>) -> impl IntoResponse {
-    Json(hub.with(|r| (r.nodes(Instant::now()), vec![], false)))
+    Json(hub.nodes())
 }
 
 async fn node(
@@ -399,7 +399,7 @@ async fn cover(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Respons
 }
 
 async fn sync(State(hub): State<Hub>) -> impl IntoResponse {
-    let nodes = hub.with(|r| (r.nodes(Instant::now()), vec![], false));
+    let nodes = hub.nodes();
     let players: Vec<serde_json::Value> = nodes
         .into_iter()
         .filter(|n| n.info.role == "player")
@@ -463,7 +463,7 @@ async fn discovered(State(hub): State<Hub>) -> impl IntoResponse {
 }
 
 async fn zones(State(hub): State<Hub>) -> impl IntoResponse {
-    Json(hub.with(|r| (r.zones(), vec![], false)))
+    Json(hub.zones())
 }
 
 #[derive(Deserialize)]

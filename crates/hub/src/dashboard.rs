@@ -17,12 +17,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tutti_ui::{Action, Backend, Change, Done, HubInfo, Snapshot, UiError};
 
@@ -278,7 +278,7 @@ fn socket(
     };
     ws.on_upgrade(move |socket| async move {
         let _ = pool
-            .launch_virtualdom(liveview_socket(socket), move || {
+            .launch_virtualdom(dioxus_liveview::axum_socket(socket), move || {
                 let backend: tutti_ui::SharedBackend = Rc::new(HubBackend { hub, access });
                 dioxus::prelude::VirtualDom::new_with_props(
                     tutti_ui::App,
@@ -287,20 +287,6 @@ fn socket(
             })
             .await;
     })
-}
-
-/// An axum WebSocket as the liveview's socket (text in, binary out).
-fn liveview_socket(ws: WebSocket) -> impl dioxus_liveview::LiveViewSocket {
-    ws.filter_map(|m| async move {
-        match m {
-            Ok(Message::Text(t)) => Some(Ok(t.as_str().as_bytes().to_vec())),
-            Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
-            Ok(_) => None,
-            Err(_) => Some(Err(dioxus_liveview::LiveViewError::SendingFailed)),
-        }
-    })
-    .with(|m: Vec<u8>| async move { Ok::<_, axum::Error>(Message::Binary(m.into())) })
-    .sink_map_err(|_| dioxus_liveview::LiveViewError::SendingFailed)
 }
 
 /// The dashboard's backend in the hub itself: the same calls the API makes.
@@ -367,14 +353,16 @@ impl Backend for HubBackend {
             match action {
                 Action::Patch { id, patch } => {
                     let (view, delivered) = hub.apply(&id, patch).map_err(ui_error)?;
-                    let taken = view.online && delivered;
-                    Ok(Done::Node(Box::new(view), taken))
+                    Ok(if view.online && delivered { Done::Ok } else { Done::Saved })
                 }
                 Action::Command { id, command } => {
                     hub.act(&id, command).map_err(ui_error)?;
                     Ok(Done::Ok)
                 }
-                Action::PutZone(zone) => Ok(Done::Zone(hub.put_zone(zone).map_err(ui_error)?)),
+                Action::PutZone(zone) => {
+                    hub.put_zone(zone).map_err(ui_error)?;
+                    Ok(Done::Ok)
+                }
                 Action::DeleteZone(name) => {
                     hub.delete_zone(&name).map_err(ui_error)?;
                     Ok(Done::Ok)

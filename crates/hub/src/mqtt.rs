@@ -354,7 +354,7 @@ async fn handle(hub: &Hub, client: &AsyncClient, topic: &str, payload: &[u8]) {
 }
 
 async fn publish_all(hub: &Hub, client: &AsyncClient) {
-    let nodes = hub.with(|r| (r.nodes(Instant::now()), vec![], false));
+    let nodes = hub.nodes();
     for n in &nodes {
         publish_node(client, n, Parts::ALL).await;
     }

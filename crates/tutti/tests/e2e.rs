@@ -1186,6 +1186,30 @@ fn until(
     }
 }
 
+/// A source on loopback `port` whose every sample is 8000 (stdin, fed by the thread returned,
+/// which ends when the source does), on the passphrase network or, with `pairing`, as that
+/// paired node.
+fn constant_source(port: u16, pairing: Option<&Path>) -> (Proc, std::thread::JoinHandle<()>) {
+    let mut c = Command::new(BIN);
+    c.args(["stream", "--stdin", "--port", &port.to_string(), "--bind", "127.0.0.1", "-q"])
+        .env("TUTTI_MDNS", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match pairing {
+        Some(p) => c.args(["--pairing", p.to_str().unwrap()]).env_remove("TUTTI_PASSPHRASE"),
+        None => c.env("TUTTI_PASSPHRASE", PASS),
+    };
+    let mut source = Proc(c.spawn().expect("tutti starts"));
+    let mut stdin = source.0.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let block: Vec<u8> =
+            std::iter::repeat_n(8000i16.to_le_bytes(), 4_800 * 2).flatten().collect();
+        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
+    });
+    (source, feeder)
+}
+
 #[test]
 fn a_zone_volume_change_lands_on_the_same_sample_on_every_player() {
     let _serial = serial();
@@ -1198,23 +1222,7 @@ fn a_zone_volume_change_lands_on_the_same_sample_on_every_player() {
     let mut b = hub_player(src, pb, &wb, link_port, "8");
     // A constant input: every sample 8000 until the volume changes, exactly (the WAV path is
     // bit-exact), so the first changed sample of each output is where the change landed.
-    let mut source = Proc(
-        Command::new(BIN)
-            .args(["stream", "--stdin", "--port", &src.to_string(), "--bind", "127.0.0.1", "-q"])
-            .env("TUTTI_PASSPHRASE", PASS)
-            .env("TUTTI_MDNS", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tutti starts"),
-    );
-    let mut stdin = source.0.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        let block: Vec<u8> =
-            std::iter::repeat_n(8000i16.to_le_bytes(), 4_800 * 2).flatten().collect();
-        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
-    });
+    let (source, feeder) = constant_source(src, None);
     let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
         v.as_array()
             .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["state"]["position"].is_u64()))
@@ -1914,24 +1922,7 @@ fn the_dashboard_drives_real_players_as_a_person_would() {
         (pairing("source"), pairing("left"), pairing("right"));
     // A constant input (every sample 8000): what each player wrote says which volume it
     // played at, exactly (the WAV path is bit-exact).
-    let mut source = Proc(
-        Command::new(BIN)
-            .args(["stream", "--stdin", "--port", &src.to_string(), "--bind", "127.0.0.1", "-q"])
-            .args(["--pairing", src_pairing.to_str().unwrap()])
-            .env_remove("TUTTI_PASSPHRASE")
-            .env("TUTTI_MDNS", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tutti starts"),
-    );
-    let mut stdin = source.0.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        let block: Vec<u8> =
-            std::iter::repeat_n(8000i16.to_le_bytes(), 4_800 * 2).flatten().collect();
-        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
-    });
+    let (source, feeder) = constant_source(src, Some(&src_pairing));
     let (wl, wr) = (dir.join("left.wav"), dir.join("right.wav"));
     let mut pl = paired_player(src, left, &wl, &left_pairing, "45");
     let mut pr = paired_player(src, right, &wr, &right_pairing, "45");

@@ -59,7 +59,7 @@ fn perform(backend: &SharedBackend, action: Action, control: &'static str, mut s
     let backend = backend.clone();
     spawn(async move {
         match backend.perform(action).await {
-            Ok(Done::Node(_, false)) => said.set(Some((
+            Ok(Done::Saved) => said.set(Some((
                 control,
                 "saved: the node is not connected, it takes it when it is back".into(),
             ))),

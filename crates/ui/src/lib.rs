@@ -105,13 +105,11 @@ pub enum Action {
 /// What an action gave back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Done {
-    /// Done.
+    /// Done (what changed comes back as the hub's event).
     Ok,
-    /// A node's settings changed: the node as the hub has it now, and whether the node took
-    /// it (false: offline or busy; it takes it when it is back).
-    Node(Box<NodeView>, bool),
-    /// A zone as the hub has it now.
-    Zone(Zone),
+    /// Saved, but the node has not taken it yet (it is offline or busy): it takes it when it
+    /// is back.
+    Saved,
     /// A pairing link.
     Pairing(PairingOffer),
 }
