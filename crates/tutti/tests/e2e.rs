@@ -626,6 +626,15 @@ fn amplitude(samples: &[i16], hz: f64) -> f64 {
     2.0 * power.sqrt() / left.len() as f64
 }
 
+/// The median of `amplitude` over the 100 ms windows of `samples`: a level that one glitch
+/// (a resync's phase jump on a loaded machine) cannot halve, where one long window can.
+fn median_amplitude(samples: &[i16], hz: f64) -> f64 {
+    let mut levels: Vec<f64> = samples.chunks_exact(9_600).map(|w| amplitude(w, hz)).collect();
+    assert!(!levels.is_empty(), "{} samples: less than one 100 ms window", samples.len());
+    levels.sort_by(f64::total_cmp);
+    levels[levels.len() / 2]
+}
+
 /// A party host on port `hp` mixing into `mix` for 5 s, with `extra` flags.
 fn party_host(hp: u16, mix: &Path, extra: &[&str]) -> Proc {
     let port = hp.to_string();
@@ -1826,7 +1835,7 @@ fn a_microphone_that_left_frees_its_place_in_the_party() {
     // The last 2 s of the second singer: 700 Hz at unity, no 300 Hz.
     let end = out.iter().rposition(|s| *s != 0).expect("the second mic is in the mix") / 2;
     let w = &out[(end.saturating_sub(96_000)).min(frames) * 2..end.saturating_sub(4_800) * 2];
-    let (low, high) = (amplitude(w, 300.0), amplitude(w, 700.0));
+    let (low, high) = (amplitude(w, 300.0), median_amplitude(w, 700.0));
     assert!(
         (high / 6_000.0 - 1.0).abs() < 0.1 && low < 100.0,
         "the second singer at unity: 700 Hz {high:.0}, 300 Hz {low:.0}; host: {log}"
