@@ -9,27 +9,110 @@ use futures_util::stream::LocalBoxStream;
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tutti_proto::control::{Event, NodeState, NodeView, PairedView, PairingOffer, Zone};
-use tutti_ui::{Action, Backend, Change, Done, HubInfo, Snapshot, UiError};
+use tutti_proto::control::{Event, HubStatus, NodeState, NodeView, PairedView, PairingOffer, Zone};
+use tutti_ui::{Action, Backend, Change, Done, Snapshot, UiError};
 
-/// Where a hub's API listens.
+/// Where a hub's API listens, and (HTTPS) the one certificate trusted there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Endpoint {
     host: String,
     port: u16,
+    /// HTTPS: the SHA-256 of the hub's certificate (`AB:CD:…`; empty when none was given:
+    /// every certificate is refused, naming the one seen).
+    pin: Option<String>,
 }
 
 impl Endpoint {
-    /// `http://HOST:PORT` (a trailing `/` is fine).
-    pub(crate) fn parse(url: &str) -> Option<Self> {
-        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
-        let (host, port) = rest.rsplit_once(':')?;
-        if host.is_empty() || host.contains('/') {
-            return None;
+    /// `http://HOST:PORT`, or `https://HOST:PORT` with the certificate's SHA-256 `fingerprint`
+    /// (a trailing `/` is fine). Says what is wrong and the fix.
+    pub(crate) fn parse(url: &str, fingerprint: Option<&str>) -> Result<Self, String> {
+        let fix = "use https://HOST:PORT (with --fingerprint) or http://HOST:PORT";
+        let (rest, tls) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, true),
+            (_, Some(rest)) => (rest, false),
+            _ => return Err(format!("--hub {url}: {fix}")),
+        };
+        let rest = rest.trim_end_matches('/');
+        let Some((host, port)) = rest.rsplit_once(':').filter(|(h, _)| !h.is_empty()) else {
+            return Err(format!("--hub {url}: no port; {fix}"));
+        };
+        let Ok(port) = port.parse() else { return Err(format!("--hub {url}: bad port; {fix}")) };
+        if host.contains('/') {
+            return Err(format!("--hub {url}: {fix}"));
         }
-        Some(Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port: port.parse().ok()? })
+        let pin = match (tls, fingerprint) {
+            (true, Some(f)) => Some(crate::tls::normalize(f).ok_or_else(|| {
+                format!(
+                    "--fingerprint {f}: the SHA-256 of the hub's certificate, 32 bytes in hex \
+                     (`tutti serve` and `tutti hubs` print it)"
+                )
+            })?),
+            // Asked without a pin: the handshake refuses and says which certificate it saw.
+            (true, None) => Some(String::new()),
+            (false, _) => None,
+        };
+        Ok(Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port, pin })
+    }
+
+    /// `HOST:PORT` (an IPv6 host in brackets).
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Where the API is, for people.
+    pub(crate) fn url(&self) -> String {
+        let scheme = if self.pin.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority())
+    }
+
+    /// A connection to it: TCP, and TLS trusting only the pinned certificate.
+    async fn connect(&self) -> Result<Box<dyn Io>, UiError> {
+        let addr = (self.host.as_str(), self.port);
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| unreachable_hub("no answer within 5 s"))?
+                .map_err(unreachable_hub)?;
+        let _ = tcp.set_nodelay(true);
+        let Some(pin) = &self.pin else { return Ok(Box::new(tcp)) };
+        let (connector, pinned) = crate::tls::connector(pin).map_err(unreachable_hub)?;
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| unreachable_hub(format!("{}: {e}", self.host)))?;
+        let handshake = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp));
+        match handshake.await {
+            Ok(Ok(tls)) => Ok(Box::new(tls)),
+            Ok(Err(e)) => Err(match pinned.seen() {
+                Some(seen) if pin.is_empty() => UiError {
+                    code: "certificate".into(),
+                    message: format!(
+                        "the hub at {} shows a certificate with SHA-256 {seen}: if `tutti serve` \
+                         printed the same, pass --fingerprint {seen}",
+                        self.url()
+                    ),
+                },
+                Some(seen) => UiError {
+                    code: "certificate".into(),
+                    message: format!(
+                        "the hub at {} shows a certificate with SHA-256 {seen}, not {pin}: \
+                         another machine answers there, or the hub made a new certificate \
+                         (its state was lost); check what `tutti serve` prints",
+                        self.url()
+                    ),
+                },
+                None => unreachable_hub(format!("TLS: {e}")),
+            }),
+            Err(_) => Err(unreachable_hub("no TLS handshake within 5 s")),
+        }
     }
 }
+
+/// A connection to the hub: plain TCP or TLS.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// A hub's API, as one login (admin or read-only).
 #[derive(Clone, Debug)]
@@ -41,14 +124,8 @@ pub(crate) struct HubClient {
 /// `GET /api/hub`.
 #[derive(Deserialize)]
 struct HubAnswer {
-    network: String,
-    version: String,
-    #[serde(default)]
-    tls_fingerprint: Option<String>,
-    #[serde(default)]
-    mqtt: Option<String>,
-    #[serde(default)]
-    rotating: bool,
+    #[serde(flatten)]
+    status: HubStatus,
     access: String,
 }
 
@@ -81,16 +158,9 @@ impl HubClient {
         Ok(hub.1)
     }
 
-    async fn hub(&self) -> Result<(HubInfo, bool), UiError> {
+    async fn hub(&self) -> Result<(HubStatus, bool), UiError> {
         let a: HubAnswer = self.json("GET", "/api/hub", None).await?;
-        let info = HubInfo {
-            network: a.network,
-            version: a.version,
-            tls_fingerprint: a.tls_fingerprint,
-            mqtt: a.mqtt,
-            rotating: a.rotating,
-        };
-        Ok((info, a.access != "admin"))
+        Ok((a.status, a.access != "admin"))
     }
 
     /// One request: (status, body). HTTP/1.1, one connection each (the hub is on the LAN).
@@ -100,17 +170,11 @@ impl HubClient {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), UiError> {
-        let addr = (self.endpoint.host.as_str(), self.endpoint.port);
-        let connect = tokio::net::TcpStream::connect(addr);
-        let mut s = tokio::time::timeout(Duration::from_secs(5), connect)
-            .await
-            .map_err(|_| unreachable_hub("no answer within 5 s"))?
-            .map_err(unreachable_hub)?;
+        let mut s = self.endpoint.connect().await?;
         let body = body.unwrap_or("");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.endpoint.host,
-            self.endpoint.port,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.endpoint.authority(),
             self.token,
             body.len()
         );
@@ -208,10 +272,9 @@ impl Backend for HubClient {
     }
 
     fn changes(&self) -> LocalBoxStream<'static, Change> {
-        let url = format!(
-            "ws://{}:{}/api/events?token={}",
-            self.endpoint.host, self.endpoint.port, self.token
-        );
+        let url = format!("{}/api/events?token={}", self.endpoint.url(), self.token)
+            .replacen("http", "ws", 1);
+        let endpoint = self.endpoint.clone();
         // Lost (a hub restart, the network): a new connection and a new snapshot, after a
         // pause (the dashboard asks again when it hears `Lagged`).
         let again = || {
@@ -221,7 +284,8 @@ impl Backend for HubClient {
             })
         };
         futures_util::stream::once(async move {
-            tokio_tungstenite::connect_async(url).await.ok().map(|(ws, _)| ws)
+            let io = endpoint.connect().await.ok()?;
+            tokio_tungstenite::client_async(url, io).await.ok().map(|(ws, _)| ws)
         })
         .flat_map(move |ws| match ws {
             Some(ws) => events(ws).chain(again()).boxed_local(),
@@ -295,8 +359,7 @@ fn body(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 /// The hub's events as changes: reports gathered and handed on once every
 /// [`tutti_ui::REPORTS_EVERY`], everything else at once.
@@ -356,11 +419,18 @@ mod tests {
     #[test]
     fn endpoints_and_answers_parse() {
         assert_eq!(
-            Endpoint::parse("http://127.0.0.1:7480/"),
-            Some(Endpoint { host: "127.0.0.1".into(), port: 7480 })
+            Endpoint::parse("http://127.0.0.1:7480/", None),
+            Ok(Endpoint { host: "127.0.0.1".into(), port: 7480, pin: None })
         );
-        assert_eq!(Endpoint::parse("https://hub:7443"), None);
-        assert_eq!(Endpoint::parse("http://hub"), None);
+        let fp = crate::tls::fingerprint(b"hub");
+        let https = Endpoint::parse("https://[::1]:7443", Some(&fp.replace(':', ""))).unwrap();
+        assert_eq!(https, Endpoint { host: "::1".into(), port: 7443, pin: Some(fp) });
+        assert_eq!(https.url(), "https://[::1]:7443");
+        assert!(
+            Endpoint::parse("https://hub:7443", Some("12:34")).unwrap_err().contains("32 bytes")
+        );
+        assert!(Endpoint::parse("http://hub", None).unwrap_err().contains("no port"));
+        assert!(Endpoint::parse("ftp://hub:1", None).unwrap_err().contains("https://HOST:PORT"));
         let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
         assert_eq!(parse_response(plain), Some((200, "[]".into())));
         let chunked =
@@ -368,5 +438,65 @@ mod tests {
         assert_eq!(parse_response(chunked), Some((404, "{\"a\"}".into())));
         assert_eq!(parse_response(b"garbage"), None);
         assert_eq!(segment("living room/1"), "living%20room%2F1");
+    }
+
+    /// A hub on loopback serving HTTPS with a new certificate, and its admin token.
+    async fn https_hub() -> (tutti_hub::RunningHub, String) {
+        let secrets = tutti_hub::secrets::Secrets::generate("gui-test");
+        let admin = secrets.admin_token.clone();
+        let config = tutti_hub::HubConfig {
+            http: "127.0.0.1:0".parse().unwrap(),
+            https: Some("127.0.0.1:0".parse().unwrap()),
+            link: "127.0.0.1:0".parse().unwrap(),
+            state_file: None,
+            key: None,
+            secrets,
+            secrets_file: None,
+            advertise: None,
+            key_lifetime: Duration::from_secs(86_400),
+            mqtt: None,
+            mdns: false,
+        };
+        (tutti_hub::start(config).await.expect("hub starts"), admin)
+    }
+
+    #[test]
+    fn over_https_only_the_pinned_certificate_is_trusted() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (hub, admin) = rt.block_on(https_hub());
+        let (addr, fingerprint) = hub.https.clone().unwrap();
+        let url = format!("https://{addr}");
+        let client =
+            |pin: Option<&str>| HubClient::new(Endpoint::parse(&url, pin).unwrap(), admin.clone());
+        // The right certificate: the dashboard's snapshot and the event stream, over TLS.
+        let pinned = client(Some(&fingerprint));
+        let snapshot = rt.block_on(pinned.snapshot()).expect("a snapshot over HTTPS");
+        assert_eq!(snapshot.hub.network, "gui-test");
+        assert_eq!(snapshot.hub.tls_fingerprint.as_deref(), Some(fingerprint.as_str()));
+        let mut changes = pinned.changes();
+        let zone = Zone { name: "den".into(), source: None, latency_ms: None };
+        let event = rt.block_on(async {
+            // The socket opens as the stream is first asked; a change made once it is open is
+            // heard.
+            let change = async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                pinned.perform(Action::PutZone(zone)).await.expect("admin may");
+            };
+            let heard = tokio::time::timeout(Duration::from_secs(5), changes.next());
+            tokio::join!(heard, change).0
+        });
+        assert!(
+            matches!(event, Ok(Some(Change::Event(Event::ZoneChanged { ref zone }))) if zone.name == "den"),
+            "the event stream over wss: {event:?}"
+        );
+        // Another certificate (the pin of some other machine): refused before the token goes
+        // out, naming the certificate seen.
+        let other = crate::tls::fingerprint(b"some other hub");
+        let e = rt.block_on(client(Some(&other)).snapshot()).unwrap_err();
+        assert!(e.message.contains(&format!("SHA-256 {fingerprint}, not {other}")), "{e:?}");
+        // No pin: refused, and told which certificate to check.
+        let e = rt.block_on(client(None).snapshot()).unwrap_err();
+        assert!(e.message.contains(&format!("pass --fingerprint {fingerprint}")), "{e:?}");
+        hub.stop();
     }
 }

@@ -28,6 +28,7 @@ impl tutti_node::hub::HubHandler for Speaker {
             streaming: true,
             offset_us: Some(2.0),
             latency_ms: Some(100.0),
+            jitter_ms: Some(0.3),
             ..Default::default()
         }
     }
@@ -138,7 +139,8 @@ fn the_desktop_app_opens_a_window_with_the_hubs_speakers() {
         rt.block_on(async { hub.hub.nodes() }).iter().any(|n| n.info.id == attic && n.settings.mute)
     };
     assert!(!muted(), "not muted yet");
-    run("xdotool", &["mousemove", "--window", &window, "58", "333", "click", "1"], &env);
+    // Where the first card's mute button is drawn (window.png shows it).
+    run("xdotool", &["mousemove", "--window", &window, "58", "367", "click", "1"], &env);
     let t = Instant::now();
     while !muted() {
         assert!(

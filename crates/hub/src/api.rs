@@ -408,7 +408,7 @@ async fn sync(State(hub): State<Hub>) -> impl IntoResponse {
                 "id": n.info.id, "name": n.name, "online": n.online, "zone": n.settings.zone,
                 "streaming": n.state.streaming, "offset_us": n.state.offset_us,
                 "skew_ppm": n.state.skew_ppm, "latency_ms": n.state.latency_ms,
-                "delay_ms": n.settings.delay_ms,
+                "jitter_ms": n.state.jitter_ms, "delay_ms": n.settings.delay_ms,
             })
         })
         .collect();
@@ -522,14 +522,9 @@ async fn hub_info(
     State(hub): State<Hub>,
     axum::Extension(access): axum::Extension<Access>,
 ) -> impl IntoResponse {
-    Json(json!({
-        "network": hub.network(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "tls_fingerprint": hub.tls_fingerprint(),
-        "mqtt": hub.vault(|v| v.mqtt.clone()),
-        "rotating": hub.rotating(),
-        "access": if access == Access::Admin { "admin" } else { "read" },
-    }))
+    let mut status = json!(hub.status());
+    status["access"] = json!(if access == Access::Admin { "admin" } else { "read" });
+    Json(status)
 }
 
 async fn health(State(hub): State<Hub>) -> impl IntoResponse {
@@ -549,8 +544,8 @@ pub fn openapi_document() -> serde_json::Value {
         "info": { "title": "Tutti hub", "version": env!("CARGO_PKG_VERSION") },
         "security": [{ "bearer": [] }, { "query": [] }],
         "paths": {
-            "/api/health": { "get": { "summary": "Every node's last hour of reports, a minute each (ago_min, offset_min_us, offset_max_us, concealed, underruns, reports), by id", "responses": { "200": { "description": "health" } } } },
-            "/api/hub": { "get": { "summary": "The hub: network name, version, HTTPS certificate fingerprint, MQTT broker, whether keys are rotating, and the access of the token asking (admin or read)", "responses": { "200": { "description": "the hub" } } } },
+            "/api/health": { "get": { "summary": "Every node's last hour of reports, a minute each (ago_min, offset_min_us, offset_max_us, jitter_max_ms, concealed, underruns, reports), by id", "responses": { "200": { "description": "health" } } } },
+            "/api/hub": { "get": { "summary": "The hub: network name, version, HTTPS certificate fingerprint, MQTT broker, whether keys are rotating and the sending key's age, mDNS discovery (off, on with the nodes heard, or failed and why), and the access of the token asking (admin or read)", "responses": { "200": { "description": "the hub" } } } },
             "/api/pairing": {
                 "get": { "summary": "Paired nodes (no credentials), revoked ids, whether a key rotation is under way", "responses": { "200": { "description": "pairing" } } },
                 "post": { "summary": "A one-time pairing token: link (tutti://HOST:PORT/pair/ID.SECRET), QR code (SVG), expiry",

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
-use tutti_ui::{Action, Backend, Change, Done, HubInfo, Snapshot, UiError};
+use tutti_ui::{Action, Backend, Change, Done, Snapshot, UiError};
 
 use crate::Hub;
 use crate::api::{Access, ApiError, READ_ONLY, access_of, same_origin};
@@ -122,18 +122,27 @@ pub(crate) fn session(hub: &Hub, headers: &HeaderMap) -> Option<Access> {
     constant_time_eq(proof.as_bytes(), mac.as_bytes()).then_some(access)
 }
 
-/// A redirect that sets (or, with `None`, clears) the session cookie.
-fn with_session(hub: &Hub, access: Option<Access>, to: &str) -> Response {
+/// Marks the requests that came over the hub's HTTPS listener: a login there sets a `Secure`
+/// cookie (a browser never sends it over plain HTTP).
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
+
+/// Whether the request came over HTTPS.
+type Tls = Option<axum::Extension<OverTls>>;
+
+/// A redirect that sets (or, with `None`, clears) the session cookie (`Secure` over HTTPS).
+fn with_session(hub: &Hub, access: Option<Access>, to: &str, tls: Tls) -> Response {
+    let secure = if tls.is_some() { "; Secure" } else { "" };
     let cookie = match access {
         Some(a) => {
             let expires = tutti_os::unix_seconds() + SESSION_LIFETIME.as_secs();
             format!(
-                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 hub.session_value(a, expires),
                 SESSION_LIFETIME.as_secs()
             )
         }
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     };
     let mut r = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -182,9 +191,11 @@ struct LoginQuery {
 }
 
 /// The login page, or (with a live one-time `code`) an admin login.
-async fn login_page(State(hub): State<Hub>, Query(q): Query<LoginQuery>) -> Response {
+async fn login_page(State(hub): State<Hub>, tls: Tls, Query(q): Query<LoginQuery>) -> Response {
     match q.code {
-        Some(code) if hub.take_login_code(&code) => with_session(&hub, Some(Access::Admin), "/"),
+        Some(code) if hub.take_login_code(&code) => {
+            with_session(&hub, Some(Access::Admin), "/", tls)
+        }
         Some(_) => login_form(
             StatusCode::UNAUTHORIZED,
             "That login link was used already or is too old: ask `tutti serve` for a new one \
@@ -238,12 +249,17 @@ fn form_token(body: &[u8]) -> Option<String> {
     String::from_utf8(out).ok().map(|s| s.trim().to_owned())
 }
 
-async fn login(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn login(
+    State(hub): State<Hub>,
+    tls: Tls,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(e) = same_origin(&headers) {
         return e.into_response();
     }
     match form_token(&body).as_deref().and_then(|t| access_of(&hub, t)) {
-        Some(access) => with_session(&hub, Some(access), "/"),
+        Some(access) => with_session(&hub, Some(access), "/", tls),
         None => login_form(
             StatusCode::UNAUTHORIZED,
             "Unknown token: use the admin or read-only token from the hub's secrets file.",
@@ -251,11 +267,11 @@ async fn login(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::Byt
     }
 }
 
-async fn logout(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+async fn logout(State(hub): State<Hub>, tls: Tls, headers: HeaderMap) -> Response {
     if let Err(e) = same_origin(&headers) {
         return e.into_response();
     }
-    with_session(&hub, None, "/login")
+    with_session(&hub, None, "/login", tls)
 }
 
 /// The dashboard's socket: a session, from this host's own page.
@@ -309,13 +325,7 @@ impl Backend for HubBackend {
                 nodes: hub.nodes(),
                 zones: hub.zones(),
                 paired: hub.paired_views(),
-                hub: HubInfo {
-                    network: hub.network(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    tls_fingerprint: hub.tls_fingerprint(),
-                    mqtt: hub.vault(|v| v.mqtt.clone()),
-                    rotating: hub.rotating(),
-                },
+                hub: hub.status(),
             })
         }
         .boxed_local()

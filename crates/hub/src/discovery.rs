@@ -1,5 +1,6 @@
 //! The hub on mDNS / DNS-SD: it advertises its node link (`_tutti._tcp.local.`, TXT
-//! `role=hub`, `http`, `mqtt`) so nodes join without configuration, and lists the nodes that
+//! `role=hub`, `http`, `https` with `fp`, `mqtt`) so nodes join and the desktop app finds it
+//! without configuration, and lists the nodes that
 //! advertise themselves (`_tutti._udp.local.`), linked or not (`GET /api/discovered`).
 
 use std::collections::BTreeMap;
@@ -48,27 +49,38 @@ impl core::fmt::Debug for HubDiscovery {
 }
 
 impl HubDiscovery {
-    /// Advertises the hub (link on `link_port`) and starts listening for nodes into `heard`.
+    /// Advertises the hub of `network` (link on `link_port`; HTTPS on a port with its
+    /// certificate's fingerprint, when it serves it) as `NETWORK-HOST-hub` (two hubs of two
+    /// networks on one host stay apart) and starts listening for nodes into `heard`.
     pub fn start(
+        network: &str,
         link_port: u16,
         http_port: u16,
+        https: Option<(u16, &str)>,
         mqtt_port: Option<u16>,
         heard: Heard,
     ) -> Result<Self, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
         let host = tutti_os::dns_label(&tutti_os::hostname());
         let http = http_port.to_string();
+        let https_port = https.map(|(p, _)| p.to_string()).unwrap_or_default();
         let mqtt = mqtt_port.map(|p| p.to_string()).unwrap_or_default();
+        // A DNS-SD instance name is one label: 63 bytes at most (ASCII here).
+        let mut instance = format!("{}-{host}-hub", tutti_os::dns_label(network));
+        instance.truncate(63);
         let txt = [
             ("role", "hub"),
             ("id", host.as_str()),
+            ("network", network),
             ("http", http.as_str()),
+            ("https", https_port.as_str()),
+            ("fp", https.map_or("", |(_, fp)| fp)),
             ("mqtt", mqtt.as_str()),
             ("version", env!("CARGO_PKG_VERSION")),
         ];
         let info = ServiceInfo::new(
             MDNS_HUB_SERVICE,
-            &format!("{host}-hub"),
+            &instance,
             &format!("{host}.local."),
             "",
             link_port,

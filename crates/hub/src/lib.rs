@@ -55,8 +55,8 @@ use tutti_proto::NetworkKey;
 use crate::registry::{Registry, RegistryError, SettingsPatch};
 use crate::secrets::{PairedNode, Secrets, TokenError, Tokens};
 use tutti_proto::control::{
-    Command, Event, HealthMinute, KeySet, LinkMessage, NodeInfo, NodeView, PairedView,
-    PairingOffer, StreamView, Zone, to_hex,
+    Command, DiscoveryStatus, Event, HealthMinute, HubStatus, KeySet, LinkMessage, NodeInfo,
+    NodeView, PairedView, PairingOffer, StreamView, Zone, to_hex,
 };
 use tutti_proto::pairing::{PairGrant, PairLink, Token};
 
@@ -188,6 +188,7 @@ impl Hub {
                 fingerprint: None,
                 mqtt: None,
                 logins: Vec::new(),
+                discovery: DiscoveryStatus::Off,
             })),
             heard: Arc::default(),
             covers: Arc::default(),

@@ -55,6 +55,7 @@ pub const HEALTH_MINUTES: usize = 60;
 struct Minute {
     start: Instant,
     offset: Option<(f64, f64)>,
+    jitter_max: Option<f64>,
     concealed: u64,
     underruns: u64,
     reports: u32,
@@ -247,7 +248,14 @@ impl Registry {
             if e.health.len() == HEALTH_MINUTES {
                 e.health.pop_front();
             }
-            let m = Minute { start: now, offset: None, concealed: 0, underruns: 0, reports: 0 };
+            let m = Minute {
+                start: now,
+                offset: None,
+                jitter_max: None,
+                concealed: 0,
+                underruns: 0,
+                reports: 0,
+            };
             e.health.push_back(m);
         }
         if let Some(m) = e.health.back_mut() {
@@ -256,6 +264,9 @@ impl Registry {
             m.reports += 1;
             if let Some(o) = state.offset_us.filter(|o| o.is_finite()) {
                 m.offset = Some(m.offset.map_or((o, o), |(lo, hi)| (lo.min(o), hi.max(o))));
+            }
+            if let Some(j) = state.jitter_ms.filter(|j| j.is_finite()) {
+                m.jitter_max = Some(m.jitter_max.map_or(j, |x| x.max(j)));
             }
         }
         let changed = e.state != state;
@@ -275,6 +286,7 @@ impl Registry {
                         ago_min: (now.saturating_duration_since(m.start).as_secs() / 60) as u32,
                         offset_min_us: m.offset.map(|o| o.0),
                         offset_max_us: m.offset.map(|o| o.1),
+                        jitter_max_ms: m.jitter_max,
                         concealed: m.concealed,
                         underruns: m.underruns,
                         reports: m.reports,
@@ -537,10 +549,11 @@ mod tests {
         let t0 = Instant::now();
         let info = NodeInfo { id: "p".into(), role: "player".into(), ..Default::default() };
         r.connect(info, t0);
-        let report = |concealed, underruns, offset| NodeState {
+        let report = |concealed, underruns, offset, jitter| NodeState {
             concealed,
             underruns,
             offset_us: Some(offset),
+            jitter_ms: Some(jitter),
             ..Default::default()
         };
         // Four reports a second for 90 minutes: the offset wanders ±3 µs, and in minute 70
@@ -556,7 +569,9 @@ mod tests {
             if minute == 80 && q % 240 == 0 {
                 concealed = 0;
             }
-            r.report("p", report(concealed, 0, (q % 7) as f64 - 3.0), t);
+            // Jitter 0.2 ms, with one report of 4 ms in minute 75.
+            let jitter = if minute == 75 && q % 240 == 100 { 4.0 } else { 0.2 };
+            r.report("p", report(concealed, 0, (q % 7) as f64 - 3.0, jitter), t);
         }
         let now = t0 + Duration::from_secs(90 * 60 - 1);
         let h = &r.health(now)["p"];
@@ -565,6 +580,10 @@ mod tests {
         assert_eq!(h.first().unwrap().ago_min, 59);
         assert!(h.iter().all(|m| m.reports == 240), "{h:?}");
         assert!(h.iter().all(|m| m.offset_spread_us() == Some(6.0)));
+        let jittery: Vec<u32> =
+            h.iter().filter(|m| m.jitter_max_ms != Some(0.2)).map(|m| m.ago_min).collect();
+        assert_eq!(jittery, vec![14], "the worst jitter of each minute is kept");
+        assert_eq!(h[45].jitter_max_ms, Some(4.0));
         let lost: Vec<(u32, u64)> =
             h.iter().filter(|m| m.concealed > 0).map(|m| (m.ago_min, m.concealed)).collect();
         assert_eq!(

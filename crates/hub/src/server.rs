@@ -137,7 +137,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             let (cert, _) = tls::HubCert::load_or_make(dir.as_deref(), &names)?;
             let fingerprint = cert.fingerprint();
             let listener = tls::TlsListener::new(listener, &cert)?;
-            let router = router.clone();
+            let router = router.clone().layer(axum::Extension(dashboard::OverTls));
             tasks.push(spawn_in(&span, async move {
                 let _ = axum::serve(listener, router).await;
             }));
@@ -194,11 +194,22 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     }
     let discovery = if config.mdns {
         let mqtt_port = broker.as_ref().map(|b| b.port);
-        match discovery::HubDiscovery::start(link.port(), http.port(), mqtt_port, hub.heard.clone())
-        {
-            Ok(d) => Some(d),
+        let https = https.as_ref().map(|(a, fp)| (a.port(), fp.as_str()));
+        match discovery::HubDiscovery::start(
+            &hub.network(),
+            link.port(),
+            http.port(),
+            https,
+            mqtt_port,
+            hub.heard.clone(),
+        ) {
+            Ok(d) => {
+                hub.vault(|v| v.discovery = DiscoveryStatus::On { heard: 0 });
+                Some(d)
+            }
             Err(e) => {
                 tracing::warn!("{e} (nodes must be given --hub)");
+                hub.vault(|v| v.discovery = DiscoveryStatus::Failed { reason: e.to_string() });
                 None
             }
         }

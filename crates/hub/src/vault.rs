@@ -26,6 +26,8 @@ pub(crate) struct Vault {
     pub(crate) mqtt: Option<String>,
     /// One-time dashboard login codes (admin), with when they stop working.
     pub(crate) logins: Vec<(String, Instant)>,
+    /// mDNS as it started (`On`'s count is filled in when asked).
+    pub(crate) discovery: DiscoveryStatus,
 }
 
 impl Vault {
@@ -60,6 +62,24 @@ impl Hub {
     /// The SHA-256 fingerprint of the hub's HTTPS certificate (when it serves HTTPS).
     pub fn tls_fingerprint(&self) -> Option<String> {
         self.vault(|v| v.fingerprint.clone())
+    }
+
+    /// The hub itself: network, version, HTTPS, MQTT, keys, discovery.
+    pub fn status(&self) -> HubStatus {
+        let heard = self.heard.lock().map_or(0, |m| m.len() as u32);
+        let rotating = self.rotating();
+        self.vault(|v| HubStatus {
+            network: v.secrets.network.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            tls_fingerprint: v.fingerprint.clone(),
+            mqtt: v.mqtt.clone(),
+            rotating,
+            keys_age_s: tutti_os::unix_seconds().saturating_sub(v.secrets.keys_since),
+            discovery: match &v.discovery {
+                DiscoveryStatus::On { .. } => DiscoveryStatus::On { heard },
+                d => d.clone(),
+            },
+        })
     }
 
     /// The network's name.

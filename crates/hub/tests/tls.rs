@@ -80,6 +80,16 @@ async fn https(
     fingerprint: &str,
     request: &str,
 ) -> Result<(u16, String), String> {
+    let (status, _, body) = https_with_head(addr, fingerprint, request).await?;
+    Ok((status, body))
+}
+
+/// One HTTPS request, pinning `fingerprint`: (status, head, body), or the TLS error.
+async fn https_with_head(
+    addr: std::net::SocketAddr,
+    fingerprint: &str,
+    request: &str,
+) -> Result<(u16, String, String), String> {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -97,7 +107,8 @@ async fn https(
     let _ = tls.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 fn get(path: &str, token: Option<&str>) -> String {
@@ -133,6 +144,19 @@ async fn the_api_over_https_with_the_hubs_own_pinned_certificate() {
     let svg = answer["qr_svg"].as_str().unwrap();
     assert!(svg.contains(&fingerprint[..47]) && svg.contains(&fingerprint[48..]), "{svg}");
     std::fs::write(dir.join("pairing-qr.svg"), svg).unwrap();
+    // A dashboard login over HTTPS keeps its cookie to HTTPS (`Secure`); over plain HTTP
+    // (the hub's own machine) it cannot.
+    let form = format!("token={ADMIN}");
+    let login = format!(
+        "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    let (s, head, _) = https_with_head(addr, &fingerprint, &login).await.unwrap();
+    let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"));
+    assert!(s == 303 && cookie.is_some_and(|c| c.ends_with("; Secure")), "{s} {head}");
+    let (s, head, _) = common::raw_http(h.http, "POST /login", "", &form).await;
+    let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"));
+    assert!(s == 303 && cookie.is_some_and(|c| !c.contains("Secure")), "{s} {head}");
     // Silent clients (no handshake) hold up no one.
     let mut idle = Vec::new();
     for _ in 0..20 {

@@ -89,6 +89,80 @@ impl Discovery {
     }
 }
 
+/// A hub as it advertises itself on mDNS: a suggestion, not a proof (anyone on the LAN can
+/// advertise; the link's handshake, or the HTTPS certificate's fingerprint compared with what
+/// `tutti serve` printed, decides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubAd {
+    /// Its mDNS instance (`HOST-hub`).
+    pub instance: String,
+    /// Its host's name (TXT `id`).
+    pub id: String,
+    /// Its network's name (TXT `network`).
+    pub network: String,
+    /// Its IPv4 addresses, sorted; loopback only when it has no other.
+    pub addresses: Vec<std::net::Ipv4Addr>,
+    /// Its node link's port.
+    pub link_port: u16,
+    /// Its plain HTTP API's port (often bound to the hub's own loopback only).
+    pub http_port: Option<u16>,
+    /// Its HTTPS API's port.
+    pub https_port: Option<u16>,
+    /// Its HTTPS certificate's SHA-256 fingerprint (`AB:CD:…`), as it says.
+    pub fingerprint: Option<String>,
+    /// Its version.
+    pub version: String,
+}
+
+impl HubAd {
+    /// The address of its web app and API: HTTPS when it serves it, else plain HTTP.
+    pub fn url(&self) -> Option<String> {
+        let ip = self.addresses.first()?;
+        match (self.https_port, self.http_port) {
+            (Some(p), _) => Some(format!("https://{ip}:{p}")),
+            (None, Some(p)) => Some(format!("http://{ip}:{p}")),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The hubs that answer on mDNS within `wait` (browsing stops then), by instance name.
+pub fn find_hubs(wait: std::time::Duration) -> Result<Vec<HubAd>, DiscoveryError> {
+    let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
+    let rx = daemon.browse(HUB_SERVICE).map_err(DiscoveryError::Mdns)?;
+    let until = std::time::Instant::now() + wait;
+    let mut found = std::collections::BTreeMap::new();
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let Ok(event) = rx.recv_timeout(left) else { break };
+        if let ServiceEvent::ServiceResolved(s) = event {
+            if s.get_property_val_str("role") != Some("hub") {
+                continue;
+            }
+            let txt = |k: &str| s.get_property_val_str(k).filter(|v| !v.is_empty());
+            let port = |k: &str| txt(k).and_then(|v| v.parse::<u16>().ok());
+            let mut addresses: Vec<_> = s.get_addresses_v4().into_iter().collect();
+            if addresses.iter().any(|a| !a.is_loopback()) {
+                addresses.retain(|a| !a.is_loopback());
+            }
+            addresses.sort();
+            let ad = HubAd {
+                instance: s.get_fullname().to_owned(),
+                id: txt("id").unwrap_or_default().to_owned(),
+                network: txt("network").unwrap_or_default().to_owned(),
+                addresses,
+                link_port: s.get_port(),
+                http_port: port("http"),
+                https_port: port("https"),
+                fingerprint: txt("fp").map(str::to_owned),
+                version: txt("version").unwrap_or_default().to_owned(),
+            };
+            found.insert(ad.instance.clone(), ad);
+        }
+    }
+    let _ = daemon.shutdown();
+    Ok(found.into_values().collect())
+}
+
 /// The hubs advertised on the network (the latest 16), tried in turn: an impostor that
 /// advertises itself is refused by the link's handshake and the next candidate is tried, so
 /// it cannot keep a node from its real hub.

@@ -58,6 +58,8 @@ pub struct PlayerSnapshot {
     pub stats: PlayerStats,
     /// Clock estimate.
     pub clock: Option<ClockEstimate>,
+    /// The interarrival jitter of the stream's packets (RFC 3550).
+    pub arrival_jitter: Option<Nanos>,
     /// The stream.
     pub info: Option<StreamInfo>,
     /// Packets buffered ahead of playout.
@@ -620,6 +622,7 @@ fn network_loop(
             if let Ok(mut st) = status.lock() {
                 st.stats = s.stats();
                 st.clock = s.clock().copied();
+                st.arrival_jitter = s.arrival_jitter();
                 st.info = s.info().cloned();
                 st.buffered = s.buffered();
                 st.latency = s.latency();

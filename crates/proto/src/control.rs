@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// The DNS-SD service nodes advertise (their audio port; TXT `role`, `id`, `version`).
 pub const MDNS_NODE_SERVICE: &str = "_tutti._udp.local.";
-/// The DNS-SD service the hub advertises (its node link; TXT `role=hub`, `http`, `mqtt`).
+/// The DNS-SD service the hub advertises (its node link; TXT `role=hub`, `id`, `network`, `http`,
+/// `https` and `fp` (its certificate's SHA-256) when it serves HTTPS, `mqtt`, `version`).
 pub const MDNS_HUB_SERVICE: &str = "_tutti._tcp.local.";
 
 /// What a node is: sent once when it connects.
@@ -58,6 +59,10 @@ pub struct NodeState {
     /// Packets buffered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffered: Option<u64>,
+    /// How much the packets' transit time varies from one to the next (RFC 3550's
+    /// interarrival jitter, players), ms: the link's quality against the group latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
     /// Packets recovered (FEC + retransmission).
     #[serde(default)]
     pub recovered: u64,
@@ -337,6 +342,9 @@ pub struct HealthMinute {
     /// Highest clock offset reported, µs (the spread is how far the clock estimate moved).
     #[serde(default)]
     pub offset_max_us: Option<f64>,
+    /// The highest arrival jitter reported in the minute, ms.
+    #[serde(default)]
+    pub jitter_max_ms: Option<f64>,
     /// Packets concealed in the minute.
     pub concealed: u64,
     /// Frames the device ran short in the minute.
@@ -349,6 +357,62 @@ impl HealthMinute {
     /// How far the clock offset moved in the minute, µs.
     pub fn offset_spread_us(&self) -> Option<f64> {
         Some(self.offset_max_us? - self.offset_min_us?)
+    }
+}
+
+/// The hub itself, as `GET /api/hub` answers it (with the asking token's `access`) and the
+/// dashboard's hub card shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HubStatus {
+    /// The network's name.
+    pub network: String,
+    /// The hub's version.
+    pub version: String,
+    /// The HTTPS certificate's SHA-256 fingerprint, when it serves HTTPS.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
+    /// Where the hub's MQTT tree lives (`host:port`), if anywhere.
+    #[serde(default)]
+    pub mqtt: Option<String>,
+    /// Whether the stream keys are being rotated now.
+    #[serde(default)]
+    pub rotating: bool,
+    /// How old the stream's sending key is, s (rotated when a node is revoked, or on
+    /// `POST /api/keys/rotate`).
+    #[serde(default)]
+    pub keys_age_s: u64,
+    /// mDNS: whether the hub advertises itself and how many nodes it hears.
+    #[serde(default)]
+    pub discovery: DiscoveryStatus,
+}
+
+/// The hub's mDNS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum DiscoveryStatus {
+    /// Not started (`--no-mdns`, `TUTTI_MDNS=off`).
+    #[default]
+    Off,
+    /// Advertising the hub and listening for nodes.
+    On {
+        /// Nodes heard advertising themselves now.
+        heard: u32,
+    },
+    /// It could not start (nodes must be given `--hub`).
+    Failed {
+        /// Why, in the daemon's words.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for DiscoveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoveryStatus::Off => f.write_str("off"),
+            DiscoveryStatus::On { heard: 1 } => f.write_str("advertising; 1 node heard"),
+            DiscoveryStatus::On { heard } => write!(f, "advertising; {heard} nodes heard"),
+            DiscoveryStatus::Failed { reason } => write!(f, "failed: {reason}"),
+        }
     }
 }
 

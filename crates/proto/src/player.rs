@@ -210,6 +210,46 @@ enum Outgoing {
     Bye,
 }
 
+/// The interarrival jitter of a stream's packets (RFC 3550, 6.4.1): how much the transit time
+/// (arrival on this clock minus the source's send time on its own) varies from one packet to
+/// the next, smoothed over ~16 packets. The clocks' offset cancels in the difference; their
+/// skew (ppm) is far below a nanosecond per packet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArrivalJitter {
+    last_transit: Option<i64>,
+    /// The estimate, ns, scaled by 16 (RFC 3550's integer form), once two packets arrived.
+    j16: Option<i64>,
+}
+
+impl ArrivalJitter {
+    /// Transit differences above this are a gap in the stream (a pause, a source restart), not
+    /// jitter: they restart the estimate's reference without entering it.
+    const GAP: i64 = 1_000_000_000;
+
+    /// A packet sent at `sent` (the source's stream time) arrived at `arrived` (local time).
+    pub fn arrival(&mut self, arrived: LocalTime, sent: StreamTime) {
+        // Minus the transit: only its changes count.
+        let transit = sent.offset_from(arrived).0;
+        if let Some(last) = self.last_transit.replace(transit) {
+            let d = transit.saturating_sub(last).saturating_abs();
+            if d < Self::GAP {
+                let j16 = self.j16.get_or_insert(0);
+                *j16 += d - (*j16 + 8) / 16;
+            }
+        }
+    }
+
+    /// The estimate, once two packets arrived.
+    pub fn get(&self) -> Option<Nanos> {
+        self.j16.map(|j| Nanos(j / 16))
+    }
+
+    /// Forgets everything (another stream).
+    pub fn reset(&mut self) {
+        *self = ArrivalJitter::default();
+    }
+}
+
 /// Live-mode latency: the spread of arrivals plus how far ahead the device asks for audio.
 #[derive(Debug)]
 pub(crate) struct LiveLatency {
@@ -350,6 +390,7 @@ pub struct PlayerSession {
     events: VecDeque<PlayerEvent>,
     replay: ReplayGuard,
     stats: PlayerStats,
+    arrivals: ArrivalJitter,
 }
 
 impl PlayerSession {
@@ -399,6 +440,7 @@ impl PlayerSession {
             events: VecDeque::new(),
             replay: ReplayGuard::default(),
             stats: PlayerStats::default(),
+            arrivals: ArrivalJitter::default(),
             config,
         };
         (session, playback)
@@ -472,6 +514,10 @@ impl PlayerSession {
     pub fn buffered(&self) -> u64 {
         self.jitter.depth()
     }
+    /// The interarrival jitter of the stream's packets (RFC 3550), once two arrived.
+    pub fn arrival_jitter(&self) -> Option<Nanos> {
+        self.arrivals.get()
+    }
     /// Latency added to presentation times: the zone override (sync) or the adaptive
     /// latency (live).
     pub fn extra_latency(&self) -> Nanos {
@@ -510,6 +556,7 @@ impl PlayerSession {
         self.fec = FecDecoder::new(64);
         self.reference = None;
         self.clock.reset();
+        self.arrivals.reset();
         self.probes_sent = 0;
         self.info = None;
         self.generation += 1;
@@ -706,6 +753,9 @@ impl PlayerSession {
         }
         let mode = info.mode;
         let origin = if frame.retransmit { Origin::Retransmit } else { Origin::Original };
+        if !frame.retransmit {
+            self.arrivals.arrival(now, frame.sent);
+        }
         let first_nack = now + self.nack_delay();
         let first = self.jitter.next_out().is_none();
         let result = self.jitter.insert(now, frame, origin, first_nack);
@@ -1072,5 +1122,61 @@ impl Timing {
             }
             frames += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ArrivalJitter;
+    use crate::time::{LocalTime, Nanos, StreamTime};
+
+    /// Packets every 2.5 ms whose path adds `delay(i)` ns, the receiver's clock `offset` ns
+    /// ahead of the source's.
+    fn jitter_of(n: u64, offset: u64, delay: impl Fn(u64) -> u64) -> Option<Nanos> {
+        let mut j = ArrivalJitter::default();
+        for i in 0..n {
+            let sent = 1_000_000_000 + i * 2_500_000;
+            j.arrival(LocalTime(sent + offset + delay(i)), StreamTime(sent));
+        }
+        j.get()
+    }
+
+    #[test]
+    fn a_steady_path_has_no_jitter_whatever_the_clocks_offset() {
+        assert_eq!(jitter_of(1, 7, |_| 0), None, "one packet says nothing yet");
+        assert_eq!(jitter_of(1000, 123_456_789, |_| 400_000), Some(Nanos(0)));
+    }
+
+    #[test]
+    fn uniform_delay_reads_a_third_of_its_width() {
+        // |D| of two uniform delays on [0, w) averages w/3 (RFC 3550's estimator is its mean).
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let delays: Vec<u64> = (0..20_000).map(|_| rand() % 3_000_000).collect();
+        let mut j = ArrivalJitter::default();
+        let mut sum = 0.0;
+        for (i, d) in delays.iter().enumerate() {
+            let sent = 1_000_000_000 + i as u64 * 2_500_000;
+            j.arrival(LocalTime(sent + 5_000 + d), StreamTime(sent));
+            if i >= 1_000 {
+                sum += j.get().unwrap().0 as f64;
+            }
+        }
+        let mean = sum / 19_000.0;
+        assert!((mean / 1e6 - 1.0).abs() < 0.05, "mean estimate {mean} ns, expected ~1 ms");
+    }
+
+    #[test]
+    fn a_pause_restarts_the_reference_without_counting_as_jitter() {
+        let j = jitter_of(200, 0, |i| if i < 100 { 0 } else { 5_000_000_000 });
+        assert_eq!(j, Some(Nanos(0)));
+        // An alternating ±0.5 ms path reads ~1 ms (every difference is 1 ms).
+        let j = jitter_of(500, 0, |i| (i % 2) * 1_000_000).unwrap();
+        assert!((j.0 - 1_000_000).abs() < 20_000, "{j:?}");
     }
 }

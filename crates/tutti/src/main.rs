@@ -74,6 +74,13 @@ enum Command {
     Play(PlayArgs),
     /// List audio input and output devices.
     Devices,
+    /// List the hubs that advertise themselves on this network (mDNS): their addresses, web
+    /// app and HTTPS fingerprint (compare it with what `tutti serve` printed).
+    Hubs {
+        /// How long to listen.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Run the hub: the control plane every node can join (HTTP + WebSocket API, node link).
     Serve(ServeArgs),
     /// Join this node to a hub's network with a one-time pairing link (`tutti serve` prints
@@ -459,6 +466,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream(a) => stream(a, &cfg),
         Command::Play(a) => play(a, &cfg),
         Command::Devices => devices(),
+        Command::Hubs { seconds } => hubs(seconds),
         Command::Serve(a) => serve(a, &cfg),
         Command::Pair(a) => pair(a),
         Command::Demo(a) => demo(a),

@@ -158,6 +158,37 @@ pub(crate) fn play(a: PlayArgs, cfg: &config::Config) -> Result<()> {
     Ok(())
 }
 
+/// `tutti hubs`: the hubs mDNS finds within `seconds`, one block each.
+pub(crate) fn hubs(seconds: f64) -> Result<()> {
+    if !(0.1..=60.0).contains(&seconds) {
+        anyhow::bail!("--seconds {seconds}: listen for 0.1–60 s");
+    }
+    let found = tutti_node::discovery::find_hubs(std::time::Duration::from_secs_f64(seconds))
+        .map_err(|e| anyhow::anyhow!("{e}: no multicast-capable network interface?"))?;
+    if found.is_empty() {
+        println!("no hub answered on mDNS within {seconds} s");
+        return Ok(());
+    }
+    for h in found {
+        let addresses: Vec<String> = h.addresses.iter().map(|a| a.to_string()).collect();
+        println!(
+            "hub of network `{}` on `{}` (version {}) at {}",
+            h.network,
+            h.id,
+            h.version,
+            addresses.join(", ")
+        );
+        println!("  link: port {}", h.link_port);
+        if let Some(url) = h.url() {
+            println!("  web app: {url}/");
+        }
+        if let Some(fp) = &h.fingerprint {
+            println!("  HTTPS certificate SHA-256: {fp}");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn devices() -> Result<()> {
     let list = tutti_audio::backend::list_devices();
     println!("{:<6} {:<6} {:<40} id", "host", "dir", "name");

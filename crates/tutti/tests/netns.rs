@@ -258,10 +258,12 @@ fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
     let input_path = dir.join("in.wav");
     write_input(&input_path);
     let state = dir.join("hub.json");
-    // A hub on `host` of the network of `passphrase`, its settings in `state`.
-    let serve = |host: usize, state: &Path, passphrase: &str| {
+    // A hub on `host` of network `name` with `passphrase`, its settings in `state`.
+    let serve = |host: usize, state: &Path, name: &str, passphrase: &str| {
         let args = [
             "serve",
+            "--network",
+            name,
             "--http",
             "127.0.0.1:7480",
             "--link",
@@ -275,12 +277,12 @@ fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
         ];
         lab.run_on(host, &args, passphrase)
     };
-    let hub = serve(1, &state, PASSPHRASE);
+    let hub = serve(1, &state, "tutti", PASSPHRASE);
     // Another host advertises a hub too, holding another key (an impostor, or a neighbour's):
     // mDNS only suggests it; the link's handshake decides.
     let fake_state = dir.join("fake").join("hub.json");
     std::fs::create_dir_all(dir.join("fake")).unwrap();
-    let fake = serve(3, &fake_state, "an impostor's passphrase");
+    let fake = serve(3, &fake_state, "neighbours", "an impostor's passphrase");
     let src = lab
         .run(1, &["stream", "--file", input_path.to_str().unwrap(), "--port", "7400", "--quiet"]);
     // No --hub: the player must find it.
@@ -299,12 +301,35 @@ fn a_player_finds_the_hub_by_mdns_past_an_impostor_and_the_hub_lists_it() {
             "--quiet",
         ],
     );
+    // `tutti hubs` on a third host lists both, each with its own certificate's fingerprint.
+    let hubs = lab.run(2, &["hubs", "--seconds", "3"]);
+    let (ok, hubs_log) = finish(hubs);
+    assert!(ok, "tutti hubs: {hubs_log}");
     let (ok, player_log) = finish(player);
     assert!(ok, "player: {player_log}");
     let (_, src_log) = finish(src);
     let (ok, hub_log) = finish(hub);
     assert!(ok, "hub: {hub_log}");
     let (_, fake_log) = finish(fake);
+    let fingerprint = |log: &str| {
+        let line = log.lines().find(|l| l.contains("certificate SHA-256")).expect("HTTPS is on");
+        line.rsplit(' ').next().unwrap().to_owned()
+    };
+    for (network, address, log) in
+        [("tutti", format!("{net}.1"), &hub_log), ("neighbours", format!("{net}.3"), &fake_log)]
+    {
+        let block: Vec<&str> = hubs_log
+            .split("hub of network `")
+            .filter(|b| b.starts_with(&format!("{network}` ")))
+            .collect();
+        assert_eq!(block.len(), 1, "one hub of {network}: {hubs_log}");
+        assert!(block[0].contains(&format!(" at {address}\n")), "{hubs_log}");
+        assert!(block[0].contains(&format!("web app: https://{address}:7443/")), "{hubs_log}");
+        assert!(
+            block[0].contains(&format!("HTTPS certificate SHA-256: {}", fingerprint(log))),
+            "the fingerprint the hub printed: {hubs_log}\n{log}"
+        );
+    }
     assert!(
         player_log.contains(&format!("a hub advertised at {net}.1:7481 (mDNS)")),
         "the player looked for the hub: {player_log}\nsource: {src_log}"

@@ -204,7 +204,8 @@ fn ago(ms: u64) -> String {
         0 => "just now".into(),
         s @ 1..=119 => format!("{s} s ago"),
         s @ 120..=7199 => format!("{} min ago", s / 60),
-        s => format!("{} h ago", s / 3600),
+        s @ 7200..=172_799 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
     }
 }
 
@@ -470,6 +471,12 @@ fn Figures(id: String) -> Element {
         vec![
             ("offset", "offset", format!("{} µs", num(s.offset_us, 0))),
             ("drift", "", format!("{} ppm", num(s.skew_ppm, 1))),
+            (
+                "link",
+                "link",
+                s.jitter_ms.map_or("—", |j| crate::link_quality(j, s.latency_ms).1).to_owned(),
+            ),
+            ("jitter", "jitter", format!("{} ms", num(s.jitter_ms, 2))),
             ("latency", "latency", format!("{} ms", num(s.latency_ms, 1))),
             ("device", "", format!("{} ms", num(s.device_latency_ms, 1))),
             (
@@ -889,18 +896,22 @@ fn Heatmap() -> Element {
         Some(Err(e)) => return rsx! { p { class: "error", "{e.message}" } },
         None => return rsx! { p { class: "muted", "loading…" } },
     };
+    let latency = |id: &str| model.read().nodes.get(id).and_then(|n| n.state.latency_ms);
     rsx! {
         table { class: "heatmap",
-            thead { tr { th { "speaker" } th { colspan: "60", "an hour, a minute a cell (now on the right): green held, yellow/orange the clock moved > 0.1/1 ms, red lost audio" } } }
+            thead { tr { th { colspan: "2", "speaker" } th { colspan: "60", "an hour, a minute a cell (now on the right). sync: green held, yellow/orange the clock moved > 0.1/1 ms, red lost audio. arrivals: the packets' jitter against the latency, green to red" } } }
             tbody {
                 for (id, name) in players {
-                    tr { "data-id": "{id}",
-                        td { class: "who", title: "{id}", "{name}" }
-                        for ago in (0..60u32).rev() {
-                            {
-                                let m = map.get(&id).and_then(|ms| ms.iter().find(|m| m.ago_min == ago));
-                                let (class, title) = cell(ago, m);
-                                rsx! { td { class: "cell {class}", title: "{title}" } }
+                    for metric in ["sync", "arrivals"] {
+                        tr { "data-id": "{id}", "data-metric": metric,
+                            td { class: "who", title: "{id}", if metric == "sync" { "{name}" } }
+                            td { class: "metric", "{metric}" }
+                            for ago in (0..60u32).rev() {
+                                {
+                                    let m = map.get(&id).and_then(|ms| ms.iter().find(|m| m.ago_min == ago));
+                                    let (class, title) = if metric == "sync" { cell(ago, m) } else { jitter_cell(ago, m, latency(&id)) };
+                                    rsx! { td { class: "cell {class}", title: "{title}" } }
+                                }
                             }
                         }
                     }
@@ -908,6 +919,19 @@ fn Heatmap() -> Element {
             }
         }
     }
+}
+
+/// A minute's worst arrival jitter, coloured against the latency the node plays at.
+fn jitter_cell(
+    ago: u32,
+    m: Option<&tutti_proto::control::HealthMinute>,
+    latency_ms: Option<f64>,
+) -> (&'static str, String) {
+    let Some(j) = m.filter(|m| m.reports > 0).and_then(|m| m.jitter_max_ms) else {
+        return ("none", format!("{ago} min ago: no arrivals reported"));
+    };
+    let (class, word) = crate::link_quality(j, latency_ms);
+    (class, format!("{ago} min ago: jitter up to {j:.2} ms ({word})"))
 }
 
 /// A minute's colour and what it says when pointed at.
@@ -947,7 +971,8 @@ fn Health() -> Element {
                 dt { "network" } dd { "{hub.network}" }
                 dt { "version" } dd { "{hub.version}" }
                 dt { "MQTT" } dd { "{hub.mqtt.clone().unwrap_or_else(|| \"off\".into())}" }
-                dt { "keys" } dd { if hub.rotating { "rotating" } else { "steady" } }
+                dt { "discovery" } dd { class: "discovery", "{hub.discovery}" }
+                dt { "keys" } dd { class: "keys", if hub.rotating { "rotating" } else { "steady" } ", made {ago(hub.keys_age_s.saturating_mul(1000))}" }
                 dt { "nodes" } dd { "{m.nodes.values().filter(|n| n.online).count()} online of {m.nodes.len()}" }
             }
             if let Some(f) = &hub.tls_fingerprint {

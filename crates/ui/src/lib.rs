@@ -22,26 +22,11 @@ use std::rc::Rc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use tutti_proto::control::{
-    Command, Event, HealthMinute, NodeState, NodeView, PairedView, PairingOffer, SettingsPatch,
-    StreamView, Zone,
+    Command, Event, HealthMinute, HubStatus, NodeState, NodeView, PairedView, PairingOffer,
+    SettingsPatch, StreamView, Zone,
 };
 
 pub use app::{App, AppProps, STYLE};
-
-/// What the hub is, for the page's header and health panel.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HubInfo {
-    /// The network's name.
-    pub network: String,
-    /// The hub's version.
-    pub version: String,
-    /// The HTTPS certificate's SHA-256 fingerprint, when it serves HTTPS.
-    pub tls_fingerprint: Option<String>,
-    /// Where the hub's MQTT tree lives (`host:port`), if anywhere.
-    pub mqtt: Option<String>,
-    /// Whether the stream keys are being rotated now.
-    pub rotating: bool,
-}
 
 /// Everything the dashboard shows, at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,7 +38,7 @@ pub struct Snapshot {
     /// Paired nodes.
     pub paired: Vec<PairedView>,
     /// The hub itself.
-    pub hub: HubInfo,
+    pub hub: HubStatus,
 }
 
 /// What happened since the snapshot.
@@ -166,7 +151,7 @@ pub struct Model {
     /// Paired nodes.
     pub paired: Vec<PairedView>,
     /// The hub.
-    pub hub: HubInfo,
+    pub hub: HubStatus,
     /// A snapshot has arrived.
     pub loaded: bool,
 }
@@ -286,9 +271,33 @@ pub fn device_kind(device: &str) -> &'static str {
     }
 }
 
+/// A link's quality from its packets' arrival jitter (RFC 3550, ms) against the latency the
+/// node plays at (ms; 100 when not known): a packet arrives up to ~4 jitters late, and what
+/// arrives after the latency is lost. Class for colour (`good`, `fair`, `poor`) and word.
+pub fn link_quality(jitter_ms: f64, latency_ms: Option<f64>) -> (&'static str, &'static str) {
+    let latency = latency_ms.filter(|l| *l > 0.0).unwrap_or(100.0);
+    let used = 4.0 * jitter_ms / latency;
+    if used <= 0.25 {
+        ("good", "good")
+    } else if used <= 0.75 {
+        ("fair", "fair")
+    } else {
+        ("poor", "poor")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_quality_weighs_jitter_against_the_latency() {
+        assert_eq!(link_quality(0.2, Some(20.0)).1, "good", "wired LAN at karaoke latency");
+        assert_eq!(link_quality(10.0, Some(200.0)).1, "good", "busy Wi-Fi at 200 ms");
+        assert_eq!(link_quality(2.0, Some(20.0)).1, "fair");
+        assert_eq!(link_quality(5.0, Some(20.0)).1, "poor", "packets arrive after they play");
+        assert_eq!(link_quality(10.0, None).1, "fair", "100 ms when the latency is unknown");
+    }
     use tutti_proto::control::{NodeInfo, NodeState, Settings};
 
     fn node(id: &str, role: &str) -> NodeView {

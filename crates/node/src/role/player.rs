@@ -328,6 +328,7 @@ impl crate::hub::HubHandler for PlayerControl {
             offset_us: s.clock.as_ref().map(|c| c.offset.0 as f64 / 1e3),
             skew_ppm: s.clock.as_ref().map(|c| c.skew_ppm()),
             latency_ms: s.latency.map(|l| l.0 as f64 / 1e6),
+            jitter_ms: s.arrival_jitter.map(|j| j.0 as f64 / 1e6),
             buffered: Some(s.buffered),
             recovered: s.stats.recovered_fec + s.stats.recovered_retx,
             concealed: s.stats.concealed,

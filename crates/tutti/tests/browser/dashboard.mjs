@@ -75,6 +75,9 @@ try {
   figures.login_to_cards_ms = Date.now() - t0;
   await until('the right player shows it plays', async () => (await right.locator('.status').textContent()).startsWith('playing'));
   check(!(await left.locator('.status').textContent()).includes('room'), 'the left player is in no room');
+  await until("the right player's link quality and arrival jitter show", async () =>
+    /^(good|fair|poor)$/.test(await right.locator('dd.link').textContent()) &&
+    /^\d+\.\d\d ms$/.test(await right.locator('dd.jitter').textContent()));
   await page.screenshot({ path: `${SHOTS}/dashboard.png`, fullPage: true });
   await right.screenshot({ path: `${SHOTS}/node-card.png` });
 
@@ -185,10 +188,16 @@ try {
   await page.click('#tab-health');
   await until('two rows', async () => (await page.locator('.sync tbody tr').count()) === 2);
   for (const id of [LEFT, RIGHT]) {
-    const row = page.locator(`.heatmap tr[data-id="${id}"]`);
-    await until(`${id}'s hour in the health map, this minute coloured`, async () =>
-      (await row.locator('td.cell').count()) === 60 && (await row.locator('td.cell').last().getAttribute('class')) !== 'cell none');
+    for (const metric of ['sync', 'arrivals']) {
+      const row = page.locator(`.heatmap tr[data-id="${id}"][data-metric="${metric}"]`);
+      await until(`${id}'s hour of ${metric} in the health map, this minute coloured`, async () =>
+        (await row.locator('td.cell').count()) === 60 && (await row.locator('td.cell').last().getAttribute('class')) !== 'cell none');
+    }
   }
+  const discovery = await page.locator('.hub dd.discovery').textContent();
+  check(discovery === 'off', `the hub's mDNS is off in this test, and the card says so: ${discovery}`);
+  const keys = await page.locator('.hub dd.keys').textContent();
+  check(/^(steady|rotating), made (just now|\d+ (s|min) ago)$/.test(keys), `the stream keys' age: ${keys}`);
   await page.screenshot({ path: `${SHOTS}/health.png`, fullPage: true });
 
   step('a phone-sized screen: no sideways scrolling');
