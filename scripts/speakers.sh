@@ -212,6 +212,12 @@ run_phase() {
     sleep "$SETTLE"
     local c0=() c1=() p
     for p in "${rpids[@]}"; do c0+=("$(cpu_ticks "$p")"); done
+    # Per thread, for the source, the first player and the sound server (where the time and
+    # the wake-ups go).
+    local watch=("${rpids[1]}" "${rpids[0]}" "$PA_PID") watched=(p1 "${roles[0]}" pulseaudio)
+    [ "$kind" = snap ] && watch=("${rpids[2]}" "${rpids[0]}" "$PA_PID")
+    [ "$kind" = floor ] && watch=() && watched=()
+    for i in "${!watch[@]}"; do thread_ticks "${watch[$i]}" > "$DIR/$name.threads0.$i"; done
     local mark=""
     if [ -n "$STOP_AT" ] && [ "$kind" != floor ]; then
         sleep "$STOP_AT"
@@ -224,11 +230,16 @@ run_phase() {
         sleep "$SECS"
     fi
     for p in "${rpids[@]}"; do c1+=("$(cpu_ticks "$p")"); done
+    for i in "${!watch[@]}"; do thread_ticks "${watch[$i]}" > "$DIR/$name.threads1.$i"; done
     {
         printf '  %-11s %8s %9s\n' process "cpu_%" rss_kB
         for i in "${!roles[@]}"; do
             printf '  %-11s %8.2f %9d\n' "${roles[$i]}" \
                 "$(echo "(${c1[$i]} - ${c0[$i]}) * 100 / $TICK / $SECS" | bc -l)" "$(rss_kb "${rpids[$i]}")"
+        done
+        for i in "${!watch[@]}"; do
+            echo "  threads of ${watched[$i]}:"
+            thread_rates "$DIR/$name.threads0.$i" "$DIR/$name.threads1.$i" "$SECS" "$TICK"
         done
     } > "$DIR/$name.cpu.txt"
     stop_phase
