@@ -9,7 +9,9 @@ use futures_util::stream::LocalBoxStream;
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tutti_proto::control::{Event, HubStatus, NodeState, NodeView, PairedView, PairingOffer, Zone};
+use tutti_proto::control::{
+    Event, GuestInvite, GuestView, HubStatus, NodeState, NodeView, PairedView, PairingOffer, Zone,
+};
 use tutti_ui::{Action, Backend, Change, Done, Snapshot, UiError};
 
 /// Where a hub's API listens, and (HTTPS) the one certificate trusted there.
@@ -265,8 +267,9 @@ impl Backend for HubClient {
             let nodes: Vec<NodeView> = c.json("GET", "/api/nodes", None).await?;
             let zones: Vec<Zone> = c.json("GET", "/api/zones", None).await?;
             let paired: PairingAnswer = c.json("GET", "/api/pairing", None).await?;
+            let guests: Vec<GuestView> = c.json("GET", "/api/guests", None).await?;
             let (hub, _) = c.hub().await?;
-            Ok(Snapshot { nodes, zones, paired: paired.nodes, hub })
+            Ok(Snapshot { nodes, zones, paired: paired.nodes, guests, hub })
         }
         .boxed_local()
     }
@@ -326,6 +329,15 @@ impl Backend for HubClient {
                     let offer: PairingOffer =
                         c.json("POST", "/api/pairing", Some("{}".into())).await?;
                     Ok(Done::Pairing(offer))
+                }
+                Action::InviteGuest => {
+                    let invite: GuestInvite =
+                        c.json("POST", "/api/guests", Some("{}".into())).await?;
+                    Ok(Done::Invite(invite))
+                }
+                Action::Kick(id) => {
+                    let path = format!("/api/guests/{}", segment(&id));
+                    c.call("DELETE", &path, None).await.map(|_| Done::Ok)
                 }
                 Action::Revoke(id) => {
                     let path = format!("/api/pairing/{}", segment(&id));

@@ -266,6 +266,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/pairing", get(paired).post(new_token))
         .route("/api/pairing/{id}", axum::routing::delete(revoke))
         .route("/api/keys/rotate", post(rotate))
+        .route("/api/guests", get(guests).post(invite_guest))
+        .route("/api/guests/{id}", axum::routing::delete(kick_guest))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -316,6 +318,26 @@ async fn revoke(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Respon
         Ok(Json(json!({"revoked": id, "keys": "rotating"})).into_response())
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "not_paired", format!("no paired node `{id}`")))
+    }
+}
+
+async fn guests(State(hub): State<Hub>) -> impl IntoResponse {
+    Json(hub.guests())
+}
+
+async fn invite_guest(State(hub): State<Hub>) -> impl IntoResponse {
+    (StatusCode::CREATED, Json(hub.invite_guest()))
+}
+
+async fn kick_guest(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if hub.kick_guest(&id)? {
+        Ok(Json(json!({"kicked": id})).into_response())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no_guest",
+            format!("no guest `{id}`: GET /api/guests lists them"),
+        ))
     }
 }
 
@@ -556,6 +578,12 @@ pub fn openapi_document() -> serde_json::Value {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "delete": { "summary": "Revoke a paired node: its links close, the stream keys rotate without it", "responses": { "200": { "description": "revoked" }, "403": error, "404": error } }
             },
+            "/api/guests": {
+                "get": { "summary": "The guests (phones that took a guest invitation): id, name, joined_at, expires_at", "responses": { "200": { "description": "guests" } } },
+                "post": { "summary": "A one-time guest invitation: the link a phone opens (/guest?invite=CODE, HTTPS when served), its QR code with the certificate's fingerprint; taken once within 30 min, the guest stays one for 12 h", "responses": { "201": { "description": "the invitation" }, "403": error }
+                }
+            },
+            "/api/guests/{id}": { "delete": { "summary": "Send a guest away: its credential stops working at once", "responses": { "200": { "description": "kicked" }, "404": error, "403": error } } },
             "/api/keys/rotate": { "post": { "summary": "Rotate the stream keys now (accept new, then send with it, then retire the old)", "responses": { "200": { "description": "rotating" }, "403": error } } },
             "/api/nodes": { "get": { "summary": "Every node, online or lost", "responses": { "200": { "description": "nodes", "content": { "application/json": { "schema": { "type": "array", "items": node_ref } } } } } } },
             "/api/nodes/{id}": {

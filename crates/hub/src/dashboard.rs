@@ -325,6 +325,7 @@ impl Backend for HubBackend {
                 nodes: hub.nodes(),
                 zones: hub.zones(),
                 paired: hub.paired_views(),
+                guests: hub.guests(),
                 hub: hub.status(),
             })
         }
@@ -387,6 +388,14 @@ impl Backend for HubBackend {
                     false => Err(UiError {
                         code: "not_paired".into(),
                         message: format!("no paired node `{id}`"),
+                    }),
+                },
+                Action::InviteGuest => Ok(Done::Invite(hub.invite_guest())),
+                Action::Kick(id) => match hub.kick_guest(&id).map_err(ui_error)? {
+                    true => Ok(Done::Ok),
+                    false => Err(UiError {
+                        code: "no_guest".into(),
+                        message: format!("no guest `{id}`: GET /api/guests lists them"),
                     }),
                 },
             }

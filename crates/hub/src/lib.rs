@@ -21,12 +21,14 @@
 //! - [`mqtt`]: the MQTT bridge and the embedded broker.
 //! - [`tls`]: the hub's own certificate and the HTTPS listener.
 //! - [`discovery`]: mDNS (the hub advertised, nodes heard).
+//! - [`guests`]: guest invitations (QR), guest credentials, the guest page.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod dashboard;
 pub mod discovery;
+pub mod guests;
 mod keys;
 pub mod link;
 pub mod mqtt;
@@ -189,6 +191,8 @@ impl Hub {
                 mqtt: None,
                 logins: Vec::new(),
                 discovery: DiscoveryStatus::Off,
+                invites: Vec::new(),
+                web: String::new(),
             })),
             heard: Arc::default(),
             covers: Arc::default(),
@@ -362,17 +366,8 @@ impl Hub {
     pub fn pairing_offer(&self, ttl_s: u64) -> PairingOffer {
         let link = self.issue_token(Duration::from_secs(ttl_s));
         let text = link.text();
-        let svg = qrcode::QrCode::new(text.as_bytes())
-            .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
-            .unwrap_or_default();
+        let qr_svg = self.qr_with_fingerprint(&text);
         let fingerprint = self.tls_fingerprint();
-        let qr_svg = match &fingerprint {
-            Some(f) if f.len() > 48 => api::with_caption(
-                &svg,
-                &["HTTPS certificate SHA-256".to_owned(), f[..47].to_owned(), f[48..].to_owned()],
-            ),
-            _ => svg,
-        };
         PairingOffer {
             token: link.token.text(),
             how: format!("on the new node: tutti pair '{text}'"),
@@ -381,6 +376,21 @@ impl Hub {
             expires_in_s: ttl_s,
             qr_svg,
             tls_fingerprint: fingerprint,
+        }
+    }
+
+    /// `text` as a QR code (SVG), with the HTTPS certificate's fingerprint under it when the
+    /// hub serves HTTPS (for a careful person to compare with what the browser shows).
+    pub(crate) fn qr_with_fingerprint(&self, text: &str) -> String {
+        let svg = qrcode::QrCode::new(text.as_bytes())
+            .map(|q| q.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
+            .unwrap_or_default();
+        match self.tls_fingerprint() {
+            Some(f) if f.len() > 48 => api::with_caption(
+                &svg,
+                &["HTTPS certificate SHA-256".to_owned(), f[..47].to_owned(), f[48..].to_owned()],
+            ),
+            _ => svg,
         }
     }
 

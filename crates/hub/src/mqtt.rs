@@ -305,8 +305,9 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                     Ok(Event::NodeSettings { id, .. }) => {
                         publish_id(&hub, &client, &id, Parts { state: true, drift: false, delay: true }).await;
                     }
-                    // Who is paired is not published on MQTT (the API lists it).
-                    Ok(Event::Paired { .. }) => {}
+                    // Who is paired, and the guests, are not published on MQTT (the API lists
+                    // them).
+                    Ok(Event::Paired { .. } | Event::Guests { .. }) => {}
                     // Fell behind: the whole picture again.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         publish_all(&hub, &client).await;

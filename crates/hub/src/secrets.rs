@@ -55,6 +55,22 @@ pub struct Secrets {
     /// kept here so that it is found here rather than in a log).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mqtt_password: String,
+    /// Guests by id (phones that took a guest invitation).
+    #[serde(default)]
+    pub guests: BTreeMap<String, Guest>,
+}
+
+/// A guest: listens and sings, never changes settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guest {
+    /// Its name.
+    pub name: String,
+    /// SHA-256 of its cookie's secret (hex): the secret itself lives only in the phone.
+    pub secret_sha256: String,
+    /// When it joined (Unix seconds).
+    pub joined_at: u64,
+    /// When its credential stops working (Unix seconds).
+    pub expires_at: u64,
 }
 
 impl Secrets {
@@ -75,6 +91,7 @@ impl Secrets {
             nodes: BTreeMap::new(),
             revoked: BTreeMap::new(),
             mqtt_password: String::new(),
+            guests: BTreeMap::new(),
         }
     }
 

@@ -111,8 +111,15 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let ip = if link.ip().is_unspecified() { primary_ip() } else { link.ip() };
         SocketAddr::new(ip, link.port()).to_string()
     });
-    hub.vault(|v| v.link = advertised);
-    let router = dashboard::router(hub.clone()).merge(api::router(hub.clone()));
+    let web_ip = if http.ip().is_unspecified() { primary_ip() } else { http.ip() };
+    hub.vault(|v| {
+        v.link = advertised;
+        // Plain HTTP until HTTPS (below) says otherwise.
+        v.web = format!("http://{}", SocketAddr::new(web_ip, http.port()));
+    });
+    let router = dashboard::router(hub.clone())
+        .merge(guests::router(hub.clone()))
+        .merge(api::router(hub.clone()));
     let mut tasks = Vec::new();
     let https = match config.https {
         None => None,
@@ -141,7 +148,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             tasks.push(spawn_in(&span, async move {
                 let _ = axum::serve(listener, router).await;
             }));
-            hub.vault(|v| v.fingerprint = Some(fingerprint.clone()));
+            hub.vault(|v| {
+                v.fingerprint = Some(fingerprint.clone());
+                v.web = format!("https://{}", SocketAddr::new(ip, local.port()));
+            });
             Some((local, fingerprint))
         }
     };

@@ -28,6 +28,11 @@ pub(crate) struct Vault {
     pub(crate) logins: Vec<(String, Instant)>,
     /// mDNS as it started (`On`'s count is filled in when asked).
     pub(crate) discovery: DiscoveryStatus,
+    /// One-time guest invitation codes, with when they stop working.
+    pub(crate) invites: Vec<(String, Instant)>,
+    /// The hub's web address as a phone on the LAN reaches it (`https://IP:PORT`, else the
+    /// plain HTTP one), for guest links.
+    pub(crate) web: String,
 }
 
 impl Vault {

@@ -447,6 +447,32 @@ pub struct PairedView {
     pub paired_at: u64,
 }
 
+/// A guest (a phone that scanned the host's guest QR) as the API's `GET /api/guests` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// When it joined (Unix seconds).
+    pub joined_at: u64,
+    /// When its credential stops working (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// A one-time guest invitation as `POST /api/guests` answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestInvite {
+    /// The page a guest's phone opens (`https://HOST:PORT/guest?invite=CODE`).
+    pub link: String,
+    /// The link as a QR code (SVG), with the HTTPS fingerprint under it when there is one.
+    pub qr_svg: String,
+    /// How long the invitation can be taken, s (once).
+    pub expires_in_s: u64,
+    /// How long a guest stays one after taking it, s.
+    pub guest_for_s: u64,
+}
+
 /// A change the hub announces on its event stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -489,6 +515,11 @@ pub enum Event {
     Paired {
         /// Every paired node.
         nodes: Vec<PairedView>,
+    },
+    /// A guest joined, left or was sent away: the guests now.
+    Guests {
+        /// Every guest.
+        guests: Vec<GuestView>,
     },
 }
 

@@ -33,11 +33,13 @@ enum Tab {
     Rooms,
     Streams,
     Pairing,
+    Guests,
     Health,
 }
 
 impl Tab {
-    const ALL: [Tab; 5] = [Tab::Speakers, Tab::Rooms, Tab::Streams, Tab::Pairing, Tab::Health];
+    const ALL: [Tab; 6] =
+        [Tab::Speakers, Tab::Rooms, Tab::Streams, Tab::Pairing, Tab::Guests, Tab::Health];
 
     fn label(self) -> &'static str {
         match self {
@@ -45,6 +47,7 @@ impl Tab {
             Tab::Rooms => "Rooms",
             Tab::Streams => "Streams",
             Tab::Pairing => "Pairing",
+            Tab::Guests => "Guests",
             Tab::Health => "Health",
         }
     }
@@ -160,6 +163,7 @@ pub fn App(props: AppProps) -> Element {
                     Tab::Rooms => rsx! { Rooms {} },
                     Tab::Streams => rsx! { Streams {} },
                     Tab::Pairing => rsx! { Pairing {} },
+                    Tab::Guests => rsx! { Guests {} },
                     Tab::Health => rsx! { Health {} },
                 }
             }
@@ -870,6 +874,71 @@ fn Pairing() -> Element {
                 }
             }
             if let Some(m) = said_for(said, "revoke") { p { class: "error", "{m}" } }
+        }
+    }
+}
+
+/// Guests: a one-time invitation as a QR code for a phone to scan, and who is here, each
+/// with "send away".
+#[component]
+fn Guests() -> Element {
+    let backend = use_context::<SharedBackend>();
+    let model = use_model();
+    let said: Said = use_signal(|| None);
+    let mut invite = use_signal(|| None::<tutti_proto::control::GuestInvite>);
+    let ro = backend.read_only();
+    let guests = model.read().guests.clone();
+    let ask = {
+        let backend = backend.clone();
+        let mut said = said;
+        move |_| {
+            let backend = backend.clone();
+            spawn(async move {
+                match backend.perform(Action::InviteGuest).await {
+                    Ok(Done::Invite(i)) => {
+                        invite.set(Some(i));
+                        said.set(None);
+                    }
+                    Ok(_) => {}
+                    Err(e) => said.set(Some(("invite", e.message))),
+                }
+            });
+        }
+    };
+    rsx! {
+        div { class: "card invite",
+            h2 { "Invite a guest" }
+            p { class: "muted", "A phone scans the code and joins as a guest: it can listen and sing, never change settings. Each code works once." }
+            button { class: "invite-guest", disabled: ro, onclick: ask, "invite a guest" }
+            if let Some(m) = said_for(said, "invite") { p { class: "error", "{m}" } }
+            if let Some(i) = invite() {
+                div { class: "qr", dangerous_inner_html: "{i.qr_svg}" }
+                p { a { class: "guest-link", href: "{i.link}", "{i.link}" } }
+                p { class: "muted", "scan within {i.expires_in_s / 60} min; a guest stays {i.guest_for_s / 3600} h" }
+            }
+        }
+        div { class: "card guests",
+            h2 { "Guests" }
+            if guests.is_empty() { p { class: "muted", "none yet" } }
+            ul {
+                for g in guests {
+                    li { class: "guest", "data-id": "{g.id}",
+                        span { "{g.name} " }
+                        span { class: "muted", "({g.id})" }
+                        button {
+                            class: "kick danger small",
+                            disabled: ro,
+                            onclick: {
+                                let backend = backend.clone();
+                                let id = g.id.clone();
+                                move |_| perform(&backend, Action::Kick(id.clone()), "kick", said)
+                            },
+                            "send away"
+                        }
+                    }
+                }
+            }
+            if let Some(m) = said_for(said, "kick") { p { class: "error", "{m}" } }
         }
     }
 }

@@ -22,8 +22,8 @@ use std::rc::Rc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use tutti_proto::control::{
-    Command, Event, HealthMinute, HubStatus, NodeState, NodeView, PairedView, PairingOffer,
-    SettingsPatch, StreamView, Zone,
+    Command, Event, GuestInvite, GuestView, HealthMinute, HubStatus, NodeState, NodeView,
+    PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
 };
 
 pub use app::{App, AppProps, STYLE};
@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub zones: Vec<Zone>,
     /// Paired nodes.
     pub paired: Vec<PairedView>,
+    /// Guests.
+    pub guests: Vec<GuestView>,
     /// The hub itself.
     pub hub: HubStatus,
 }
@@ -85,6 +87,10 @@ pub enum Action {
     Pair,
     /// `DELETE /api/pairing/{id}`.
     Revoke(String),
+    /// `POST /api/guests`: a one-time guest invitation (QR).
+    InviteGuest,
+    /// `DELETE /api/guests/{id}`: send a guest away.
+    Kick(String),
 }
 
 /// What an action gave back.
@@ -97,6 +103,8 @@ pub enum Done {
     Saved,
     /// A pairing link.
     Pairing(PairingOffer),
+    /// A guest invitation.
+    Invite(GuestInvite),
 }
 
 /// Why an action was not done, in the API's words.
@@ -150,6 +158,8 @@ pub struct Model {
     pub zones: BTreeMap<String, Zone>,
     /// Paired nodes.
     pub paired: Vec<PairedView>,
+    /// Guests.
+    pub guests: Vec<GuestView>,
     /// The hub.
     pub hub: HubStatus,
     /// A snapshot has arrived.
@@ -163,6 +173,7 @@ impl Model {
             nodes: s.nodes.into_iter().map(|n| (n.info.id.clone(), n)).collect(),
             zones: s.zones.into_iter().map(|z| (z.name.clone(), z)).collect(),
             paired: s.paired,
+            guests: s.guests,
             hub: s.hub,
             loaded: true,
         }
@@ -213,6 +224,11 @@ impl Model {
             Event::Paired { nodes } => {
                 let same = self.paired == nodes;
                 self.paired = nodes;
+                !same
+            }
+            Event::Guests { guests } => {
+                let same = self.guests == guests;
+                self.guests = guests;
                 !same
             }
         }

@@ -210,6 +210,36 @@ try {
   await small.screenshot({ path: `${SHOTS}/dashboard-phone.png`, fullPage: true });
   await phone.close();
 
+  step('a guest: the QR code\u2019s link opened on a phone, once; sent away from the dashboard');
+  await page.click('#tab-guests');
+  await page.click('.invite-guest');
+  const guestLink = await page.locator('a.guest-link').getAttribute('href');
+  check(/\/guest\?invite=[0-9a-f]{32}$/.test(guestLink), `an invitation link: ${guestLink}`);
+  check((await page.locator('.invite .qr svg').count()) === 1, 'its QR code shows');
+  // Opened on this hub's own address (the link names the LAN's).
+  const invitePath = guestLink.slice(guestLink.indexOf('/guest'));
+  const guestPhone = await browser.newContext({ viewport: { width: 360, height: 740 } });
+  const guestPage = await guestPhone.newPage();
+  await guestPage.goto(HUB + invitePath);
+  check(guestPage.url() === HUB + '/guest', `the invitation leads to the guest page: ${guestPage.url()}`);
+  const welcome = await guestPage.textContent('#guest-name');
+  check(/^You are Guest \d+ on /.test(welcome), `the guest is named: ${welcome}`);
+  check((await guestPage.locator('li.stream').count()) >= 1, 'the guest sees what plays');
+  check(await guestPage.evaluate(() => document.documentElement.scrollWidth) <= 360, 'the guest page fits 360 px');
+  await guestPage.screenshot({ path: `${SHOTS}/guest-phone.png`, fullPage: true });
+  const guestRow = page.locator('li.guest');
+  await until('the dashboard lists the guest', async () => (await guestRow.count()) === 1);
+  const other = await browser.newContext({ viewport: { width: 360, height: 740 } });
+  const again = await other.newPage();
+  await again.goto(HUB + invitePath);
+  check((await again.textContent('#guest-error')).includes('used already'), 'a used invitation is refused in words');
+  await other.close();
+  await guestRow.locator('button.kick').click();
+  await until('the guest leaves the list', async () => (await guestRow.count()) === 0);
+  await guestPage.reload();
+  check((await guestPage.textContent('#heading')) === 'Not a guest', 'the guest sent away sees it');
+  await guestPhone.close();
+
   step('the read-only token sees everything and changes nothing');
   const ro = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const look = await ro.newPage();

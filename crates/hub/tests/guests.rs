@@ -1,0 +1,114 @@
+//! Guests as a phone meets them: the host's invitation (admin only), the link taken once, the
+//! guest page behind its cookie, the API and the dashboard closed to that cookie, the host
+//! sending the guest away (its cookie dies at once), and guests kept across a restart.
+
+mod common;
+use common::{bearer, http, raw_http};
+
+use tutti_proto::control::{Event, GuestInvite, GuestView};
+
+/// The `Set-Cookie` line's `name=value` of a response head.
+fn set_cookie(head: &str) -> Option<String> {
+    let line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))?;
+    Some(line.split_once(':')?.1.trim().split(';').next()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_joins_by_invitation_once_sees_only_its_page_and_leaves_when_sent_away() {
+    let dir = std::env::temp_dir().join(format!("tutti-guests-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets_file = Some(dir.join("secrets.json"));
+    let hub = common::start(tutti_hub::HubConfig {
+        secrets_file: secrets_file.clone(),
+        ..common::config()
+    })
+    .await;
+    let mut events = hub.hub.subscribe();
+    // Only the admin invites.
+    let read = hub.hub.api_tokens().1;
+    let (s, _, _) = raw_http(hub.http, "POST /api/guests", &bearer(&read), "{}").await;
+    assert_eq!(s, 403, "the read-only token may not invite");
+    let (s, body) = http(hub.http, "POST", "/api/guests", Some("{}")).await;
+    assert_eq!(s, 201, "{body}");
+    let invite: GuestInvite = serde_json::from_str(&body).unwrap();
+    assert!(invite.qr_svg.starts_with("<?xml") || invite.qr_svg.contains("<svg"), "a QR code");
+    let path = invite.link.split_once(&hub.http.port().to_string()).unwrap().1.to_owned();
+    assert!(path.starts_with("/guest?invite="), "{}", invite.link);
+    // The phone opens the link: a guest, its cookie, and the page.
+    let (s, head, _) = raw_http(hub.http, &format!("GET {path}"), "", "").await;
+    assert_eq!(s, 303, "{head}");
+    assert!(head.contains("HttpOnly") && head.contains("SameSite=Lax"), "{head}");
+    let cookie = set_cookie(&head).expect("a guest cookie");
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (s, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
+    assert!(s == 200 && page.contains("You are <b>Guest 1</b>"), "{s} {page}");
+    let guests: Vec<GuestView> =
+        serde_json::from_str(&http(hub.http, "GET", "/api/guests", None).await.1).unwrap();
+    assert_eq!(guests.len(), 1);
+    let id = guests[0].id.clone();
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await;
+    assert!(
+        matches!(&joined, Ok(Ok(Event::Guests { guests })) if guests.len() == 1),
+        "dashboards hear of it: {joined:?}"
+    );
+    // The same link again (a screenshot of the QR passed around): refused, in words.
+    let (s, head, page) = raw_http(hub.http, &format!("GET {path}"), "", "").await;
+    assert!(s == 410 && page.contains("used already or is too old"), "{s} {page}");
+    assert!(set_cookie(&head).is_none(), "no cookie for a used invitation");
+    // The guest cookie opens neither the API nor the dashboard.
+    let (s, _, _) = raw_http(hub.http, "GET /api/nodes", &with_cookie, "").await;
+    assert_eq!(s, 401, "a guest cannot read the API");
+    let (s, head, _) = raw_http(hub.http, "GET /", &with_cookie, "").await;
+    assert!(s == 303 && head.contains("location: /login"), "{s} {head}");
+    // Guests are kept across a restart (the party goes on).
+    hub.stop();
+    let file = secrets_file.clone().unwrap();
+    let (secrets, created) = tutti_hub::secrets::Secrets::load_or_create(&file, "test").unwrap();
+    assert!(!created);
+    let hub =
+        common::start(tutti_hub::HubConfig { secrets, secrets_file, ..common::config() }).await;
+    let (s, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
+    assert!(s == 200 && page.contains("Guest 1"), "{s} {page}");
+    // A forged cookie (the right id, another secret) is nobody.
+    let forged = format!("Cookie: tutti_guest={id}.{}\r\n", "00".repeat(32));
+    let (s, _, _) = raw_http(hub.http, "GET /guest", &forged, "").await;
+    assert_eq!(s, 401);
+    // Sent away: the cookie dies at once.
+    let (s, body) = http(hub.http, "DELETE", &format!("/api/guests/{id}"), None).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
+    assert!(s == 401 && page.contains("not a guest here"), "{s} {page}");
+    let (s, body) = http(hub.http, "DELETE", &format!("/api/guests/{id}"), None).await;
+    assert!(s == 404 && body.contains("no guest"), "{s} {body}");
+    hub.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_bounded_and_a_guest_may_leave() {
+    let hub = common::start(common::config()).await;
+    let first: GuestInvite =
+        serde_json::from_str(&http(hub.http, "POST", "/api/guests", None).await.1).unwrap();
+    for _ in 0..tutti_hub::guests::MAX_INVITES {
+        let (s, _) = http(hub.http, "POST", "/api/guests", None).await;
+        assert_eq!(s, 201);
+    }
+    // The oldest invitation made room for the newest.
+    let path =
+        |i: &GuestInvite| i.link.split_once(&hub.http.port().to_string()).unwrap().1.to_owned();
+    let (s, _, _) = raw_http(hub.http, &format!("GET {}", path(&first)), "", "").await;
+    assert_eq!(s, 410, "the oldest of {} invitations is gone", tutti_hub::guests::MAX_INVITES + 1);
+    let last: GuestInvite =
+        serde_json::from_str(&http(hub.http, "POST", "/api/guests", None).await.1).unwrap();
+    let (_, head, _) = raw_http(hub.http, &format!("GET {}", path(&last)), "", "").await;
+    let cookie = format!("Cookie: {}\r\n", set_cookie(&head).unwrap());
+    // A guest leaves by itself.
+    let (s, head, page) = raw_http(hub.http, "POST /guest/leave", &cookie, "").await;
+    assert!(s == 200 && page.contains("You left the party"), "{s} {page}");
+    assert!(head.contains("Max-Age=0"), "the cookie is cleared: {head}");
+    assert!(hub.hub.guests().is_empty());
+    let (s, _, _) = raw_http(hub.http, "GET /guest", &cookie, "").await;
+    assert_eq!(s, 401);
+    hub.stop();
+}
