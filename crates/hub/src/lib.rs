@@ -22,6 +22,7 @@
 //! - [`tls`]: the hub's own certificate and the HTTPS listener.
 //! - [`discovery`]: mDNS (the hub advertised, nodes heard).
 //! - [`guests`]: guest invitations (QR), guest credentials, the guest page.
+//! - [`ha`]: Home Assistant MQTT discovery (a device per player and per zone).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod api;
 pub mod dashboard;
 pub mod discovery;
 pub mod guests;
+pub mod ha;
 mod keys;
 pub mod link;
 pub mod mqtt;

@@ -10,6 +10,9 @@
 //! | `tutti/<node>/command` | no | publish a settings change `{"volume": 40, "mute": false, "delay_ms": 12, "zone": "kitchen", "name": ...}` or an action `{"kind": "resync"}` / `{"kind": "identify"}` |
 //! | `tutti/<node>/delay/set` | no | publish a delay, ms (a plain number) |
 //! | `tutti/<node>/command/error` | no | why a command was refused: `{"error", "message"}` |
+//! | `tutti/zone/<zone>/state` | yes | `{"volume", "mute", "stream", "source", "players"}` (the members' mean volume, muted when all are) |
+//! | `tutti/zone/<zone>/command` | no | a zone-wide command `{"kind": "volume", "percent": 40}` (mute, resync, identify) or `{"stream": NAME}` |
+//! | `homeassistant/…/config` | yes | Home Assistant discovery (see [`crate::ha`]) |
 //!
 //! A command on MQTT goes through exactly the path an API call does ([`Hub::apply`],
 //! [`Hub::act`]): validated, saved, sent to the node.
@@ -18,17 +21,17 @@
 //! one (`mqtt://[user:password@]host[:port]`, e.g. Mosquitto). The embedded broker admits
 //! clients with the hub's MQTT credentials only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tutti_proto::control::{Command, Event, NodeView};
+use tutti_proto::control::{Command, Event, NodeView, Zone};
 
 use crate::registry::{RegistryError, SettingsPatch};
-use crate::{ControlError, Hub, HubError};
+use crate::{ControlError, Hub, HubError, ha};
 
 /// Retained state goes out at QoS 0: a broker acknowledging every state report (QoS 1) keeps
 /// unacknowledged bytes in flight toward the hub, and Nagle's algorithm on the broker's side
@@ -254,7 +257,15 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                         warned = false;
                         let _ = client.try_subscribe("tutti/+/command", QoS::AtLeastOnce);
                         let _ = client.try_subscribe("tutti/+/delay/set", QoS::AtLeastOnce);
+                        let _ = client.try_subscribe("tutti/zone/+/command", QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(ha::BIRTH_TOPIC, QoS::AtLeastOnce);
                         let _ = connected_tx.send(true);
+                    }
+                    // Home Assistant (re)started: everything again, its discovery included.
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) if p.topic == ha::BIRTH_TOPIC => {
+                        if p.payload.as_ref() == b"online" {
+                            let _ = connected_tx.send(true);
+                        }
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                         handle(&hub, &client, &p.topic, &p.payload).await;
@@ -279,6 +290,8 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
     let outgoing = tokio::spawn(async move {
         let mut events = hub.subscribe();
         let mut connected = false;
+        // Home Assistant's discovery as last published, by topic.
+        let mut discovery = BTreeMap::new();
         loop {
             tokio::select! {
                 c = connected_rx.recv() => match c {
@@ -288,22 +301,31 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                         connected = true;
                         let _ = client.publish("tutti/hub/status", STATE_QOS, true, "online").await;
                         publish_all(&hub, &client).await;
+                        // Everything again: the broker (or Home Assistant) may have lost it.
+                        discovery.clear();
+                        publish_discovery(&hub, &client, &mut discovery).await;
                     }
                 },
                 e = events.recv(), if connected => match e {
                     Ok(Event::ZoneChanged { .. } | Event::ZoneRemoved { .. }) => {
                         publish_config(&hub, &client).await;
+                        publish_discovery(&hub, &client, &mut discovery).await;
                     }
                     Ok(Event::NodeOnline { node }) => {
                         publish_node(&client, &node, Parts::ALL).await;
                         publish_config(&hub, &client).await;
+                        publish_discovery(&hub, &client, &mut discovery).await;
                     }
-                    Ok(Event::NodeLost { id }) => publish_id(&hub, &client, &id, Parts::ALL).await,
+                    Ok(Event::NodeLost { id }) => {
+                        publish_id(&hub, &client, &id, Parts::ALL).await;
+                        publish_discovery(&hub, &client, &mut discovery).await;
+                    }
                     Ok(Event::NodeState { id, .. }) => {
                         publish_id(&hub, &client, &id, Parts { state: true, drift: true, delay: false }).await;
                     }
                     Ok(Event::NodeSettings { id, .. }) => {
                         publish_id(&hub, &client, &id, Parts { state: true, drift: false, delay: true }).await;
+                        publish_discovery(&hub, &client, &mut discovery).await;
                     }
                     // Who is paired, and the guests, are not published on MQTT (the API lists
                     // them).
@@ -311,6 +333,7 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                     // Fell behind: the whole picture again.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         publish_all(&hub, &client).await;
+                        publish_discovery(&hub, &client, &mut discovery).await;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
@@ -324,6 +347,9 @@ async fn handle(hub: &Hub, client: &AsyncClient, topic: &str, payload: &[u8]) {
     let mut parts = topic.split('/');
     let (Some("tutti"), Some(node)) = (parts.next(), parts.next()) else { return };
     let rest: Vec<&str> = parts.collect();
+    if let ("zone", [zone, "command"]) = (node, rest.as_slice()) {
+        return handle_zone(hub, client, zone, payload).await;
+    }
     let id = hub.with(|r| {
         let id =
             r.nodes(Instant::now()).into_iter().map(|n| n.info.id).find(|i| topic_id(i) == node);
@@ -351,6 +377,88 @@ async fn handle(hub: &Hub, client: &AsyncClient, topic: &str, payload: &[u8]) {
         let _ = client
             .publish(format!("tutti/{node}/command/error"), QoS::AtLeastOnce, false, body)
             .await;
+    }
+}
+
+/// What a message on `tutti/zone/<zone>/command` asks: a zone-wide command (`{"kind":
+/// "volume", "percent": 40}`, mute, resync, identify), or `{"stream": NAME}` (a source by the
+/// name Home Assistant's select shows, `(none)` for nothing).
+async fn handle_zone(hub: &Hub, client: &AsyncClient, zone_topic: &str, payload: &[u8]) {
+    let zones = hub.zones();
+    let result = match zones.iter().find(|z| topic_id(&z.name) == zone_topic) {
+        None => Err(("no_zone", format!("no zone `{zone_topic}`: tutti/config lists them"))),
+        Some(zone) => match serde_json::from_slice::<serde_json::Value>(payload) {
+            Err(e) => Err((
+                "bad_json",
+                format!(
+                    "not JSON ({e}): publish {{\"kind\": \"volume\", \"percent\": 40}} or {{\"stream\": \"NAME\"}}"
+                ),
+            )),
+            Ok(v) => match v.get("stream").map(|s| s.as_str()) {
+                Some(Some(name)) => route_zone(hub, zone, name),
+                Some(None) => Err(("invalid", "stream: a source's name (a string)".into())),
+                None => match serde_json::from_value::<Command>(v) {
+                    Ok(c) => hub
+                        .zone_act(&zone.name, &c)
+                        .map(|_| ())
+                        .map_err(|e| (e.code(), e.to_string())),
+                    Err(e) => Err(("invalid", format!("command: {e}"))),
+                },
+            },
+        },
+    };
+    if let Err((code, message)) = result {
+        let body = json!({ "error": code, "message": message }).to_string();
+        let topic = format!("tutti/zone/{zone_topic}/command/error");
+        let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
+    }
+}
+
+/// Routes `zone` to the source Home Assistant's select names (`(none)`: to nothing).
+fn route_zone(hub: &Hub, zone: &Zone, name: &str) -> Result<(), (&'static str, String)> {
+    let source = if name == ha::NONE {
+        None
+    } else {
+        let names = ha::stream_names(&hub.streams());
+        match names.into_iter().find(|(n, _)| n == name) {
+            Some((_, address)) => Some(address),
+            None => {
+                return Err((
+                    "invalid",
+                    format!("stream: no source `{name}`: the select lists them"),
+                ));
+            }
+        }
+    };
+    let zone = Zone { source, ..zone.clone() };
+    hub.put_zone(zone).map(|_| ()).map_err(|e| {
+        let e = ControlError::from(e);
+        (e.code(), e.to_string())
+    })
+}
+
+/// Home Assistant's discovery (and the zones' state its entities read): what changed since
+/// `sent` goes out retained; what is no longer wanted gets an empty payload (removed).
+async fn publish_discovery(hub: &Hub, client: &AsyncClient, sent: &mut BTreeMap<String, String>) {
+    let (nodes, zones, streams) = (hub.nodes(), hub.zones(), hub.streams());
+    let wanted = ha::configs(&nodes, &zones, &streams);
+    for topic in sent.keys().filter(|t| !wanted.contains_key(*t)).cloned().collect::<Vec<_>>() {
+        let _ = client.publish(topic.clone(), QoS::AtLeastOnce, true, "").await;
+        sent.remove(&topic);
+    }
+    for (topic, config) in wanted {
+        let body = config.to_string();
+        if sent.get(&topic) != Some(&body) {
+            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, true, body.clone()).await;
+            sent.insert(topic, body);
+        }
+    }
+    for z in &zones {
+        let members: Vec<&NodeView> =
+            nodes.iter().filter(|n| n.settings.zone.as_deref() == Some(z.name.as_str())).collect();
+        let state = ha::zone_state(z, &members, &streams).to_string();
+        let topic = format!("tutti/zone/{}/state", topic_id(&z.name));
+        let _ = client.publish(topic, STATE_QOS, true, state).await;
     }
 }
 

@@ -257,7 +257,8 @@ impl Mosquitto {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("tutti-mosquitto-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tutti-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
@@ -297,6 +298,165 @@ async fn an_external_mosquitto_carries_the_same_tree() {
     ))
     .await;
     state_and_commands_over_mqtt("Mosquitto", &h, None).await;
+    h.stop();
+    drop(m);
+}
+
+/// The latest retained payload of every topic matching `filter` a new subscriber is handed, once
+/// `done` holds for them (within 5 s).
+async fn retained(
+    broker: &BrokerAddr,
+    name: &str,
+    filter: &str,
+    done: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> std::collections::HashMap<String, String> {
+    let (c, mut ev) = client(broker, name, None);
+    next_publish(&mut ev, |t, _| t == "$connack").await;
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let mut latest = std::collections::HashMap::new();
+    while !done(&latest) {
+        let (t, b) = next_publish(&mut ev, |_, _| true).await;
+        latest.insert(t, b);
+    }
+    let _ = c.disconnect().await;
+    latest
+}
+
+fn json_of(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovers_players_and_rooms_and_commands_them_through_mosquitto() {
+    let Some(m) = Mosquitto::start() else { return };
+    let broker = BrokerAddr::parse(&format!("mqtt://127.0.0.1:{}", m.port)).unwrap();
+    let h = hub(MqttSetup::External(broker.clone())).await;
+    let seen = Seen::default();
+    let link = node(&h, "kitchen", &seen);
+    until("the node joins", || h.hub.nodes().iter().any(|n| n.online)).await;
+    let den = tutti_proto::control::Zone { name: "den".into(), source: None, latency_ms: None };
+    h.hub.put_zone(den).unwrap();
+    // What Home Assistant finds when it subscribes (retained: it may start after the hub).
+    let volume_topic = "homeassistant/number/tutti_kitchen/volume/config";
+    let select_topic = "homeassistant/select/tutti_kitchen/zone/config";
+    let expected = [
+        volume_topic,
+        "homeassistant/switch/tutti_kitchen/mute/config",
+        "homeassistant/number/tutti_kitchen/delay/config",
+        "homeassistant/sensor/tutti_kitchen/offset/config",
+        "homeassistant/button/tutti_kitchen/resync/config",
+        "homeassistant/number/tutti_zone_den/volume/config",
+    ];
+    let found = retained(&broker, "ha-1", "homeassistant/#", |m| {
+        expected.iter().all(|t| m.contains_key(*t))
+            && m.get(select_topic).is_some_and(|s| json_of(s)["options"][1] == "den")
+    })
+    .await;
+    // Field by field, as Home Assistant's MQTT `number` reads them.
+    let v = json_of(&found[volume_topic]);
+    assert_eq!(v["name"], "Volume");
+    assert_eq!(v["unique_id"], "tutti_kitchen_volume");
+    assert_eq!(v["state_topic"], "tutti/kitchen/state");
+    assert_eq!(v["value_template"], "{{ value_json.settings.volume }}");
+    assert_eq!(v["command_topic"], "tutti/kitchen/command");
+    assert_eq!(v["command_template"], "{\"volume\": {{ value }}}");
+    assert_eq!(
+        (v["min"].as_f64(), v["max"].as_f64(), v["step"].as_f64()),
+        (Some(0.0), Some(100.0), Some(1.0))
+    );
+    assert_eq!(
+        (v["mode"].as_str(), v["unit_of_measurement"].as_str()),
+        (Some("slider"), Some("%"))
+    );
+    assert_eq!(v["device"]["identifiers"], serde_json::json!(["tutti_kitchen"]));
+    assert_eq!(v["device"]["name"], "kitchen speaker");
+    assert_eq!(v["device"]["manufacturer"], "Tutti");
+    assert_eq!(v["origin"]["name"], "Tutti");
+    assert_eq!(v["availability_mode"], "all");
+    assert_eq!(v["availability"][0]["topic"], "tutti/hub/status", "the hub's last will");
+    assert_eq!(v["availability"][1]["topic"], "tutti/kitchen/state");
+    let s = json_of(&found[select_topic]);
+    assert_eq!(s["options"], serde_json::json!(["(none)", "den"]));
+    let mute = json_of(&found["homeassistant/switch/tutti_kitchen/mute/config"]);
+    assert_eq!(
+        (mute["payload_on"].as_str(), mute["state_on"].as_str()),
+        (Some("{\"mute\": true}"), Some("ON"))
+    );
+    let delay = json_of(&found["homeassistant/number/tutti_kitchen/delay/config"]);
+    assert_eq!(
+        (delay["command_topic"].as_str(), delay["entity_category"].as_str()),
+        (Some("tutti/kitchen/delay/set"), Some("config"))
+    );
+    let offset = json_of(&found["homeassistant/sensor/tutti_kitchen/offset/config"]);
+    assert_eq!(
+        (offset["unit_of_measurement"].as_str(), offset["entity_category"].as_str()),
+        (Some("µs"), Some("diagnostic"))
+    );
+    let resync = json_of(&found["homeassistant/button/tutti_kitchen/resync/config"]);
+    assert_eq!(resync["payload_press"], "{\"kind\": \"resync\"}");
+    assert!(
+        !found.contains_key("homeassistant/button/tutti_kitchen/identify/config"),
+        "no identify button for a node that cannot"
+    );
+    // Home Assistant's commands (its templates rendered) take the API's path.
+    let (c, mut ev) = client(&broker, "ha-2", None);
+    next_publish(&mut ev, |t, _| t == "$connack").await;
+    c.subscribe("tutti/#", QoS::AtLeastOnce).await.unwrap();
+    c.subscribe("homeassistant/#", QoS::AtLeastOnce).await.unwrap();
+    c.publish("tutti/kitchen/command", QoS::AtLeastOnce, false, "{\"zone\": \"den\"}")
+        .await
+        .unwrap();
+    c.publish("tutti/kitchen/command", QoS::AtLeastOnce, false, "{\"volume\": 40}").await.unwrap();
+    c.publish(
+        "tutti/kitchen/command",
+        QoS::AtLeastOnce,
+        false,
+        resync["payload_press"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    until("the kitchen in the den at 40 %", || {
+        h.hub
+            .nodes()
+            .iter()
+            .any(|n| n.settings.zone.as_deref() == Some("den") && n.settings.volume == 40.0)
+    })
+    .await;
+    until("resync at the node", || {
+        seen.commands.lock().unwrap().iter().any(|(_, c)| *c == Command::Resync)
+    })
+    .await;
+    // The room: its state, and a room-wide volume from its slider.
+    next_publish(&mut ev, |t, b| t == "tutti/zone/den/state" && json_of(b)["volume"] == 40.0).await;
+    let room = "{\"kind\": \"volume\", \"percent\": 25}";
+    c.publish("tutti/zone/den/command", QoS::AtLeastOnce, false, room).await.unwrap();
+    until("the room's volume at its player", || {
+        seen.commands
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, c)| matches!(c, Command::Volume { percent, .. } if *percent == 25.0))
+    })
+    .await;
+    c.publish("tutti/zone/den/command", QoS::AtLeastOnce, false, "{\"stream\": \"nowhere\"}")
+        .await
+        .unwrap();
+    let (_, err) = next_publish(&mut ev, |t, _| t == "tutti/zone/den/command/error").await;
+    assert!(err.contains("no source `nowhere`"), "{err}");
+    // The room deleted: its entities are removed (empty retained payloads), the select loses it.
+    h.hub.delete_zone("den").unwrap();
+    next_publish(&mut ev, |t, b| {
+        t == "homeassistant/number/tutti_zone_den/volume/config" && b.is_empty()
+    })
+    .await;
+    next_publish(&mut ev, |t, b| {
+        t == select_topic && json_of(b)["options"] == serde_json::json!(["(none)"])
+    })
+    .await;
+    // Home Assistant restarts: it says so, and everything is published again.
+    c.publish("homeassistant/status", QoS::AtLeastOnce, false, "online").await.unwrap();
+    next_publish(&mut ev, |t, _| t == volume_topic).await;
+    link.stop();
     h.stop();
     drop(m);
 }
