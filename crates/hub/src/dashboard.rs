@@ -229,8 +229,13 @@ login link at start.</p>
 
 /// `token=…` from a form body.
 fn form_token(body: &[u8]) -> Option<String> {
+    form_field(body, "token")
+}
+
+/// Field `key` of a form body (`application/x-www-form-urlencoded`), decoded and trimmed.
+pub(crate) fn form_field(body: &[u8], key: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
-    let raw = text.split('&').find_map(|kv| kv.strip_prefix("token="))?;
+    let raw = text.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?;
     let mut out = Vec::with_capacity(raw.len());
     let bytes = raw.as_bytes();
     let mut i = 0;

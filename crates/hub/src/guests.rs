@@ -120,6 +120,32 @@ impl Hub {
         })
     }
 
+    /// Renames guest `id` (1–40 characters, no control characters); says what is wrong.
+    pub fn rename_guest(&self, id: &str, name: &str) -> Result<(), RegistryError> {
+        let name = name.trim();
+        let count = name.chars().count();
+        if count == 0 || count > 40 || name.chars().any(char::is_control) {
+            return Err(RegistryError::Invalid {
+                field: "name",
+                message: format!(
+                    "`{}`: a name of 1–40 characters, no control characters",
+                    name.escape_debug()
+                ),
+            });
+        }
+        let found = self.vault(|v| {
+            v.change(|s| s.guests.get_mut(id).map(|g| g.name = name.to_owned()).is_some())
+        })?;
+        if !found {
+            return Err(RegistryError::Invalid {
+                field: "guest",
+                message: format!("no guest `{id}`"),
+            });
+        }
+        self.publish(Event::Guests { guests: self.guests() });
+        Ok(())
+    }
+
     /// Sends guest `id` away: its cookie stops working at once. `Ok(false)`: no such guest.
     pub fn kick_guest(&self, id: &str) -> Result<bool, RegistryError> {
         let was = self.vault(|v| v.change(|s| s.guests.remove(id).is_some()))?;
@@ -165,6 +191,7 @@ pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/guest", get(page))
         .route("/guest/leave", post(leave))
+        .route("/guest/name", post(rename))
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .with_state(hub)
 }
@@ -245,6 +272,8 @@ async fn page(
     };
     let body = format!(
         r#"<p id="guest-name">You are <b>{name}</b> on {network}, until {until}.</p>
+<form method="post" action="/guest/name" class="row"><input id="name" name="name" maxlength="40" value="{name}" aria-label="your name">
+<button id="rename" type="submit">call me this</button></form>
 <h2>Playing</h2>{streams}
 <form method="post" action="/guest/leave"><button id="leave" type="submit">leave the party</button></form>"#,
         name = escape(&guest.name),
@@ -252,6 +281,30 @@ async fn page(
         until = hhmm_utc(guest.expires_at),
     );
     guest_page(StatusCode::OK, "Welcome", "", &body)
+}
+
+/// The guest's own name (the host sees it; the mixer will call its microphone by it).
+async fn rename(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(e) = crate::api::same_origin(&headers) {
+        return e.into_response();
+    }
+    let Some(guest) = hub.guest_of(&headers) else {
+        return guest_page(
+            StatusCode::UNAUTHORIZED,
+            "Not a guest",
+            "You are not a guest here (or no longer): scan the host's guest QR code.",
+            "",
+        );
+    };
+    let name = crate::dashboard::form_field(&body, "name").unwrap_or_default();
+    match hub.rename_guest(&guest.id, &name) {
+        Ok(()) => Redirect::to("/guest").into_response(),
+        Err(e @ RegistryError::Invalid { .. }) => {
+            let back = r#"<p><a href="/guest">back</a></p>"#;
+            guest_page(StatusCode::UNPROCESSABLE_ENTITY, "Your name", &e.to_string(), back)
+        }
+        Err(e) => guest_page(StatusCode::SERVICE_UNAVAILABLE, "Your name", &e.to_string(), ""),
+    }
 }
 
 async fn leave(State(hub): State<Hub>, headers: HeaderMap) -> Response {

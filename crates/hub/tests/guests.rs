@@ -47,6 +47,20 @@ async fn a_guest_joins_by_invitation_once_sees_only_its_page_and_leaves_when_sen
         serde_json::from_str(&http(hub.http, "GET", "/api/guests", None).await.1).unwrap();
     assert_eq!(guests.len(), 1);
     let id = guests[0].id.clone();
+    // The guest names itself (the host sees the name).
+    let (s, _, _) = raw_http(hub.http, "POST /guest/name", &with_cookie, "name=Anna+K%2E").await;
+    assert_eq!(s, 303);
+    let (_, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
+    assert!(page.contains("You are <b>Anna K.</b>"), "{page}");
+    assert_eq!(hub.hub.guests()[0].name, "Anna K.");
+    let long = format!("name={}", "x".repeat(41));
+    for bad in ["name=", "name=+++", long.as_str()] {
+        let (s, _, page) = raw_http(hub.http, "POST /guest/name", &with_cookie, bad).await;
+        assert!(s == 422 && page.contains("1–40 characters"), "{bad}: {s} {page}");
+    }
+    let (s, _, _) = raw_http(hub.http, "POST /guest/name", "", "name=Mallory").await;
+    assert_eq!(s, 401, "no cookie, no name");
+    assert_eq!(hub.hub.guests()[0].name, "Anna K.");
     let joined = tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await;
     assert!(
         matches!(&joined, Ok(Ok(Event::Guests { guests })) if guests.len() == 1),
@@ -69,7 +83,7 @@ async fn a_guest_joins_by_invitation_once_sees_only_its_page_and_leaves_when_sen
     let hub =
         common::start(tutti_hub::HubConfig { secrets, secrets_file, ..common::config() }).await;
     let (s, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
-    assert!(s == 200 && page.contains("Guest 1"), "{s} {page}");
+    assert!(s == 200 && page.contains("Anna K."), "{s} {page}");
     // A forged cookie (the right id, another secret) is nobody.
     let forged = format!("Cookie: tutti_guest={id}.{}\r\n", "00".repeat(32));
     let (s, _, _) = raw_http(hub.http, "GET /guest", &forged, "").await;

@@ -227,8 +227,13 @@ try {
   check((await guestPage.locator('li.stream').count()) >= 1, 'the guest sees what plays');
   check(await guestPage.evaluate(() => document.documentElement.scrollWidth) <= 360, 'the guest page fits 360 px');
   await guestPage.screenshot({ path: `${SHOTS}/guest-phone.png`, fullPage: true });
+  await guestPage.fill('#name', 'Anna');
+  await guestPage.click('#rename');
+  await guestPage.waitForURL(HUB + '/guest');
+  check((await guestPage.textContent('#guest-name')).startsWith('You are Anna on '), 'the guest named itself');
   const guestRow = page.locator('li.guest');
-  await until('the dashboard lists the guest', async () => (await guestRow.count()) === 1);
+  await until('the dashboard lists the guest by its name', async () =>
+    (await guestRow.count()) === 1 && (await guestRow.textContent()).includes('Anna'));
   const other = await browser.newContext({ viewport: { width: 360, height: 740 } });
   const again = await other.newPage();
   await again.goto(HUB + invitePath);
