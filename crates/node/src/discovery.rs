@@ -94,7 +94,7 @@ impl Discovery {
 /// `tutti serve` printed, decides).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubAd {
-    /// Its mDNS instance (`HOST-hub`).
+    /// Its mDNS instance (`NETWORK-HOST-hub._tutti._tcp.local.`).
     pub instance: String,
     /// Its host's name (TXT `id`).
     pub id: String,
