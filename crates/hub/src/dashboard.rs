@@ -100,12 +100,7 @@ impl Hub {
 
 /// The access a request's session cookie gives, if it carries a good one.
 pub(crate) fn session(hub: &Hub, headers: &HeaderMap) -> Option<Access> {
-    let value = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
+    let value = crate::guests::cookie(headers, COOKIE)?;
     let mut parts = value.splitn(3, '.');
     let (letter, expires, mac) = (parts.next()?, parts.next()?, parts.next()?);
     let access = match letter {
@@ -128,7 +123,7 @@ pub(crate) fn session(hub: &Hub, headers: &HeaderMap) -> Option<Access> {
 pub struct OverTls;
 
 /// Whether the request came over HTTPS.
-type Tls = Option<axum::Extension<OverTls>>;
+pub(crate) type Tls = Option<axum::Extension<OverTls>>;
 
 /// A redirect that sets (or, with `None`, clears) the session cookie (`Secure` over HTTPS).
 fn with_session(hub: &Hub, access: Option<Access>, to: &str, tls: Tls) -> Response {
@@ -206,7 +201,7 @@ async fn login_page(State(hub): State<Hub>, tls: Tls, Query(q): Query<LoginQuery
 }
 
 fn login_form(status: StatusCode, error: &str) -> Response {
-    let error = error.replace('&', "&amp;").replace('<', "&lt;");
+    let error = crate::guests::escape(error);
     let page = format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -6,16 +6,16 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tutti_proto::control::{Event, GuestInvite, GuestView, to_hex};
 
-use crate::dashboard::OverTls;
+use crate::dashboard::Tls;
 use crate::{Hub, RegistryError, secrets::Guest};
 use tutti_proto::crypto::constant_time_eq;
 
@@ -201,9 +201,6 @@ struct InviteQuery {
     invite: Option<String>,
 }
 
-/// Whether the request came over HTTPS.
-type Tls = Option<Extension<OverTls>>;
-
 async fn page(
     State(hub): State<Hub>,
     tls: Tls,
@@ -235,12 +232,7 @@ async fn page(
         };
     }
     let Some(guest) = hub.guest_of(&headers) else {
-        return guest_page(
-            StatusCode::UNAUTHORIZED,
-            "Not a guest",
-            "You are not a guest here (or no longer): scan the host's guest QR code.",
-            "",
-        );
+        return not_a_guest();
     };
     let streams: String = hub
         .streams()
@@ -289,12 +281,7 @@ async fn rename(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::By
         return e.into_response();
     }
     let Some(guest) = hub.guest_of(&headers) else {
-        return guest_page(
-            StatusCode::UNAUTHORIZED,
-            "Not a guest",
-            "You are not a guest here (or no longer): scan the host's guest QR code.",
-            "",
-        );
+        return not_a_guest();
     };
     let name = crate::dashboard::form_field(&body, "name").unwrap_or_default();
     match hub.rename_guest(&guest.id, &name) {
@@ -329,7 +316,18 @@ fn hhmm_utc(unix: u64) -> String {
     format!("{:02}:{:02} UTC", unix / 3600 % 24, unix / 60 % 60)
 }
 
-fn escape(s: &str) -> String {
+/// The page a request without a live guest cookie gets.
+fn not_a_guest() -> Response {
+    guest_page(
+        StatusCode::UNAUTHORIZED,
+        "Not a guest",
+        "You are not a guest here (or no longer): scan the host's guest QR code.",
+        "",
+    )
+}
+
+/// Text made safe inside HTML (element content and quoted attributes).
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

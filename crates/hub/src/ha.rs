@@ -46,6 +46,28 @@ fn origin() -> Value {
     json!({ "name": "Tutti", "sw_version": env!("CARGO_PKG_VERSION") })
 }
 
+/// Entity `what` of device `object`: `base` (its device, origin, availability) with its name,
+/// ids and `fields`, under `homeassistant/<component>/<object>/<what>/config`.
+fn entity_config(
+    base: &Value,
+    object: &str,
+    component: &str,
+    what: &str,
+    name: &str,
+    fields: Value,
+) -> Entity {
+    let mut config = base.clone();
+    if let Value::Object(map) = &mut config {
+        map.insert("name".into(), json!(name));
+        map.insert("unique_id".into(), json!(format!("{object}_{what}")));
+        map.insert("object_id".into(), json!(format!("{object}_{what}")));
+        if let Value::Object(f) = fields {
+            map.extend(f);
+        }
+    }
+    (format!("{PREFIX}/{component}/{object}/{what}/config"), config)
+}
+
 /// The discovery messages of every player (its zone select listing `zones`) and every zone
 /// (its stream select listing `streams`), by topic.
 pub fn configs(
@@ -85,16 +107,8 @@ fn player(n: &NodeView, zones: &[String]) -> Vec<Entity> {
         ],
         "availability_mode": "all",
     });
-    let entity = |component: &str, what: &str, name: &str, fields: Value| -> Entity {
-        let mut config = base.clone();
-        let map = config.as_object_mut().expect("an object");
-        map.insert("name".into(), json!(name));
-        map.insert("unique_id".into(), json!(format!("{object}_{what}")));
-        map.insert("object_id".into(), json!(format!("{object}_{what}")));
-        if let Value::Object(f) = fields {
-            map.extend(f);
-        }
-        (format!("{PREFIX}/{component}/{object}/{what}/config"), config)
+    let entity = |component: &str, what: &str, name: &str, fields: Value| {
+        entity_config(&base, &object, component, what, name, fields)
     };
     let mut out = Vec::new();
     if can("volume") {
@@ -202,16 +216,8 @@ fn zone(z: &Zone, streams: &[StreamView]) -> Vec<Entity> {
         "origin": origin(),
         "availability": [{ "topic": "tutti/hub/status" }],
     });
-    let entity = |component: &str, what: &str, name: &str, fields: Value| -> Entity {
-        let mut config = base.clone();
-        let map = config.as_object_mut().expect("an object");
-        map.insert("name".into(), json!(name));
-        map.insert("unique_id".into(), json!(format!("{object}_{what}")));
-        map.insert("object_id".into(), json!(format!("{object}_{what}")));
-        if let Value::Object(f) = fields {
-            map.extend(f);
-        }
-        (format!("{PREFIX}/{component}/{object}/{what}/config"), config)
+    let entity = |component: &str, what: &str, name: &str, fields: Value| {
+        entity_config(&base, &object, component, what, name, fields)
     };
     let mut options = vec![NONE.to_owned()];
     options.extend(stream_names(streams).into_iter().map(|(name, _)| name));
