@@ -260,6 +260,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/sync", get(sync).post(resync))
         .route("/api/discovered", get(discovered))
         .route("/api/events", get(events))
+        .route("/api/listen", get(crate::listen::api_listen))
         .route("/api/openapi.json", get(openapi))
         .route("/api/hub", get(hub_info))
         .route("/api/health", get(health))

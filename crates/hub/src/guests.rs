@@ -186,12 +186,24 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// The guest page's player (its main thread).
+const LISTEN_JS: &str = include_str!("web/listen.js");
+/// The guest page's player (its audio thread).
+const LISTEN_WORKLET_JS: &str = include_str!("web/listen-worklet.js");
+
+fn script(body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
+}
+
 /// The guest pages: `/guest` (with `?invite=CODE`: taking an invitation) and `/guest/leave`.
 pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/guest", get(page))
         .route("/guest/leave", post(leave))
         .route("/guest/name", post(rename))
+        .route("/guest/listen", get(crate::listen::guest_listen))
+        .route("/guest/listen.js", get(|| async { script(LISTEN_JS) }))
+        .route("/guest/listen-worklet.js", get(|| async { script(LISTEN_WORKLET_JS) }))
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .with_state(hub)
 }
@@ -262,11 +274,31 @@ async fn page(
     } else {
         format!(r#"<ul class="streams">{streams}</ul>"#)
     };
+    let rooms: String = hub
+        .zones()
+        .iter()
+        .filter(|z| z.source.is_some())
+        .map(|z| format!(r#"<option value="{n}">{n}</option>"#, n = escape(&z.name)))
+        .collect();
+    let listen = if rooms.is_empty() {
+        r#"<p class="muted" id="no-rooms">No room plays anything yet.</p>"#.to_owned()
+    } else {
+        format!(
+            r#"<div class="row"><select id="listen-zone" aria-label="room">{rooms}</select>
+<button id="listen-play" type="button">listen here</button>
+<button id="listen-stop" type="button" disabled>stop</button></div>
+<div class="row"><label><input id="listen-apart" type="checkbox"> apart (headphones: as early as it can, not in time with the room)</label></div>
+<div class="row"><label>my delay <input id="listen-delay" type="number" step="1" min="-500" max="500" value="0"> ms (+ later, − earlier: for Bluetooth headphones)</label></div>
+<p id="listen-status" data-playing="no" class="muted">Not listening.</p>
+<script src="/guest/listen.js" defer></script>"#
+        )
+    };
     let body = format!(
         r#"<p id="guest-name">You are <b>{name}</b> on {network}, until {until}.</p>
 <form method="post" action="/guest/name" class="row"><input id="name" name="name" maxlength="40" value="{name}" aria-label="your name">
 <button id="rename" type="submit">call me this</button></form>
 <h2>Playing</h2>{streams}
+<h2>Listen on this phone</h2>{listen}
 <form method="post" action="/guest/leave"><button id="leave" type="submit">leave the party</button></form>"#,
         name = escape(&guest.name),
         network = escape(&hub.network()),

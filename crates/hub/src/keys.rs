@@ -2,6 +2,7 @@
 //! handing them out over the links, and rotating them.
 
 use super::*;
+use tutti_proto::crypto::Security;
 
 /// How long a new stream key is accepted before sources send with it (every node has it by
 /// then: the hub pushes keys to all links at once).
@@ -163,7 +164,14 @@ impl Hub {
         {
             return Err(NoStream::Zones { stream: target, zone: z.name.clone() });
         }
-        let sends = |h: &Holder| h.role == "source" && same_stream(&h.sends, &at);
+        let label = self.sender_of(&at).ok_or(NoStream::NotLinked(target))?;
+        Ok((label, routed))
+    }
+
+    /// The paired source sending the stream at `at` (linked, or announced lately): its
+    /// stream keys' label.
+    fn sender_of(&self, at: &[SocketAddr]) -> Option<String> {
+        let sends = |h: &Holder| h.role == "source" && same_stream(&h.sends, at);
         let linked = self
             .links
             .lock()
@@ -171,15 +179,30 @@ impl Hub {
             .values()
             .find(|l| l.paired.is_some() && sends(&l.holder))
             .map(|l| l.holder.id.clone());
-        let label = linked
-            .or_else(|| {
-                let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
-                a.values()
-                    .find(|(h, at)| at.elapsed() < ANNOUNCED_FOR && sends(h))
-                    .map(|(h, _)| h.id.clone())
-            })
-            .ok_or(NoStream::NotLinked(target))?;
-        Ok((label, routed))
+        linked.or_else(|| {
+            let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            a.values()
+                .find(|(h, at)| at.elapsed() < ANNOUNCED_FOR && sends(h))
+                .map(|(h, _)| h.id.clone())
+        })
+    }
+
+    /// The keys that open the stream at `source` (`host:port`) for the hub's own listening
+    /// (see [`crate::listen`]): a paired source's stream keys, and the network's passphrase
+    /// key when it has one; with the stream keys' description (what changes on a rotation).
+    /// `None`: nothing the hub holds opens it.
+    pub(crate) fn stream_security(&self, source: &str) -> Option<(Security, Option<KeySet>)> {
+        let set =
+            self.sender_of(&addresses(source)).map(|l| self.vault(|v| v.secrets.stream_keys(&l)));
+        let security = match (set.as_ref().and_then(tutti_node::security::from_keyset), &self.key) {
+            (Some(Security::Encrypted { send, mut accept }), key) => {
+                accept.extend(key.iter().cloned());
+                Security::Encrypted { send, accept }
+            }
+            (_, Some(key)) => Security::encrypted(key.clone()),
+            _ => return None,
+        };
+        Some((security, set))
     }
 
     /// Sends every paired link whose keys changed its new keys (sealed with its credential),

@@ -23,6 +23,7 @@
 //! - [`discovery`]: mDNS (the hub advertised, nodes heard).
 //! - [`guests`]: guest invitations (QR), guest credentials, the guest page.
 //! - [`ha`]: Home Assistant MQTT discovery (a device per player and per zone).
+//! - [`listen`]: a room's stream relayed to browsers, to play in sync with its players.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod guests;
 pub mod ha;
 mod keys;
 pub mod link;
+pub mod listen;
 pub mod mqtt;
 pub mod registry;
 pub mod secrets;
@@ -142,6 +144,8 @@ pub struct Hub {
     covers: Arc<Mutex<HashMap<String, (String, Vec<u8>)>>>,
     /// Paired sources that fetched their keys, by id, with when (see [`Hub::announce`]).
     announced: Arc<Mutex<HashMap<String, (Holder, Instant)>>>,
+    /// The rooms relayed to browsers (see [`listen`]).
+    relays: listen::Relays,
 }
 
 /// A connected node's channel, the paired node it proved to be (if any), and what decides
@@ -199,6 +203,7 @@ impl Hub {
             heard: Arc::default(),
             covers: Arc::default(),
             announced: Arc::default(),
+            relays: listen::Relays::default(),
         })
     }
 

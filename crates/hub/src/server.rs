@@ -156,6 +156,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         }
     };
     tasks.push(spawn_in(&span, async move {
+        // No Nagle: a listener's 10 ms audio blocks (and the dashboard's small frames) must not
+        // wait for the peer's delayed ACK (40 ms bursts).
+        use axum::serve::ListenerExt;
+        let http_listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(spawn_in(&span, link::serve(hub.clone(), link_listener)));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tutti_audio::AudioError;
 use tutti_audio::backend::cpal::CpalBackend;
 use tutti_audio::backend::null::NullBackend;
+use tutti_audio::backend::tap::Tap;
 use tutti_audio::backend::wav::{WavBackend, WavFormat};
 use tutti_audio::backend::{ActiveStream, Backend, OutputCallback, StreamSpec};
 use tutti_audio::clock;
@@ -29,12 +30,15 @@ pub enum OutputKind {
     Wav(PathBuf),
     /// Nothing (paced by the clock).
     Null,
+    /// Handed to a reader, paced by the clock, as far ahead as the group latency allows (the
+    /// hub relaying a zone to browsers: see [`Tap`]).
+    Tap(Tap),
 }
 
 impl OutputKind {
     /// Plays integer PCM untouched here (the device clock is the local clock).
     pub fn clock_paced(&self) -> bool {
-        matches!(self, OutputKind::Wav(_) | OutputKind::Null)
+        matches!(self, OutputKind::Wav(_) | OutputKind::Null | OutputKind::Tap(_))
     }
 }
 
@@ -48,6 +52,7 @@ pub fn open(
 ) -> Result<Box<dyn ActiveStream>, AudioError> {
     match kind {
         OutputKind::Null => NullBackend.open_output(None, spec, cb),
+        OutputKind::Tap(tap) => tap.open_output(None, spec, cb),
         OutputKind::Wav(path) => {
             let wav = WavBackend::new(path.clone(), WavFormat::I16, true);
             let wav = match first_frame {

@@ -353,7 +353,10 @@ pub fn run_player(
     // The latency it plays at: a zone's, or the stream's.
     let latency = opts.config.latency_override.unwrap_or(info.group_latency);
     let planned = render_plan(&info, latency, opts.buffer_frames, &opts.output);
-    let RenderPlan { buffer, block, lookahead, max_lookahead, tick } = planned;
+    let RenderPlan { buffer, block, lookahead, max_lookahead, tick, tap_lead } = planned;
+    if let OutputKind::Tap(tap) = &opts.output {
+        tap.set_lead(Nanos::from_frames(tap_lead as u64, info.format.sample_rate));
+    }
     if let Some(asked) = opts.buffer_frames.filter(|&a| buffer < a) {
         let _ = said.send(PlayingEvent::SmallerBuffer { asked, buffer, latency });
     }
@@ -476,6 +479,8 @@ struct RenderPlan {
     lookahead: usize,
     max_lookahead: usize,
     tick: usize,
+    /// A tap's DAC lead over the buffers it asks for (see [`Tap::set_lead`](tutti_audio::backend::tap::Tap::set_lead)).
+    tap_lead: usize,
 }
 
 /// The largest device buffer chosen unasked, frames (~21 ms at 48 kHz).
@@ -512,6 +517,7 @@ fn render_plan(
             lookahead,
             max_lookahead: lookahead + ms(10),
             tick,
+            tap_lead: 0,
         };
     }
     let group = latency;
@@ -520,6 +526,14 @@ fn render_plan(
     let batch = read_batch(info.mode, group).map_or(0, frames);
     let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
+    // A tap's listeners (browsers) play what it hands over on their own devices, after a trip
+    // over the network: it hands it over as early as it can, keeping just enough budget for
+    // 10 ms buffers.
+    let tap_lead = match output {
+        OutputKind::Tap(_) => budget.saturating_sub(3 * ms(10) + 2 * block + ms(1)),
+        _ => 0,
+    };
+    let budget = budget - tap_lead;
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
     // A device asks for its two buffers at once when it starts: the engine's lead must hold
     // them (lead ≥ 2 buffers on top of the device's own 2), or it starts with an underrun.
@@ -546,7 +560,14 @@ fn render_plan(
     } else {
         (2 * buffer).max(least).min(room)
     };
-    RenderPlan { buffer: buffer as u32, block, lookahead, max_lookahead: room.max(lookahead), tick }
+    RenderPlan {
+        buffer: buffer as u32,
+        block,
+        lookahead,
+        max_lookahead: room.max(lookahead),
+        tick,
+        tap_lead,
+    }
 }
 
 /// How long a player's network thread lets datagrams gather before reading them: a sync

@@ -2140,3 +2140,156 @@ fn the_dashboard_renders_fifty_nodes_quickly_and_idles_cheaply() {
         "5 dashboards of moving figures add at most 2 % of a core: {alone_playing:.2} → {open_playing:.2}"
     );
 }
+
+/// What `GET /api/listen?zone=…` says: its text messages and its blocks (hub instant of the
+/// first frame in ns, the frames interleaved), for `seconds`; or the close code and reason.
+struct Listened {
+    texts: Vec<serde_json::Value>,
+    blocks: Vec<(f64, Vec<i16>)>,
+    closed: Option<(u16, String)>,
+}
+
+fn listen(http_port: u16, query: &str, token: Option<&str>, seconds: f64) -> Listened {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = format!("ws://127.0.0.1:{http_port}/api/listen?{query}");
+        let mut req = url.into_client_request().unwrap();
+        if let Some(t) = token {
+            req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let mut heard = Listened { texts: Vec::new(), blocks: Vec::new(), closed: None };
+        let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+            Ok(c) => c,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                heard.closed = Some((r.status().as_u16(), String::new()));
+                return heard;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        ws.send(Message::text(r#"{"type":"ping","id":1}"#)).await.unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, ws.next()).await {
+            match m {
+                Ok(Message::Text(t)) => heard.texts.push(json(&t)),
+                Ok(Message::Binary(b)) => {
+                    let at = f64::from_le_bytes(b[..8].try_into().unwrap()) * 1e3;
+                    let frames = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+                    let pcm: Vec<i16> =
+                        b[24..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+                    assert_eq!(pcm.len(), frames * 2, "a block's frames, stereo");
+                    heard.blocks.push((at, pcm));
+                }
+                Ok(Message::Close(c)) => {
+                    heard.closed = c.map(|c| (u16::from(c.code), c.reason.to_string()));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        heard
+    })
+}
+
+#[test]
+fn a_browser_listener_hears_the_room_bit_exact_and_in_time_with_its_player() {
+    let _serial = serial();
+    let dir = tmp("listen");
+    let p = port_base(25);
+    let (src, http_port, link_port, mqtt, pa) = (p, p + 1, p + 2, p + 3, p + 4);
+    let input_path = dir.join("in.wav");
+    let input = write_input(&input_path, 6.0, 11);
+    let mut hub = hub(http_port, link_port, mqtt, "16");
+    let mut source = tutti(&[
+        "stream",
+        "--file",
+        input_path.to_str().unwrap(),
+        "--port",
+        &src.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--latency-ms",
+        "150",
+        "--quiet",
+    ]);
+    let wa = dir.join("a.wav");
+    let mut a = hub_player(src, pa, &wa, link_port, "9");
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
+        v.as_array().is_some_and(|n| n.len() == 1 && n[0]["online"] == true)
+    });
+    let id = nodes[0]["info"]["id"].as_str().unwrap().to_owned();
+    let zone = format!("{{\"source\":\"127.0.0.1:{src}\",\"latency_ms\":150}}");
+    let (status, reply) = http(http_port, "PUT", "/api/zones/den", &zone);
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) =
+        http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"zone\":\"den\"}");
+    assert_eq!(status, 200, "{reply}");
+    // Strangers hear nothing; a room that is not there says so.
+    assert_eq!(listen(http_port, "zone=den", None, 1.0).closed.map(|c| c.0), Some(401));
+    let nowhere = listen(http_port, "zone=attic", Some(ADMIN), 2.0);
+    assert_eq!(nowhere.closed.as_ref().map(|c| c.0), Some(4001), "{:?}", nowhere.texts);
+    assert!(
+        nowhere.texts.iter().any(|t| t["message"].as_str().is_some_and(|m| m.contains("attic")))
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = listen(http_port, "zone=den", Some(ADMIN), 4.0);
+    let (ok, log_a) = wait(&mut a, Duration::from_secs(15));
+    assert!(ok, "player A: {log_a}");
+    let _ = wait(&mut source, Duration::from_secs(10));
+    let _ = wait(&mut hub, Duration::from_secs(15));
+    let hello = heard.texts.iter().find(|t| t["type"] == "hello").expect("a hello");
+    assert_eq!((hello["zone"].as_str(), hello["latency_ms"].as_f64()), (Some("den"), Some(150.0)));
+    let lead = hello["lead_ms"].as_f64().unwrap();
+    assert!(heard.texts.iter().any(|t| t["type"] == "pong" && t["hub_us"].as_f64().is_some()));
+    assert!(heard.blocks.len() > 100, "{} blocks in 4 s", heard.blocks.len());
+    // Blocks follow each other exactly on the hub's clock (a gap would be a lost block).
+    for w in heard.blocks.windows(2) {
+        let step = w[1].0 - w[0].0;
+        let expected = (w[0].1.len() / 2) as f64 * 1e9 / 48_000.0;
+        assert!((step - expected).abs() < 1.0, "contiguous: {step} ns after {expected}");
+    }
+    // The room's audio, bit-exact: where the input starts (or where the relay joined it).
+    let relayed: Vec<i16> = heard.blocks.iter().flat_map(|b| b.1.iter().copied()).collect();
+    let start = relayed.iter().position(|&s| s != 0).expect("sound") & !1;
+    let probe = &relayed[start + 9_600..start + 9_856];
+    let at_input = (0..input.len() / 2 - 128)
+        .find(|&f| input[f * 2..].starts_with(probe))
+        .expect("the relayed audio is the input's, bit for bit");
+    let run = (relayed.len() - start - 9_600).min(input.len() - at_input * 2).min(96_000);
+    assert_eq!(
+        &relayed[start + 9_600..start + 9_600 + run],
+        &input[at_input * 2..at_input * 2 + run],
+        "a second of it bit-exact"
+    );
+    // When input frame `at_input` is heard: at the relay (its block's instant plus its place
+    // in the block) and at player A (its file's first instant plus its place in the file).
+    let relay_frame = (start + 9_600) / 2;
+    let mut frames = 0;
+    let relay_at = heard
+        .blocks
+        .iter()
+        .find_map(|(at, pcm)| {
+            let n = pcm.len() / 2;
+            let here = (relay_frame >= frames && relay_frame < frames + n)
+                .then(|| at + (relay_frame - frames) as f64 * 1e9 / 48_000.0);
+            frames += n;
+            here
+        })
+        .unwrap();
+    let out = read_wav(&wa);
+    let in_a = (0..out.len() / 2 - 128)
+        .find(|&f| out[f * 2..].starts_with(probe))
+        .expect("player A played it");
+    let a_at = first_sample_ns(&wa) as f64 + in_a as f64 * 1e9 / 48_000.0;
+    let off = (relay_at - a_at) / 1e3;
+    eprintln!(
+        "listen: {} blocks relayed {lead:.1} ms ahead of their instant, bit-exact; the relay's \
+         instant for a frame is {off:+.1} µs from player A's",
+        heard.blocks.len()
+    );
+    assert!(lead >= 50.0, "a 150 ms room leaves the browsers at least 50 ms: {lead}");
+    assert!(off.abs() <= 100.0, "the relay's instants are the room's: {off:+.1} µs");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@ use crate::AudioError;
 pub mod cpal;
 pub mod fake;
 pub mod null;
+pub mod tap;
 pub mod wav;
 
 /// What a stream asks of a device.

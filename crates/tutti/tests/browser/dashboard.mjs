@@ -49,7 +49,7 @@ const p99 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.c
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
 });
 const figures = {};
 try {
@@ -239,8 +239,37 @@ try {
   await again.goto(HUB + invitePath);
   check((await again.textContent('#guest-error')).includes('used already'), 'a used invitation is refused in words');
   await other.close();
+
+  step('the guest listens to the living room on the phone, in time with it; then apart; then stops');
+  await guestPage.selectOption('#listen-zone', 'living');
+  await guestPage.click('#listen-play');
+  const listening = () => guestPage.evaluate(() => window.tuttiListen.state());
+  await until('the phone plays the room', async () => (await listening()).playing, 15000);
+  await guestPage.waitForTimeout(3000);
+  const heard = await listening();
+  check(/in time with the room/.test(await guestPage.textContent('#listen-status')), `the page says it plays in time: ${JSON.stringify(heard)}`);
+  check(heard.lead_ms > 20, `blocks come ahead of their instant: ${heard.lead_ms} ms`);
+  check(Math.abs(heard.err_us) < 1000 && heard.jumps <= 1, `it follows the room's clock: ${JSON.stringify(heard)}`);
+  check(heard.played > 48000 * 2, `it played: ${heard.played} frames`);
+  figures.listen = { lead_ms: heard.lead_ms, err_us: heard.err_us, underruns: heard.underruns, jumps: heard.jumps,
+    rtt_ms: heard.rtt_ms, output_latency_ms: heard.output_latency_ms };
+  await guestPage.check('#listen-apart');
+  await until('the apart toggle plays as early as it can', async () => {
+    const s = await listening();
+    return s.mode === 'apart' && /apart/.test(await guestPage.textContent('#listen-status')) && s.buffered_ms < 60;
+  });
+  await guestPage.uncheck('#listen-apart');
+  await guestPage.click('#listen-stop');
+  await until('stop stops', async () => /^Stopped: you stopped it/.test(await guestPage.textContent('#listen-status')));
+  check(!(await listening()).playing, 'nothing plays after stop');
+  await guestPage.click('#listen-play');
+  await until('it plays again', async () => (await listening()).playing, 15000);
+
+  step('the host sends the listening guest away: the phone stops at once');
   await guestRow.locator('button.kick').click();
   await until('the guest leaves the list', async () => (await guestRow.count()) === 0);
+  await until('the phone stops and says why', async () =>
+    /sent you away/.test(await guestPage.textContent('#listen-status')) && !(await listening()).playing);
   await guestPage.reload();
   check((await guestPage.textContent('#heading')) === 'Not a guest', 'the guest sent away sees it');
   await guestPhone.close();

@@ -1,0 +1,224 @@
+// Tutti: a page listening to a room in sync with its players (see crates/hub/src/listen.rs).
+//
+// The hub's clock is followed with pings (the fastest round trips of the last minute, a line
+// fitted through them: offset and rate); AudioContext.getOutputTimestamp says which context
+// instant the speaker plays at which performance instant (the device's latency included).
+// Together: the hub instant each context instant is heard, sent to the worklet four times a
+// second. A delay of one's own (Bluetooth headphones) is kept in this browser.
+"use strict";
+
+class HubClock {
+  constructor() {
+    this.samples = []; // {at: perf ms (midpoint), hub: hub ms, rtt: ms}
+    this.fit = null; // hub_ms = a + b × (perf − p0)
+  }
+  add(sent, received, hubUs) {
+    this.samples.push({ at: (sent + received) / 2, hub: hubUs / 1e3, rtt: received - sent });
+    const now = received;
+    this.samples = this.samples.filter((s) => now - s.at < 60_000);
+    const best = Math.min(...this.samples.map((s) => s.rtt));
+    // Round trips near the fastest: their midpoints are where the hub answered.
+    const good = this.samples.filter((s) => s.rtt <= best + Math.max(0.5, best * 0.5));
+    const p0 = good[good.length - 1].at;
+    const offsets = good.map((s) => s.hub - s.at);
+    let b = 1;
+    const span = good[good.length - 1].at - good[0].at;
+    if (good.length >= 8 && span > 5_000) {
+      const mx = good.reduce((x, s) => x + s.at, 0) / good.length;
+      const my = good.reduce((x, s) => x + s.hub, 0) / good.length;
+      let sxy = 0;
+      let sxx = 0;
+      for (const s of good) {
+        sxy += (s.at - mx) * (s.hub - my);
+        sxx += (s.at - mx) * (s.at - mx);
+      }
+      b = Math.max(1 - 5e-4, Math.min(1 + 5e-4, sxy / sxx));
+      this.fit = { p0, a: my + b * (p0 - mx), b, rtt: best, n: good.length };
+    } else {
+      const sorted = offsets.slice().sort((x, y) => x - y);
+      this.fit = { p0, a: p0 + sorted[sorted.length >> 1], b, rtt: best, n: good.length };
+    }
+  }
+  hubMs(perf) {
+    return this.fit.a + this.fit.b * (perf - this.fit.p0);
+  }
+}
+
+class Listener {
+  constructor(onState) {
+    this.onState = onState;
+    this.clock = new HubClock();
+    this.stats = {};
+    this.delayMs = Number(localStorage.getItem("tutti.delay_ms") || 0);
+    this.mode = localStorage.getItem("tutti.mode") || "sync";
+  }
+
+  async start(zone) {
+    this.stop();
+    this.zone = zone;
+    this.stopped = false;
+    this.ctx = new AudioContext({ sampleRate: 48000, latencyHint: "interactive" });
+    await this.ctx.audioWorklet.addModule("/guest/listen-worklet.js");
+    this.node = new AudioWorkletNode(this.ctx, "tutti-listen", { outputChannelCount: [2] });
+    this.node.connect(this.ctx.destination);
+    this.node.port.onmessage = (e) => {
+      this.stats = e.data;
+      this.say();
+    };
+    this.node.port.postMessage({ type: "mode", mode: this.mode });
+    await this.ctx.resume();
+    this.connect();
+    this.timer = setInterval(() => this.tick(), 250);
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = `${scheme}://${location.host}/guest/listen?zone=${encodeURIComponent(this.zone)}`;
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.binaryType = "arraybuffer";
+    this.pending = new Map();
+    this.pings = 0;
+    ws.onopen = () => this.ping();
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string") return this.text(JSON.parse(e.data));
+      const v = new DataView(e.data);
+      const frames = v.getUint32(8, true);
+      const rate = v.getUint32(12, true);
+      const channels = v.getUint16(16, true);
+      const pcm = new Int16Array(e.data, 24, frames * channels);
+      const data = new Float32Array(pcm.length);
+      for (let i = 0; i < pcm.length; i++) data[i] = pcm[i] / 32768;
+      const block = { type: "block", hub_us: v.getFloat64(0, true), frames, rate, channels, data };
+      this.node.port.postMessage(block, [data.buffer]);
+    };
+    ws.onclose = (e) => {
+      if (this.stopped || this.ws !== ws) return;
+      this.closed = e.reason || this.error || "the connection to the hub is lost";
+      this.say();
+      // 4001: the room is gone; 4003: sent away. Anything else: try again.
+      if (e.code === 4001 || e.code === 4003) return this.stop(this.closed);
+      this.node.port.postMessage({ type: "reset" });
+      setTimeout(() => !this.stopped && this.ws === ws && this.connect(), 1000);
+    };
+  }
+
+  text(m) {
+    if (m.type === "pong") {
+      const sent = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (sent !== undefined) this.clock.add(sent, performance.now(), m.hub_us);
+    } else if (m.type === "hello") {
+      this.hello = m;
+      this.closed = null;
+      this.say();
+    } else if (m.type === "error") {
+      this.error = m.message;
+      this.say();
+    }
+  }
+
+  ping() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    const id = ++this.pings;
+    this.pending.set(id, performance.now());
+    this.ws.send(JSON.stringify({ type: "ping", id }));
+    // A burst while it locks, then twice a second.
+    setTimeout(() => this.ping(), this.pings < 40 ? 50 : 500);
+  }
+
+  tick() {
+    if (!this.ctx || !this.clock.fit) return;
+    const ts = this.ctx.getOutputTimestamp();
+    if (!ts.performanceTime) return;
+    // The context instant c is heard at performance instant ts.performanceTime + (c − ts.contextTime)·1000.
+    const c0 = ts.contextTime;
+    const h0 = (this.clock.hubMs(ts.performanceTime) - this.delayMs) * 1e3;
+    this.node.port.postMessage({ type: "map", c0, h0, slope: this.clock.fit.b });
+  }
+
+  setDelay(ms) {
+    this.delayMs = ms;
+    localStorage.setItem("tutti.delay_ms", String(ms));
+    this.tick();
+  }
+
+  setMode(mode) {
+    this.mode = mode;
+    localStorage.setItem("tutti.mode", mode);
+    if (this.node) this.node.port.postMessage({ type: "mode", mode });
+  }
+
+  stop(why) {
+    this.stopped = true;
+    clearInterval(this.timer);
+    if (this.ws) this.ws.close();
+    this.ws = null;
+    if (this.ctx) this.ctx.close();
+    this.ctx = null;
+    this.node = null;
+    this.closed = why || null;
+    this.say();
+  }
+
+  // What the page shows (and tests read: window.tuttiListen.state()).
+  state() {
+    const s = this.stats;
+    return {
+      zone: this.zone,
+      playing: !!this.ctx && !this.stopped && (s.played || 0) > 0,
+      closed: this.closed || null,
+      error: this.error || null,
+      lead_ms: this.hello ? this.hello.lead_ms : null,
+      rtt_ms: this.clock.fit ? this.clock.fit.rtt : null,
+      output_latency_ms: this.ctx ? (this.ctx.outputLatency || 0) * 1e3 : null,
+      delay_ms: this.delayMs,
+      mode: this.mode,
+      ...s,
+    };
+  }
+
+  say() {
+    this.onState(this.state());
+  }
+}
+
+function setup() {
+  const status = document.getElementById("listen-status");
+  const play = document.getElementById("listen-play");
+  const stopButton = document.getElementById("listen-stop");
+  const room = document.getElementById("listen-zone");
+  const delay = document.getElementById("listen-delay");
+  const apart = document.getElementById("listen-apart");
+  if (!play) return;
+  const listener = new Listener((s) => {
+    let text;
+    if (s.closed) text = `Stopped: ${s.closed}`;
+    else if (s.error) text = s.error;
+    else if (!s.zone) text = "Not listening.";
+    else if (!s.playing) text = `Joining ${s.zone}…`;
+    else if (s.mode === "apart")
+      text = `Playing ${s.zone} apart (as early as it can), ${s.buffered_ms.toFixed(0)} ms buffered`;
+    else text = `Playing ${s.zone} in time with the room (±${(Math.abs(s.err_us) / 1e3).toFixed(1)} ms)`;
+    if (s.underruns) text += `, ${s.underruns} gaps`;
+    status.textContent = text;
+    status.dataset.playing = s.playing ? "yes" : "no";
+    play.disabled = s.playing;
+    stopButton.disabled = !s.zone || !!s.closed || s.stopped;
+  });
+  window.tuttiListen = listener;
+  delay.value = listener.delayMs;
+  apart.checked = listener.mode === "apart";
+  play.addEventListener("click", () => {
+    listener.error = null;
+    listener.start(room.value).catch((e) => {
+      listener.error = `cannot play here: ${e.message || e}`;
+      listener.say();
+    });
+  });
+  stopButton.addEventListener("click", () => listener.stop("you stopped it"));
+  delay.addEventListener("change", () => listener.setDelay(Number(delay.value) || 0));
+  apart.addEventListener("change", () => listener.setMode(apart.checked ? "apart" : "sync"));
+}
+
+setup();
