@@ -202,6 +202,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/guest/leave", post(leave))
         .route("/guest/name", post(rename))
         .route("/guest/listen", get(crate::listen::guest_listen))
+        .route("/guest/me", get(me))
         .route("/guest/listen.js", get(|| async { script(LISTEN_JS) }))
         .route("/guest/listen-worklet.js", get(|| async { script(LISTEN_WORKLET_JS) }))
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
@@ -323,6 +324,20 @@ async fn rename(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::By
             guest_page(StatusCode::UNPROCESSABLE_ENTITY, "Your name", &e.to_string(), back)
         }
         Err(e) => guest_page(StatusCode::SERVICE_UNAVAILABLE, "Your name", &e.to_string(), ""),
+    }
+}
+
+/// `GET /guest/me`: the guest its cookie names (JSON), or 401 (the guest page asks before it
+/// tries to listen again).
+async fn me(State(hub): State<Hub>, headers: HeaderMap) -> Response {
+    match hub.guest_of(&headers) {
+        Some(g) => axum::Json(g).into_response(),
+        None => crate::api::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not_a_guest",
+            "not a guest: scan the host's guest QR code",
+        )
+        .into_response(),
     }
 }
 

@@ -62,6 +62,12 @@ fn spawn(args: &[&str], passphrase: bool) -> Proc {
         .env("TUTTI_MDNS", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // TUTTI_E2E_LOGS=DIR: hubs log to DIR/hub-PID.log instead of a pipe (to see why a test
+    // failed while its hub ran).
+    if let (Some(dir), Some(&"serve")) = (std::env::var_os("TUTTI_E2E_LOGS"), args.first()) {
+        let file = Path::new(&dir).join(format!("hub-{}-{}.log", std::process::id(), args.len()));
+        c.stderr(std::fs::File::create(file).expect("a log file"));
+    }
     if passphrase {
         c.env("TUTTI_PASSPHRASE", PASS);
     } else {
@@ -2279,6 +2285,10 @@ fn a_browser_listener_hears_the_room_bit_exact_and_in_time_with_its_player() {
         })
         .unwrap();
     let out = read_wav(&wa);
+    assert!(
+        find_exact(&out, &input).is_some(),
+        "the room's player undisturbed by the relay: bit-exact"
+    );
     let in_a = (0..out.len() / 2 - 128)
         .find(|&f| out[f * 2..].starts_with(probe))
         .expect("player A played it");

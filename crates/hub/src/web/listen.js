@@ -57,6 +57,9 @@ class Listener {
     this.stop();
     this.zone = zone;
     this.stopped = false;
+    this.stats = {};
+    this.hello = null;
+    this.error = null;
     this.ctx = new AudioContext({ sampleRate: 48000, latencyHint: "interactive" });
     await this.ctx.audioWorklet.addModule("/guest/listen-worklet.js");
     this.node = new AudioWorkletNode(this.ctx, "tutti-listen", { outputChannelCount: [2] });
@@ -96,10 +99,15 @@ class Listener {
       if (this.stopped || this.ws !== ws) return;
       this.closed = e.reason || this.error || "the connection to the hub is lost";
       this.say();
-      // 4001: the room is gone; 4003: sent away. Anything else: try again.
+      // 4001: the room is gone; 4003: sent away. Anything else: try again, while a guest.
       if (e.code === 4001 || e.code === 4003) return this.stop(this.closed);
-      this.node.port.postMessage({ type: "reset" });
-      setTimeout(() => !this.stopped && this.ws === ws && this.connect(), 1000);
+      if (this.node) this.node.port.postMessage({ type: "reset" });
+      setTimeout(async () => {
+        if (this.stopped || this.ws !== ws) return;
+        const me = await fetch("/guest/me").catch(() => null);
+        if (me && me.status === 401) return this.stop("you are not a guest any more (the host sent you away, or your time ran out)");
+        if (!this.stopped && this.ws === ws) this.connect();
+      }, 1000);
     };
   }
 

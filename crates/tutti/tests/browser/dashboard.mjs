@@ -268,8 +268,11 @@ try {
   step('the host sends the listening guest away: the phone stops at once');
   await guestRow.locator('button.kick').click();
   await until('the guest leaves the list', async () => (await guestRow.count()) === 0);
-  await until('the phone stops and says why', async () =>
-    /sent you away/.test(await guestPage.textContent('#listen-status')) && !(await listening()).playing);
+  let said = '';
+  await until('the phone stops and says why', async () => {
+    said = `${await guestPage.textContent('#listen-status')} ${JSON.stringify(await listening())}`;
+    return /^Stopped: .*sent you away/.test(said) && !(await listening()).playing;
+  }).catch((e) => { throw new Error(`${e.message}: ${said}`); });
   await guestPage.reload();
   check((await guestPage.textContent('#heading')) === 'Not a guest', 'the guest sent away sees it');
   await guestPhone.close();
