@@ -14,6 +14,8 @@
 #   tutti-L     `tutti stream --device src.monitor --latency-ms L` and N `tutti play --device pI`
 #   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin-live` as the source
 #               (told the src sink's latency, read with pactl, by --input-latency-ms)
+#   web-L       the tutti-L source and a hub relaying the room to a guest's browser: players
+#               p1..p(N-1) native, pN headless Chromium on the guest page (PULSE_SINK=pN)
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -51,7 +53,9 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "speakers.sh needs root: a private network namespace, and SCHED_FIFO for the recorder" >&2; exit 1; }
 need=()
-for p in pulseaudio pulseaudio-utils snapserver snapclient iproute2 util-linux; do
+web=()
+case " $PHASES" in *" web-"*) web=(chromium nodejs npm curl) ;; esac
+for p in pulseaudio pulseaudio-utils snapserver snapclient iproute2 util-linux "${web[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -85,6 +89,11 @@ KEEP=$((PLAYERS + 1))
 export PULSE_SERVER="unix:$DIR/native"
 export TUTTI_PASSPHRASE="speakers-$$-passphrase"
 export TUTTI_MDNS=off
+export TUTTI_ADMIN_TOKEN="speakers-$$-admin-token"
+BROWSER_DIR=$(realpath crates/tutti/tests/browser)
+if [ ${#web[@]} -gt 0 ] && [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund >/dev/null)
+fi
 pids=()
 stop_phase() {
     for p in "${pids[@]:-}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
@@ -181,6 +190,31 @@ run_phase() {
             pids+=($!); roles+=("p$i"); rpids+=($!)
         done
         sleep 2
+        paplay -d src "$DIR/signal.wav" & pids+=($!)
+        ;;
+    web)
+        in_ns "$TUTTI" serve --http 127.0.0.1:7480 --https 127.0.0.1:0 --link 127.0.0.1:7481 --no-mqtt \
+            --no-state > "$DIR/$name.hub.log" 2>&1 &
+        pids+=($!); local hub_pid=$!
+        in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
+            > "$DIR/$name.source.log" 2>&1 &
+        pids+=($!); roles+=("source"); rpids+=($!)
+        for i in $(seq $((PLAYERS - 1))); do
+            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) \
+                > "$DIR/$name.p$i.log" 2>&1 &
+            pids+=($!); roles+=("p$i"); rpids+=($!)
+        done
+        roles+=("hub"); rpids+=("$hub_pid")
+        local api=(nsenter --net="/run/netns/$NS" curl -sf -H "Authorization: Bearer $TUTTI_ADMIN_TOKEN")
+        for _ in $(seq 50); do "${api[@]}" http://127.0.0.1:7480/api/hub >/dev/null && break; sleep 0.1; done
+        "${api[@]}" -X PUT -H 'Content-Type: application/json' -d '{"source":"127.0.0.1:7400"}' \
+            http://127.0.0.1:7480/api/zones/lab >/dev/null
+        # The guest's link, on the hub's plain HTTP address (127.0.0.1 is a secure context).
+        local invite; invite=$("${api[@]}" -X POST http://127.0.0.1:7480/api/guests | grep -o 'invite=[0-9a-f]*')
+        PULSE_SINK="p$PLAYERS" in_ns node "$BROWSER_DIR/listen.mjs" "http://127.0.0.1:7480/guest?$invite" lab \
+            > "$DIR/$name.p$PLAYERS.log" 2>&1 &
+        pids+=($!)
+        sleep 3
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
     snap)

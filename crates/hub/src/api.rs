@@ -15,6 +15,7 @@
 //! | GET, POST | `/sync` | SyncStream-style: every player's clock offset, skew and latency; POST `{"id"}` or `{"zone"}` (or `{}`: all) resyncs |
 //! | GET | `/api/discovered` | nodes heard on mDNS (`_tutti._udp`), with whether they joined |
 //! | GET | `/api/events` | WebSocket: every change, as JSON events |
+//! | GET | `/api/listen?zone=NAME` | WebSocket: the room's audio, each block with the hub instant it is heard (see [`crate::listen`]) |
 //! | GET | `/api/openapi.json` | this, as OpenAPI 3 |
 //! | GET | `/api/health` | every node's last hour, a minute each: clock offset range, packets concealed, frames short, reports |
 //! | GET | `/api/hub` | the hub: network, version, HTTPS fingerprint, MQTT, key rotation, and this token's access (`admin` or `read`) |
@@ -621,6 +622,7 @@ pub fn openapi_document() -> serde_json::Value {
                 "put": { "summary": "Create or change a zone", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "source": { "type": "string" }, "latency_ms": { "type": "number", "minimum": 10, "maximum": 5000 } } } } } }, "responses": { "200": { "description": "zone" }, "422": error } },
                 "delete": { "summary": "Remove a zone", "responses": { "204": { "description": "removed" }, "404": error } }
             },
+            "/api/listen": { "get": { "summary": "WebSocket: a room's audio (?zone=NAME), each block with the hub instant it is heard; pings answered with the hub's clock", "responses": { "101": { "description": "switching protocols" } } } },
             "/api/events": { "get": { "summary": "WebSocket: every change as a JSON event (node_online, node_lost, node_state, node_settings, zone_changed, zone_removed)", "responses": { "101": { "description": "switching protocols" } } } },
             "/devices": { "get": { "summary": "SyncStream-style alias of /api/nodes", "responses": { "200": { "description": "nodes" } } } },
             "/grouping": { "get": { "summary": "SyncStream-style alias of /api/zones", "responses": { "200": { "description": "zones" } } } },

@@ -88,11 +88,22 @@ async fn a_guest_joins_by_invitation_once_sees_only_its_page_and_leaves_when_sen
     let forged = format!("Cookie: tutti_guest={id}.{}\r\n", "00".repeat(32));
     let (s, _, _) = raw_http(hub.http, "GET /guest", &forged, "").await;
     assert_eq!(s, 401);
+    // Listening needs a live guest cookie too (the page asks /guest/me before trying again).
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let (s, _, body) =
+        raw_http(hub.http, "GET /guest/listen?zone=den", &format!("{forged}{upgrade}"), "").await;
+    assert!(s == 401 && body.contains("not_a_guest"), "{s} {body}");
+    let (s, _, body) = raw_http(hub.http, "GET /guest/me", &with_cookie, "").await;
+    assert!(s == 200 && body.contains(&id), "{s} {body}");
+    let (s, _, _) = raw_http(hub.http, "GET /guest/me", &forged, "").await;
+    assert_eq!(s, 401);
     // Sent away: the cookie dies at once.
     let (s, body) = http(hub.http, "DELETE", &format!("/api/guests/{id}"), None).await;
     assert_eq!(s, 200, "{body}");
     let (s, _, page) = raw_http(hub.http, "GET /guest", &with_cookie, "").await;
     assert!(s == 401 && page.contains("not a guest here"), "{s} {page}");
+    let (s, _, _) = raw_http(hub.http, "GET /guest/me", &with_cookie, "").await;
+    assert_eq!(s, 401, "sent away: not a guest any more");
     let (s, body) = http(hub.http, "DELETE", &format!("/api/guests/{id}"), None).await;
     assert!(s == 404 && body.contains("no guest"), "{s} {body}");
     hub.stop();

@@ -126,6 +126,9 @@ pub struct PlayerReport {
     pub missing_steady: usize,
     /// Glitched windows in the steady state.
     pub glitched_steady: usize,
+    /// Its distance from the other players' median latency per steady-state window (all
+    /// found), µs: how far apart it plays from the rest of the room.
+    pub from_others_us: Stats,
     /// Latency per window, µs (`None`: missing).
     #[serde(skip)]
     pub latency_us: Vec<Option<f64>>,
@@ -394,8 +397,31 @@ pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, crate::
             max_step_us: max_step,
             missing_steady: lat.iter().skip(settle_k).filter(|l| l.is_none()).count(),
             glitched_steady: glitched.iter().skip(settle_k).filter(|g| **g).count(),
+            from_others_us: Stats::default(),
             latency_us: lat,
         });
+    }
+    for i in 0..players.len() {
+        let apart: Vec<f64> = (settle_k..events.len())
+            .filter_map(|k| {
+                let own = players[i].latency_us[k]?;
+                let mut others = players
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| p.latency_us[k])
+                    .collect::<Option<Vec<f64>>>()?;
+                others.sort_by(f64::total_cmp);
+                let n = others.len();
+                let median = match n {
+                    0 => return None,
+                    _ if n % 2 == 1 => others[n / 2],
+                    _ => (others[n / 2 - 1] + others[n / 2]) / 2.0,
+                };
+                Some((own - median).abs())
+            })
+            .collect();
+        players[i].from_others_us = Stats::of(&apart);
     }
     let mut spread = Vec::new();
     for k in settle_k..events.len() {
@@ -496,6 +522,17 @@ impl Report {
                 p.latency_ms.max
             ));
         }
+        if self.players.len() > 1 {
+            s.push_str("  from the others' median (µs, |d|):");
+            for p in &self.players {
+                let d = &p.from_others_us;
+                s.push_str(&format!(
+                    " {} p50 {:.1} p99 {:.1} max {:.1};",
+                    p.name, d.p50, d.p99, d.max
+                ));
+            }
+            s.push('\n');
+        }
         if let Some(r) = self.recovery_ms {
             s.push_str(&format!(
                 "  recovery: back within 100 µs of the others {r:.0} ms after the stop (then at most {:.1} µs off)\n",
@@ -543,6 +580,11 @@ mod tests {
                     .max((p.latency_ms.max * 1e3 - want).abs());
                 assert!(err < 1.0, "delay {want} µs read as {:?} ms", p.latency_ms);
                 assert_eq!((p.missing, p.glitched, p.steps), (0, 0, 0), "{p:?}");
+            }
+            // From the others' median: d, 2d, 3d → 1.5d, 0, 1.5d.
+            let apart: Vec<f64> = r.players.iter().map(|p| p.from_others_us.p50).collect();
+            for (got, want) in apart.iter().zip([1.5 * delay, 0.0, 1.5 * delay]) {
+                assert!((got - want).abs() < 1.0, "from the others {apart:?} (delay {delay})");
             }
         }
     }
