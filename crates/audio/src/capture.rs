@@ -67,6 +67,23 @@ impl Feeder {
     }
 }
 
+/// The feeding end of a [`CaptureSource::pushed`] capture. Never blocks: what does not fit
+/// (the reader two seconds behind) is counted as overruns.
+pub struct CaptureFeeder(Feeder);
+
+impl core::fmt::Debug for CaptureFeeder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CaptureFeeder").field("written", &self.0.written).finish_non_exhaustive()
+    }
+}
+
+impl CaptureFeeder {
+    /// Queues interleaved `data` whose first frame was captured at `captured`.
+    pub fn push(&mut self, data: &[f32], captured: LocalTime) {
+        self.0.push(data, captured);
+    }
+}
+
 impl CaptureSource {
     /// Opens `device` (default when `None`) on `backend` and starts capturing. The stream
     /// handle stays with the caller (on the thread that opened it); dropping it stops capture.
@@ -146,6 +163,14 @@ impl CaptureSource {
             })
             .map_err(|source| AudioError::Io { what: "starting the reader thread", source })?;
         Ok(source)
+    }
+
+    /// A capture fed by its owner (a browser's microphone arriving over a WebSocket): the
+    /// [`CaptureFeeder`] pushes interleaved frames with the local instant their first frame
+    /// was captured, and the source reads them as it would a device's.
+    pub fn pushed(name: &str, rate: u32, channels: usize) -> (CaptureFeeder, Self) {
+        let (feeder, source) = Self::pair(name, rate, channels);
+        (CaptureFeeder(feeder), source)
     }
 
     /// A source named `device` of `channels` channels at `rate` Hz, and the [`Feeder`] that

@@ -191,6 +191,11 @@ const LISTEN_JS: &str = include_str!("web/listen.js");
 /// The guest page's player (its audio thread).
 const LISTEN_WORKLET_JS: &str = include_str!("web/listen-worklet.js");
 
+/// The guest page's microphone (its main thread).
+const SING_JS: &str = include_str!("web/sing.js");
+/// The guest page's microphone (its audio thread).
+const SING_WORKLET_JS: &str = include_str!("web/sing-worklet.js");
+
 fn script(body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
 }
@@ -203,6 +208,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/guest/name", post(rename))
         .route("/guest/listen", get(crate::listen::guest_listen))
         .route("/guest/me", get(me))
+        .route("/guest/sing", get(crate::sing::guest_sing))
+        .route("/guest/sing.js", get(|| async { script(SING_JS) }))
+        .route("/guest/sing-worklet.js", get(|| async { script(SING_WORKLET_JS) }))
         .route("/guest/listen.js", get(|| async { script(LISTEN_JS) }))
         .route("/guest/listen-worklet.js", get(|| async { script(LISTEN_WORKLET_JS) }))
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
@@ -300,6 +308,16 @@ async fn page(
 <button id="rename" type="submit">call me this</button></form>
 <h2>Playing</h2>{streams}
 <h2>Listen on this phone</h2>{listen}
+<h2>Sing into the party</h2>
+<div class="row"><button id="sing-start" type="button">sing</button>
+<button id="sing-stop" type="button" disabled>stop</button>
+<label><input id="sing-mute" type="checkbox"> mute</label>
+<meter id="sing-level" min="0" max="1" value="0" aria-label="microphone level"></meter></div>
+<div class="row"><label><input id="sing-ec" type="checkbox"> echo cancellation</label>
+<label><input id="sing-ns" type="checkbox"> noise suppression</label>
+<label><input id="sing-agc" type="checkbox"> automatic gain</label></div>
+<p id="sing-status" data-singing="no" class="muted">Not singing.</p>
+<script src="/guest/sing.js" defer></script>
 <form method="post" action="/guest/leave"><button id="leave" type="submit">leave the party</button></form>"#,
         name = escape(&guest.name),
         network = escape(&hub.network()),

@@ -23,6 +23,9 @@ pub(crate) struct Holder {
     pub(crate) role: String,
     pub(crate) sends: Vec<SocketAddr>,
     pub(crate) follows: Option<String>,
+    /// Where a party host (role `mixer`) takes microphones: its address, an unspecified one
+    /// made the link's peer.
+    pub(crate) takes: Option<SocketAddr>,
 }
 
 impl Holder {
@@ -40,11 +43,16 @@ impl Holder {
         } else {
             Vec::new()
         };
+        let takes = (info.role == "mixer")
+            .then(|| info.address.parse::<SocketAddr>().ok())
+            .flatten()
+            .map(|a| if a.ip().is_unspecified() { SocketAddr::new(peer, a.port()) } else { a });
         Holder {
             id: info.id.clone(),
             role: info.role.clone(),
             sends,
             follows: if info.role == "player" { info.streams.first().cloned() } else { None },
+            takes,
         }
     }
 }
@@ -185,6 +193,31 @@ impl Hub {
                 .find(|(h, at)| at.elapsed() < ANNOUNCED_FOR && sends(h))
                 .map(|(h, _)| h.id.clone())
         })
+    }
+
+    /// The party host (role `mixer`) that takes microphones (the one with id `id`, or the
+    /// first linked): its id, name, address, and the keys it opens (the party's stream keys
+    /// when it is paired, the passphrase's otherwise).
+    pub(crate) fn party_host(&self, id: Option<&str>) -> Option<(String, SocketAddr, Security)> {
+        let hosts: Vec<(String, Link)> = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(i, l)| l.holder.role == "mixer" && id.is_none_or(|id| id == *i))
+            .map(|(i, l)| (i.clone(), l.clone()))
+            .collect();
+        let (host, link) = hosts.into_iter().min_by(|a, b| a.0.cmp(&b.0))?;
+        let at = link.holder.takes?;
+        let security = match (&link.paired, &self.key) {
+            (Some(_), _) => {
+                let set = self.vault(|v| v.secrets.stream_keys(PARTY_KEYS));
+                tutti_node::security::from_keyset(&set)?
+            }
+            (None, Some(key)) => Security::encrypted(key.clone()),
+            (None, None) => return None,
+        };
+        Some((host, at, security))
     }
 
     /// The keys that open the stream at `source` (`host:port`) for the hub's own listening

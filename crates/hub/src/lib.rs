@@ -24,6 +24,7 @@
 //! - [`guests`]: guest invitations (QR), guest credentials, the guest page.
 //! - [`ha`]: Home Assistant MQTT discovery (a device per player and per zone).
 //! - [`listen`]: a room's stream relayed to browsers, to play in sync with its players.
+//! - [`sing`]: a guest's browser microphone sent on to the party host.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod mqtt;
 pub mod registry;
 pub mod secrets;
 mod server;
+pub mod sing;
 pub mod store;
 pub mod tls;
 mod vault;

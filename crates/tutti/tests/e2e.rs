@@ -2303,3 +2303,57 @@ fn a_browser_listener_hears_the_room_bit_exact_and_in_time_with_its_player() {
     assert!(off.abs() <= 100.0, "the relay's instants are the room's: {off:+.1} µs");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_guest_sings_into_the_party_from_a_browser() {
+    let _serial = serial();
+    let dir = tmp("sing");
+    let p = port_base(26);
+    let (http_port, link_port, mqtt, hp) = (p, p + 1, p + 2, p + 3);
+    let hub = hub(http_port, link_port, mqtt, "30");
+    let mix = dir.join("mix.wav");
+    let mut host = tutti(&[
+        "party",
+        "--port",
+        &hp.to_string(),
+        "--wav",
+        mix.to_str().unwrap(),
+        "--hub",
+        &format!("127.0.0.1:{link_port}"),
+        "--seconds",
+        "14",
+    ]);
+    until(http_port, "/api/nodes", Duration::from_secs(10), |v| {
+        v.as_array().is_some_and(|n| n.iter().any(|n| n["info"]["role"] == "mixer"))
+    });
+    let voice = dir.join("voice.wav");
+    write_tone(&voice, 700.0, 10.0);
+    let (status, body) = http(http_port, "POST", "/api/guests", "{}");
+    assert_eq!(status, 201, "{body}");
+    let link = json(&body)["link"].as_str().unwrap().to_owned();
+    let invite = &link[link.find("/guest").unwrap()..];
+    let out = browser_script("sing.mjs")
+        .env("HUB", format!("http://127.0.0.1:{http_port}"))
+        .env("INVITE", invite)
+        .env("VOICE", &voice)
+        .env("SECONDS", "5")
+        .env("SHOT", Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-sing.png"))
+        .output()
+        .expect("node runs");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, log) = wait(&mut host, Duration::from_secs(20));
+    assert!(ok, "host: {log}");
+    drop(hub);
+    let mixed = read_wav(&mix);
+    let first = mixed.iter().position(|s| *s != 0).expect("the mix has the guest's voice");
+    let sung = &mixed[first..(first + 2 * 48_000 * 4).min(mixed.len())];
+    let level = median_amplitude(sung, 700.0);
+    eprintln!(
+        "a guest's browser sang 700 Hz into the party: the mix's level {level:.0} of 6000; the page: {}",
+        said.lines().last().unwrap_or("")
+    );
+    assert!(sung.len() >= 2 * 48_000 * 3, "at least 3 s of singing in the mix");
+    assert!((level / 6_000.0 - 1.0).abs() < 0.15, "the voice as it is, at unity: {level:.0}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
