@@ -15,7 +15,8 @@
 #   stdin-L     the same with `parec -d src.monitor | tutti stream --stdin-live` as the source
 #               (told the src sink's latency, read with pactl, by --input-latency-ms)
 #   web-L       the tutti-L source and a hub relaying the room to a guest's browser: players
-#               p1..p(N-1) native, pN headless Chromium on the guest page (PULSE_SINK=pN)
+#               p1..p(N-1) native, pN headless Chromium on the guest page (its stream moved
+#               to pN; WEB_DELAY_MS=D sets the page's "my delay")
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -54,7 +55,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "speakers.sh needs root: a private network namespace, and SCHED_FIFO for the recorder" >&2; exit 1; }
 need=()
 web=()
-case " $PHASES" in *" web-"*) web=(chromium nodejs npm curl) ;; esac
+# (chromium, node and npm come with the test packages: .ci/packages.sh, below)
+case " $PHASES" in *" web-"*) command -v curl >/dev/null || web=(curl) ;; esac
 for p in pulseaudio pulseaudio-utils snapserver snapclient iproute2 util-linux "${web[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
@@ -91,7 +93,7 @@ export TUTTI_PASSPHRASE="speakers-$$-passphrase"
 export TUTTI_MDNS=off
 export TUTTI_ADMIN_TOKEN="speakers-$$-admin-token"
 BROWSER_DIR=$(realpath crates/tutti/tests/browser)
-if [ ${#web[@]} -gt 0 ] && [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+if [[ " $PHASES" == *" web-"* ]] && [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
     (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund >/dev/null)
 fi
 pids=()
@@ -211,10 +213,18 @@ run_phase() {
             http://127.0.0.1:7480/api/zones/lab >/dev/null
         # The guest's link, on the hub's plain HTTP address (127.0.0.1 is a secure context).
         local invite; invite=$("${api[@]}" -X POST http://127.0.0.1:7480/api/guests | grep -o 'invite=[0-9a-f]*')
-        PULSE_SINK="p$PLAYERS" in_ns node "$BROWSER_DIR/listen.mjs" "http://127.0.0.1:7480/guest?$invite" lab \
+        DELAY_MS="${WEB_DELAY_MS:-}" PULSE_SINK="p$PLAYERS" in_ns node "$BROWSER_DIR/listen.mjs" "http://127.0.0.1:7480/guest?$invite" lab \
             > "$DIR/$name.p$PLAYERS.log" 2>&1 &
         pids+=($!)
-        sleep 3
+        # Chromium opens its stream on the default sink whatever PULSE_SINK says: moved to pN.
+        local si=""
+        for _ in $(seq 150); do
+            si=$(pactl list sink-inputs | awk '/^Sink Input #/ {id = substr($3, 2)} tolower($0) ~ /application.*chromium/ {print id; exit}')
+            [ -n "$si" ] && break
+            sleep 0.1
+        done
+        if [ -n "$si" ]; then pactl move-sink-input "$si" "p$PLAYERS"; else echo "  Chromium's sound was not found"; fi
+        sleep 2
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
     snap)

@@ -319,11 +319,14 @@ pub fn run_player(
         let (status, stop, shared_slot) = (status.clone(), stop.clone(), shared_slot.clone());
         let source = opts.config.source;
         let said = said.clone();
+        // A tap's listeners are on the other side of a network: every millisecond the relay
+        // saves is theirs, so it reads datagrams as they come.
+        let batched = !matches!(opts.output, OutputKind::Tap(_));
         std::thread::Builder::new()
             .name("tutti-player-net".into())
             .spawn(move || {
                 clock::prefer_current_thread(-5);
-                let ends = Ends { socket, source, status: &status, said, stop: &stop };
+                let ends = Ends { socket, source, status: &status, said, stop: &stop, batched };
                 network_loop(session, &keys, &orders, &ends, &shared_slot)
             })
             .map_err(NodeError::Thread)?
@@ -523,7 +526,10 @@ fn render_plan(
     let group = latency;
     let latency = frames(latency);
     // A packet may wait in the socket for a batch before the session has it.
-    let batch = read_batch(info.mode, group).map_or(0, frames);
+    let batch = match output {
+        OutputKind::Tap(_) => 0,
+        _ => read_batch(info.mode, group).map_or(0, frames),
+    };
     let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
     // A tap's listeners (browsers) play what it hands over on their own devices, after a trip
@@ -586,6 +592,8 @@ struct Ends<'a> {
     status: &'a Mutex<PlayerSnapshot>,
     said: Sender<PlayingEvent>,
     stop: &'a AtomicBool,
+    /// Datagrams are read in batches (see [`read_batch`]).
+    batched: bool,
 }
 
 /// The network thread: the only owner of the session's network half.
@@ -596,7 +604,7 @@ fn network_loop(
     ends: &Ends<'_>,
     shared: &Mutex<Option<Arc<OutputShared>>>,
 ) {
-    let Ends { socket, source, status, said, stop } = ends;
+    let Ends { socket, source, status, said, stop, batched } = ends;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let mut last = clock::now();
@@ -658,7 +666,10 @@ fn network_loop(
             }
         }
         // At the latency it plays (a zone's may differ from the stream's).
-        let batch = s.info().and_then(|i| read_batch(i.mode, i.group_latency + s.extra_latency()));
+        let batch = s
+            .info()
+            .filter(|_| *batched)
+            .and_then(|i| read_batch(i.mode, i.group_latency + s.extra_latency()));
         let deadline = s.poll_timeout();
         if let Some(b) = batch {
             let now = clock::now();

@@ -119,6 +119,7 @@ class TuttiListen extends AudioWorkletProcessor {
       const k = Math.floor(p);
       if (k < this.lo || k + 1 >= this.hi) {
         for (const o of out) o[i] = 0;
+        if (k + 1 >= this.hi) this.late = Math.max(this.late || 0, k + 2 - this.hi);
         short = true;
       } else {
         const f = p - k;
@@ -140,6 +141,9 @@ class TuttiListen extends AudioWorkletProcessor {
       this.stats.err_us = sorted[sorted.length >> 1] || 0;
       this.stats.err_max_us = Math.max(...sorted.map(Math.abs), 0);
       this.stats.buffered_ms = ((this.hi - this.pos) / this.rate) * 1e3;
+      // How late the blocks that came too late were (0: none in this report).
+      this.stats.late_ms = ((this.late || 0) / this.rate) * 1e3;
+      this.late = 0;
       this.errs = [];
       this.port.postMessage({ type: "stats", ...this.stats });
     }

@@ -55,6 +55,7 @@ class Listener {
 
   async start(zone) {
     this.stop();
+    this.outs = [];
     this.zone = zone;
     this.stopped = false;
     this.stats = {};
@@ -139,10 +140,32 @@ class Listener {
     if (!this.ctx || !this.clock.fit) return;
     const ts = this.ctx.getOutputTimestamp();
     if (!ts.performanceTime) return;
-    // The context instant c is heard at performance instant ts.performanceTime + (c − ts.contextTime)·1000.
-    const c0 = ts.contextTime;
-    const h0 = (this.clock.hubMs(ts.performanceTime) - this.delayMs) * 1e3;
-    this.node.port.postMessage({ type: "map", c0, h0, slope: this.clock.fit.b });
+    // The context instant c is heard at performance instant ts.performanceTime +
+    // (c − ts.contextTime)·1000. Each reading jitters by milliseconds (it is taken when the
+    // device's callback ran): a line through the last 20 s of them is the device's clock.
+    const outs = (this.outs = (this.outs || []).filter((o) => ts.contextTime - o.c < 20));
+    outs.push({ c: ts.contextTime, p: ts.performanceTime });
+    let c0 = ts.contextTime;
+    let p0 = ts.performanceTime;
+    let rate = 1000; // performance ms per context s
+    if (outs.length >= 8 && outs[outs.length - 1].c - outs[0].c > 2) {
+      const mc = outs.reduce((x, o) => x + o.c, 0) / outs.length;
+      const mp = outs.reduce((x, o) => x + o.p, 0) / outs.length;
+      let scp = 0;
+      let scc = 0;
+      for (const o of outs) {
+        scp += (o.c - mc) * (o.p - mp);
+        scc += (o.c - mc) * (o.c - mc);
+      }
+      rate = Math.max(999, Math.min(1001, scp / scc));
+      p0 = mp + rate * (c0 - mc);
+    } else {
+      const offsets = outs.map((o) => o.p - o.c * 1000).sort((a, b) => a - b);
+      p0 = c0 * 1000 + offsets[offsets.length >> 1];
+    }
+    const h0 = (this.clock.hubMs(p0) - this.delayMs) * 1e3;
+    const slope = (this.clock.fit.b * rate) / 1000;
+    this.node.port.postMessage({ type: "map", c0, h0, slope });
   }
 
   setDelay(ms) {
@@ -209,6 +232,8 @@ function setup() {
       text = `Playing ${s.zone} apart (as early as it can), ${s.buffered_ms.toFixed(0)} ms buffered`;
     else text = `Playing ${s.zone} in time with the room (±${(Math.abs(s.err_us) / 1e3).toFixed(1)} ms)`;
     if (s.underruns) text += `, ${s.underruns} gaps`;
+    if (s.late_ms > 0 && s.mode !== "apart")
+      text += `: sound arrives up to ${Math.ceil(s.late_ms)} ms too late for this device — ask the host for ${Math.ceil(s.late_ms / 10) * 10 + 20} ms more room latency, or listen apart`;
     status.textContent = text;
     status.dataset.playing = s.playing ? "yes" : "no";
     play.disabled = s.playing;

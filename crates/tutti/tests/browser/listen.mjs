@@ -3,7 +3,8 @@
 // printing the page's state every 5 s. Its sound goes wherever PulseAudio sends Chromium's
 // (PULSE_SERVER, PULSE_SINK).
 //
-// Usage: node listen.mjs INVITATION_URL ROOM   (CHROMIUM: default /usr/bin/chromium)
+// Usage: node listen.mjs INVITATION_URL ROOM   (CHROMIUM: default /usr/bin/chromium; DELAY_MS:
+// the page's "my delay")
 
 import { chromium } from 'playwright-core';
 
@@ -14,6 +15,8 @@ if (!link || !room) {
 }
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // Playwright mutes headless browsers (a muted Chromium renders into a fake device).
+  ignoreDefaultArgs: ['--mute-audio'],
   args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
 });
@@ -25,6 +28,11 @@ process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 const page = await (await browser.newContext()).newPage();
 await page.goto(link);
+if (process.env.DELAY_MS) {
+  // "my delay", as a guest would set it (kept in the browser).
+  await page.evaluate((ms) => localStorage.setItem('tutti.delay_ms', ms), process.env.DELAY_MS);
+  await page.reload();
+}
 await page.selectOption('#listen-zone', room);
 await page.click('#listen-play');
 for (;;) {
