@@ -350,13 +350,27 @@ async fn rename(State(hub): State<Hub>, headers: HeaderMap, body: axum::body::By
 async fn me(State(hub): State<Hub>, headers: HeaderMap) -> Response {
     match hub.guest_of(&headers) {
         Some(g) => axum::Json(g).into_response(),
-        None => crate::api::ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "not_a_guest",
-            "not a guest: scan the host's guest QR code",
-        )
-        .into_response(),
+        None => not_a_guest_json().into_response(),
     }
+}
+
+/// The API-style refusal of a request without a live guest cookie (401, `not_a_guest`).
+fn not_a_guest_json() -> crate::api::ApiError {
+    crate::api::ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "not_a_guest",
+        "not a guest: scan the host's guest QR code first",
+    )
+}
+
+/// The guest a socket request (listen, sing) comes from: from this hub's own page, with a live
+/// guest cookie; otherwise the refusal to answer with.
+pub(crate) fn guest_socket(
+    hub: &Hub,
+    headers: &HeaderMap,
+) -> Result<GuestView, crate::api::ApiError> {
+    crate::api::same_origin(headers)?;
+    hub.guest_of(headers).ok_or_else(not_a_guest_json)
 }
 
 async fn leave(State(hub): State<Hub>, headers: HeaderMap) -> Response {

@@ -301,18 +301,10 @@ pub(crate) async fn guest_listen(
     Query(q): Query<ListenQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(e) = crate::api::same_origin(&headers) {
-        return e.into_response();
+    match crate::guests::guest_socket(&hub, &headers) {
+        Ok(guest) => upgrade(hub, q, ws, Listener::Guest(guest.id)).await,
+        Err(refused) => refused.into_response(),
     }
-    let Some(guest) = hub.guest_of(&headers) else {
-        return ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "not_a_guest",
-            "scan the host's guest QR code first",
-        )
-        .into_response();
-    };
-    upgrade(hub, q, ws, Listener::Guest(guest.id)).await
 }
 
 async fn upgrade(hub: Hub, q: ListenQuery, ws: WebSocketUpgrade, who: Listener) -> Response {
@@ -331,6 +323,14 @@ fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.into() }))
 }
 
+/// Says `message` (`{"type":"error",…}`: a close reason holds 123 bytes, the whole sentence
+/// goes first as text), then closes with `code` and the short `reason`.
+pub(crate) async fn say_and_close(socket: &mut WebSocket, code: u16, reason: &str, message: &str) {
+    let text = json!({"type": "error", "message": message}).to_string();
+    let _ = socket.send(Message::Text(text.into())).await;
+    let _ = socket.send(close(code, reason)).await;
+}
+
 /// One listener's socket.
 async fn serve(hub: Hub, zone: String, who: Listener, mut socket: WebSocket) {
     let mut changes = hub.subscribe_changes();
@@ -341,14 +341,7 @@ async fn serve(hub: Hub, zone: String, who: Listener, mut socket: WebSocket) {
                 ListenError::NoRoom(_) | ListenError::Silent(_) => 4001,
                 _ => 1011,
             };
-            // A close reason holds 123 bytes: the whole sentence goes first as text.
-            let _ = socket
-                .send(Message::Text(
-                    json!({"type": "error", "message": e.to_string()}).to_string().into(),
-                ))
-                .await;
-            let _ = socket.send(close(code, "cannot listen")).await;
-            return;
+            return say_and_close(&mut socket, code, "cannot listen", &e.to_string()).await;
         }
     };
     let hello = json!({

@@ -36,7 +36,7 @@ use tutti_proto::source::SourceConfig;
 use tutti_proto::{Codec, Mode, Nanos};
 
 use crate::Hub;
-use crate::api::ApiError;
+use crate::listen::say_and_close;
 
 /// The sample rate a page sends.
 pub const RATE: u32 = 48_000;
@@ -57,27 +57,12 @@ pub(crate) async fn guest_sing(
     Query(q): Query<SingQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(e) = crate::api::same_origin(&headers) {
-        return e.into_response();
-    }
-    let Some(guest) = hub.guest_of(&headers) else {
-        return ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "not_a_guest",
-            "scan the host's guest QR code first",
-        )
-        .into_response();
+    let guest = match crate::guests::guest_socket(&hub, &headers) {
+        Ok(g) => g,
+        Err(refused) => return refused.into_response(),
     };
     ws.max_message_size(MAX_FRAMES * 2 + 64)
         .on_upgrade(move |socket| serve(hub, guest.id, guest.name, q.host, socket))
-}
-
-async fn say_and_close(socket: &mut WebSocket, code: u16, message: &str) {
-    let text = json!({"type": "error", "message": message}).to_string();
-    let _ = socket.send(Message::Text(text.into())).await;
-    let reason = if code == 4003 { "the host sent you away" } else { "cannot sing" };
-    let frame = axum::extract::ws::CloseFrame { code, reason: reason.into() };
-    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 /// Starts the live stream to `at` whose input the returned feeder fills.
@@ -104,11 +89,14 @@ async fn serve(hub: Hub, id: String, name: String, host: Option<String>, mut soc
     let mut changes = hub.subscribe_changes();
     let Some((host, at, security)) = hub.party_host(host.as_deref()) else {
         let m = "no party host to sing into: start `tutti party` (a host) on this network";
-        return say_and_close(&mut socket, 4001, m).await;
+        return say_and_close(&mut socket, 4001, "cannot sing", m).await;
     };
     let (mut feeder, source) = match start(&name, at, Keys::from(security)) {
         Ok(s) => s,
-        Err(e) => return say_and_close(&mut socket, 1011, &format!("cannot sing: {e}")).await,
+        Err(e) => {
+            let m = format!("cannot sing: {e}");
+            return say_and_close(&mut socket, 1011, "cannot sing", &m).await;
+        }
     };
     tracing::info!("guest {name} ({id}) sings into {host} at {at}");
     let host_name =
@@ -151,7 +139,8 @@ async fn serve(hub: Hub, id: String, name: String, host: Option<String>, mut soc
             }
             e = changes.recv() => match e {
                 Ok(Event::Guests { guests }) if !guests.iter().any(|g| g.id == id) => {
-                    say_and_close(&mut socket, 4003, "the host sent you away").await;
+                    let away = "the host sent you away";
+                    say_and_close(&mut socket, 4003, away, away).await;
                     break;
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
