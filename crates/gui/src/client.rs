@@ -172,6 +172,17 @@ impl HubClient {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), UiError> {
+        let (status, _, body) = self.request_bytes(method, path, body).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// One request: (status, content type, body bytes).
+    async fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String, Vec<u8>), UiError> {
         let mut s = self.endpoint.connect().await?;
         let body = body.unwrap_or("");
         let head = format!(
@@ -223,29 +234,49 @@ impl HubClient {
     }
 }
 
-/// Status and body of an HTTP/1.1 response (a chunked body decoded).
-fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
+/// Status, content type and body of an HTTP/1.1 response (a chunked body decoded).
+fn parse_response(raw: &[u8]) -> Option<(u16, String, Vec<u8>)> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let (head, body) = (String::from_utf8_lossy(&raw[..split]), &raw[split + 4..]);
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if !chunked {
-        return Some((status, body.to_owned()));
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let kind = header("content-type").unwrap_or_default();
+    if !header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return Some((status, kind, body.to_vec()));
     }
-    let mut out = String::new();
+    let mut out = Vec::new();
     let mut rest = body;
     loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        let line = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line]).ok()?.trim(), 16).ok()?;
         if size == 0 {
-            return Some((status, out));
+            return Some((status, kind, out));
         }
-        out.push_str(after.get(..size)?);
+        let after = &rest[line + 2..];
+        out.extend_from_slice(after.get(..size)?);
         rest = after.get(size + 2..)?;
     }
+}
+
+/// An `<img>` source holding the picture itself: `data:TYPE;base64,…`.
+fn data_url(kind: &str, bytes: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = format!("data:{kind};base64,");
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { B64[(n >> shift) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Path segment encoding for ids and zone names.
@@ -364,6 +395,17 @@ impl Backend for HubClient {
     fn read_only(&self) -> bool {
         crate::READ_ONLY.get().copied().unwrap_or(true)
     }
+
+    /// The picture itself (this window's pages are not the hub's: no cookie opens its URL).
+    fn cover_src(&self, id: &str) -> LocalBoxFuture<'static, Option<String>> {
+        let c = self.clone();
+        let path = format!("/api/streams/{}/cover", segment(id));
+        async move {
+            let (status, kind, body) = c.request_bytes("GET", &path, None).await.ok()?;
+            (status == 200 && kind.starts_with("image/")).then(|| data_url(&kind, &body))
+        }
+        .boxed_local()
+    }
 }
 
 /// A request's JSON body.
@@ -444,11 +486,21 @@ mod tests {
         assert!(Endpoint::parse("http://hub", None).unwrap_err().contains("no port"));
         assert!(Endpoint::parse("ftp://hub:1", None).unwrap_err().contains("https://HOST:PORT"));
         let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
-        assert_eq!(parse_response(plain), Some((200, "[]".into())));
+        assert_eq!(parse_response(plain), Some((200, String::new(), b"[]".to_vec())));
         let chunked =
-            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n2\r\n\"}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), Some((404, "{\"a\"}".into())));
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n3\r\n{\"a\r\n2\r\n\"}\r\n0\r\n\r\n";
+        let json = "application/json".to_owned();
+        assert_eq!(parse_response(chunked), Some((404, json, b"{\"a\"}".to_vec())));
         assert_eq!(parse_response(b"garbage"), None);
+        // A picture's bytes come through whole (not as text), chunked or not.
+        let png = [0x89, b'P', b'N', b'G', 0xff, 0x00, b'\r', b'\n'];
+        let mut raw = b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ntransfer-encoding: chunked\r\n\r\n8\r\n".to_vec();
+        raw.extend_from_slice(&png);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(parse_response(&raw), Some((200, "image/png".into(), png.to_vec())));
+        assert_eq!(data_url("image/png", &png), "data:image/png;base64,iVBOR/8ADQo=");
+        assert_eq!(data_url("image/jpeg", b"ab"), "data:image/jpeg;base64,YWI=");
+        assert_eq!(data_url("image/jpeg", b"a"), "data:image/jpeg;base64,YQ==");
         assert_eq!(segment("living room/1"), "living%20room%2F1");
     }
 

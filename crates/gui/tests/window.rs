@@ -140,7 +140,7 @@ fn the_desktop_app_opens_a_window_with_the_hubs_speakers() {
     };
     assert!(!muted(), "not muted yet");
     // Where the first card's mute button is drawn (window.png shows it).
-    run("xdotool", &["mousemove", "--window", &window, "58", "367", "click", "1"], &env);
+    run("xdotool", &["mousemove", "--window", &window, "58", "388", "click", "1"], &env);
     let t = Instant::now();
     while !muted() {
         assert!(

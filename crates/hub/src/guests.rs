@@ -186,6 +186,8 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// The guest page's copy of the hub's clock (before the player and the microphone).
+const CLOCK_JS: &str = include_str!("web/clock.js");
 /// The guest page's player (its main thread).
 const LISTEN_JS: &str = include_str!("web/listen.js");
 /// The guest page's player (its audio thread).
@@ -209,6 +211,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/guest/listen", get(crate::listen::guest_listen))
         .route("/guest/me", get(me))
         .route("/guest/sing", get(crate::sing::guest_sing))
+        .route("/guest/clock.js", get(|| async { script(CLOCK_JS) }))
         .route("/guest/sing.js", get(|| async { script(SING_JS) }))
         .route("/guest/sing-worklet.js", get(|| async { script(SING_WORKLET_JS) }))
         .route("/guest/listen.js", get(|| async { script(LISTEN_JS) }))
@@ -303,7 +306,8 @@ async fn page(
         )
     };
     let body = format!(
-        r#"<p id="guest-name">You are <b>{name}</b> on {network}, until {until}.</p>
+        r#"<script src="/guest/clock.js" defer></script>
+<p id="guest-name">You are <b>{name}</b> on {network}, until {until}.</p>
 <form method="post" action="/guest/name" class="row"><input id="name" name="name" maxlength="40" value="{name}" aria-label="your name">
 <button id="rename" type="submit">call me this</button></form>
 <h2>Playing</h2>{streams}
@@ -316,6 +320,7 @@ async fn page(
 <div class="row"><label><input id="sing-ec" type="checkbox"> echo cancellation</label>
 <label><input id="sing-ns" type="checkbox"> noise suppression</label>
 <label><input id="sing-agc" type="checkbox"> automatic gain</label></div>
+<div class="row"><label><input id="sing-hear" type="checkbox"> hear the others (on headphones: everyone sings together)</label></div>
 <p id="sing-status" data-singing="no" class="muted">Not singing.</p>
 <script src="/guest/sing.js" defer></script>
 <form method="post" action="/guest/leave"><button id="leave" type="submit">leave the party</button></form>"#,

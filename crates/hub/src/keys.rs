@@ -195,6 +195,11 @@ impl Hub {
         })
     }
 
+    /// The browsers singing, mixed for those on headphones.
+    pub(crate) fn choir(&self) -> &crate::choir::Choir {
+        &self.choir
+    }
+
     /// The party host (role `mixer`) that takes microphones (the one with id `id`, or the
     /// first linked): its id, name, address, and the keys it opens (the party's stream keys
     /// when it is paired, the passphrase's otherwise).

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod choir;
 pub mod dashboard;
 pub mod discovery;
 pub mod guests;
@@ -148,6 +149,8 @@ pub struct Hub {
     announced: Arc<Mutex<HashMap<String, (Holder, Instant)>>>,
     /// The rooms relayed to browsers (see [`listen`]).
     relays: listen::Relays,
+    /// The browsers singing, mixed for those on headphones (see [`choir`]).
+    choir: choir::Choir,
 }
 
 /// A connected node's channel, the paired node it proved to be (if any), and what decides
@@ -206,6 +209,7 @@ impl Hub {
             covers: Arc::default(),
             announced: Arc::default(),
             relays: listen::Relays::default(),
+            choir: choir::Choir::default(),
         })
     }
 

@@ -370,12 +370,10 @@ async fn serve(hub: Hub, zone: String, who: Listener, mut socket: WebSocket) {
             },
             m = socket.recv() => match m {
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(id) = ping_id(&t) {
-                        let now = tutti_audio::clock::now();
-                        let pong = json!({"type": "pong", "id": id, "hub_us": now.0 as f64 / 1e3});
-                        if socket.send(Message::Text(pong.to_string().into())).await.is_err() {
-                            return;
-                        }
+                    if let Some(pong) = pong(&t)
+                        && socket.send(pong).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,
@@ -405,6 +403,14 @@ async fn serve(hub: Hub, zone: String, who: Listener, mut socket: WebSocket) {
             },
         }
     }
+}
+
+/// The answer to a `{"type":"ping","id":N}` (the hub's clock now), if `text` is one.
+pub(crate) fn pong(text: &str) -> Option<Message> {
+    let id = ping_id(text)?;
+    let now = tutti_audio::clock::now();
+    let pong = json!({"type": "pong", "id": id, "hub_us": now.0 as f64 / 1e3});
+    Some(Message::Text(pong.to_string().into()))
 }
 
 /// The id of a `{"type":"ping","id":N}`.

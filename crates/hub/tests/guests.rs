@@ -137,3 +137,32 @@ async fn invitations_are_bounded_and_a_guest_may_leave() {
     assert_eq!(s, 401);
     hub.stop();
 }
+
+/// The one-time login link `tutti serve` prints: it logs the dashboard in once, with a session
+/// cookie a page's script cannot read (HttpOnly) and no other site can send (SameSite); the
+/// same link again is refused in words; the cookie opens the dashboard and logging out ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_time_login_link_logs_in_once_with_a_strict_cookie() {
+    let hub = common::start(common::config()).await;
+    let code = hub.hub.login_code();
+    let (s, head, _) = raw_http(hub.http, &format!("GET /login?code={code}"), "", "").await;
+    assert!(s == 303 && head.contains("location: /"), "{s} {head}");
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(line.split(';').any(|f| f.trim() == flag), "{flag} in {line}");
+    }
+    let cookie = set_cookie(&head).unwrap();
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (s, _, page) = raw_http(hub.http, "GET /", &with_cookie, "").await;
+    assert!(s == 200 && page.contains("<div id=\"main\""), "the dashboard opens: {s} {page}");
+    let (s, head, page) = raw_http(hub.http, &format!("GET /login?code={code}"), "", "").await;
+    assert!(s == 401 && page.contains("used already or is too old"), "{s} {page}");
+    assert!(set_cookie(&head).is_none(), "no cookie for a used link");
+    let (s, _, _) = raw_http(hub.http, "GET /login?code=00112233", "", "").await;
+    assert_eq!(s, 401, "a made-up code");
+    let (s, head, _) = raw_http(hub.http, "POST /logout", &with_cookie, "").await;
+    assert!(s == 303 && set_cookie(&head).is_some_and(|c| c.ends_with('=')), "{s} {head}");
+}

@@ -162,6 +162,7 @@ impl crate::hub::HubHandler for MixerControl {
             latency_ms: latencies.get(latencies.len() / 2).copied(),
             recovered: inputs.iter().map(|i| i.stats.recovered_fec + i.stats.recovered_retx).sum(),
             concealed: inputs.iter().map(|i| i.stats.concealed).sum(),
+            resyncs: inputs.iter().map(|i| i.stats.resyncs).sum(),
             underruns: self.shared.underrun_frames.load(Ordering::Relaxed),
             level_db: peak.is_finite().then_some(f64::from(peak)),
             rejected: self.refused.load(Ordering::Relaxed),

@@ -59,6 +59,10 @@ pub struct NodeState {
     /// Packets buffered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffered: Option<u64>,
+    /// The audio those packets hold, ms (players): how far ahead of the speaker the node has
+    /// its stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffered_ms: Option<f64>,
     /// How much the packets' transit time varies from one to the next (RFC 3550's
     /// interarrival jitter, players), ms: the link's quality against the group latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +73,10 @@ pub struct NodeState {
     /// Packets concealed.
     #[serde(default)]
     pub concealed: u64,
+    /// Times the player dropped its buffer and started over on its stream (the clock
+    /// jumped, the stream restarted, it fell too far behind).
+    #[serde(default)]
+    pub resyncs: u64,
     /// Device underruns (frames).
     #[serde(default)]
     pub underruns: u64,

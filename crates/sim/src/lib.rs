@@ -12,12 +12,15 @@
 //! - [`world`]: the event loop, node clocks, DACs and measurement.
 //! - [`metrics`]: the figures of a run.
 //! - [`scenarios`]: the named scenarios of the benchmark.
+//! - [`room`], [`calibration`]: simulated rooms and the acoustic calibration benchmark.
 
 #![forbid(unsafe_code)]
 
+pub mod calibration;
 pub mod link;
 pub mod metrics;
 pub mod rng;
+pub mod room;
 pub mod scenarios;
 pub mod world;
 

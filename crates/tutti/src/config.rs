@@ -6,6 +6,7 @@
 //! name = "home"                          # salts the passphrase
 //!
 //! [stream]
+//! device = "living.monitor"  # or file = "...", playlist = "..." (when no input flag is given)
 //! to = ["192.168.1.20:7400"]
 //! codec = "pcm"          # pcm, pcm24, opus
 //! latency_ms = 100
@@ -52,6 +53,12 @@ pub(crate) struct NetworkSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamSection {
+    /// An input device to capture (used when no input flag is given).
+    pub(crate) device: Option<String>,
+    /// An audio file to stream (likewise).
+    pub(crate) file: Option<std::path::PathBuf>,
+    /// A folder or .m3u list to stream (likewise).
+    pub(crate) playlist: Option<std::path::PathBuf>,
     /// Unicast receivers.
     pub(crate) to: Option<Vec<String>>,
     /// Multicast group.

@@ -463,7 +463,7 @@ fn run(cli: Cli) -> Result<()> {
         None => config::Config::default(),
     };
     match cli.command {
-        Command::Stream(a) => stream(a, &cfg),
+        Command::Stream(a) => stream(configured_input(a, &cfg.stream)?, &cfg),
         Command::Play(a) => play(a, &cfg),
         Command::Devices => devices(),
         Command::Hubs { seconds } => hubs(seconds),
@@ -475,6 +475,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::ClicksWav { out, seconds } => clicks_wav(&out, seconds),
         Command::Skew { wavs } => skew(&wavs),
     }
+}
+
+/// `a` with the config file's input (`[stream]` device, file or playlist) when no input flag
+/// was given; flags win.
+fn configured_input(mut a: StreamArgs, s: &config::StreamSection) -> Result<StreamArgs> {
+    let flagged = a.file.is_some()
+        || a.playlist.is_some()
+        || a.dir.is_some()
+        || a.tone.is_some()
+        || a.stdin
+        || a.stdin_live
+        || a.device.is_some();
+    if flagged {
+        return Ok(a);
+    }
+    let given = [s.device.is_some(), s.file.is_some(), s.playlist.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        bail!("[stream]: give one input (device, file or playlist), not several");
+    }
+    a.device = s.device.clone();
+    a.file = s.file.clone();
+    a.playlist = s.playlist.clone();
+    Ok(a)
 }
 
 /// `value` of `field` (a flag or its config key) within `lo..=hi`, or an error that names both
@@ -491,5 +514,67 @@ fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
             bail!("`{field}`: {v} is outside {lo}–{hi} ({unit})")
         }
         v => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_args(flags: &[&str]) -> StreamArgs {
+        let cli = Cli::try_parse_from(["tutti", "stream"].iter().chain(flags)).unwrap();
+        match cli.command {
+            Command::Stream(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn section(text: &str) -> config::StreamSection {
+        toml::from_str::<config::Config>(text).unwrap().stream
+    }
+
+    #[test]
+    fn the_config_files_input_is_used_when_no_flag_names_one() {
+        let s = section("[stream]\ndevice = \"tv.monitor\"\n");
+        let a = configured_input(stream_args(&[]), &s).unwrap();
+        assert_eq!(a.device.as_deref(), Some("tv.monitor"));
+        // A flag wins, whatever the file says.
+        let a = configured_input(stream_args(&["--tone", "440"]), &s).unwrap();
+        assert_eq!((a.device, a.tone), (None, Some(440.0)));
+        let s = section("[stream]\nfile = \"a.wav\"\nplaylist = \"music\"\n");
+        let err = configured_input(stream_args(&[]), &s).err().unwrap().to_string();
+        assert!(err.contains("[stream]") && err.contains("one input"), "{err}");
+    }
+
+    #[test]
+    fn the_packaged_config_files_load() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/etc/tutti");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert_eq!(n, 3, "hub, player and source");
+        // Uncommented, the examples are valid too (every key they show exists).
+        for name in ["player.toml", "source.toml", "hub.toml"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let live: String = text
+                .lines()
+                .map(|l| l.strip_prefix("# ").filter(|r| r.contains(" = ")).unwrap_or(l))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let mut cfg: toml::Table =
+                toml::from_str(&live).unwrap_or_else(|e| panic!("{name} uncommented: {e}\n{live}"));
+            // A file has one input; keep the first the example shows.
+            if let Some(toml::Value::Table(s)) = cfg.get_mut("stream") {
+                s.remove("file");
+                s.remove("playlist");
+            }
+            let back = toml::to_string(&cfg).unwrap();
+            toml::from_str::<config::Config>(&back)
+                .unwrap_or_else(|e| panic!("{name} uncommented: {e}\n{back}"));
+        }
     }
 }

@@ -200,7 +200,9 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         std::mem::forget(stream);
         inputs.push((format!("device {dev}"), Input::Captured(Box::new(cap))));
     } else {
-        bail!("nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device");
+        bail!(
+            "nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device (or device, file or playlist in the config file's [stream])"
+        );
     }
 
     // Its keys (a paired node): the hub hands this stream's keys to its players from now on.

@@ -481,15 +481,12 @@ fn Figures(id: String) -> Element {
                 s.jitter_ms.map_or("—", |j| crate::link_quality(j, s.latency_ms).1).to_owned(),
             ),
             ("jitter", "jitter", format!("{} ms", num(s.jitter_ms, 2))),
-            ("latency", "latency", format!("{} ms", num(s.latency_ms, 1))),
+            ("group latency", "latency", format!("{} ms", num(s.latency_ms, 1))),
+            ("buffer", "buffer", format!("{} ms", num(s.buffered_ms, 1))),
             ("device", "", format!("{} ms", num(s.device_latency_ms, 1))),
-            (
-                "buffer",
-                "",
-                format!("{} pkts", s.buffered.map_or("—".to_owned(), |b| b.to_string())),
-            ),
             ("underruns", "underruns", s.underruns.to_string()),
             ("concealed", "", s.concealed.to_string()),
+            ("resyncs", "resyncs", s.resyncs.to_string()),
             ("recovered", "", s.recovered.to_string()),
         ]
     });
@@ -684,12 +681,12 @@ fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Ele
                     disabled: ro || members.is_empty(),
                     onclick: {
                         let n = name.clone();
-                        move |_| a6(Action::ZoneCommand { name: n.clone(), command: Command::Identify }, "mute")
+                        move |_| a6(Action::ZoneCommand { name: n.clone(), command: Command::Identify }, "identify")
                     },
                     "identify"
                 }
             }
-            for c in ["mute", "delete"] {
+            for c in ["mute", "delete", "identify"] {
                 if let Some(m) = said_for(said, c) { p { class: "error", "{m}" } }
             }
         }
@@ -746,7 +743,7 @@ fn StreamCard(stream: StreamView, zones: Vec<Zone>) -> Element {
                 span { class: "kind", if stream.online { "online" } else { "offline" } }
             }
             if cover {
-                img { class: "cover", src: "/api/streams/{id}/cover", alt: "cover" }
+                Cover { key: "{id}-{title.clone().unwrap_or_default()}", id: id.clone() }
             }
             if let Some(title) = title {
                 p { class: "track", b { "{title}" } if !artist.is_empty() { " — {artist}" } }
@@ -805,6 +802,23 @@ fn StreamCard(stream: StreamView, zones: Vec<Zone>) -> Element {
                 }
             }
             if let Some(m) = said_for(said, "transport") { p { class: "error", "{m}" } }
+        }
+    }
+}
+
+/// A stream's cover art, fetched as the backend says (keyed by the track: a new track, a new
+/// picture).
+#[component]
+fn Cover(id: String) -> Element {
+    let backend = use_context::<SharedBackend>();
+    let src = use_resource(move || {
+        let (backend, id) = (backend.clone(), id.clone());
+        async move { backend.cover_src(&id).await }
+    });
+    let src = src.read().clone().flatten();
+    rsx! {
+        if let Some(src) = src {
+            img { class: "cover", src: "{src}", alt: "cover" }
         }
     }
 }

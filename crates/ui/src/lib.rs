@@ -138,6 +138,12 @@ pub trait Backend {
     ) -> LocalBoxFuture<'static, Result<BTreeMap<String, Vec<HealthMinute>>, UiError>>;
     /// Whether this login may only look.
     fn read_only(&self) -> bool;
+    /// What an `<img>` shows for stream `id`'s cover art: the hub's own URL (a page on the
+    /// hub, whose session cookie opens it), or the picture itself (an app elsewhere).
+    fn cover_src(&self, id: &str) -> LocalBoxFuture<'static, Option<String>> {
+        let url = format!("/api/streams/{id}/cover");
+        Box::pin(async move { Some(url) })
+    }
 }
 
 /// How often the figures that nodes report (offset, latency, counters; several reports a

@@ -6,12 +6,17 @@
 // heard at its first frame's instant and steers a fractional read position toward it: small
 // errors by a rate change of at most MAX_TRIM (no jump, no click), large ones (a start, a
 // stall) by a jump. "apart" plays as early as the buffer allows instead (headphones, no room
-// to match).
+// to match), keeping a cushion of APART_CUSHION_S (or the one the page asks for: a singer's
+// headphones, see sing.js).
 const RING_SECONDS = 4;
 const MAX_TRIM = 0.002; // ±0.2 % of rate (3.5 cents): inaudible, 2 ms corrected per second
 const SETTLE_S = 0.5; // an error is corrected over about this long
 const JUMP_S = 0.025; // errors beyond this are jumped, not slewed
 const APART_CUSHION_S = 0.04;
+const ADAPT_UP = 0.005;
+const ADAPT_DOWN = 0.002;
+const ADAPT_MAX = 0.1;
+const ADAPT_CALM_S = 5;
 
 class TuttiListen extends AudioWorkletProcessor {
   constructor() {
@@ -37,6 +42,13 @@ class TuttiListen extends AudioWorkletProcessor {
       this.map = m;
     } else if (m.type === "mode") {
       this.mode = m.mode;
+      this.cushion = m.cushion_s ?? APART_CUSHION_S;
+      // Adaptive (a singer's headphones): the cushion grows by ADAPT_UP at each gap, up to
+      // ADAPT_MAX, and shrinks by ADAPT_DOWN after ADAPT_CALM_S without one, to where it was
+      // asked to be.
+      this.adaptive = !!m.adaptive;
+      this.least = this.cushion;
+      this.calmSince = currentTime;
       this.pos = null;
     } else if (m.type === "block") {
       this.block(m);
@@ -97,7 +109,7 @@ class TuttiListen extends AudioWorkletProcessor {
     let step = this.rate / sampleRate;
     let want;
     if (this.mode === "apart") {
-      want = this.hi - APART_CUSHION_S * this.rate;
+      want = this.hi - (this.cushion ?? APART_CUSHION_S) * this.rate;
     } else {
       if (!this.map) {
         silent();
@@ -134,6 +146,16 @@ class TuttiListen extends AudioWorkletProcessor {
     }
     if (short) this.stats.underruns += 1;
     else this.stats.played += frames;
+    if (this.adaptive && this.mode === "apart") {
+      if (short) {
+        this.cushion = Math.min(ADAPT_MAX, this.cushion + ADAPT_UP);
+        this.calmSince = currentTime;
+      } else if (currentTime - this.calmSince > ADAPT_CALM_S && this.cushion > this.least) {
+        this.cushion = Math.max(this.least, this.cushion - ADAPT_DOWN);
+        this.calmSince = currentTime;
+      }
+      this.stats.cushion_ms = this.cushion * 1e3;
+    }
     this.errs.push((err / this.rate) * 1e6);
     if (currentTime - this.lastReport >= 0.25) {
       this.lastReport = currentTime;

@@ -1,48 +1,11 @@
 // Tutti: a page listening to a room in sync with its players (see crates/hub/src/listen.rs).
 //
-// The hub's clock is followed with pings (the fastest round trips of the last minute, a line
-// fitted through them: offset and rate); AudioContext.getOutputTimestamp says which context
+// The hub's clock is followed with pings (clock.js: the fastest round trips of the last minute,
+// a line fitted through them: offset and rate); AudioContext.getOutputTimestamp says which context
 // instant the speaker plays at which performance instant (the device's latency included).
 // Together: the hub instant each context instant is heard, sent to the worklet four times a
 // second. A delay of one's own (Bluetooth headphones) is kept in this browser.
 "use strict";
-
-class HubClock {
-  constructor() {
-    this.samples = []; // {at: perf ms (midpoint), hub: hub ms, rtt: ms}
-    this.fit = null; // hub_ms = a + b × (perf − p0)
-  }
-  add(sent, received, hubUs) {
-    this.samples.push({ at: (sent + received) / 2, hub: hubUs / 1e3, rtt: received - sent });
-    const now = received;
-    this.samples = this.samples.filter((s) => now - s.at < 60_000);
-    const best = Math.min(...this.samples.map((s) => s.rtt));
-    // Round trips near the fastest: their midpoints are where the hub answered.
-    const good = this.samples.filter((s) => s.rtt <= best + Math.max(0.5, best * 0.5));
-    const p0 = good[good.length - 1].at;
-    const offsets = good.map((s) => s.hub - s.at);
-    let b = 1;
-    const span = good[good.length - 1].at - good[0].at;
-    if (good.length >= 8 && span > 5_000) {
-      const mx = good.reduce((x, s) => x + s.at, 0) / good.length;
-      const my = good.reduce((x, s) => x + s.hub, 0) / good.length;
-      let sxy = 0;
-      let sxx = 0;
-      for (const s of good) {
-        sxy += (s.at - mx) * (s.hub - my);
-        sxx += (s.at - mx) * (s.at - mx);
-      }
-      b = Math.max(1 - 5e-4, Math.min(1 + 5e-4, sxy / sxx));
-      this.fit = { p0, a: my + b * (p0 - mx), b, rtt: best, n: good.length };
-    } else {
-      const sorted = offsets.slice().sort((x, y) => x - y);
-      this.fit = { p0, a: p0 + sorted[sorted.length >> 1], b, rtt: best, n: good.length };
-    }
-  }
-  hubMs(perf) {
-    return this.fit.a + this.fit.b * (perf - this.fit.p0);
-  }
-}
 
 class Listener {
   constructor(onState) {
@@ -81,9 +44,7 @@ class Listener {
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.binaryType = "arraybuffer";
-    this.pending = new Map();
-    this.pings = 0;
-    ws.onopen = () => this.ping();
+    this.pong = pingHub(ws, this.clock);
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return this.text(JSON.parse(e.data));
       const v = new DataView(e.data);
@@ -113,11 +74,8 @@ class Listener {
   }
 
   text(m) {
-    if (m.type === "pong") {
-      const sent = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (sent !== undefined) this.clock.add(sent, performance.now(), m.hub_us);
-    } else if (m.type === "hello") {
+    if (this.pong(m)) return;
+    if (m.type === "hello") {
       this.hello = m;
       this.closed = null;
       this.say();
@@ -125,15 +83,6 @@ class Listener {
       this.error = m.message;
       this.say();
     }
-  }
-
-  ping() {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    const id = ++this.pings;
-    this.pending.set(id, performance.now());
-    this.ws.send(JSON.stringify({ type: "ping", id }));
-    // A burst while it locks, then twice a second.
-    setTimeout(() => this.ping(), this.pings < 40 ? 50 : 500);
   }
 
   tick() {

@@ -1,5 +1,6 @@
 // Tutti: the audio thread of a page singing into the party (see crates/hub/src/sing.rs).
-// Hands every captured quantum (the first channel) to the main thread, with its level.
+// Hands every captured quantum (the first channel) to the main thread, with its level and the
+// context frame it starts at.
 class TuttiMic extends AudioWorkletProcessor {
   process(inputs) {
     const input = inputs[0];
@@ -7,7 +8,7 @@ class TuttiMic extends AudioWorkletProcessor {
       const data = new Float32Array(input[0]);
       let peak = 0;
       for (let i = 0; i < data.length; i++) peak = Math.max(peak, Math.abs(data[i]));
-      this.port.postMessage({ data, peak }, [data.buffer]);
+      this.port.postMessage({ data, peak, frame: currentFrame }, [data.buffer]);
     }
     return true;
   }

@@ -330,6 +330,12 @@ impl crate::hub::HubHandler for PlayerControl {
             latency_ms: s.latency.map(|l| l.0 as f64 / 1e6),
             jitter_ms: s.arrival_jitter.map(|j| j.0 as f64 / 1e6),
             buffered: Some(s.buffered),
+            buffered_ms: s.info.as_ref().map(|i| {
+                let f = &i.format;
+                s.buffered as f64 * f64::from(f.frames_per_packet) * 1e3
+                    / f64::from(f.sample_rate.max(1))
+            }),
+            resyncs: s.stats.resyncs,
             recovered: s.stats.recovered_fec + s.stats.recovered_retx,
             concealed: s.stats.concealed,
             underruns: s.underrun_frames,

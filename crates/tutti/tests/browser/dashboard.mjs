@@ -4,7 +4,7 @@
 //
 // Environment: HUB (http://127.0.0.1:PORT), ADMIN and READ (the hub's tokens), LEFT and RIGHT
 // (two players' ids: RIGHT already plays in the room "living", LEFT is in no room), SOURCE (the
-// source's address), SHOTS (a folder for screenshots), TUTTI_BIN and PAIRING (to pair a new node
+// source's address), JUKEBOX (a playlist's address: 1-low.wav and 2-high.wav, to no room), SHOTS (a folder for screenshots), TUTTI_BIN and PAIRING (to pair a new node
 // from the page's link), CHROMIUM (default /usr/bin/chromium).
 //
 // Prints one JSON line of figures last; exits non-zero (with what failed) when a control does
@@ -20,7 +20,7 @@ const env = (k) => {
   return v;
 };
 const HUB = env('HUB');
-const [ADMIN, READ, LEFT, RIGHT, SOURCE, SHOTS] = ['ADMIN', 'READ', 'LEFT', 'RIGHT', 'SOURCE', 'SHOTS'].map(env);
+const [ADMIN, READ, LEFT, RIGHT, SOURCE, JUKEBOX, SHOTS] = ['ADMIN', 'READ', 'LEFT', 'RIGHT', 'SOURCE', 'JUKEBOX', 'SHOTS'].map(env);
 mkdirSync(SHOTS, { recursive: true });
 
 const step = (what) => console.log(`-- ${what}`);
@@ -166,6 +166,17 @@ try {
   await left.locator('.delay-down').click();
   await until('and back to 0', async () => (await node(LEFT)).settings.delay_ms === 0);
 
+  step('resync from its card: the player starts over on its stream, and the card counts it');
+  const resyncs = async () => (await node(LEFT)).state?.resyncs ?? 0;
+  const resyncedBefore = await resyncs();
+  await left.locator('button.resync').click();
+  await until('the player resynced', async () => (await resyncs()) > resyncedBefore);
+  await until('its card counts it', async () => Number(await left.locator('dd.resyncs').textContent()) > resyncedBefore);
+  check(/^\d+\.\d ms$/.test(await left.locator('dd.buffer').textContent()), 'the card shows its buffer in ms');
+  step('identify from its card: the player chimes over its mute (the test finds the chime in its output)');
+  await left.locator('button.identify').click();
+  await page.waitForTimeout(1000);
+
   step('pairing: the page shows a one-time link and its QR code; a new node pairs with it');
   await page.click('#tab-pairing');
   await page.click('button.pair');
@@ -276,6 +287,63 @@ try {
   await guestPage.reload();
   check((await guestPage.textContent('#heading')) === 'Not a guest', 'the guest sent away sees it');
   await guestPhone.close();
+
+  step("the kitchen's volume and mute, from its room card, land on its player");
+  await page.click('#tab-rooms');
+  await kitchen.locator('.zone-volume').fill('70');
+  await until('the hub sets the kitchen player to 70 %', async () => (await node(LEFT)).settings.volume === 70);
+  const roomMute = kitchen.locator('button.zone-mute');
+  check((await roomMute.textContent()) === 'unmute room', `its only player is muted: ${await roomMute.textContent()}`);
+  await roomMute.click();
+  await until('the hub unmutes it', async () => (await node(LEFT)).settings.mute === false);
+  await until('the card offers to mute the room', async () => (await roomMute.textContent()) === 'mute room');
+  // A second and a half at 70 % in its output, then muted again (the test reads both).
+  await page.waitForTimeout(1500);
+  await roomMute.click();
+  await until('the hub mutes it', async () => (await node(LEFT)).settings.mute === true);
+  await page.waitForTimeout(300);
+  await kitchen.locator('button.zone-identify').click();
+  // The room's chime, then over a second of silence before the room goes (the test needs it).
+  await page.waitForTimeout(1700);
+
+  step('a playlist from its card: skip, pause, start, then played in a new, empty room');
+  await page.fill('.new-zone', 'patio');
+  await page.click('.create-zone');
+  await page.locator('.card.zone[data-zone="patio"]').waitFor();
+  await page.click('#tab-streams');
+  const jukebox = async () => (await api('/api/streams')).find((x) => x.address === JUKEBOX);
+  const box2 = page.locator(`.card.stream[data-id="${(await until('the hub lists the playlist', jukebox)).id}"]`);
+  await box2.waitFor();
+  const track = async () => (await box2.locator('p.track').textContent()) + ' ' + (await box2.locator('p.track + p').textContent());
+  await until('it plays its first track', async () => /1-low/.test(await track()) && /playing/.test(await track()));
+  await box2.locator('button.transport.skip').click();
+  await until('skip: the second track', async () => /2-high/.test(await track()));
+  await box2.locator('button.transport.pause').click();
+  await until('pause: paused', async () => /paused/.test(await track()));
+  check((await jukebox()).track.transport === 'paused', 'the hub has it paused');
+  await box2.locator('button.transport.start').click();
+  await until('start: playing', async () => /playing/.test(await track()));
+  await box2.locator('select.route').selectOption('patio');
+  await until('the hub routes the patio to the playlist', async () =>
+    (await api('/api/zones')).some((z) => z.name === 'patio' && z.source === JUKEBOX));
+  await until('the card lists the patio among its rooms', async () => /patio/.test(await box2.locator('.listeners').textContent()));
+
+  step('the kitchen renamed, then deleted, from its card');
+  await page.click('#tab-rooms');
+  await kitchen.locator('button.rename-start').click();
+  await kitchen.locator('input.rename').fill('den');
+  await kitchen.locator('button.rename-ok').click();
+  const den = page.locator('.card.zone[data-zone="den"]');
+  await den.waitFor();
+  await until('the hub has the den, with the stream and the player, and no kitchen', async () => {
+    const zones = await api('/api/zones');
+    return zones.some((z) => z.name === 'den' && z.source === SOURCE) && !zones.some((z) => z.name === 'kitchen') &&
+      (await node(LEFT)).settings.zone === 'den';
+  });
+  check((await kitchen.count()) === 0, 'the kitchen card is gone');
+  await den.locator('button.zone-delete').click();
+  await until('the hub deleted the den', async () => !(await api('/api/zones')).some((z) => z.name === 'den'));
+  await until('its card is gone', async () => (await den.count()) === 0);
 
   step('the read-only token sees everything and changes nothing');
   const ro = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -46,6 +46,9 @@ try {
   const state = await page.evaluate(() => ({ ...window.tuttiSing.state }));
   check(state.sent > 48000 * (SECONDS - 1), `it sent its voice: ${JSON.stringify(state)}`);
   check(state.peak > 0.05, `the level meter moves: ${state.peak}`);
+  check(typeof state.transit_ms === 'number' && state.transit_ms >= 0 && state.transit_ms < 50,
+    `the hub counts its blocks from the page (the way from the page, ms): ${JSON.stringify(state)}`);
+  check(/ms to the hub\)$/.test(await page.textContent('#sing-status')), 'the page shows the way to the hub');
   check(await page.locator('#sing-start').isDisabled(), 'sing is pressed');
   await page.check('#sing-mute');
   await until('mute says so', async () => /^Muted/.test(await page.textContent('#sing-status')));
