@@ -4,6 +4,9 @@
 #   cmake                        libopus, built from source by the opus crate (build)
 #   pulseaudio, pulseaudio-utils a private headless sound server for the device-path tests
 #   libasound2-plugins           ALSA's PulseAudio plugin (cpal's ALSA host on a PulseAudio box)
+#   cmt                          LADSPA delay lines: the calibration test hides a speaker's
+#                                latency inside the sound server
+#   espeak-ng                    a player's spoken status (offline speech)
 #   sox, libsox-fmt-all          makes FLAC, MP3 and Ogg test files for the decoder tests
 #   bc                           arithmetic in scripts/measure.sh
 #   mosquitto, mosquitto-clients an external MQTT broker for the hub's tests, and the README's
@@ -16,7 +19,7 @@
 #   xvfb, x11-utils, imagemagick, xdotool
 #                                its test: a display of its own, the window found by title,
 #                                photographed, and a button clicked
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins sox libsox-fmt-all bc mosquitto mosquitto-clients chromium
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins cmt espeak-ng sox libsox-fmt-all bc mosquitto mosquitto-clients chromium
     libwebkit2gtk-4.1-dev libgtk-3-dev libxdo-dev libssl-dev libayatana-appindicator3-dev xvfb x11-utils imagemagick xdotool)
 
 ensure_packages() {

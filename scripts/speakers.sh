@@ -17,6 +17,12 @@
 #   web-L       the tutti-L source and a hub relaying the room to a guest's browser: players
 #               p1..p(N-1) native, pN headless Chromium on the guest page (its stream moved
 #               to pN; WEB_DELAY_MS=D sets the page's "my delay")
+#   calib-L     the tutti-L source, N players joined to a hub (zone `lab`) and a microphone (a
+#               pipe source) that hears the players' sinks, each after a hidden latency
+#               (CALIB_DELAYS_MS, "37,112,5" by default) no part of Tutti can see, plus white
+#               noise (CALIB_SNR_DB, 10); CALIB_AT s into the measured part (15), `tutti
+#               calibrate --zone lab --mic mic` runs once. Reported: the arrivals' spread at the
+#               microphone (each player's latency plus its hidden one) before and after
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -129,6 +135,8 @@ aux() { local s="" i; for i in $(seq 0 $(($1 - 1))); do s="$s${s:+,}aux$i"; done
         echo "load-module module-remap-sink sink_name=p$i master=rec channels=2 channel_map=front-left,front-right master_channel_map=aux$i,aux$((CH - 1)) remix=no"
     done
     echo "load-module module-remap-sink sink_name=fan master=rec channels=$KEEP channel_map=$(aux "$KEEP") master_channel_map=$(aux "$KEEP") remix=no"
+    # The calibration phase's microphone: the recorder writes what it hears into this FIFO.
+    echo "load-module module-pipe-source source_name=mic file=$DIR/mic.fifo format=s16le rate=48000 channels=1"
     echo "set-default-sink src"
     echo "set-default-source src.monitor"
 } > "$DIR/lab.pa"
@@ -160,8 +168,16 @@ run_phase() {
     local roles=() rpids=()
     echo
     echo "== $name: $PLAYERS players, ${SECS} s measured after ${SETTLE} s"
+    local room=()
+    if [ "$kind" = calib ]; then
+        # The microphone hears p1..pN at gain 0.3 each; the sequence's chirps play at
+        # -6 dBFS (RMS 0.354), so at the microphone 0.106: noise for CALIB_SNR_DB below it.
+        local chans; chans=$(seq -s, 1 "$PLAYERS")
+        local noise; noise=$(echo "0.354 * 0.3 / e(${CALIB_SNR_DB:-10} / 20 * l(10))" | bc -l)
+        room=(--mic "$DIR/mic.fifo" --mic-channels "$chans" --mic-delays-ms "${CALIB_DELAYS_MS:-37,112,5}" --mic-gain 0.3 --mic-noise-rms "$noise")
+    fi
     chrt -f 60 "$LAB" record "$DIR/rec.fifo" "$DIR/$name.raw" --channels "$CH" --keep "$KEEP" \
-        --format float32le --pipe-bytes $((PIPE_KB * 1024)) --seconds "$rec_secs" --log "$DIR/$name.pipe.tsv" --summary "$DIR/$name.rec.json" &
+        --format float32le --pipe-bytes $((PIPE_KB * 1024)) --seconds "$rec_secs" --log "$DIR/$name.pipe.tsv" --summary "$DIR/$name.rec.json" "${room[@]}" &
     local recorder=$!
     local t_rec; t_rec=$(now)
     sleep 0.5
@@ -227,6 +243,37 @@ run_phase() {
         sleep 2
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
+    calib)
+        in_ns "$TUTTI" serve --http 127.0.0.1:7480 --https 127.0.0.1:0 --link 127.0.0.1:7481 --no-mqtt \
+            --no-state > "$DIR/$name.hub.log" 2>&1 &
+        pids+=($!); local hub_pid=$!
+        in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
+            > "$DIR/$name.source.log" 2>&1 &
+        pids+=($!); roles+=("source"); rpids+=($!)
+        for i in $(seq "$PLAYERS"); do
+            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) \
+                --hub 127.0.0.1:7481 > "$DIR/$name.p$i.log" 2>&1 &
+            pids+=($!); roles+=("p$i"); rpids+=($!)
+        done
+        roles+=("hub"); rpids+=("$hub_pid")
+        local api=(nsenter --net="/run/netns/$NS" curl -sf -H "Authorization: Bearer $TUTTI_ADMIN_TOKEN")
+        for _ in $(seq 50); do "${api[@]}" http://127.0.0.1:7480/api/hub >/dev/null && break; sleep 0.1; done
+        "${api[@]}" -X PUT -H 'Content-Type: application/json' -d "{\"source\":\"127.0.0.1:7400\",\"latency_ms\":$arg}" \
+            http://127.0.0.1:7480/api/zones/lab >/dev/null
+        local n=0
+        for _ in $(seq 100); do
+            n=$("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"role":"player"' | wc -l)
+            [ "$n" -ge "$PLAYERS" ] && break
+            sleep 0.1
+        done
+        local id
+        for id in $("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"id":"[^"]*"' | cut -d'"' -f4); do
+            "${api[@]}" -X PATCH -H 'Content-Type: application/json' -d '{"zone":"lab"}' \
+                "http://127.0.0.1:7480/api/nodes/$id" >/dev/null
+        done
+        sleep 2
+        paplay -d src "$DIR/signal.wav" & pids+=($!)
+        ;;
     snap)
         snapserver_conf "$DIR" "$DIR/snapfifo" lab warning "$arg"
         # The writer first (its open waits for the reader): a pipe source that opens a FIFO
@@ -270,6 +317,19 @@ run_phase() {
         mark=$(echo "$(now) - $t_rec" | bc -l)
         kill -STOP "$victim"; sleep 0.2; kill -CONT "$victim"
         sleep $((SECS - STOP_AT))
+    elif [ "$kind" = calib ]; then
+        local at=${CALIB_AT:-15}
+        sleep "$at"
+        local t0 t1; t0=$(now)
+        CAL_START=$(echo "$t0 - $t_rec" | bc -l)
+        in_ns "$TUTTI" calibrate --zone lab --mic mic --hub http://127.0.0.1:7480 > "$DIR/$name.calibrate.txt" 2>&1 \
+            || echo "  tutti calibrate failed (its output follows)"
+        t1=$(now)
+        CAL_END=$(echo "$t1 - $t_rec" | bc -l)
+        printf '  calibration took %.1f s:\n' "$(echo "$t1 - $t0" | bc -l)"
+        sed -e 's/^/    /' "$DIR/$name.calibrate.txt"
+        local left; left=$(echo "$SECS - ($t1 - $t_start - $SETTLE)" | bc -l)
+        [ "$(echo "$left > 0" | bc)" = 1 ] && sleep "$left"
     else
         sleep "$SECS"
     fi
@@ -294,6 +354,31 @@ run_phase() {
     local args=(--channels "$KEEP" --format float32le --names "$names" --settle "$SETTLE" --label "$name" --json "$DIR/$name.json" --series "$DIR/$name.series.tsv")
     [ -n "$mark" ] && args+=(--mark "$mark:p1")
     "$LAB" analyze "$DIR/$name.raw" "${args[@]}" || echo "  (no analysis: see the logs in ${OUT:-$DIR})"
+    if [ "$kind" = calib ] && [ -f "$DIR/$name.series.tsv" ]; then
+        # Arrival at the microphone = latency + hidden latency; spread per window, before the
+        # calibration and from 2 s after it (the sequence silences the stream meanwhile).
+        # (The series counts from the signal's first event, first_s into the recording.)
+        local first; first=$(grep -o '"first_s":[0-9.]*' "$DIR/$name.json" | cut -d: -f2)
+        awk -v hidden="0,${CALIB_DELAYS_MS:-37,112,5}" -v settle="$SETTLE" -v a="$(echo "$CAL_START - ${first:-0}" | bc -l)" -v b="$(echo "$CAL_END - ${first:-0}" | bc -l)" '
+            BEGIN { n = split(hidden, h, ","); for (i = 1; i <= n; i++) h[i] *= 1000 }
+            NR == 1 { next }
+            {
+                lo = 1e18; hi = -1e18; ok = 1
+                for (i = 2; i <= NF; i++) { if ($i == "-") { ok = 0; break } v = $i + h[i]; if (v < lo) lo = v; if (v > hi) hi = v }
+                if (!ok) next
+                if ($1 >= settle && $1 < a) before[++nb] = hi - lo
+                else if ($1 > b + 2) after[++na] = hi - lo
+            }
+            function pct(arr, n, p,   i, j, t) {
+                for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+                return n ? arr[int((n - 1) * p) + 1] : -1
+            }
+            END {
+                printf "  arrivals at the microphone, spread (ms): before p50 %.3f p99 %.3f (n=%d); after p50 %.3f p99 %.3f max %.3f (n=%d)\n",
+                    pct(before, nb, 0.5) / 1000, pct(before, nb, 0.99) / 1000, nb,
+                    pct(after, na, 0.5) / 1000, pct(after, na, 0.99) / 1000, pct(after, na, 1) / 1000, na
+            }' "$DIR/$name.series.tsv"
+    fi
     cat "$DIR/$name.cpu.txt"
     sed -e 's/^/  recorder: /' "$DIR/$name.rec.json"
     for f in "$DIR/$name".p*.log "$DIR/$name.source.log"; do

@@ -21,7 +21,7 @@ use tutti_proto::playout::Render;
 use tutti_proto::{LocalTime, Nanos};
 
 use crate::clock::DeviceClock;
-use crate::cue::{Chime, Cue};
+use crate::cue::{Chime, Cue, OverlayMix};
 use crate::pcm::PcmBuffer;
 use crate::ramp::{GainRamp, SharedGain};
 use crate::resample::{CHUNK, DriftFollower, FollowStats};
@@ -178,6 +178,8 @@ pub struct Voice<T: Timeline> {
     gain: Option<(Arc<SharedGain>, GainRamp)>,
     /// An identification chime over the stream, if one can be asked for.
     chime: Option<Chime>,
+    /// Prepared sounds on stream frames (a calibration's sequence), if any can be scheduled.
+    overlay: Option<OverlayMix>,
 }
 
 impl<T: Timeline> core::fmt::Debug for Voice<T> {
@@ -200,7 +202,13 @@ impl<T: Timeline> Voice<T> {
             on_block: None,
             gain: None,
             chime: None,
+            overlay: None,
         }
+    }
+    /// Lets `overlay`'s owner play prepared sounds on stream frames over (instead of) the
+    /// stream, after volume and mute: a calibration's level does not depend on them.
+    pub fn set_overlay(&mut self, overlay: OverlayMix) {
+        self.overlay = Some(overlay);
     }
     /// Lets `cue` play an identification chime over the stream (after volume and mute: a
     /// speaker asked to say where it is says so even when turned down).
@@ -281,6 +289,9 @@ impl<T: Timeline> Program for Voice<T> {
                 }
                 None => ramp.apply(shared.effective(), out, channels),
             }
+        }
+        if let Some(overlay) = self.overlay.as_mut() {
+            overlay.mix_into(plan.position, out, self.channels);
         }
         if let Some(chime) = self.chime.as_mut() {
             chime.mix_into(out, self.channels);

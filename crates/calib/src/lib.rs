@@ -31,10 +31,15 @@
 //! Anything else is refused, with the reason, and never applied: [`Estimate::delays_ms`] has no
 //! delay for a refused speaker.
 //!
+//! **The drift watch** ([`watch`]): with music playing, no test signal, the program's arrivals
+//! at a microphone against a baseline; a speaker whose latency changed shows, by how much.
+//!
 //! `crates/sim` proves it in simulated rooms (`tutti-sim --calibration`): image-source
 //! reverberation, band-limited and clipping speakers, hidden latencies, clock skew, noise.
 
 #![forbid(unsafe_code)]
+
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -128,6 +133,32 @@ pub enum CalibrationError {
     /// A sample that is not a number.
     #[error("sample {0} of the recording is not a finite number")]
     NotFinite(usize),
+    /// A drift watch's snippet too short, or a lag range it cannot hold.
+    #[error(
+        "snippets of {snippet_s} s with lags up to ±{max_lag_s} s: use snippets of 0.5 s or \
+         more and a lag range above zero and at most the snippet"
+    )]
+    Snippet {
+        /// The snippet's length asked for.
+        snippet_s: f64,
+        /// The lag range asked for.
+        max_lag_s: f64,
+    },
+    /// A snippet or its reference of the wrong length.
+    #[error(
+        "a snippet of {mic} samples against a reference of {reference}: the correlator takes \
+         {want_mic} and {want_reference}"
+    )]
+    SnippetLength {
+        /// The microphone's samples given.
+        mic: usize,
+        /// The program's.
+        reference: usize,
+        /// What it takes.
+        want_mic: usize,
+        /// What it takes.
+        want_reference: usize,
+    },
     /// A speaker the plan does not have.
     #[error("speaker {speaker}: the plan has speakers 0–{last}")]
     NoSuchSpeaker {

@@ -5,7 +5,7 @@
 //! | GET | `/api/nodes` | every node, online or lost (`/devices` is the same list) |
 //! | GET | `/api/nodes/{id}` | one node |
 //! | PATCH | `/api/nodes/{id}` | `{name, volume, mute, delay_ms, zone}` (any of them); reaches the node at once (`/manual-adjust` takes the same body with an `id`) |
-//! | POST | `/api/nodes/{id}/command` | `{"kind":"resync"}` or `identify` (players); `start`, `pause`, `stop`, `skip` (file sources) |
+//! | POST | `/api/nodes/{id}/command` | `{"kind":"resync"}`, `identify`, `test_tone` (1 kHz, 2 s), `{"kind":"say","text":…}` or `say_status` (spoken, offline) (players); `start`, `pause`, `stop`, `skip` (file sources) |
 //! | GET | `/api/zones` | every zone (`/grouping` is the same list) |
 //! | PUT | `/api/zones/{name}` | `{source, latency_ms}`: create or change |
 //! | DELETE | `/api/zones/{name}` | remove (its players stay, in no zone) |
@@ -23,12 +23,21 @@
 //! | GET | `/api/pairing` | paired nodes (no credentials) and revoked ids |
 //! | DELETE | `/api/pairing/{id}` | revoke a paired node: its links close, the stream keys rotate |
 //! | POST | `/api/keys/rotate` | rotate the stream keys now |
+//! | GET | `/api/clock` | the hub's clock, µs (`{"hub_us"}`): a microphone dates its recording on it |
+//! | GET | `/api/calibrations` | the calibration runs the hub remembers (the last 20) |
+//! | POST | `/api/calibrations` | `{zone, apply}`: the zone's speakers play the test sequence; the answer says when, on the hub's clock, and what a recording must cover (see [`crate::calibrate`]) |
+//! | GET, DELETE | `/api/calibrations/{id}` | one run; DELETE cancels it while it plays |
+//! | POST | `/api/calibrations/{id}/recording?rate=HZ&start_hub_us=T` | the microphone's recording, mono 16-bit little-endian PCM (`format=f32le`: 32-bit float), its first sample captured at hub instant `T`: estimated, and the delays set |
+//! | GET | `/api/nodes/{id}/calibrations` | a node's calibration history (time, measured, applied, confidence) |
+//! | POST | `/api/zones/{name}/watch?rate=HZ&start_hub_us=T` | a snippet (4 s, mono PCM as for a recording) of what a microphone in the zone hears, for the drift watch (see [`crate::watch`]): the lines heard, the drift, and a calibration to record when the drift calls for one |
+//! | GET | `/api/zones/{name}/watch` | the zone's last drift watch reading |
 //!
 //! Every request needs a token: `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for a
 //! browser's WebSocket). The read-only token may GET; everything else needs the admin token.
 //! None or an unknown token: 401; the read-only token on a change: 403. A request whose
 //! `Origin` is not this host is refused (403): a web page elsewhere cannot drive the hub
-//! through a user's browser. Bodies are limited to 64 KiB (413).
+//! through a user's browser. Bodies are limited to 64 KiB (413), a calibration's recording to
+//! [`MAX_RECORDING`].
 //!
 //! Errors are `{"error": code, "message": text}` with the matching status.
 
@@ -270,6 +279,20 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/keys/rotate", post(rotate))
         .route("/api/guests", get(guests).post(invite_guest))
         .route("/api/guests/{id}", axum::routing::delete(kick_guest))
+        .route("/api/clock", get(clock))
+        .route("/api/calibrations", get(calibrations).post(start_calibration))
+        .route("/api/calibrations/{id}", get(calibration).delete(cancel_calibration))
+        .route(
+            "/api/calibrations/{id}/recording",
+            post(calibration_recording).layer(axum::extract::DefaultBodyLimit::max(MAX_RECORDING)),
+        )
+        .route("/api/nodes/{id}/calibrations", get(calibration_history))
+        .route(
+            "/api/zones/{name}/watch",
+            get(watch_view)
+                .post(watch_snippet)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_RECORDING)),
+        )
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -321,6 +344,176 @@ async fn revoke(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Respon
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "not_paired", format!("no paired node `{id}`")))
     }
+}
+
+impl From<crate::calibrate::CalibrationError> for ApiError {
+    fn from(e: crate::calibrate::CalibrationError) -> Self {
+        use crate::calibrate::CalibrationError as E;
+        let status = match &e {
+            E::Registry(r) => return r.clone().into(),
+            E::NoRun(_) => StatusCode::NOT_FOUND,
+            E::TooFew { .. } | E::Silent(_) | E::Busy { .. } | E::NotWaiting { .. } => {
+                StatusCode::CONFLICT
+            }
+            E::Recording(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Offline(_) => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.code(), e.to_string())
+    }
+}
+
+/// The largest calibration recording accepted: 200 s of 48 kHz 32-bit mono (a sequence for
+/// 32 speakers is 100 s).
+pub const MAX_RECORDING: usize = 200 * 48_000 * 4;
+
+async fn clock() -> impl IntoResponse {
+    Json(json!({ "hub_us": tutti_audio::clock::now().0 as f64 / 1e3 }))
+}
+
+async fn calibrations(State(hub): State<Hub>) -> impl IntoResponse {
+    Json(hub.calibrations())
+}
+
+async fn calibration(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(hub.calibration(&id)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalibrationRequest {
+    zone: String,
+    #[serde(default = "yes")]
+    apply: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn start_calibration(
+    State(hub): State<Hub>,
+    Body(req): Body<CalibrationRequest>,
+) -> Result<Response, ApiError> {
+    Ok((StatusCode::CREATED, Json(hub.start_calibration(&req.zone, req.apply)?)).into_response())
+}
+
+async fn cancel_calibration(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(hub.cancel_calibration(&id)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingQuery {
+    rate: f64,
+    start_hub_us: f64,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn calibration_recording(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (q, samples) = upload(query, body, "recording")?;
+    let view = tokio::task::spawn_blocking(move || {
+        hub.calibration_recording(&id, q.rate, q.start_hub_us, &samples)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(view).into_response())
+}
+
+/// A microphone's upload (`what`: a recording, a snippet): its query and its samples, or
+/// what is wrong with them.
+fn upload(
+    query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    what: &str,
+) -> Result<(RecordingQuery, Vec<f32>), ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "{e}: say `?rate=48000&start_hub_us=T` (the {what}'s sample rate, and the hub \
+                 instant its first sample was captured, µs)"
+            ),
+        )
+    })?;
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+        ApiError(status, code, format!("{what}: {e} (at most {MAX_RECORDING} bytes)"))
+    })?;
+    let samples = decode_recording(q.format.as_deref(), &body)?;
+    Ok((q, samples))
+}
+
+/// A microphone's mono PCM body: s16le (the default) or f32le.
+fn decode_recording(format: Option<&str>, body: &[u8]) -> Result<Vec<f32>, ApiError> {
+    Ok(match format.unwrap_or("s16le") {
+        "s16le" if body.len().is_multiple_of(2) => body
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0)
+            .collect(),
+        "f32le" if body.len().is_multiple_of(4) => {
+            body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        f @ ("s16le" | "f32le") => {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_recording",
+                format!("{} bytes is not a whole number of {f} samples", body.len()),
+            ));
+        }
+        other => {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_recording",
+                format!("`format` = {other}: use s16le (the default) or f32le, mono"),
+            ));
+        }
+    })
+}
+
+async fn watch_snippet(
+    State(hub): State<Hub>,
+    Path(zone): Path<String>,
+    query: Result<axum::extract::Query<RecordingQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (q, samples) = upload(query, body, "snippet")?;
+    Ok(Json(hub.watch_snippet(&zone, q.rate, q.start_hub_us, samples).await?).into_response())
+}
+
+async fn watch_view(
+    State(hub): State<Hub>,
+    Path(zone): Path<String>,
+) -> Result<Response, ApiError> {
+    match hub.watch_view(&zone) {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_watched",
+            format!(
+                "zone `{zone}` is not watched: run `tutti calibrate --zone {zone} --watch` with a \
+                 microphone there"
+            ),
+        )),
+    }
+}
+
+async fn calibration_history(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let history = hub.with(|r| (r.calibration_history(&id), vec![], false))?;
+    Ok(Json(history).into_response())
 }
 
 async fn guests(State(hub): State<Hub>) -> impl IntoResponse {
@@ -586,6 +779,45 @@ pub fn openapi_document() -> serde_json::Value {
                 }
             },
             "/api/guests/{id}": { "delete": { "summary": "Send a guest away: its credential stops working at once", "responses": { "200": { "description": "kicked" }, "404": error, "403": error } } },
+            "/api/clock": { "get": { "summary": "The hub's clock now, µs ({\"hub_us\"}): a microphone dates its calibration recording on it", "responses": { "200": { "description": "the clock" } } } },
+            "/api/calibrations": {
+                "get": { "summary": "The calibration runs the hub remembers (the last 20): zone, state, each speaker's arrival, confidence and delay", "responses": { "200": { "description": "runs" } } },
+                "post": { "summary": "Calibrate a zone: its speakers play the test sequence on one stream frame; the answer says when on the hub's clock and what a microphone must record",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["zone"], "properties": { "zone": { "type": "string" }, "apply": { "type": "boolean", "default": true } } } } } },
+                    "responses": { "201": { "description": "playing" }, "400": error, "403": error, "404": error, "409": error } }
+            },
+            "/api/calibrations/{id}": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": { "summary": "One calibration run", "responses": { "200": { "description": "the run" }, "404": error } },
+                "delete": { "summary": "Cancel a run that plays: the speakers stop the sequence, nothing changes", "responses": { "200": { "description": "cancelled" }, "403": error, "404": error, "409": error } }
+            },
+            "/api/calibrations/{id}/recording": {
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "rate", "in": "query", "required": true, "schema": { "type": "number" } },
+                    { "name": "start_hub_us", "in": "query", "required": true, "schema": { "type": "number" } },
+                    { "name": "format", "in": "query", "required": false, "schema": { "type": "string", "enum": ["s16le", "f32le"], "default": "s16le" } }
+                ],
+                "post": { "summary": "The microphone's recording (mono PCM), its first sample captured at hub instant start_hub_us: estimated, and the delays set",
+                    "requestBody": { "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                    "responses": { "200": { "description": "the run, done" }, "400": error, "403": error, "404": error, "409": error, "413": error, "422": error } }
+            },
+            "/api/zones/{name}/watch": {
+                "parameters": [
+                    { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "rate", "in": "query", "required": false, "schema": { "type": "number" } },
+                    { "name": "start_hub_us", "in": "query", "required": false, "schema": { "type": "number" } },
+                    { "name": "format", "in": "query", "required": false, "schema": { "type": "string", "enum": ["s16le", "f32le"], "default": "s16le" } }
+                ],
+                "get": { "summary": "The zone's last drift watch reading", "responses": { "200": { "description": "reading" }, "404": error } },
+                "post": { "summary": "A 4 s snippet of what a microphone in the zone hears (rate and start_hub_us required): the arrivals of the program heard, the drift against the baseline, and a calibration to record when the drift calls for one",
+                    "requestBody": { "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                    "responses": { "200": { "description": "the reading" }, "400": error, "403": error, "404": error, "409": error, "413": error, "422": error } }
+            },
+            "/api/nodes/{id}/calibrations": {
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": { "summary": "A node's calibration history, oldest first: time, run, measured arrival, delay before and set, confidence", "responses": { "200": { "description": "history" }, "404": error } }
+            },
             "/api/keys/rotate": { "post": { "summary": "Rotate the stream keys now (accept new, then send with it, then retire the old)", "responses": { "200": { "description": "rotating" }, "403": error } } },
             "/api/nodes": { "get": { "summary": "Every node, online or lost", "responses": { "200": { "description": "nodes", "content": { "application/json": { "schema": { "type": "array", "items": node_ref } } } } } } },
             "/api/nodes/{id}": {
@@ -597,7 +829,7 @@ pub fn openapi_document() -> serde_json::Value {
             },
             "/api/nodes/{id}/command": {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "post": { "summary": "resync or identify (players); start, pause, stop or skip (file sources)", "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
+                "post": { "summary": "resync, identify, test_tone, say {text} or say_status (players: the last three over the stream, the status spoken by espeak-ng on the node); start, pause, stop or skip (file sources)", "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Command" } } } },
                     "responses": { "202": { "description": "sent" }, "404": error, "409": error, "422": error } }
             },
             "/api/zones/{name}/command": {

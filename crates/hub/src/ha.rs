@@ -11,6 +11,7 @@
 //! | `number` delay (ms, config) | player | `tutti/<node>/delay` | `tutti/<node>/delay/set` |
 //! | `sensor` offset, drift, latency, jitter, underruns (diagnostic) | player | `tutti/<node>/state` | — |
 //! | `button` resync, identify | player | — | `{"kind": "resync"}`, `{"kind": "identify"}` |
+//! | `button` test tone, say status (diagnostic) | player | — | `{"kind": "test_tone"}`, `{"kind": "say_status"}` |
 //! | `number` volume, `switch` mute | zone | `tutti/zone/<zone>/state` | `tutti/zone/<zone>/command` (the scheduled same-sample change) |
 //! | `select` stream (options: `(none)` and every source) | zone | `tutti/zone/<zone>/state` | `{"stream": "…"}` |
 //!
@@ -195,6 +196,28 @@ fn player(n: &NodeView, zones: &[String]) -> Vec<Entity> {
             json!({
                 "command_topic": command, "payload_press": "{\"kind\": \"identify\"}",
                 "device_class": "identify",
+            }),
+        ));
+    }
+    if can("test_tone") {
+        out.push(entity(
+            "button",
+            "test_tone",
+            "Test tone",
+            json!({
+                "command_topic": command, "payload_press": "{\"kind\": \"test_tone\"}",
+                "entity_category": "diagnostic", "icon": "mdi:sine-wave",
+            }),
+        ));
+    }
+    if can("say") {
+        out.push(entity(
+            "button",
+            "say_status",
+            "Say status",
+            json!({
+                "command_topic": command, "payload_press": "{\"kind\": \"say_status\"}",
+                "entity_category": "diagnostic", "icon": "mdi:account-voice",
             }),
         ));
     }

@@ -25,10 +25,16 @@
 //! - [`ha`]: Home Assistant MQTT discovery (a device per player and per zone).
 //! - [`listen`]: a room's stream relayed to browsers, to play in sync with its players.
 //! - [`sing`]: a guest's browser microphone sent on to the party host.
+//! - [`calibrate`]: acoustic calibration: the sequence played, the recording estimated, the
+//!   delays set, each node's history.
+//! - [`watch`]: the passive drift watch: a microphone's snippets against the zone's program.
 
 #![forbid(unsafe_code)]
+// The OpenAPI document is one `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod api;
+pub mod calibrate;
 mod choir;
 pub mod dashboard;
 pub mod discovery;
@@ -45,6 +51,7 @@ pub mod sing;
 pub mod store;
 pub mod tls;
 mod vault;
+pub mod watch;
 
 pub(crate) use keys::Holder;
 pub use keys::{ANNOUNCED_FOR, KEY_PROMOTE, KEY_RETIRE, NoStream, PARTY_KEYS};
@@ -107,7 +114,7 @@ pub enum ControlError {
     },
     /// A setting sent as an action.
     #[error(
-        "`kind`: resync, identify, start, pause, stop or skip here; volume, mute and delay are settings (PATCH /api/nodes/{{id}} or MQTT tutti/<node>/command with {{\"volume\": 40}})"
+        "`kind`: resync, identify, test_tone, say, say_status, start, pause, stop or skip here; volume, mute and delay are settings (PATCH /api/nodes/{{id}} or MQTT tutti/<node>/command with {{\"volume\": 40}})"
     )]
     NotAnAction,
     /// The node is not connected.
@@ -151,6 +158,10 @@ pub struct Hub {
     relays: listen::Relays,
     /// The browsers singing, mixed for those on headphones (see [`choir`]).
     choir: choir::Choir,
+    /// Calibration runs (see [`calibrate`]).
+    calibration_runs: calibrate::Runs,
+    /// The zones whose drift is watched (see [`watch`]).
+    watches: watch::Watches,
 }
 
 /// A connected node's channel, the paired node it proved to be (if any), and what decides
@@ -210,6 +221,8 @@ impl Hub {
             announced: Arc::default(),
             relays: listen::Relays::default(),
             choir: choir::Choir::default(),
+            calibration_runs: calibrate::Runs::default(),
+            watches: watch::Watches::default(),
         })
     }
 
@@ -304,14 +317,37 @@ impl Hub {
     /// Sends an action (resync, identify) to a node that can do it.
     pub fn act(&self, id: &str, action: Command) -> Result<(), ControlError> {
         let view = self.with(|r| (r.node(id, Instant::now()), vec![], false))?;
-        let kind = match action {
+        let kind = match &action {
             Command::Resync => "resync",
             Command::Identify => "identify",
             Command::Start => "start",
             Command::Pause => "pause",
             Command::Stop => "stop",
             Command::Skip => "skip",
+            Command::TestTone => "test_tone",
+            Command::Say { text } => {
+                let n = text.chars().count();
+                if n == 0 || n > 500 || text.chars().any(char::is_control) {
+                    return Err(ControlError::Registry(RegistryError::Invalid {
+                        field: "text",
+                        message: format!(
+                            "{n} characters: say 1–500 characters of plain text, one line"
+                        ),
+                    }));
+                }
+                "say"
+            }
+            Command::SayStatus => "say",
             _ => return Err(ControlError::NotAnAction),
+        };
+        let action = match action {
+            Command::SayStatus => {
+                let history = self.with(|r| (r.calibration_history(id), vec![], false));
+                Command::Say {
+                    text: spoken_status(&view, history.ok().and_then(|h| h.last().cloned())),
+                }
+            }
+            other => other,
         };
         if !view.info.capabilities.iter().any(|k| k == kind) {
             return Err(ControlError::Unsupported {
@@ -464,4 +500,45 @@ impl Hub {
         }
         current
     }
+}
+
+/// A player's status in words, for speech: "Kitchen. Room: living room. Online, playing.
+/// Volume 40 percent. Delay 75 milliseconds, calibrated."
+pub fn spoken_status(
+    view: &NodeView,
+    calibrated: Option<tutti_proto::control::CalibrationRecord>,
+) -> String {
+    let ms = |v: f64| {
+        let sign = if v < 0.0 { "minus " } else { "" };
+        if v.abs() < 10.0 && v.fract().abs() > 0.05 {
+            format!("{sign}{:.1} milliseconds", v.abs())
+        } else {
+            format!("{sign}{:.0} milliseconds", v.abs())
+        }
+    };
+    let mut parts = vec![view.name.clone()];
+    parts.push(match &view.settings.zone {
+        Some(z) => format!("Room: {z}"),
+        None => "In no room".into(),
+    });
+    parts.push(match (view.online, view.state.streaming) {
+        (false, _) => "Offline".into(),
+        (true, true) => "Online, playing".into(),
+        (true, false) => "Online, waiting for its stream".into(),
+    });
+    if let Some(p) = &view.state.problem {
+        parts.push(format!("Problem: {p}"));
+    }
+    if view.settings.mute {
+        parts.push("Muted".into());
+    } else {
+        parts.push(format!("Volume {:.0} percent", view.settings.volume));
+    }
+    let delay = format!("Delay {}", ms(view.settings.delay_ms));
+    parts.push(match calibrated {
+        Some(c) if c.applied_delay_ms.is_some() => format!("{delay}, calibrated"),
+        Some(_) => format!("{delay}; the last calibration could not hear it"),
+        None => format!("{delay}; not calibrated"),
+    });
+    parts.join(". ") + "."
 }

@@ -102,7 +102,7 @@ pub enum ListenError {
 
 impl Hub {
     /// The room named `zone`'s relay (started if it is not running), subscribed to.
-    async fn listen(
+    pub(crate) async fn listen(
         &self,
         zone: &str,
     ) -> Result<(Zone, Nanos, broadcast::Receiver<Bytes>), ListenError> {

@@ -11,6 +11,7 @@
 //! | `tutti/<node>/delay/set` | no | publish a delay, ms (a plain number) |
 //! | `tutti/<node>/command/error` | no | why a command was refused: `{"error", "message"}` |
 //! | `tutti/zone/<zone>/state` | yes | `{"volume", "mute", "stream", "source", "players"}` (the members' mean volume, muted when all are) |
+//! | `tutti/zone/<zone>/drift` | yes | `{"acoustic": true, "drift_ms", "baseline_ms", "moved_ms"}`: the zone's drift watch (see [`crate::watch`]) |
 //! | `tutti/zone/<zone>/command` | no | a zone-wide command `{"kind": "volume", "percent": 40}` (mute, resync, identify) or `{"stream": NAME}` |
 //! | `homeassistant/…/config` | yes | Home Assistant discovery (see [`crate::ha`]) |
 //!
@@ -327,9 +328,19 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                         publish_id(&hub, &client, &id, Parts { state: true, drift: false, delay: true }).await;
                         publish_discovery(&hub, &client, &mut discovery).await;
                     }
-                    // Who is paired, and the guests, are not published on MQTT (the API lists
-                    // them).
-                    Ok(Event::Paired { .. } | Event::Guests { .. }) => {}
+                    Ok(Event::ZoneDrift { zone, drift_ms, baseline_ms, moved_ms }) => {
+                        let topic = format!("tutti/zone/{}/drift", topic_id(&zone));
+                        let body = json!({
+                            "acoustic": true,
+                            "drift_ms": drift_ms,
+                            "baseline_ms": baseline_ms,
+                            "moved_ms": moved_ms,
+                        });
+                        let _ = client.publish(topic, STATE_QOS, true, body.to_string()).await;
+                    }
+                    // Who is paired, the guests and calibration runs are not published on MQTT
+                    // (the API lists them; a calibration's delays arrive as settings).
+                    Ok(Event::Paired { .. } | Event::Guests { .. } | Event::Calibration { .. }) => {}
                     // Fell behind: the whole picture again.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         publish_all(&hub, &client).await;

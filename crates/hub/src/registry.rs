@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use tutti_proto::control::SettingsPatch;
 use tutti_proto::control::{
-    Command, Event, HealthMinute, NodeInfo, NodeState, NodeView, Settings, Zone,
+    CalibrationRecord, Command, Event, HealthMinute, NodeInfo, NodeState, NodeView, Settings, Zone,
 };
 
 /// A minute.
@@ -35,7 +35,13 @@ pub struct Persisted {
     /// Nodes seen, by id (so a restarted hub lists them, lost, before they reconnect).
     #[serde(default)]
     pub known: BTreeMap<String, NodeInfo>,
+    /// Each node's calibration history, oldest first (the last [`HISTORY`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calibrations: BTreeMap<String, VecDeque<CalibrationRecord>>,
 }
+
+/// How many calibration records the hub keeps per node.
+pub const HISTORY: usize = 50;
 
 #[derive(Debug)]
 struct Entry {
@@ -395,6 +401,15 @@ impl Registry {
     /// The stream frame a zone's players play at `now` (extrapolated from the latest report
     /// of one of them: they all play the same frame at the same instant).
     pub fn zone_position(&self, name: &str, now: Instant) -> Option<u64> {
+        self.zone_clock(name).map(|(seen, position, rate)| {
+            let elapsed = now.saturating_duration_since(seen).as_secs_f64();
+            position + (elapsed * f64::from(rate)).round() as u64
+        })
+    }
+
+    /// The latest report of a zone's players' stream position: when it came, the frame, and
+    /// the stream's rate.
+    pub fn zone_clock(&self, name: &str) -> Option<(Instant, u64, u32)> {
         self.persisted
             .settings
             .iter()
@@ -405,10 +420,53 @@ impl Registry {
                 Some((seen, position, rate))
             })
             .max_by_key(|(seen, ..)| *seen)
-            .map(|(seen, position, rate)| {
-                let elapsed = now.saturating_duration_since(seen).as_secs_f64();
-                position + (elapsed * f64::from(rate)).round() as u64
+    }
+
+    /// A zone's online players that can `capability`, by name: (id, name, delay ms).
+    pub fn zone_players(
+        &self,
+        name: &str,
+        capability: &str,
+    ) -> Result<Vec<(String, String, f64)>, RegistryError> {
+        if !self.persisted.zones.contains_key(name) {
+            return Err(RegistryError::NoZone(name.to_owned()));
+        }
+        let mut players: Vec<_> = self
+            .persisted
+            .settings
+            .iter()
+            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+            .filter_map(|(id, s)| {
+                let e = self.nodes.get(id).filter(|e| e.online)?;
+                e.info.capabilities.iter().any(|c| c == capability).then(|| {
+                    (id.clone(), s.name.clone().unwrap_or_else(|| e.info.name.clone()), s.delay_ms)
+                })
             })
+            .collect();
+        players.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        Ok(players)
+    }
+
+    /// Adds `record` to node `id`'s calibration history (the oldest go beyond [`HISTORY`]).
+    pub fn record_calibration(&mut self, id: &str, record: CalibrationRecord) {
+        let history = self.persisted.calibrations.entry(id.to_owned()).or_default();
+        history.push_back(record);
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+    }
+
+    /// Node `id`'s calibration history, oldest first.
+    pub fn calibration_history(&self, id: &str) -> Result<Vec<CalibrationRecord>, RegistryError> {
+        if !self.nodes.contains_key(id) && !self.persisted.known.contains_key(id) {
+            return Err(RegistryError::NoNode(id.to_owned()));
+        }
+        Ok(self
+            .persisted
+            .calibrations
+            .get(id)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     /// A command for every player of a zone. Volume and mute change their settings and are

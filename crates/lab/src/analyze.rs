@@ -139,6 +139,8 @@ pub struct PlayerReport {
 pub struct Report {
     /// Events found in the source channel.
     pub events: usize,
+    /// Where the first one is, seconds into the recording (the series' `t_s` counts from it).
+    pub first_s: f64,
     /// Per player.
     pub players: Vec<PlayerReport>,
     /// Spread between players per steady-state window where all were found, µs.
@@ -436,6 +438,7 @@ pub fn analyze(rec: &Recording, opts: &AnalyzeOptions) -> Result<Report, crate::
     }
     let mut report = Report {
         events: events.len(),
+        first_s: first / rate,
         spread_us: Stats::of(&spread),
         players,
         recovery_ms: None,

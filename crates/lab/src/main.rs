@@ -3,6 +3,7 @@
 //! ```text
 //! tutti-lab signal OUT.wav --seconds S [--channels N] [--delay-us D]
 //! tutti-lab record FIFO OUT.raw --channels C --keep K --seconds S [--format s16le|float32le] [--pipe-bytes B] [--log LOG.tsv] [--summary JSON]
+//!                  [--mic MIC.fifo --mic-channels 1,2,3 --mic-delays-ms 37,112,5 [--mic-gain 0.3] [--mic-noise-rms 0.03]]
 //! tutti-lab analyze REC.raw --channels K [--format s16le|float32le] [--names a,b,c] [--settle S] [--mark SECONDS:PLAYER] [--label L] [--json OUT] [--series OUT.tsv]
 //! ```
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use tutti_lab::LabError;
 use tutti_lab::analyze::{AnalyzeOptions, Recording, analyze};
-use tutti_lab::record::{RecordOptions, record};
+use tutti_lab::record::{RecordOptions, Room, record};
 use tutti_lab::signal::{RATE, render};
 
 fn main() -> ExitCode {
@@ -110,16 +111,64 @@ fn run(args: Vec<String>) -> Result<(), LabError> {
             Ok(())
         }
         Some("record") => {
-            a.check(&["channels", "keep", "seconds", "pipe-bytes", "log", "summary", "format"])?;
+            a.check(&[
+                "channels",
+                "keep",
+                "seconds",
+                "pipe-bytes",
+                "log",
+                "summary",
+                "format",
+                "mic",
+                "mic-channels",
+                "mic-delays-ms",
+                "mic-gain",
+                "mic-noise-rms",
+            ])?;
             let fifo = a.path(0, "the pipe sink's FIFO")?;
             let out = a.path(1, "the output file")?;
+            let room = match a.get("mic") {
+                None => None,
+                Some(mic) => {
+                    let list = |name: &str| -> Result<Vec<f64>, LabError> {
+                        a.get(name)
+                            .ok_or_else(|| usage(format!("--mic needs --{name}")))?
+                            .split(',')
+                            .map(|v| {
+                                v.trim().parse().map_err(|_| usage(format!("--{name}: `{v}`")))
+                            })
+                            .collect()
+                    };
+                    let (channels, delays) = (list("mic-channels")?, list("mic-delays-ms")?);
+                    if channels.len() != delays.len() {
+                        return Err(usage("--mic-channels and --mic-delays-ms: one each".into()));
+                    }
+                    let heard = channels
+                        .iter()
+                        .zip(&delays)
+                        .map(|(&c, &d)| (c as usize, (d * f64::from(RATE) / 1e3).round() as usize))
+                        .collect();
+                    Some(Room {
+                        fifo: PathBuf::from(mic),
+                        heard,
+                        gain: a.num("mic-gain", Some(0.3))?,
+                        noise_rms: a.num("mic-noise-rms", Some(0.0))?,
+                    })
+                }
+            };
             let opts = RecordOptions {
                 channels: a.num("channels", None)?,
                 keep: a.num("keep", None)?,
                 seconds: a.num("seconds", None)?,
                 pipe_bytes: a.num("pipe-bytes", Some(4096))?,
                 sample_bytes: sample_bytes(a.get("format"))?,
+                room,
             };
+            if let Some(r) = &opts.room
+                && let Some(&(c, _)) = r.heard.iter().find(|&&(c, _)| c >= opts.channels)
+            {
+                return Err(usage(format!("--mic-channels: {c} is not below --channels")));
+            }
             if opts.keep == 0 || opts.keep > opts.channels {
                 return Err(usage(format!("--keep {} must be 1..={}", opts.keep, opts.channels)));
             }

@@ -7,6 +7,12 @@
 //! like a sound card's. Every 100 ms the recorder logs how full the pipe is (its latency) and
 //! how late it is against its schedule; a read that had to wait for the server is counted
 //! (the sink starved: the server itself fell behind).
+//!
+//! It can also be the **room** a calibration is heard in ([`Room`]): a microphone that hears
+//! some channels (the players' sinks), each after a hidden latency of its own, summed, with
+//! white noise, written in real time into a `module-pipe-source`'s FIFO. Neither the players
+//! nor the calibration can see those latencies; the recording shows, frame for frame, whether
+//! the calibration made the players' sound arrive together.
 
 use crate::LabError;
 use std::fs::File;
@@ -31,6 +37,93 @@ pub struct RecordOptions {
     pub pipe_bytes: usize,
     /// Bytes per sample of the sink's format (2: s16le, 4: float32le); kept as they are.
     pub sample_bytes: usize,
+    /// A microphone in a room of some channels (a calibration's), if any.
+    pub room: Option<Room>,
+}
+
+/// A microphone in a room of some channels (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Room {
+    /// The microphone's FIFO (a `module-pipe-source` reading mono s16le at [`RATE`]).
+    pub fifo: std::path::PathBuf,
+    /// The channels it hears, and how late, frames.
+    pub heard: Vec<(usize, usize)>,
+    /// Each channel's gain at the microphone.
+    pub gain: f32,
+    /// White noise added, RMS (full scale 1.0).
+    pub noise_rms: f32,
+}
+
+/// The room's state while recording.
+struct Mic {
+    pipe: File,
+    heard: Vec<(usize, usize)>,
+    gain: f32,
+    noise_rms: f32,
+    /// The last frames of each heard channel, a ring as long as the longest delay.
+    history: Vec<Vec<f32>>,
+    at: usize,
+    rng: u64,
+    out: Vec<u8>,
+    dropped: u64,
+}
+
+impl Mic {
+    fn open(room: &Room) -> Result<Mic, LabError> {
+        let pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&room.fifo)
+            .map_err(|e| LabError::io(&room.fifo, e))?;
+        // Never wait for the server: what does not fit is dropped and counted.
+        let flags =
+            rustix::fs::fcntl_getfl(&pipe).map_err(|e| LabError::io(&room.fifo, e.into()))?;
+        rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| LabError::io(&room.fifo, e.into()))?;
+        let longest = room.heard.iter().map(|&(_, d)| d).max().unwrap_or(0) + 1;
+        Ok(Mic {
+            pipe,
+            heard: room.heard.clone(),
+            gain: room.gain,
+            noise_rms: room.noise_rms,
+            history: vec![vec![0.0; longest]; room.heard.len()],
+            at: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            out: Vec::new(),
+            dropped: 0,
+        })
+    }
+
+    /// Hears `frames` (interleaved, `channels` of `sample_bytes` each) and writes what the
+    /// microphone picks up.
+    fn hear(&mut self, frames: &[u8], channels: usize, sample_bytes: usize) {
+        self.out.clear();
+        let len = self.history.first().map_or(1, Vec::len);
+        for frame in frames.chunks_exact(channels * sample_bytes) {
+            let mut v = 0.0f32;
+            for (k, &(ch, delay)) in self.heard.iter().enumerate() {
+                let b = &frame[ch * sample_bytes..(ch + 1) * sample_bytes];
+                let x = match sample_bytes {
+                    2 => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
+                    _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                };
+                self.history[k][self.at] = x;
+                v += self.history[k][(self.at + len - delay) % len] * self.gain;
+            }
+            self.at = (self.at + 1) % len;
+            // xorshift64*: uniform in ±0.5, scaled to the RMS asked for.
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            let u =
+                (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f32 / (1u64 << 53) as f32;
+            v += (u - 0.5) * 12f32.sqrt() * self.noise_rms;
+            self.out.extend_from_slice(&((v.clamp(-1.0, 1.0) * 32_767.0) as i16).to_le_bytes());
+        }
+        match self.pipe.write(&self.out) {
+            Ok(n) => self.dropped += ((self.out.len() - n) / 2) as u64,
+            Err(_) => self.dropped += (self.out.len() / 2) as u64,
+        }
+    }
 }
 
 /// What the recorder saw.
@@ -48,6 +141,8 @@ pub struct RecordSummary {
     pub max_late_us: f64,
     /// Pipe fill (the sink's latency), median and max, µs.
     pub pipe_latency_us: (f64, f64),
+    /// Frames the room's microphone could not write (its reader fell behind).
+    pub mic_dropped: u64,
 }
 
 fn mono_ns() -> u64 {
@@ -100,6 +195,7 @@ pub fn record(
     if drop > 0 {
         pipe.read_exact(&mut junk[..drop]).map_err(|e| LabError::io(fifo, e))?;
     }
+    let mut mic = opts.room.as_ref().map(Mic::open).transpose()?;
     let t0 = mono_ns();
     let mut summary = RecordSummary { t0_ns: t0, pipe_bytes, ..Default::default() };
     let mut consumed = 0u64;
@@ -134,6 +230,9 @@ pub fn record(
                 kept.extend_from_slice(&frame[..keep_bytes]);
             }
             writer.write_all(&kept).map_err(|e| LabError::io(out, e))?;
+            if let Some(m) = mic.as_mut() {
+                m.hear(&buf[..n * frame_bytes], opts.channels, opts.sample_bytes);
+            }
             left -= n;
         }
         consumed += want as u64;
@@ -153,6 +252,7 @@ pub fn record(
     }
     fills.sort_by(f64::total_cmp);
     summary.frames = consumed;
+    summary.mic_dropped = mic.map_or(0, |m| m.dropped);
     summary.pipe_latency_us =
         (fills.get(fills.len() / 2).copied().unwrap_or(0.0), fills.last().copied().unwrap_or(0.0));
     Ok(summary)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tutti_audio::backend::StreamSpec;
 use tutti_audio::clock;
-use tutti_audio::cue::Cue;
+use tutti_audio::cue::{Cue, Overlay};
 use tutti_audio::engine::{EngineConfig, OutputShared, Timeline, Voice, output};
 use tutti_audio::format::decode_pcm;
 use tutti_audio::opus::OpusDecoder;
@@ -163,6 +163,10 @@ pub struct RunningPlayer {
     pub gain: Arc<SharedGain>,
     /// Plays the identification chime.
     pub cue: Arc<Cue>,
+    /// Plays prepared sounds on stream frames (a calibration's sequence).
+    pub overlay: Arc<Overlay>,
+    /// The stream's sample rate, Hz (what the overlay's sounds are rendered at).
+    pub rate: u32,
     /// Local socket address.
     pub local_addr: SocketAddr,
     commands: Sender<SessionCommand>,
@@ -409,6 +413,8 @@ pub fn run_player(
     voice.set_gain(gain.clone(), info.format.sample_rate / 200);
     let cue = Cue::new();
     voice.set_cue(cue.clone(), info.format.sample_rate);
+    let (overlay, overlay_mix) = Overlay::new(info.format.sample_rate);
+    voice.set_overlay(overlay_mix);
     let (engine, renderer, shared) = output(voice, config, SharedGain::new());
     if let Ok(mut s) = shared_slot.lock() {
         *s = Some(shared.clone());
@@ -460,6 +466,8 @@ pub fn run_player(
         status,
         gain,
         cue,
+        overlay,
+        rate: info.format.sample_rate,
         local_addr,
         commands,
         events,

@@ -243,6 +243,30 @@ pub enum Command {
     Stop,
     /// A file source: the next track of the playlist.
     Skip,
+    /// Play speaker `speaker`'s part of the calibration sequence for `speakers` speakers
+    /// (`tutti_calib::Plan`) over the stream, its first sample on stream frame `at` (the
+    /// stream is silenced while it plays).
+    Calibrate {
+        /// How many speakers the sequence has.
+        speakers: u32,
+        /// Which of them this node is (0-based).
+        speaker: u32,
+        /// The stream frame the sequence starts on.
+        at: u64,
+    },
+    /// Stop a calibration sequence that plays or waits to (the stream comes back at once).
+    CancelCalibration,
+    /// Play a test tone (1 kHz, −12 dBFS, 2 s) instead of the stream: is this speaker alive,
+    /// and which one is it?
+    TestTone,
+    /// Say `text` (speech synthesized on the node, offline: `espeak-ng`) over the stream.
+    Say {
+        /// What to say (at most 500 characters).
+        text: String,
+    },
+    /// Asks the hub (API only) to have a player say its own status: name, room, state,
+    /// delay and drift (the hub sends it a [`Command::Say`]).
+    SayStatus,
     /// Play this stream (the zone's source), at this group latency if given.
     Route {
         /// The source, `host:port`.
@@ -481,6 +505,131 @@ pub struct GuestInvite {
     pub guest_for_s: u64,
 }
 
+/// One speaker of a calibration: what was found and what was done.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedSpeaker {
+    /// The node.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its per-device delay before the calibration, ms.
+    pub previous_delay_ms: f64,
+    /// When its sound reached the microphone, ms after it was due (in the microphone's
+    /// dating: only differences between speakers mean anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_ms: Option<f64>,
+    /// The delay that makes it arrive with the others, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<f64>,
+    /// The weakest round's direct sound above the noise, dB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_db: Option<f64>,
+    /// How far its rounds disagreed, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_ms: Option<f64>,
+    /// Whether its arrival is trusted.
+    #[serde(default)]
+    pub confident: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Whether `delay_ms` was set on the node.
+    #[serde(default)]
+    pub applied: bool,
+}
+
+/// Where a calibration stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationState {
+    /// The speakers play the sequence (or are about to); the microphone's recording is
+    /// awaited.
+    #[default]
+    Playing,
+    /// The recording is being analysed.
+    Estimating,
+    /// Done: every confident speaker's delay was set.
+    Applied,
+    /// Done, measured only (asked not to apply).
+    Measured,
+    /// Nothing trusted enough to apply: delays left as they were.
+    Refused,
+    /// Cancelled: delays left as they were.
+    Cancelled,
+    /// It could not finish (no recording came, a node went away, a delay could not be set):
+    /// the previous delays are in place.
+    Failed,
+}
+
+/// A calibration run as the API shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationView {
+    /// Its id.
+    pub id: String,
+    /// The zone calibrated.
+    pub zone: String,
+    /// Where it stands.
+    pub state: CalibrationState,
+    /// What happened, in a sentence.
+    pub message: String,
+    /// Its speakers, in the sequence's order.
+    pub speakers: Vec<CalibratedSpeaker>,
+    /// When it was asked for, Unix seconds.
+    pub created_at: u64,
+    /// The stream frame the sequence starts on.
+    pub at_frame: u64,
+    /// The hub's clock (`GET /api/clock`), µs, when the sequence starts at the speakers.
+    pub starts_hub_us: f64,
+    /// A microphone must record from this hub instant, µs …
+    pub record_from_hub_us: f64,
+    /// … to this one.
+    pub record_to_hub_us: f64,
+    /// Whether confident delays are set (false: measure only).
+    pub apply: bool,
+    /// Why it runs: `asked` (the API, `tutti calibrate`), or `drift` (the drift watch saw
+    /// part of the sound move: only the speakers that moved are corrected).
+    #[serde(default = "asked")]
+    pub reason: String,
+    /// The microphone's clock against the stream's, ppm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_ppm: Option<f64>,
+    /// The arrivals' spread before, ms (confident speakers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_before_ms: Option<f64>,
+}
+
+fn asked() -> String {
+    "asked".into()
+}
+
+/// One entry of a node's calibration history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// When, Unix seconds.
+    pub at: u64,
+    /// The calibration run.
+    pub run: String,
+    /// What measured it: `calibration` (a test sequence asked for), `drift` (one the drift
+    /// watch started).
+    pub kind: String,
+    /// How far its sound had moved from the others', ms (drift calibrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acoustic_drift_ms: Option<f64>,
+    /// Its arrival, ms after it was due (microphone's dating).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_ms: Option<f64>,
+    /// The delay before, ms.
+    pub previous_delay_ms: f64,
+    /// The delay set, ms (`None`: left as it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_delay_ms: Option<f64>,
+    /// Its direct sound above the noise, dB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_db: Option<f64>,
+    /// Trusted.
+    pub confident: bool,
+}
+
 /// A change the hub announces on its event stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -528,6 +677,23 @@ pub enum Event {
     Guests {
         /// Every guest.
         guests: Vec<GuestView>,
+    },
+    /// A calibration started, moved on or ended.
+    Calibration {
+        /// It, now.
+        run: Box<CalibrationView>,
+    },
+    /// A zone's drift watch read a snippet of what its microphone hears.
+    ZoneDrift {
+        /// The zone.
+        zone: String,
+        /// The drift declared (two snippets agree), ms: 0 while every speaker arrives where it
+        /// did after the last calibration.
+        drift_ms: Option<f64>,
+        /// Where the sound arrived after the last calibration, ms (the microphone's dating).
+        baseline_ms: Option<f64>,
+        /// How far the part of the sound that moved arrived from it in this snippet, ms.
+        moved_ms: Option<f64>,
     },
 }
 

@@ -5,6 +5,7 @@
 //! tutti play 192.168.1.10:7400                              # a player
 //! tutti devices                                             # what can play and record here
 //! tutti demo                                                # a source and three players, here
+//! tutti calibrate --zone kitchen --mic usb-mic              # align the kitchen's speakers
 //! ```
 //! Only this binary uses `anyhow`; the crates below return typed errors.
 //!
@@ -13,12 +14,13 @@
 //! - [`config`]: the TOML config file.
 //! - [`membership`]: how a node belongs to its network (keys, pairing, the hub link, ids).
 //! - [`stream`](mod@stream), [`play`](mod@play), [`party`](mod@party), [`serve`](mod@serve),
-//!   [`demo`](mod@demo): one subcommand (role) each.
+//!   [`demo`](mod@demo), [`calibrate`](mod@calibrate): one subcommand (role) each.
 //! - [`status`]: status lines and log fields; [`logging`]: log lines (`tracing`).
 //! - [`measure`]: measurement tools (`record`, `clicks-wav`, `skew`).
 
 #![forbid(unsafe_code)]
 
+mod calibrate;
 mod config;
 mod demo;
 mod logging;
@@ -92,6 +94,10 @@ enum Command {
     /// headphones mode (send it to every peer, mix theirs with your own monitor); with
     /// neither, be the host that mixes every microphone sent to it and plays the mix.
     Party(PartyArgs),
+    /// Calibrate a zone's speakers with a microphone here: the hub plays a test sequence
+    /// through them, this records it, and the hub sets each speaker's delay so that all arrive
+    /// together at the microphone.
+    Calibrate(CalibrateArgs),
     /// Record input devices with capture timestamps and print the clicks found in each, one
     /// JSON line per device (a measurement tool: are several players in sync?).
     #[command(hide = true)]
@@ -126,6 +132,45 @@ struct PairArgs {
     /// Where to keep the pairing (default ~/.config/tutti/pairing.json; also TUTTI_PAIRING).
     #[arg(long, env = "TUTTI_PAIRING")]
     pairing: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CalibrateArgs {
+    /// The zone whose speakers to calibrate.
+    #[arg(long)]
+    zone: String,
+    /// The microphone (an input device, as `tutti devices` lists them; default: the default
+    /// input). Put it where people listen.
+    #[arg(long)]
+    mic: Option<String>,
+    /// The hub's API, plain HTTP (`tutti serve --http`).
+    #[arg(long, default_value = "http://127.0.0.1:7480")]
+    hub: String,
+    /// The hub's admin token (its secrets file has it; `tutti serve` says where).
+    #[arg(long, env = "TUTTI_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Measure only: show what would be set, change nothing.
+    #[arg(long)]
+    measure_only: bool,
+    /// Then keep listening to the music: the hub's drift watch reads a snippet every --every
+    /// seconds, and when part of the sound moves it calibrates again (this records it).
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: seconds between snippets (each is 4 s).
+    #[arg(long, default_value_t = 10.0)]
+    every: f64,
+    /// With --watch: do not calibrate first (the watch's baseline is the first snippet).
+    #[arg(long, requires = "watch")]
+    no_calibrate: bool,
+    /// Stop watching after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// The microphone's sample rate, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Audio host: pulse or alsa.
+    #[arg(long, default_value = "pulse")]
+    host: String,
 }
 
 #[derive(Args, Debug)]
@@ -472,6 +517,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo(a),
         Command::Party(a) => party(a, &cfg),
         Command::Record(a) => record(a),
+        Command::Calibrate(a) => calibrate::calibrate(a),
         Command::ClicksWav { out, seconds } => clicks_wav(&out, seconds),
         Command::Skew { wavs } => skew(&wavs),
     }

@@ -264,7 +264,7 @@ fn NodeCard(id: String, zones: Vec<String>) -> Element {
         }
     };
     let (p2, p3, p4, p6) = (patch.clone(), patch.clone(), patch.clone(), patch);
-    let (c1, c2) = (command.clone(), command);
+    let (c1, c2, c3, c4) = (command.clone(), command.clone(), command.clone(), command);
     let plays = s.stream.clone().unwrap_or_else(|| "nothing".into());
     rsx! {
         div { class: if node.online { "card node" } else { "card node offline" }, "data-id": "{id}",
@@ -316,8 +316,14 @@ fn NodeCard(id: String, zones: Vec<String>) -> Element {
                 if can("identify") {
                     button { class: "identify", disabled: ro, onclick: move |_| c2(Command::Identify, "identify"), "identify" }
                 }
+                if can("test_tone") {
+                    button { class: "test-tone", disabled: ro, onclick: move |_| c3(Command::TestTone, "test_tone"), "test tone" }
+                }
+                if can("say") {
+                    button { class: "say-status", disabled: ro, onclick: move |_| c4(Command::SayStatus, "say_status"), "say status" }
+                }
             }
-            for c in ["mute", "resync", "identify"] {
+            for c in ["mute", "resync", "identify", "test_tone", "say_status"] {
                 if let Some(m) = said_for(said, c) { p { class: "error", "{m}" } }
             }
             label { class: "row",

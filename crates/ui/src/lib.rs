@@ -22,8 +22,8 @@ use std::rc::Rc;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::LocalBoxStream;
 use tutti_proto::control::{
-    Command, Event, GuestInvite, GuestView, HealthMinute, HubStatus, NodeState, NodeView,
-    PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
+    CalibrationView, Command, Event, GuestInvite, GuestView, HealthMinute, HubStatus, NodeState,
+    NodeView, PairedView, PairingOffer, SettingsPatch, StreamView, Zone,
 };
 
 pub use app::{App, AppProps, STYLE};
@@ -168,6 +168,10 @@ pub struct Model {
     pub guests: Vec<GuestView>,
     /// The hub.
     pub hub: HubStatus,
+    /// Each zone's latest calibration heard of since the page opened, by zone.
+    pub calibrations: BTreeMap<String, CalibrationView>,
+    /// Each watched zone's acoustic drift (ms) as last declared, by zone.
+    pub drift: BTreeMap<String, Option<f64>>,
     /// A snapshot has arrived.
     pub loaded: bool,
 }
@@ -181,6 +185,8 @@ impl Model {
             paired: s.paired,
             guests: s.guests,
             hub: s.hub,
+            calibrations: BTreeMap::new(),
+            drift: BTreeMap::new(),
             loaded: true,
         }
     }
@@ -236,6 +242,14 @@ impl Model {
                 let same = self.guests == guests;
                 self.guests = guests;
                 !same
+            }
+            Event::Calibration { run } => {
+                let same = self.calibrations.get(&run.zone) == Some(&run);
+                self.calibrations.insert(run.zone.clone(), *run);
+                !same
+            }
+            Event::ZoneDrift { zone, drift_ms, .. } => {
+                self.drift.insert(zone, drift_ms) != Some(drift_ms)
             }
         }
     }

@@ -57,6 +57,25 @@ pub enum PlayerCommand {
     Resync,
     /// Play the identification chime.
     Identify,
+    /// Play speaker `speaker`'s part of the calibration sequence for `speakers` speakers
+    /// from stream frame `at`, instead of the stream.
+    Calibrate {
+        /// The sequence's speakers.
+        speakers: u32,
+        /// This one.
+        speaker: u32,
+        /// Its first frame.
+        at: u64,
+    },
+    /// Stop a calibration sequence.
+    CancelCalibration,
+    /// Play a test tone instead of the stream.
+    TestTone,
+    /// Say `text` over the stream (offline speech).
+    Say {
+        /// What to say.
+        text: String,
+    },
 }
 
 /// What a [`Player`] says, as it happens.
@@ -365,6 +384,14 @@ impl crate::hub::HubHandler for PlayerControl {
             },
             Command::Resync => PlayerCommand::Resync,
             Command::Identify => PlayerCommand::Identify,
+            Command::Calibrate { speakers, speaker, at } => {
+                PlayerCommand::Calibrate { speakers: *speakers, speaker: *speaker, at: *at }
+            }
+            Command::CancelCalibration => PlayerCommand::CancelCalibration,
+            Command::TestTone => PlayerCommand::TestTone,
+            Command::Say { text } => PlayerCommand::Say { text: text.clone() },
+            // The hub's to turn into words.
+            Command::SayStatus => return,
             // A source's controls: not among a player's capabilities.
             Command::Start | Command::Pause | Command::Stop | Command::Skip => return,
         };
@@ -374,6 +401,16 @@ impl crate::hub::HubHandler for PlayerControl {
     fn status(&mut self, message: &str) {
         self.say(message);
     }
+}
+
+/// Said when a sound is asked of a player that plays no stream (it plays over the stream).
+const NOT_PLAYING: &str = "nothing plays yet: a test tone or speech plays over the stream";
+
+/// The stream frame 100 ms from now (a sound asked for now starts there), once the player
+/// plays.
+fn soon(p: &RunningPlayer) -> Option<u64> {
+    let timing = p.status.lock().ok()?.timing?;
+    timing.position_at(tutti_audio::clock::now() + Nanos::from_millis(100))
 }
 
 /// The player's own thread: owns the running player and takes every command in turn.
@@ -429,7 +466,12 @@ impl Owner {
             PlayerCommand::Mute { mute, .. } => self.levels.mute = Some(mute),
             PlayerCommand::Delay { ms } => self.levels.delay_ms = Some(ms),
             PlayerCommand::Route { source, latency } => return self.route(source, latency),
-            PlayerCommand::Resync | PlayerCommand::Identify => {}
+            PlayerCommand::Resync
+            | PlayerCommand::Identify
+            | PlayerCommand::Calibrate { .. }
+            | PlayerCommand::CancelCalibration
+            | PlayerCommand::TestTone
+            | PlayerCommand::Say { .. } => {}
         }
         if let Ok(mut cur) = self.current.lock() {
             cur.levels = self.levels;
@@ -448,6 +490,61 @@ impl Owner {
             }
             PlayerCommand::Resync => p.command(SessionCommand::Resync),
             PlayerCommand::Identify => p.cue.ask(),
+            PlayerCommand::Calibrate { speakers, speaker, at } => {
+                let sequence = tutti_calib::Plan::new(speakers as usize)
+                    .and_then(|plan| plan.render(speaker as usize, f64::from(p.rate)));
+                match sequence {
+                    Ok(samples) => {
+                        if !p.overlay.schedule(samples, at) {
+                            self.tell(PlayerNotice::Said(
+                                "calibration: the player is busy with the sequence before; \
+                                 not played"
+                                    .into(),
+                            ));
+                        }
+                    }
+                    Err(e) => self.tell(PlayerNotice::Said(format!("calibration: {e}"))),
+                }
+            }
+            PlayerCommand::CancelCalibration => p.overlay.cancel(),
+            PlayerCommand::TestTone => {
+                let tone = tutti_audio::cue::test_tone(p.rate);
+                match soon(p) {
+                    Some(at) => {
+                        p.overlay.schedule(tone, at);
+                    }
+                    None => self.tell(PlayerNotice::Said(NOT_PLAYING.into())),
+                }
+            }
+            PlayerCommand::Say { text } => {
+                // espeak-ng takes a moment: off this thread, scheduled once it has spoken.
+                let (overlay, status, rate) = (p.overlay.clone(), p.status.clone(), p.rate);
+                let notify = self.notify.clone();
+                let spoken =
+                    std::thread::Builder::new().name("tutti-say".into()).spawn(move || {
+                        let said = match tutti_audio::cue::speech(&text, rate) {
+                            Ok(pcm) => {
+                                let at = status.lock().ok().and_then(|s| s.timing).and_then(|t| {
+                                    t.position_at(
+                                        tutti_audio::clock::now() + Nanos::from_millis(100),
+                                    )
+                                });
+                                match at {
+                                    Some(at) => {
+                                        overlay.schedule(pcm, at);
+                                        return;
+                                    }
+                                    None => NOT_PLAYING.to_owned(),
+                                }
+                            }
+                            Err(e) => format!("cannot speak: {e}"),
+                        };
+                        let _ = notify.send(PlayerNotice::Said(said));
+                    });
+                if let Err(e) = spoken {
+                    self.tell(PlayerNotice::Said(format!("cannot speak: {e}")));
+                }
+            }
             PlayerCommand::Route { .. } => {}
         }
     }
