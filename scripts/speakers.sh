@@ -21,8 +21,11 @@
 #               pipe source) that hears the players' sinks, each after a hidden latency
 #               (CALIB_DELAYS_MS, "37,112,5" by default) no part of Tutti can see, plus white
 #               noise (CALIB_SNR_DB, 10); CALIB_AT s into the measured part (15), `tutti
-#               calibrate --zone lab --mic mic` runs once. Reported: the arrivals' spread at the
-#               microphone (each player's latency plus its hidden one) before and after
+#               calibrate --zone lab --mic mic` runs once, then `--watch` on the music; at
+#               CALIB_CHANGE_S into the recording p2's hidden latency grows 20 ms. Reported: the
+#               arrivals' spread at the microphone (each player's latency plus its hidden one)
+#               before, after the calibration, and after the drift watch's correction; when the
+#               watch declared the change (use --seconds 170 or more)
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -174,7 +177,10 @@ run_phase() {
         # -6 dBFS (RMS 0.354), so at the microphone 0.106: noise for CALIB_SNR_DB below it.
         local chans; chans=$(seq -s, 1 "$PLAYERS")
         local noise; noise=$(echo "0.354 * 0.3 / e(${CALIB_SNR_DB:-10} / 20 * l(10))" | bc -l)
-        room=(--mic "$DIR/mic.fifo" --mic-channels "$chans" --mic-delays-ms "${CALIB_DELAYS_MS:-37,112,5}" --mic-gain 0.3 --mic-noise-rms "$noise")
+        # Then p2's latency grows by 20 ms (a TV switching modes) CALIB_CHANGE_S into the
+        # recording: the drift watch must catch it.
+        CHANGE_S=${CALIB_CHANGE_S:-$((SETTLE + ${CALIB_AT:-15} + 50))}
+        room=(--mic "$DIR/mic.fifo" --mic-channels "$chans" --mic-delays-ms "${CALIB_DELAYS_MS:-37,112,5}" --mic-gain 0.3 --mic-noise-rms "$noise" --mic-change "$CHANGE_S:1:+20")
     fi
     chrt -f 60 "$LAB" record "$DIR/rec.fifo" "$DIR/$name.raw" --channels "$CH" --keep "$KEEP" \
         --format float32le --pipe-bytes $((PIPE_KB * 1024)) --seconds "$rec_secs" --log "$DIR/$name.pipe.tsv" --summary "$DIR/$name.rec.json" "${room[@]}" &
@@ -322,12 +328,27 @@ run_phase() {
         sleep "$at"
         local t0 t1; t0=$(now)
         CAL_START=$(echo "$t0 - $t_rec" | bc -l)
-        in_ns "$TUTTI" calibrate --zone lab --mic mic --hub http://127.0.0.1:7480 > "$DIR/$name.calibrate.txt" 2>&1 \
+        (in_ns "$TUTTI" calibrate --zone lab --mic mic --hub http://127.0.0.1:7480) > "$DIR/$name.calibrate.txt" 2>&1 \
             || echo "  tutti calibrate failed (its output follows)"
         t1=$(now)
         CAL_END=$(echo "$t1 - $t_rec" | bc -l)
         printf '  calibration took %.1f s:\n' "$(echo "$t1 - $t0" | bc -l)"
         sed -e 's/^/    /' "$DIR/$name.calibrate.txt"
+        # The drift watch on the music from now on, and what the hub says every second.
+        in_ns "$TUTTI" calibrate --zone lab --mic mic --hub http://127.0.0.1:7480 --watch --no-calibrate --every 5 \
+            > "$DIR/$name.watch.txt" 2>&1 &
+        pids+=($!)
+        (
+            while :; do
+                local t w r
+                t=$(echo "$(now) - $t_rec" | bc -l)
+                w=$("${api[@]}" http://127.0.0.1:7480/api/zones/lab/watch 2>/dev/null | grep -o '"drift_ms":[-0-9.enul]*' | cut -d: -f2 || true)
+                r=$("${api[@]}" http://127.0.0.1:7480/api/calibrations 2>/dev/null | sed 's/{"id":"cal-/\n&/g' | grep '"reason":"drift"' | tail -1 | grep -o '"state":"[a-z]*"' | head -1 | cut -d'"' -f4 || true)
+                printf '%.1f\t%s\t%s\n' "$t" "${w:-null}" "${r:-none}"
+                sleep 1
+            done
+        ) > "$DIR/$name.drift.tsv" &
+        pids+=($!)
         local left; left=$(echo "$SECS - ($t1 - $t_start - $SETTLE)" | bc -l)
         [ "$(echo "$left > 0" | bc)" = 1 ] && sleep "$left"
     else
@@ -359,24 +380,37 @@ run_phase() {
         # calibration and from 2 s after it (the sequence silences the stream meanwhile).
         # (The series counts from the signal's first event, first_s into the recording.)
         local first; first=$(grep -o '"first_s":[0-9.]*' "$DIR/$name.json" | cut -d: -f2)
-        awk -v hidden="0,${CALIB_DELAYS_MS:-37,112,5}" -v settle="$SETTLE" -v a="$(echo "$CAL_START - ${first:-0}" | bc -l)" -v b="$(echo "$CAL_END - ${first:-0}" | bc -l)" '
+        # When the watch declared +20 ms (±1), and when the drift calibration it started was
+        # applied (recording seconds).
+        local declared fixed
+        declared=$(awk -v c="$CHANGE_S" '$1 >= c && $2 != "null" && $2 > 19 && $2 < 21 {print $1; exit}' "$DIR/$name.drift.tsv")
+        fixed=$(awk -v c="$CHANGE_S" '$1 >= c && $3 == "applied" {print $1; exit}' "$DIR/$name.drift.tsv")
+        local after_s=never fixed_s=never
+        [ -n "$declared" ] && after_s=$(printf '%.1f s after' "$(echo "$declared - $CHANGE_S" | bc -l)")
+        [ -n "$fixed" ] && fixed_s=$(printf '%.1f s after' "$(echo "$fixed - $CHANGE_S" | bc -l)")
+        printf '  drift watch: p2 +20 ms at %s s; declared %s; drift calibration applied %s\n' "$CHANGE_S" "$after_s" "$fixed_s"
+        grep -E "^watch|^calibration|^  " "$DIR/$name.watch.txt" | tail -12 | sed -e 's/^/    /'
+        awk -v hidden="0,${CALIB_DELAYS_MS:-37,112,5}" -v settle="$SETTLE" -v a="$(echo "$CAL_START - ${first:-0}" | bc -l)" -v b="$(echo "$CAL_END - ${first:-0}" | bc -l)" \
+            -v c="$(echo "$CHANGE_S - ${first:-0}" | bc -l)" -v d="$(echo "${fixed:-1e9} - ${first:-0}" | bc -l)" '
             BEGIN { n = split(hidden, h, ","); for (i = 1; i <= n; i++) h[i] *= 1000 }
             NR == 1 { next }
             {
                 lo = 1e18; hi = -1e18; ok = 1
-                for (i = 2; i <= NF; i++) { if ($i == "-") { ok = 0; break } v = $i + h[i]; if (v < lo) lo = v; if (v > hi) hi = v }
+                for (i = 2; i <= NF; i++) { if ($i == "-") { ok = 0; break } v = $i + h[i] + (i == 3 && $1 >= c ? 20000 : 0); if (v < lo) lo = v; if (v > hi) hi = v }
                 if (!ok) next
                 if ($1 >= settle && $1 < a) before[++nb] = hi - lo
-                else if ($1 > b + 2) after[++na] = hi - lo
+                else if ($1 > b + 2 && $1 < c) after[++na] = hi - lo
+                else if ($1 > d + 2) fixed[++nf] = hi - lo
             }
             function pct(arr, n, p,   i, j, t) {
                 for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
                 return n ? arr[int((n - 1) * p) + 1] : -1
             }
             END {
-                printf "  arrivals at the microphone, spread (ms): before p50 %.3f p99 %.3f (n=%d); after p50 %.3f p99 %.3f max %.3f (n=%d)\n",
+                printf "  arrivals at the microphone, spread (ms): before p50 %.3f p99 %.3f (n=%d); after p50 %.3f p99 %.3f max %.3f (n=%d); after the drift correction p50 %.3f p99 %.3f max %.3f (n=%d)\n",
                     pct(before, nb, 0.5) / 1000, pct(before, nb, 0.99) / 1000, nb,
-                    pct(after, na, 0.5) / 1000, pct(after, na, 0.99) / 1000, pct(after, na, 1) / 1000, na
+                    pct(after, na, 0.5) / 1000, pct(after, na, 0.99) / 1000, pct(after, na, 1) / 1000, na,
+                    pct(fixed, nf, 0.5) / 1000, pct(fixed, nf, 0.99) / 1000, pct(fixed, nf, 1) / 1000, nf
             }' "$DIR/$name.series.tsv"
     fi
     cat "$DIR/$name.cpu.txt"

@@ -39,6 +39,10 @@ pub const AGREE_MS: f64 = 1.0;
 /// A line this close to the baseline is the baseline, ms.
 pub const STILL_MS: f64 = 1.0;
 
+/// A line farther than this from the baseline is not the sound that moved but an echo of the
+/// program in itself (music that repeats: a bar, a loop), ms.
+pub const MOVE_MAX_MS: f64 = 250.0;
+
 /// One arrival of the program at the microphone.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Line {
@@ -160,7 +164,11 @@ impl Correlator {
         let median = *magnitudes.select_nth_unstable_by(mid, f32::total_cmp).1;
         // |Gaussian|'s median is 0.674 σ.
         let sigma = (f64::from(median) / 0.674).max(f64::MIN_POSITIVE);
+        // Nothing arrives before it was due, but for the microphone's dating error: earlier
+        // lines are the program's own repetitions (a bar, a loop), not arrivals.
+        let earliest = self.max_lag + (crate::MIC_OFFSET_MAX_S * self.rate) as usize;
         let mut peaks: Vec<(usize, f64)> = (1..corr.len() - 1)
+            .filter(|&k| k <= earliest)
             .filter(|&k| {
                 let v = corr[k];
                 v > 0.0 && v >= corr[k - 1] && v >= corr[k + 1]
@@ -249,10 +257,13 @@ impl DriftWatch {
             return Reading { lines, baseline_ms: self.baseline, ..Reading::default() };
         };
         let baseline = *self.baseline.get_or_insert(strongest.lag_ms);
-        // The sound that moved: the strongest line away from the baseline, if any.
+        // The sound that moved: the strongest line away from the baseline, if any (and not
+        // so far away that it is the program repeating itself).
         let moved = lines
             .iter()
-            .find(|l| (l.lag_ms - baseline).abs() > STILL_MS)
+            .find(|l| {
+                (l.lag_ms - baseline).abs() > STILL_MS && (l.lag_ms - baseline).abs() <= MOVE_MAX_MS
+            })
             .map(|l| (l.lag_ms - baseline, l.share));
         let now = moved.map(|(d, _)| d);
         let drift_ms = match (self.last, now) {
@@ -353,6 +364,26 @@ mod tests {
         // Wrong lengths are said.
         let e = c.lags(&reference[1..], &mic).unwrap_err().to_string();
         assert!(e.contains("reference"), "{e}");
+    }
+
+    #[test]
+    fn music_that_repeats_every_half_second_moves_nothing() {
+        let rate = 48_000.0;
+        let c = Correlator::new(rate, 4.0, 0.4).unwrap();
+        // A bar of half a second, looped.
+        let bar = program(24_000, rate, 5);
+        let p: Vec<f32> = bar.iter().cycle().take(20 * 48_000).copied().collect();
+        let mut watch = DriftWatch::new();
+        for second in [5, 10] {
+            let at = second * 48_000;
+            let mic = heard(&p, rate, &[(0.112, 0.5)], 0.005, at, c.snippet);
+            let lines =
+                c.lags(&p[at - c.max_lag..at - c.max_lag + c.reference_len()], &mic).unwrap();
+            assert!(lines.iter().all(|l| l.lag_ms > -100.0), "{lines:?}");
+            let r = watch.push(lines);
+            assert!((r.baseline_ms.unwrap() - 112.0).abs() < 0.05, "{r:?}");
+            assert_eq!(r.moved, None, "{r:?}");
+        }
     }
 
     #[test]

@@ -396,8 +396,12 @@ impl Hub {
         }
         let arrivals: Vec<f64> =
             view.speakers.iter().filter(|s| s.confident).filter_map(|s| s.arrival_ms).collect();
-        // A drift calibration corrects only the speakers that moved: those whose sound left
-        // the others' (the median's) by more than the watch's stillness, back by as much.
+        // A drift calibration says which speakers moved: those whose sound left the others'
+        // (the median's) by more than the watch's stillness, and by how much (their history).
+        // The delays follow the same rule as any calibration (the latest keeps its own, the
+        // others wait for it): moving a late speaker earlier instead would cut into its
+        // latency budget (a player 20 ms early on a 100 ms zone starved and glitched on the
+        // speaker instrument), while waiting costs only latency.
         let mut moved = vec![None; view.speakers.len()];
         if view.reason == "drift" && arrivals.len() >= 2 {
             let mut sorted = arrivals.clone();
@@ -407,20 +411,8 @@ impl Hub {
             } else {
                 (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
             };
-            for (s, m) in view.speakers.iter_mut().zip(&mut moved) {
-                let off = s.arrival_ms.filter(|_| s.confident).map(|a| a - median);
-                *m = off;
-                s.delay_ms = match off {
-                    Some(d) if d.abs() > tutti_calib::watch::STILL_MS => Some(
-                        s.previous_delay_ms
-                            - d.clamp(
-                                -crate::watch::MAX_CORRECTION_MS,
-                                crate::watch::MAX_CORRECTION_MS,
-                            ),
-                    ),
-                    Some(_) => Some(s.previous_delay_ms),
-                    None => None,
-                };
+            for (s, m) in view.speakers.iter().zip(&mut moved) {
+                *m = s.arrival_ms.filter(|_| s.confident).map(|a| a - median);
             }
         }
         let confident = arrivals.len();
@@ -430,6 +422,10 @@ impl Hub {
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), a| (l.min(*a), h.max(*a)));
             view.spread_before_ms = Some(hi - lo);
         }
+        let limit = (view.reason == "drift").then_some(crate::watch::MAX_CORRECTION_MS);
+        let too_much = view.speakers.iter().find(|s| {
+            limit.is_some_and(|l| s.delay_ms.is_some_and(|d| (d - s.previous_delay_ms).abs() > l))
+        });
         let too_far = view.speakers.iter().find(|s| s.delay_ms.is_some_and(|d| d.abs() > 1000.0));
         let (state, message) = if confident < 2 {
             (
@@ -438,6 +434,17 @@ impl Hub {
                     "{confident} of {} speakers heard clearly enough: nothing applied (a \
                      quieter room, the microphone nearer, or the speakers louder)",
                     view.speakers.len()
+                ),
+            )
+        } else if let Some(s) = too_much {
+            (
+                CalibrationState::Refused,
+                format!(
+                    "`{}` would move by {:.1} ms, more than a drift calibration may ({:.0} ms): \
+                     nothing applied (calibrate the zone when it is quiet)",
+                    s.name,
+                    s.delay_ms.unwrap_or_default() - s.previous_delay_ms,
+                    crate::watch::MAX_CORRECTION_MS
                 ),
             )
         } else if let Some(s) = too_far {

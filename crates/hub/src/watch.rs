@@ -10,9 +10,10 @@
 //! declared (the API, an event, MQTT `tutti/zone/<zone>/drift`). Only a test sequence can say
 //! which speaker moved when one microphone hears them all, so a declared drift of
 //! [`ACT_MS`] or more starts a calibration (at most one per [`ACT_EVERY`]; the answer to the
-//! snippet tells the microphone to record it) whose reason is `drift`: it corrects only the
-//! speakers whose arrival left the others', by at most [`MAX_CORRECTION_MS`], and records
-//! each one's acoustic drift in its history.
+//! snippet tells the microphone to record it) whose reason is `drift`: it records, in each
+//! speaker's history, how far its arrival left the others' (its acoustic drift), and aligns
+//! them as any calibration does (the latest keeps its delay, the others wait for it; no delay
+//! moves by more than [`MAX_CORRECTION_MS`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +37,9 @@ const HELD_S: f64 = 30.0;
 /// A declared drift this large starts a calibration, ms.
 pub const ACT_MS: f64 = 2.0;
 /// At most one drift calibration per zone this often.
-pub const ACT_EVERY: Duration = Duration::from_secs(120);
-/// A drift calibration moves a speaker by at most this much, ms.
+pub const ACT_EVERY: Duration = Duration::from_secs(60);
+/// A drift calibration moves no delay by more than this, ms (more is refused: calibrate the
+/// zone on purpose).
 pub const MAX_CORRECTION_MS: f64 = 250.0;
 /// A watch nobody sent a snippet to for this long stops (and its relay with it).
 const IDLE: Duration = Duration::from_secs(120);

@@ -3,7 +3,7 @@
 //! ```text
 //! tutti-lab signal OUT.wav --seconds S [--channels N] [--delay-us D]
 //! tutti-lab record FIFO OUT.raw --channels C --keep K --seconds S [--format s16le|float32le] [--pipe-bytes B] [--log LOG.tsv] [--summary JSON]
-//!                  [--mic MIC.fifo --mic-channels 1,2,3 --mic-delays-ms 37,112,5 [--mic-gain 0.3] [--mic-noise-rms 0.03]]
+//!                  [--mic MIC.fifo --mic-channels 1,2,3 --mic-delays-ms 37,112,5 [--mic-gain 0.3] [--mic-noise-rms 0.03] [--mic-change 60:1:+20]]
 //! tutti-lab analyze REC.raw --channels K [--format s16le|float32le] [--names a,b,c] [--settle S] [--mark SECONDS:PLAYER] [--label L] [--json OUT] [--series OUT.tsv]
 //! ```
 
@@ -124,6 +124,7 @@ fn run(args: Vec<String>) -> Result<(), LabError> {
                 "mic-delays-ms",
                 "mic-gain",
                 "mic-noise-rms",
+                "mic-change",
             ])?;
             let fifo = a.path(0, "the pipe sink's FIFO")?;
             let out = a.path(1, "the output file")?;
@@ -148,11 +149,35 @@ fn run(args: Vec<String>) -> Result<(), LabError> {
                         .zip(&delays)
                         .map(|(&c, &d)| (c as usize, (d * f64::from(RATE) / 1e3).round() as usize))
                         .collect();
+                    let change = match a.get("mic-change") {
+                        None => None,
+                        Some(c) => {
+                            let bad = || {
+                                usage(format!(
+                                    "--mic-change {c}: SECONDS:INDEX:+MS (e.g. 40:1:+20)"
+                                ))
+                            };
+                            let mut it = c.split(':');
+                            let (Some(t), Some(k), Some(ms), None) =
+                                (it.next(), it.next(), it.next(), it.next())
+                            else {
+                                return Err(bad());
+                            };
+                            let t: f64 = t.parse().map_err(|_| bad())?;
+                            let k: usize = k.parse().map_err(|_| bad())?;
+                            let ms: f64 = ms.trim_start_matches('+').parse().map_err(|_| bad())?;
+                            if k >= delays.len() {
+                                return Err(bad());
+                            }
+                            Some((t, k, (ms * f64::from(RATE) / 1e3).round() as i64))
+                        }
+                    };
                     Some(Room {
                         fifo: PathBuf::from(mic),
                         heard,
                         gain: a.num("mic-gain", Some(0.3))?,
                         noise_rms: a.num("mic-noise-rms", Some(0.0))?,
+                        change,
                     })
                 }
             };

@@ -52,6 +52,9 @@ pub struct Room {
     pub gain: f32,
     /// White noise added, RMS (full scale 1.0).
     pub noise_rms: f32,
+    /// A latency that changes while recording (a TV switching modes): at this many seconds,
+    /// the `.1`-th heard channel's delay changes by `.2` frames.
+    pub change: Option<(f64, usize, i64)>,
 }
 
 /// The room's state while recording.
@@ -66,6 +69,9 @@ struct Mic {
     rng: u64,
     out: Vec<u8>,
     dropped: u64,
+    /// Frames heard so far, and the change still to come (frame, channel, new delay).
+    frames: u64,
+    change: Option<(u64, usize, usize)>,
 }
 
 impl Mic {
@@ -79,7 +85,13 @@ impl Mic {
             rustix::fs::fcntl_getfl(&pipe).map_err(|e| LabError::io(&room.fifo, e.into()))?;
         rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| LabError::io(&room.fifo, e.into()))?;
-        let longest = room.heard.iter().map(|&(_, d)| d).max().unwrap_or(0) + 1;
+        let change = room.change.and_then(|(at_s, k, by)| {
+            let now = room.heard.get(k)?.1 as i64;
+            Some(((at_s * f64::from(RATE)) as u64, k, (now + by).max(0) as usize))
+        });
+        let longest =
+            room.heard.iter().map(|&(_, d)| d).chain(change.map(|(_, _, d)| d)).max().unwrap_or(0)
+                + 1;
         Ok(Mic {
             pipe,
             heard: room.heard.clone(),
@@ -90,6 +102,8 @@ impl Mic {
             rng: 0x9e37_79b9_7f4a_7c15,
             out: Vec::new(),
             dropped: 0,
+            frames: 0,
+            change,
         })
     }
 
@@ -99,6 +113,13 @@ impl Mic {
         self.out.clear();
         let len = self.history.first().map_or(1, Vec::len);
         for frame in frames.chunks_exact(channels * sample_bytes) {
+            if let Some((at, k, delay)) = self.change
+                && self.frames >= at
+            {
+                self.heard[k].1 = delay;
+                self.change = None;
+            }
+            self.frames += 1;
             let mut v = 0.0f32;
             for (k, &(ch, delay)) in self.heard.iter().enumerate() {
                 let b = &frame[ch * sample_bytes..(ch + 1) * sample_bytes];

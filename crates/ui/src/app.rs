@@ -6,7 +6,10 @@ use std::rc::Rc;
 
 use dioxus::prelude::*;
 use futures_util::StreamExt;
-use tutti_proto::control::{Command, NodeState, NodeView, SettingsPatch, StreamView, Zone};
+use tutti_proto::control::{
+    CalibrationState, CalibrationView, Command, NodeState, NodeView, SettingsPatch, StreamView,
+    Zone,
+};
 
 use crate::{Action, Change, Done, Model, SharedBackend, device_kind};
 
@@ -534,7 +537,7 @@ fn Rooms() -> Element {
     rsx! {
         div { class: "cards",
             for z in zones {
-                ZoneCard { key: "{z.name}", zone: z.clone(), streams: streams.clone(), members: m.members(&z.name).into_iter().cloned().collect::<Vec<_>>() }
+                ZoneCard { key: "{z.name}", zone: z.clone(), streams: streams.clone(), members: m.members(&z.name).into_iter().cloned().collect::<Vec<_>>(), calibration: m.calibrations.get(&z.name).cloned(), drift: m.drift.get(&z.name).copied().flatten() }
             }
         }
         div { class: "card create",
@@ -556,7 +559,13 @@ fn Rooms() -> Element {
 
 /// One room.
 #[component]
-fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Element {
+fn ZoneCard(
+    zone: Zone,
+    streams: Vec<StreamView>,
+    members: Vec<NodeView>,
+    calibration: Option<CalibrationView>,
+    drift: Option<f64>,
+) -> Element {
     let backend = use_context::<SharedBackend>();
     let said: Said = use_signal(|| None);
     let mut renaming = use_signal(|| None::<String>);
@@ -695,7 +704,30 @@ fn ZoneCard(zone: Zone, streams: Vec<StreamView>, members: Vec<NodeView>) -> Ele
             for c in ["mute", "delete", "identify"] {
                 if let Some(m) = said_for(said, c) { p { class: "error", "{m}" } }
             }
+            if let Some(run) = calibration {
+                p { class: "zone-calibration",
+                    "calibration ({run.reason}): "
+                    b { "{calibration_state(run.state)}" }
+                    " — {run.message}"
+                }
+            }
+            if let Some(d) = drift {
+                p { class: "zone-drift", "acoustic drift {d:+.1} ms (the microphone's watch)" }
+            }
         }
+    }
+}
+
+/// A calibration's state in a word.
+fn calibration_state(s: CalibrationState) -> &'static str {
+    match s {
+        CalibrationState::Playing => "playing the sequence",
+        CalibrationState::Estimating => "estimating",
+        CalibrationState::Applied => "applied",
+        CalibrationState::Measured => "measured",
+        CalibrationState::Refused => "refused",
+        CalibrationState::Cancelled => "cancelled",
+        CalibrationState::Failed => "failed",
     }
 }
 
