@@ -216,67 +216,56 @@ run_phase() {
         sleep 2
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
-    web)
+    web|calib)
         in_ns "$TUTTI" serve --http 127.0.0.1:7480 --https 127.0.0.1:0 --link 127.0.0.1:7481 --no-mqtt \
             --no-state > "$DIR/$name.hub.log" 2>&1 &
         pids+=($!); local hub_pid=$!
         in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
             > "$DIR/$name.source.log" 2>&1 &
         pids+=($!); roles+=("source"); rpids+=($!)
-        for i in $(seq $((PLAYERS - 1))); do
-            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) \
+        # web: the last sink is the browser's; calib: every player joins the hub.
+        local native=$PLAYERS joins=()
+        [ "$kind" = web ] && native=$((PLAYERS - 1))
+        [ "$kind" = calib ] && joins=(--hub 127.0.0.1:7481)
+        for i in $(seq "$native"); do
+            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) "${joins[@]}" \
                 > "$DIR/$name.p$i.log" 2>&1 &
             pids+=($!); roles+=("p$i"); rpids+=($!)
         done
         roles+=("hub"); rpids+=("$hub_pid")
         local api=(nsenter --net="/run/netns/$NS" curl -sf -H "Authorization: Bearer $TUTTI_ADMIN_TOKEN")
         for _ in $(seq 50); do "${api[@]}" http://127.0.0.1:7480/api/hub >/dev/null && break; sleep 0.1; done
-        "${api[@]}" -X PUT -H 'Content-Type: application/json' -d '{"source":"127.0.0.1:7400"}' \
-            http://127.0.0.1:7480/api/zones/lab >/dev/null
-        # The guest's link, on the hub's plain HTTP address (127.0.0.1 is a secure context).
-        local invite; invite=$("${api[@]}" -X POST http://127.0.0.1:7480/api/guests | grep -o 'invite=[0-9a-f]*')
-        DELAY_MS="${WEB_DELAY_MS:-}" PULSE_SINK="p$PLAYERS" in_ns node "$BROWSER_DIR/listen.mjs" "http://127.0.0.1:7480/guest?$invite" lab \
-            > "$DIR/$name.p$PLAYERS.log" 2>&1 &
-        pids+=($!)
-        # Chromium opens its stream on the default sink whatever PULSE_SINK says: moved to pN.
-        local si=""
-        for _ in $(seq 150); do
-            si=$(pactl list sink-inputs | awk '/^Sink Input #/ {id = substr($3, 2)} tolower($0) ~ /application.*chromium/ {print id; exit}')
-            [ -n "$si" ] && break
-            sleep 0.1
-        done
-        if [ -n "$si" ]; then pactl move-sink-input "$si" "p$PLAYERS"; else echo "  Chromium's sound was not found"; fi
-        sleep 2
-        paplay -d src "$DIR/signal.wav" & pids+=($!)
-        ;;
-    calib)
-        in_ns "$TUTTI" serve --http 127.0.0.1:7480 --https 127.0.0.1:0 --link 127.0.0.1:7481 --no-mqtt \
-            --no-state > "$DIR/$name.hub.log" 2>&1 &
-        pids+=($!); local hub_pid=$!
-        in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
-            > "$DIR/$name.source.log" 2>&1 &
-        pids+=($!); roles+=("source"); rpids+=($!)
-        for i in $(seq "$PLAYERS"); do
-            in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) \
-                --hub 127.0.0.1:7481 > "$DIR/$name.p$i.log" 2>&1 &
-            pids+=($!); roles+=("p$i"); rpids+=($!)
-        done
-        roles+=("hub"); rpids+=("$hub_pid")
-        local api=(nsenter --net="/run/netns/$NS" curl -sf -H "Authorization: Bearer $TUTTI_ADMIN_TOKEN")
-        for _ in $(seq 50); do "${api[@]}" http://127.0.0.1:7480/api/hub >/dev/null && break; sleep 0.1; done
-        "${api[@]}" -X PUT -H 'Content-Type: application/json' -d "{\"source\":\"127.0.0.1:7400\",\"latency_ms\":$arg}" \
-            http://127.0.0.1:7480/api/zones/lab >/dev/null
-        local n=0
-        for _ in $(seq 100); do
-            n=$("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"role":"player"' | wc -l)
-            [ "$n" -ge "$PLAYERS" ] && break
-            sleep 0.1
-        done
-        local id
-        for id in $("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"id":"[^"]*"' | cut -d'"' -f4); do
-            "${api[@]}" -X PATCH -H 'Content-Type: application/json' -d '{"zone":"lab"}' \
-                "http://127.0.0.1:7480/api/nodes/$id" >/dev/null
-        done
+        if [ "$kind" = web ]; then
+            "${api[@]}" -X PUT -H 'Content-Type: application/json' -d '{"source":"127.0.0.1:7400"}' \
+                http://127.0.0.1:7480/api/zones/lab >/dev/null
+            # The guest's link, on the hub's plain HTTP address (127.0.0.1 is a secure context).
+            local invite; invite=$("${api[@]}" -X POST http://127.0.0.1:7480/api/guests | grep -o 'invite=[0-9a-f]*')
+            DELAY_MS="${WEB_DELAY_MS:-}" PULSE_SINK="p$PLAYERS" in_ns node "$BROWSER_DIR/listen.mjs" "http://127.0.0.1:7480/guest?$invite" lab \
+                > "$DIR/$name.p$PLAYERS.log" 2>&1 &
+            pids+=($!)
+            # Chromium opens its stream on the default sink whatever PULSE_SINK says: moved to pN.
+            local si=""
+            for _ in $(seq 150); do
+                si=$(pactl list sink-inputs | awk '/^Sink Input #/ {id = substr($3, 2)} tolower($0) ~ /application.*chromium/ {print id; exit}')
+                [ -n "$si" ] && break
+                sleep 0.1
+            done
+            if [ -n "$si" ]; then pactl move-sink-input "$si" "p$PLAYERS"; else echo "  Chromium's sound was not found"; fi
+        else
+            "${api[@]}" -X PUT -H 'Content-Type: application/json' -d "{\"source\":\"127.0.0.1:7400\",\"latency_ms\":$arg}" \
+                http://127.0.0.1:7480/api/zones/lab >/dev/null
+            local n=0
+            for _ in $(seq 100); do
+                n=$("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"role":"player"' | wc -l)
+                [ "$n" -ge "$PLAYERS" ] && break
+                sleep 0.1
+            done
+            local id
+            for id in $("${api[@]}" http://127.0.0.1:7480/api/nodes | grep -o '"id":"[^"]*"' | cut -d'"' -f4); do
+                "${api[@]}" -X PATCH -H 'Content-Type: application/json' -d '{"zone":"lab"}' \
+                    "http://127.0.0.1:7480/api/nodes/$id" >/dev/null
+            done
+        fi
         sleep 2
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;

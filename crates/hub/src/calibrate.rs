@@ -16,9 +16,11 @@
 //!    latency, the clock exchange): only the differences between speakers are applied.
 //! 3. Confident speakers get their new delay: the old one plus what makes them arrive with
 //!    the latest, which keeps its own (so the zone as a whole is heard when its latest speaker
-//!    was, and calibrating again moves nothing but what changed); refused ones keep theirs. Fewer than two confident speakers: nothing is applied. A delay that cannot
-//!    be set puts every changed one back. Each speaker's result joins its node's calibration
-//!    history (`GET /api/nodes/{id}/calibrations`).
+//!    was, and calibrating again moves nothing but what changed); refused ones keep theirs.
+//!    Fewer than two confident speakers: nothing is applied. A delay that cannot be set puts
+//!    every changed one back. Each speaker's result joins its node's calibration history
+//!    (`GET /api/nodes/{id}/calibrations`); a calibration the drift watch started
+//!    ([`crate::watch`]) also records how far each speaker's sound had moved.
 //!
 //! `DELETE /api/calibrations/{id}` cancels one that plays: the players stop the sequence and
 //! the stream comes back; nothing changes. One that gets no recording fails after
@@ -478,7 +480,7 @@ impl Hub {
         }
         let at = unix_now();
         let kind = if view.reason == "drift" { "drift" } else { "calibration" };
-        let _ = self.change(|r| {
+        let saved = self.change(|r| {
             for (s, m) in view.speakers.iter().zip(&moved) {
                 r.record_calibration(
                     &s.id,
@@ -497,6 +499,9 @@ impl Hub {
             }
             Ok(((), vec![]))
         });
+        if let Err(e) = saved {
+            tracing::warn!("calibration {}: its history was not saved: {e}", view.id);
+        }
         view.state = state;
         view.message = message;
         {

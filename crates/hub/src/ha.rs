@@ -177,49 +177,29 @@ fn player(n: &NodeView, zones: &[String]) -> Vec<Entity> {
             "icon": "mdi:alert-circle-outline",
         }),
     ));
-    if can("resync") {
-        out.push(entity(
-            "button",
-            "resync",
-            "Resync",
-            json!({
-                "command_topic": command, "payload_press": "{\"kind\": \"resync\"}",
-                "entity_category": "config", "icon": "mdi:sync",
-            }),
-        ));
-    }
-    if can("identify") {
-        out.push(entity(
-            "button",
-            "identify",
-            "Identify",
-            json!({
-                "command_topic": command, "payload_press": "{\"kind\": \"identify\"}",
-                "device_class": "identify",
-            }),
-        ));
-    }
-    if can("test_tone") {
-        out.push(entity(
-            "button",
+    // Buttons: (capability, object id and the command's kind, name, what else HA is told).
+    let buttons = [
+        ("resync", "resync", "Resync", json!({"entity_category": "config", "icon": "mdi:sync"})),
+        ("identify", "identify", "Identify", json!({"device_class": "identify"})),
+        (
+            "test_tone",
             "test_tone",
             "Test tone",
-            json!({
-                "command_topic": command, "payload_press": "{\"kind\": \"test_tone\"}",
-                "entity_category": "diagnostic", "icon": "mdi:sine-wave",
-            }),
-        ));
-    }
-    if can("say") {
-        out.push(entity(
-            "button",
+            json!({"entity_category": "diagnostic", "icon": "mdi:sine-wave"}),
+        ),
+        (
+            "say",
             "say_status",
             "Say status",
-            json!({
-                "command_topic": command, "payload_press": "{\"kind\": \"say_status\"}",
-                "entity_category": "diagnostic", "icon": "mdi:account-voice",
-            }),
-        ));
+            json!({"entity_category": "diagnostic", "icon": "mdi:account-voice"}),
+        ),
+    ];
+    for (capability, what, name, mut fields) in buttons {
+        if can(capability) {
+            fields["command_topic"] = json!(command);
+            fields["payload_press"] = json!(format!("{{\"kind\": \"{what}\"}}"));
+            out.push(entity("button", what, name, fields));
+        }
     }
     out
 }

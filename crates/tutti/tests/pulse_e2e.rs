@@ -70,14 +70,19 @@ fn tutti_on(server: &str, passphrase: &str, args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn clicks_wav(path: &Path, seconds: f64) {
+/// A 48 kHz 16-bit stereo WAV file to write.
+fn stereo_wav(path: &Path) -> hound::WavWriter<std::io::BufWriter<std::fs::File>> {
     let spec = hound::WavSpec {
         channels: 2,
         sample_rate: 48_000,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    hound::WavWriter::create(path, spec).unwrap()
+}
+
+fn clicks_wav(path: &Path, seconds: f64) {
+    let mut w = stereo_wav(path);
     let click = tutti_audio::source::Clicks::click();
     for i in 0..(48_000.0 * seconds) as usize {
         let k = i % 12_000;
@@ -613,13 +618,7 @@ fn calibration_through_pulseaudio_aligns_three_hidden_latencies() {
 /// drawn anew), stereo, seeded: every arrival is a sharp line in a cross-correlation, as
 /// music's onsets make it.
 fn program_wav(path: &Path, seconds: f64) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let mut w = stereo_wav(path);
     let mut state = 0x5eed_u64;
     let mut next = || {
         state ^= state << 13;
