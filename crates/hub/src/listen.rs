@@ -61,6 +61,19 @@ const MAX_MESSAGE: usize = 1024;
 /// A block's header, bytes.
 pub const HEADER: usize = 24;
 
+/// A relayed block's hub instant (µs), rate, channels and frames (the format the relay writes:
+/// see the module docs); `None` if it is not one.
+pub(crate) fn read_block(b: &[u8]) -> Option<(f64, u32, usize, Vec<i16>)> {
+    let head = b.get(..HEADER)?;
+    let at_us = f64::from_le_bytes(head[0..8].try_into().ok()?);
+    let frames = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
+    let rate = u32::from_le_bytes(head[12..16].try_into().ok()?);
+    let channels = usize::from(u16::from_le_bytes(head[16..18].try_into().ok()?)).max(1);
+    let pcm: Vec<i16> =
+        b[HEADER..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    (pcm.len() == frames * channels).then_some((at_us, rate, channels, pcm))
+}
+
 /// The relays, by room.
 #[derive(Clone, Default)]
 pub(crate) struct Relays(Arc<tokio::sync::Mutex<HashMap<String, Relay>>>);

@@ -398,6 +398,11 @@ impl Registry {
         Ok((commands, events))
     }
 
+    /// The nodes set in zone `name`, with their settings.
+    fn members<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a String, &'a Settings)> {
+        self.persisted.settings.iter().filter(move |(_, s)| s.zone.as_deref() == Some(name))
+    }
+
     /// The stream frame a zone's players play at `now` (extrapolated from the latest report
     /// of one of them: they all play the same frame at the same instant).
     pub fn zone_position(&self, name: &str, now: Instant) -> Option<u64> {
@@ -410,10 +415,7 @@ impl Registry {
     /// The latest report of a zone's players' stream position: when it came, the frame, and
     /// the stream's rate.
     pub fn zone_clock(&self, name: &str) -> Option<(Instant, u64, u32)> {
-        self.persisted
-            .settings
-            .iter()
-            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+        self.members(name)
             .filter_map(|(id, _)| {
                 let e = self.nodes.get(id).filter(|e| e.online)?;
                 let (position, rate, seen) = (e.state.position?, e.state.rate?, e.last_seen?);
@@ -432,10 +434,7 @@ impl Registry {
             return Err(RegistryError::NoZone(name.to_owned()));
         }
         let mut players: Vec<_> = self
-            .persisted
-            .settings
-            .iter()
-            .filter(|(_, s)| s.zone.as_deref() == Some(name))
+            .members(name)
             .filter_map(|(id, s)| {
                 let e = self.nodes.get(id).filter(|e| e.online)?;
                 e.info.capabilities.iter().any(|c| c == capability).then(|| {
@@ -482,13 +481,7 @@ impl Registry {
         if !self.persisted.zones.contains_key(name) {
             return Err(RegistryError::NoZone(name.to_owned()));
         }
-        let members: Vec<String> = self
-            .persisted
-            .settings
-            .iter()
-            .filter(|(_, s)| s.zone.as_deref() == Some(name))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let members: Vec<String> = self.members(name).map(|(id, _)| id.clone()).collect();
         let at = self.zone_position(name, now).map(|p| {
             let rate = self
                 .nodes
@@ -540,12 +533,7 @@ impl Registry {
         let Some(route) = self.persisted.zones.get(name).and_then(route_of) else {
             return Vec::new();
         };
-        self.persisted
-            .settings
-            .iter()
-            .filter(|(_, s)| s.zone.as_deref() == Some(name))
-            .map(|(id, _)| (id.clone(), route.clone()))
-            .collect()
+        self.members(name).map(|(id, _)| (id.clone(), route.clone())).collect()
     }
 
     /// Creates or changes a zone.

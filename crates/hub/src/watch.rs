@@ -181,7 +181,8 @@ impl Hub {
                     }
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
                 };
-                let Some((at_us, block_rate, channels, pcm)) = parse_block(&block) else {
+                let Some((at_us, block_rate, channels, pcm)) = crate::listen::read_block(&block)
+                else {
                     continue;
                 };
                 mono.clear();
@@ -298,18 +299,4 @@ impl ZoneWatch {
     fn correlator_rate(&self) -> f64 {
         self.correlator.rate()
     }
-}
-
-/// A relay block's hub instant (µs), rate, channels and frames (see [`crate::listen`]).
-fn parse_block(b: &[u8]) -> Option<(f64, u32, usize, Vec<i16>)> {
-    let head = b.get(..crate::listen::HEADER)?;
-    let at_us = f64::from_le_bytes(head[0..8].try_into().ok()?);
-    let frames = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
-    let rate = u32::from_le_bytes(head[12..16].try_into().ok()?);
-    let channels = usize::from(u16::from_le_bytes(head[16..18].try_into().ok()?)).max(1);
-    let pcm: Vec<i16> = b[crate::listen::HEADER..]
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    (pcm.len() == frames * channels).then_some((at_us, rate, channels, pcm))
 }

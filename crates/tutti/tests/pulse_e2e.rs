@@ -27,6 +27,22 @@ fn start_pulse(dir: &Path, sinks: &[&str]) -> Option<Proc> {
     start_pulse_with(dir, &modules)
 }
 
+/// Whether `pulseaudio` is installed.
+fn have_pulseaudio() -> bool {
+    Command::new("pulseaudio").arg("--version").output().is_ok()
+}
+
+/// True (the test is skipped, and says so) when what it `needs` is not `ready`; under `CI`,
+/// where `.ci/packages.sh` installs it, that fails instead.
+fn skipped(ready: bool, needs: &str) -> bool {
+    if ready {
+        return false;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must install {needs} (.ci/packages.sh)");
+    eprintln!("skipped: {needs} is not installed");
+    true
+}
+
 /// A private PulseAudio with these `modules` (lines of a `.pa` script).
 fn start_pulse_with(dir: &Path, modules: &str) -> Option<Proc> {
     std::fs::create_dir_all(dir.join("run")).ok()?;
@@ -95,9 +111,7 @@ fn clicks_wav(path: &Path, seconds: f64) {
 
 #[test]
 fn three_players_into_three_null_sinks_are_aligned_within_half_a_millisecond() {
-    if Command::new("pulseaudio").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install pulseaudio (.ci/packages.sh)");
-        eprintln!("skipped: pulseaudio is not installed");
+    if skipped(have_pulseaudio(), "pulseaudio") {
         return;
     }
     // The instrument (a PulseAudio monitor recording, timed by cpal's interpolated capture
@@ -231,9 +245,7 @@ fn measure(attempt: u16) -> Result<(), String> {
 
 #[test]
 fn a_player_whose_sound_server_restarts_plays_again() {
-    if Command::new("pulseaudio").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install pulseaudio (.ci/packages.sh)");
-        eprintln!("skipped: pulseaudio is not installed");
+    if skipped(have_pulseaudio(), "pulseaudio") {
         return;
     }
     let dir: PathBuf =
@@ -331,12 +343,8 @@ fn have_delay_plugin() -> bool {
 
 #[test]
 fn calibration_through_pulseaudio_aligns_three_hidden_latencies() {
-    if Command::new("pulseaudio").arg("--version").output().is_err() || !have_delay_plugin() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install pulseaudio and cmt (.ci/packages.sh)"
-        );
-        eprintln!("skipped: pulseaudio or cmt (LADSPA delay lines) is not installed");
+    if skipped(have_pulseaudio() && have_delay_plugin(), "pulseaudio and cmt (LADSPA delay lines)")
+    {
         return;
     }
     let dir: PathBuf =
