@@ -85,7 +85,7 @@ source .ci/packages.sh
 ensure_packages
 cargo build --release --locked -q -p tutti -p tutti-lab
 TARGET=$(realpath "${CARGO_TARGET_DIR:-target}")/release
-TUTTI=$TARGET/tutti
+TUTTI=${TUTTI_BIN:-$TARGET/tutti}
 LAB=$TARGET/tutti-lab
 
 DIR=$(mktemp -d /tmp/tutti-speakers.XXXXXX)

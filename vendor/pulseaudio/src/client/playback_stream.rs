@@ -100,6 +100,24 @@ impl PlaybackStream {
             .await
     }
 
+    /// Has the client ask for the stream's timing every `every` by itself, in the wake-up
+    /// that writes the stream's data (and at once), and call `on_reply` with the instant it
+    /// asked and each reply, on the client's thread: no thread of the caller wakes to poll.
+    pub fn set_timing_updates(
+        &self,
+        every: time::Duration,
+        on_reply: impl FnMut(time::Instant, protocol::PlaybackLatency) + Send + 'static,
+    ) -> ClientResult<()> {
+        self.0
+            .handle
+            .set_playback_timing(self.0.info.channel, every, Box::new(on_reply))
+    }
+
+    /// With timing updates on, asks for the next one at the next chance (after an uncork).
+    pub fn timing_update_now(&self) {
+        self.0.handle.timing_now(self.0.info.channel);
+    }
+
     /// Corks the playback stream (temporarily pausing playback).
     pub async fn cork(&self) -> ClientResult<()> {
         self.0

@@ -4,11 +4,12 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{self, AtomicU32},
+        atomic::{self, AtomicBool, AtomicU32},
         mpsc::{Receiver, Sender, TryRecvError},
     },
     task::{Context, Poll},
     thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures::channel::oneshot;
@@ -29,11 +30,101 @@ struct PlaybackStreamState {
     requested_bytes: usize,
     done: bool,
     eof_notify: Option<oneshot::Sender<()>>,
+    timing: Option<AutoTiming<protocol::PlaybackLatency>>,
 }
 
 pub(super) struct RecordStreamState {
     sink: Box<dyn RecordSink>,
     start_notify: Option<oneshot::Sender<()>>,
+    timing: Option<AutoTiming<protocol::RecordLatency>>,
+    /// Dropped with the stream's state: when the stream is deleted, or the connection lost.
+    _closed: Option<oneshot::Sender<()>>,
+}
+
+/// What the reactor calls with a timing reply: the instant the request was written, and the
+/// reply.
+pub(super) type TimingCallback<T> = Box<dyn FnMut(Instant, T) + Send + 'static>;
+
+/// Timing requests the reactor sends by itself (libpulse's `PA_STREAM_AUTO_TIMING_UPDATE`):
+/// no thread of the client wakes to ask, and the reactor wakes once for the request and once
+/// for the reply. The requests go out on the reactor's own timer, each `every` ± half of it at
+/// random: a sink that renders in blocks reports a latency that is a sawtooth, and requests
+/// locked to the stream's data (which the sink's rendering paces) would sample one phase of
+/// it, a bias of up to half a block that differs from client to client.
+struct AutoTiming<T> {
+    every: Duration,
+    /// When the next request is due; `None`: at the next chance.
+    next: Option<Instant>,
+    /// A request is on its way (one at a time); its reply handler clears it, whatever the
+    /// reply.
+    pending: Arc<AtomicBool>,
+    on_reply: TimingCallback<T>,
+}
+
+impl<T> AutoTiming<T> {
+    fn new(every: Duration, on_reply: TimingCallback<T>) -> Self {
+        AutoTiming {
+            every,
+            next: None,
+            pending: Arc::new(AtomicBool::new(false)),
+            on_reply,
+        }
+    }
+
+    /// When a request is due (now or past: at once), unless one is on its way.
+    fn due(&self) -> Option<Instant> {
+        if self.pending.load(atomic::Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.next.unwrap_or_else(Instant::now))
+    }
+}
+
+impl<T: protocol::CommandReply + Send + 'static> AutoTiming<T> {
+    /// If a request is due and nothing else waits to be written, encodes the request `cmd`
+    /// makes of a sequence number into `buf` and installs the handler that gives its reply to
+    /// `on_reply`, which it finds again in the reactor's state with `find`; the next request
+    /// is then due `every` × `dither` (0.5–1.5) later.
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        &mut self,
+        buf: &mut Vec<u8>,
+        handlers: &mut BTreeMap<u32, ReplyHandler>,
+        next_seq: &AtomicU32,
+        cmd: impl FnOnce() -> protocol::Command,
+        protocol_version: u16,
+        dither: f64,
+        find: impl FnOnce(&mut ReactorState) -> Option<&mut AutoTiming<T>> + Send + 'static,
+    ) {
+        let now = Instant::now();
+        // A command message is encoded from the buffer's start.
+        let waiting = self.pending.load(atomic::Ordering::Relaxed);
+        if waiting || self.next.is_some_and(|next| next > now) || !buf.is_empty() {
+            return;
+        }
+        let (seq, cmd) = (next_seq.fetch_add(1, atomic::Ordering::Relaxed), cmd());
+        log::debug!("CLIENT [{seq}]: {cmd:?}");
+        if protocol::encode_command_message(&mut *buf, seq, &cmd, protocol_version).is_err() {
+            buf.clear();
+            return;
+        }
+        self.next = Some(now + self.every.mul_f64(dither));
+        self.pending.store(true, atomic::Ordering::Relaxed);
+        let pending = self.pending.clone();
+        handlers.insert(
+            seq,
+            Box::new(move |res: ReplyResult<'_>| {
+                pending.store(false, atomic::Ordering::Relaxed);
+                let Ok((state, buf)) = res else { return };
+                let Ok(reply) = read_tagstruct::<T>(buf, protocol_version) else {
+                    return;
+                };
+                if let Some(t) = find(state) {
+                    (t.on_reply)(now, reply);
+                }
+            }),
+        );
+    }
 }
 
 #[derive(Default)]
@@ -45,7 +136,7 @@ struct ReactorState {
 
 struct SharedState {
     protocol_version: u16,
-    next_seq: AtomicU32,
+    next_seq: Arc<AtomicU32>,
     _thread_handle: JoinHandle<super::Result<()>>,
 }
 
@@ -134,6 +225,7 @@ impl ReactorHandle {
                     requested_bytes,
                     done: false,
                     eof_notify,
+                    timing: None,
                 },
             );
 
@@ -181,6 +273,7 @@ impl ReactorHandle {
         params: protocol::RecordStreamParams,
         sink: impl RecordSink,
         start_notify: Option<oneshot::Sender<()>>,
+        closed: Option<oneshot::Sender<()>>,
     ) -> Result<protocol::CreateRecordStreamReply, ClientError> {
         let seq = self.next_seq();
 
@@ -195,6 +288,8 @@ impl ReactorHandle {
                 RecordStreamState {
                     sink: Box::new(sink),
                     start_notify,
+                    timing: None,
+                    _closed: closed,
                 },
             );
 
@@ -227,6 +322,65 @@ impl ReactorHandle {
 
         self.write_command(seq, protocol::Command::DeleteRecordStream(channel))?;
         rx.await.map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Has the reactor ask for a playback stream's timing about every `every` (and at once),
+    /// calling `on_reply` with each reply.
+    pub(super) fn set_playback_timing(
+        &self,
+        channel: u32,
+        every: Duration,
+        on_reply: TimingCallback<protocol::PlaybackLatency>,
+    ) -> Result<(), ClientError> {
+        let state = self.state.upgrade().ok_or(ClientError::Disconnected)?;
+        let mut state = state.lock().unwrap();
+        let stream = state
+            .playback_streams
+            .get_mut(&channel)
+            .ok_or(ClientError::Disconnected)?;
+        stream.timing = Some(AutoTiming::new(every, on_reply));
+        Ok(())
+    }
+
+    /// Has the reactor ask for a record stream's timing about every `every` (and at once),
+    /// calling `on_reply` with each reply.
+    pub(super) fn set_record_timing(
+        &self,
+        channel: u32,
+        every: Duration,
+        on_reply: TimingCallback<protocol::RecordLatency>,
+    ) -> Result<(), ClientError> {
+        let state = self.state.upgrade().ok_or(ClientError::Disconnected)?;
+        let mut state = state.lock().unwrap();
+        let stream = state
+            .record_streams
+            .get_mut(&channel)
+            .ok_or(ClientError::Disconnected)?;
+        stream.timing = Some(AutoTiming::new(every, on_reply));
+        Ok(())
+    }
+
+    /// Asks for a stream's timing at the next chance (after a cork or an uncork).
+    pub(super) fn timing_now(&self, channel: u32) {
+        if let Some(state) = self.state.upgrade() {
+            let mut state = state.lock().unwrap();
+            if let Some(t) = state
+                .playback_streams
+                .get_mut(&channel)
+                .and_then(|s| s.timing.as_mut())
+            {
+                t.next = None;
+            }
+            if let Some(t) = state
+                .record_streams
+                .get_mut(&channel)
+                .and_then(|s| s.timing.as_mut())
+            {
+                t.next = None;
+            }
+        }
+        // The reactor sleeps without a timeout until something happens: wake it to ask.
+        let _ = self.waker.0.wake();
     }
 
     fn write_command(&self, seq: u32, cmd: protocol::Command) -> Result<(), ClientError> {
@@ -268,6 +422,9 @@ pub(super) struct Reactor {
     state: Arc<Mutex<ReactorState>>,
     outgoing: Receiver<(u32, protocol::Command)>,
     protocol_version: u16,
+    next_seq: Arc<AtomicU32>,
+    /// xorshift64 state for the timing requests' dither.
+    dither: u64,
 
     write_buf: Vec<u8>,
     read_buf: Vec<u8>,
@@ -282,15 +439,16 @@ impl Reactor {
     ) -> Result<ReactorHandle, ClientError> {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(Waker(mio::Waker::new(poll.registry(), WAKER)?));
-        poll.registry().register(
-            &mut socket,
-            SOCKET,
-            mio::Interest::READABLE | mio::Interest::WRITABLE,
-        )?;
+        // Readable only: a unix socket reports writable (edge-triggered) every time the
+        // server reads what was written, a wake-up per write for nothing. Writable interest
+        // is added only while a write is pending (see `run`).
+        poll.registry()
+            .register(&mut socket, SOCKET, mio::Interest::READABLE)?;
 
         let state = Arc::new(Mutex::new(ReactorState::default()));
 
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let next_seq = Arc::new(AtomicU32::new(1024));
         let mut reactor = Self {
             socket,
             poll,
@@ -298,6 +456,11 @@ impl Reactor {
             state: state.clone(),
             outgoing: cmd_rx,
             protocol_version,
+            next_seq: next_seq.clone(),
+            dither: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+                | 1,
 
             write_buf: Vec::new(),
             read_buf: Vec::new(),
@@ -319,7 +482,7 @@ impl Reactor {
             waker,
             shared: Arc::new(SharedState {
                 protocol_version,
-                next_seq: AtomicU32::new(1024),
+                next_seq,
                 _thread_handle: reactor_thread,
             }),
         })
@@ -327,12 +490,16 @@ impl Reactor {
 
     pub(super) fn run(&mut self) -> Result<(), ClientError> {
         let mut events = mio::Events::with_capacity(1024);
+        let mut writable = false;
 
         loop {
             // epoll_wait fails with EINTR when a signal handler runs, and even without one
             // after the process was stopped and continued (SIGSTOP/SIGCONT, a debugger):
             // that is no reason to drop the connection and every stream on it.
-            match self.poll.poll(&mut events, None) {
+            let timeout = self
+                .next_timing()
+                .map(|due| due.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r?,
             }
@@ -340,8 +507,108 @@ impl Reactor {
 
             // Handle any requested writes.
             self.write_streams()?;
+            self.ask_timing()?;
             self.write_commands()?;
+
+            // Wait for the socket to take more only while something is left to write.
+            let pending = !self.write_buf.is_empty();
+            if pending != writable {
+                let interest = if pending {
+                    mio::Interest::READABLE | mio::Interest::WRITABLE
+                } else {
+                    mio::Interest::READABLE
+                };
+                self.poll
+                    .registry()
+                    .reregister(&mut self.socket, SOCKET, interest)?;
+                writable = pending;
+            }
         }
+    }
+
+    /// When the earliest timing request is due, if any, and the socket can take it (while a
+    /// write is pending the reactor waits for the socket, not the clock).
+    fn next_timing(&self) -> Option<Instant> {
+        if !self.write_buf.is_empty() {
+            return None;
+        }
+        let state = self.state.lock().unwrap();
+        let playback = state
+            .playback_streams
+            .values()
+            .filter(|s| !s.done)
+            .filter_map(|s| s.timing.as_ref()?.due());
+        let record = state
+            .record_streams
+            .values()
+            .filter_map(|s| s.timing.as_ref()?.due());
+        playback.chain(record).min()
+    }
+
+    /// Sends the timing requests that are due.
+    fn ask_timing(&mut self) -> Result<(), ClientError> {
+        let pv = self.protocol_version;
+        let mut state = self.state.lock().unwrap();
+        let ReactorState {
+            playback_streams,
+            record_streams,
+            handlers,
+        } = &mut *state;
+        for (&channel, stream) in playback_streams.iter_mut() {
+            let Some(t) = stream.timing.as_mut().filter(|_| !stream.done) else {
+                continue;
+            };
+            t.ask(
+                &mut self.write_buf,
+                handlers,
+                &self.next_seq,
+                || {
+                    protocol::Command::GetPlaybackLatency(protocol::LatencyParams {
+                        channel,
+                        now: SystemTime::now(),
+                    })
+                },
+                pv,
+                next_dither(&mut self.dither),
+                move |state| {
+                    state
+                        .playback_streams
+                        .get_mut(&channel)
+                        .and_then(|s| s.timing.as_mut())
+                },
+            );
+            if !drain_buf(&mut self.write_buf, &mut self.socket)? {
+                return Ok(());
+            }
+        }
+        for (&channel, stream) in record_streams.iter_mut() {
+            let Some(t) = stream.timing.as_mut() else {
+                continue;
+            };
+            t.ask(
+                &mut self.write_buf,
+                handlers,
+                &self.next_seq,
+                || {
+                    protocol::Command::GetRecordLatency(protocol::LatencyParams {
+                        channel,
+                        now: SystemTime::now(),
+                    })
+                },
+                pv,
+                next_dither(&mut self.dither),
+                move |state| {
+                    state
+                        .record_streams
+                        .get_mut(&channel)
+                        .and_then(|s| s.timing.as_mut())
+                },
+            );
+            if !drain_buf(&mut self.write_buf, &mut self.socket)? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     fn recv(&mut self) -> Result<(), ClientError> {
@@ -385,15 +652,15 @@ impl Reactor {
                 } else {
                     // Stream data for a record stream.
                     let mut guard = self.state.lock().unwrap();
-                    if let Some(RecordStreamState { sink, start_notify }) =
-                        guard.record_streams.get_mut(&desc.channel)
-                    {
+                    if let Some(stream) = guard.record_streams.get_mut(&desc.channel) {
                         log::trace!("reading {len} bytes from stream {}", desc.channel,);
-                        if let Some(start_notify) = start_notify.take() {
+                        if let Some(start_notify) = stream.start_notify.take() {
                             let _ = start_notify.send(());
                         }
 
-                        sink.write(&self.read_buf[protocol::DESCRIPTOR_SIZE..len])
+                        stream
+                            .sink
+                            .write(&self.read_buf[protocol::DESCRIPTOR_SIZE..len]);
                     } else {
                         log::warn!("Received data for unknown record stream {}", desc.channel);
                     }
@@ -556,6 +823,14 @@ impl Reactor {
 
         Ok(())
     }
+}
+
+/// A factor in 0.5..1.5 from a xorshift64 state (never zero), advancing it.
+fn next_dither(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    0.5 + (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn drain_buf(buf: &mut Vec<u8>, w: &mut impl io::Write) -> Result<bool, io::Error> {

@@ -16,6 +16,7 @@ struct InnerRecordStream {
     handle: ReactorHandle,
     info: protocol::CreateRecordStreamReply,
     start_notify: futures::future::Shared<oneshot::Receiver<()>>,
+    closed: futures::future::Shared<oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for RecordStream {
@@ -33,14 +34,16 @@ impl RecordStream {
         sink: impl RecordSink,
     ) -> Result<Self, ClientError> {
         let (start_tx, start_rx) = oneshot::channel();
+        let (closed_tx, closed_rx) = oneshot::channel();
         let info = handle
-            .insert_record_stream(params, sink, Some(start_tx))
+            .insert_record_stream(params, sink, Some(start_tx), Some(closed_tx))
             .await?;
 
         Ok(Self(Arc::new(InnerRecordStream {
             handle,
             info,
             start_notify: start_rx.shared(),
+            closed: closed_rx.shared(),
         })))
     }
 
@@ -94,6 +97,29 @@ impl RecordStream {
                 },
             ))
             .await
+    }
+
+    /// Has the client ask for the stream's timing every `every` by itself, in the wake-up
+    /// that reads the stream's data (and at once), and call `on_reply` with the instant it
+    /// asked and each reply, on the client's thread: no thread of the caller wakes to poll.
+    pub fn set_timing_updates(
+        &self,
+        every: time::Duration,
+        on_reply: impl FnMut(time::Instant, protocol::RecordLatency) + Send + 'static,
+    ) -> ClientResult<()> {
+        self.0
+            .handle
+            .set_record_timing(self.0.info.channel, every, Box::new(on_reply))
+    }
+
+    /// With timing updates on, asks for the next one at the next chance (after an uncork).
+    pub fn timing_update_now(&self) {
+        self.0.handle.timing_now(self.0.info.channel);
+    }
+
+    /// Resolves when the stream is gone: deleted, or the connection to the server lost.
+    pub async fn closed(&self) {
+        let _ = self.0.closed.clone().await;
     }
 
     /// Corks the record stream (temporarily pausing recording).

@@ -1,7 +1,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Condvar, Mutex,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -22,41 +22,31 @@ use crate::{
     OutputCallbackInfo, OutputStreamTimestamp, SampleFormat, StreamInstant,
 };
 
-// Tutti: 40 ms (was 100 ms with a poll after every callback). Timestamps come from the byte
-// count between polls; polls only sample the device latency, whose jitter (a sink draining in
-// blocks) averages out over many of them.
+// Tutti: how often the client asks the server for a stream's timing (libpulse's auto timing
+// updates: the reactor asks by itself on its own timer, each interval ±50 % at random, so the
+// requests sample every phase of a sink that renders in blocks). Timestamps come from the
+// byte count between replies; replies only sample the device latency, whose jitter (that
+// sawtooth) averages out over many of them. Was 100 ms with a request after every callback.
 const LATENCY_MAX_INTERVAL: Duration = Duration::from_millis(40);
-// Tutti: a playback stream polls twice as often: a player's callbacks (~20 ms apart) then each
-// carry a fresh reading, and its DAC map finds the band's middle sooner.
+// Tutti: a playback stream asks twice as often: a player's callbacks (~20 ms apart) then
+// mostly carry a fresh reading, and its DAC map finds the band's middle sooner.
 const PLAYBACK_LATENCY_INTERVAL: Duration = Duration::from_millis(20);
 
-// Coordinates the latency polling thread
+// Tells the stream's worker thread that the stream is being dropped (not lost).
 struct LatencyHandle {
     // Cancellation on drop
     cancel: Arc<AtomicBool>,
-    // Event-driven early wakeup from callbacks and play/pause
-    update: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl LatencyHandle {
     fn new() -> Self {
         Self {
             cancel: Arc::new(AtomicBool::new(false)),
-            update: Arc::new((Mutex::new(false), Condvar::new())),
         }
     }
 
-    // Trigger an early poll
-    fn notify(&self) {
-        let (lock, cvar) = &*self.update;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cvar.notify_one();
-    }
-
-    // Signal cancellation and wake the thread immediately
     fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
-        self.notify();
     }
 }
 
@@ -82,8 +72,10 @@ impl Drop for Stream {
                 // poll_read always reports a non-empty buffer.
                 let _ = stream.clone().delete().now_or_never();
             }
-            StreamInner::Record(_, _, handle) => {
+            StreamInner::Record(stream, _, handle) => {
                 handle.cancel();
+                // The watch thread waits for the stream to be gone: delete it now.
+                let _ = stream.clone().delete().now_or_never();
             }
         }
 
@@ -104,16 +96,16 @@ impl Drop for Stream {
 impl StreamTrait for Stream {
     fn play(&self) -> Result<(), Error> {
         match &self.inner {
-            StreamInner::Playback(stream, _, handle) => {
+            StreamInner::Playback(stream, _, _) => {
                 block_on(stream.uncork()).map_err(Error::from)?;
-                handle.notify();
+                stream.timing_update_now();
             }
-            StreamInner::Record(stream, _, handle) => {
+            StreamInner::Record(stream, _, _) => {
                 // Not waiting for the first data: a source that is silent (the
                 // monitor of an idle, suspended sink) would block `play()`
                 // forever. Data arrives through the callback when it comes.
                 block_on(stream.uncork()).map_err(Error::from)?;
-                handle.notify();
+                stream.timing_update_now();
             }
         }
         Ok(())
@@ -126,9 +118,8 @@ impl StreamTrait for Stream {
         };
         res.map_err(Error::from)?;
         match &self.inner {
-            StreamInner::Playback(_, _, handle) | StreamInner::Record(_, _, handle) => {
-                handle.notify()
-            }
+            StreamInner::Playback(stream, _, _) => stream.timing_update_now(),
+            StreamInner::Record(stream, _, _) => stream.timing_update_now(),
         }
         Ok(())
     }
@@ -230,8 +221,8 @@ impl Stream {
             written += buf.len() as u64;
 
             // No timing request per callback: the byte count keeps the timestamps exact
-            // between the latency thread's polls (every PLAYBACK_LATENCY_INTERVAL, and at once on
-            // play and pause), without a round trip to the server every few milliseconds.
+            // between the client's timing replies (about every PLAYBACK_LATENCY_INTERVAL, and
+            // at once after play and pause), without a round trip every few milliseconds.
 
             // We always consider the full buffer filled, because cpal's
             // user-facing API doesn't allow short writes.
@@ -241,8 +232,7 @@ impl Stream {
         let stream = block_on(client.create_playback_stream(params, callback.as_playback_source()))
             .map_err(Error::from)?;
 
-        // Share the error callback between the worker and latency threads so
-        // both can surface errors to the user.
+        // Shared with the worker thread, which surfaces errors to the user.
         let error_callback: ErrorCallbackArc = Arc::new(Mutex::new(error_callback));
 
         // Spawn a thread to drive the stream future. It will exit automatically
@@ -268,27 +258,10 @@ impl Stream {
             }
         });
 
-        let cancel_thread = handle.cancel.clone();
-        let update_thread = handle.update.clone();
-        let stream_clone = stream.clone();
-
-        let waiter_latency = latch.waiter();
-        let latency_handle = std::thread::spawn(move || {
-            waiter_latency.wait();
-            loop {
-                if cancel_thread.load(Ordering::Relaxed) {
-                    break;
-                }
-
-                let asked = Instant::now();
-                let timing_info = match block_on(stream_clone.timing_info()) {
-                    Ok(timing_info) => timing_info,
-                    Err(e) => {
-                        emit_error(&error_callback, Error::from(e));
-                        break;
-                    }
-                };
-
+        // The client asks for the timing by itself, in the wake-up that writes the data (no
+        // thread of ours wakes to poll): each reply fixes where byte 0 plays.
+        stream
+            .set_timing_updates(PLAYBACK_LATENCY_INTERVAL, move |asked, timing_info| {
                 // The byte at the read index is being rendered into the sink now: it plays
                 // after the sink's latency.
                 let measured =
@@ -297,22 +270,13 @@ impl Stream {
                     measured.as_nanos() as i64 + timing_info.sink_usec as i64 * 1_000
                         - bytes_ns(timing_info.read_offset, sample_spec),
                 );
-
-                // Wait until woken by a play/pause/drop event or until PLAYBACK_LATENCY_INTERVAL.
-                let (lock, cvar) = &*update_thread;
-                let Ok(guard) = lock.lock() else { break };
-                let (mut guard, _) = cvar
-                    .wait_timeout_while(guard, PLAYBACK_LATENCY_INTERVAL, |notified| !*notified)
-                    .unwrap_or_else(|e| e.into_inner());
-                *guard = false;
-            }
-        });
+            })
+            .map_err(Error::from)?;
 
         latch.add_thread(driver_handle.thread().clone());
-        latch.add_thread(latency_handle.thread().clone());
         Ok(Self {
             inner: StreamInner::Playback(stream, start, handle),
-            workers: vec![driver_handle, latency_handle],
+            workers: vec![driver_handle],
             latch,
         })
     }
@@ -381,32 +345,10 @@ impl Stream {
         let stream =
             block_on(client.create_record_stream(params, callback)).map_err(Error::from)?;
 
-        // Spawn a thread to monitor the stream's latency in a loop.
-        let cancel_thread = handle.cancel.clone();
-        let update_thread = handle.update.clone();
-        let stream_clone = stream.clone();
-
-        // The latch is released just before the `Stream` is returned so the latency thread cannot
-        // fire any callbacks before the caller has the handle.
-        let mut latch = Latch::new();
-        let waiter_latency = latch.waiter();
-
-        let latency_handle = std::thread::spawn(move || {
-            waiter_latency.wait();
-            loop {
-                if cancel_thread.load(Ordering::Relaxed) {
-                    break;
-                }
-
-                let asked = Instant::now();
-                let timing_info = match block_on(stream_clone.timing_info()) {
-                    Ok(timing_info) => timing_info,
-                    Err(e) => {
-                        error_callback(Error::from(e));
-                        break;
-                    }
-                };
-
+        // The client asks for the timing by itself, in the wake-up that reads the data (no
+        // thread of ours wakes to poll): each reply fixes when byte 0 was captured.
+        stream
+            .set_timing_updates(LATENCY_MAX_INTERVAL, move |asked, timing_info| {
                 // The byte at the write index entered the record queue now, the source's
                 // latency after it was captured. A monitor source "captures" what its sink
                 // renders: the sound is heard the sink's latency later (the server reports it
@@ -418,21 +360,30 @@ impl Stream {
                         + timing_info.sink_usec as i64 * 1_000
                         - bytes_ns(timing_info.write_offset, sample_spec),
                 );
+            })
+            .map_err(Error::from)?;
 
-                // Wait until woken by a play/pause/drop event or until LATENCY_MAX_INTERVAL.
-                let (lock, cvar) = &*update_thread;
-                let Ok(guard) = lock.lock() else { break };
-                let (mut guard, _) = cvar
-                    .wait_timeout_while(guard, LATENCY_MAX_INTERVAL, |notified| !*notified)
-                    .unwrap_or_else(|e| e.into_inner());
-                *guard = false;
+        // A thread that sleeps until the stream is gone: if the connection is lost rather
+        // than the stream dropped, the user hears of it.
+        let cancel_thread = handle.cancel.clone();
+        let stream_clone = stream.clone();
+        let mut latch = Latch::new();
+        let waiter_watch = latch.waiter();
+        let watch_handle = std::thread::spawn(move || {
+            waiter_watch.wait();
+            block_on(stream_clone.closed());
+            if !cancel_thread.load(Ordering::Relaxed) {
+                error_callback(Error::with_message(
+                    ErrorKind::DeviceNotAvailable,
+                    "the connection to the PulseAudio server was lost",
+                ));
             }
         });
 
-        latch.add_thread(latency_handle.thread().clone());
+        latch.add_thread(watch_handle.thread().clone());
         Ok(Self {
             inner: StreamInner::Record(stream, start, handle),
-            workers: vec![latency_handle],
+            workers: vec![watch_handle],
             latch,
         })
     }
