@@ -32,7 +32,8 @@
 # player 1 for 200 ms T seconds into the measured part, then measure its recovery), --busy
 # (keep one core busy with a normal-priority loop), --pipe-kb K (the sink's queue: 4 KiB,
 # ~2.7 ms, by default; 64 is a device with ~43 ms of its own latency), --out DIR (keep
-# recordings and logs there). See docs/instrument.md.
+# recordings and logs there). TUTTI_BIN=PATH runs that tutti binary instead of this tree's (to
+# compare two builds, alternately, in one hour). See docs/instrument.md.
 # Everything runs in a private network namespace (its own loopback): nothing leaves the machine.
 #
 # Usage (root; installs pulseaudio, pulseaudio-utils, snapserver, snapclient when missing):
@@ -57,7 +58,7 @@ while [ $# -gt 0 ]; do
     --busy) BUSY=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --pipe-kb) PIPE_KB=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "speakers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tutti_proto::control::{
     Command, KEYS_CONTEXT, KeySet, LinkMessage, NodeInfo, NodeState, Settings, from_hex, to_hex,
@@ -128,7 +128,9 @@ impl HubLink {
                 let mut said_lost = false;
                 while !flag.load(Ordering::Relaxed) {
                     let Some(hub) = find() else {
-                        std::thread::sleep(Duration::from_millis(100));
+                        // Discovery is asked again in half a second (stopping unparks it): a
+                        // node with no hub on its network wakes twice a second, not ten times.
+                        std::thread::park_timeout(FIND_EVERY);
                         continue;
                     };
                     match session(hub, &info, &key, report, &mut handler, &flag) {
@@ -140,11 +142,9 @@ impl HubLink {
                             }
                         }
                     }
-                    for _ in 0..10 {
-                        if flag.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                        std::thread::park_timeout(until.saturating_duration_since(Instant::now()));
                     }
                 }
             })?;
@@ -155,6 +155,7 @@ impl HubLink {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -163,8 +164,14 @@ impl HubLink {
 impl Drop for HubLink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 }
+
+/// How often a link with no hub found yet asks discovery again.
+const FIND_EVERY: Duration = Duration::from_millis(500);
 
 /// Writes `m` as a clear line (the handshake and pairing), or sealed once `sealer` is given.
 fn write(
@@ -286,7 +293,7 @@ fn session(
                 }
             }
         })?;
-    let mut next = std::time::Instant::now();
+    let mut next = Instant::now();
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
