@@ -368,3 +368,156 @@ async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     drop(speakers);
     h.stop();
 }
+
+/// Joins `id` to the hub as a player that can calibrate (or not).
+fn join(h: &RunningHub, start: Instant, id: &str) -> (Speaker, tutti_node::hub::HubLink) {
+    let s = Speaker { start, commands: Arc::default(), settings: Arc::default() };
+    let link = tutti_node::hub::HubLink::spawn(
+        h.link,
+        info(id, true),
+        key(),
+        Duration::from_millis(100),
+        s.clone(),
+    )
+    .unwrap();
+    (s, link)
+}
+
+/// The delay the hub holds for `id`, ms.
+async fn delay_of(h: &RunningHub, id: &str) -> f64 {
+    let (_, body) = http(h.http, "GET", &format!("/api/nodes/{id}"), None).await;
+    let node: Value = serde_json::from_str(&body).unwrap();
+    node["settings"]["delay_ms"].as_f64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speaker_gone_before_its_delay_is_set_puts_the_others_back_and_other_rooms_play_on() {
+    let h = start_hub().await;
+    let start = Instant::now();
+    let mut lounge: Vec<_> =
+        ["den", "kitchen", "tv"].iter().map(|id| join(&h, start, id)).collect();
+    let patio: Vec<_> = ["deck", "shed"].iter().map(|id| join(&h, start, id)).collect();
+    until("every node's welcome", || {
+        lounge.iter().chain(&patio).all(|(s, _)| !s.settings.lock().unwrap().is_empty())
+    })
+    .await;
+    for (zone, ids) in [("lounge", &["den", "kitchen", "tv"][..]), ("patio", &["deck", "shed"])] {
+        let body = r#"{"source":"127.0.0.1:7400","latency_ms":100}"#;
+        assert_eq!(http(h.http, "PUT", &format!("/api/zones/{zone}"), Some(body)).await.0, 200);
+        for id in ids {
+            let patch = format!(r#"{{"zone":"{zone}","delay_ms":2.5}}"#);
+            let (status, body) =
+                http(h.http, "PATCH", &format!("/api/nodes/{id}"), Some(&patch)).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) =
+        http(h.http, "POST", "/api/calibrations", Some(r#"{"zone":"lounge"}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
+    let id = run["id"].as_str().unwrap().to_owned();
+    // Another room calibrates at the same time (one run per room, not per hub)...
+    let (status, body) =
+        http(h.http, "POST", "/api/calibrations", Some(r#"{"zone":"patio"}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    let patio_run: Value = serde_json::from_str(&body).unwrap();
+    until("every speaker's part", || {
+        lounge.iter().chain(&patio).all(|(s, _)| {
+            s.commands.lock().unwrap().iter().any(|c| matches!(c, Command::Calibrate { .. }))
+        })
+    })
+    .await;
+    // ...and each room's speakers hear of their own room's sequence only.
+    for (room, speakers, n) in [("lounge", &lounge, 3), ("patio", &patio, 2)] {
+        for (s, _) in speakers.iter() {
+            let parts: Vec<_> = s
+                .commands
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| matches!(c, Command::Calibrate { .. }))
+                .cloned()
+                .collect();
+            assert!(
+                parts.len() == 1
+                    && matches!(parts[0], Command::Calibrate { speakers, .. } if speakers == n),
+                "{room}: {parts:?}"
+            );
+        }
+    }
+
+    // The tv goes away while the microphone records.
+    let (_, tv_link) = lounge.pop().unwrap();
+    tv_link.stop();
+    let mut gone = false;
+    for _ in 0..100 {
+        let (_, body) = http(h.http, "GET", "/api/nodes/tv", None).await;
+        if serde_json::from_str::<Value>(&body).unwrap()["online"] == false {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the hub saw the tv go");
+    // The recording shows all three (the den and the tv would move, the kitchen is the
+    // latest): the den's delay is set, then the tv's cannot be, and the den's goes back.
+    let (pcm, first_us) = recording(&run, &[0.037, 0.112, 0.005], 0.003, 0.0);
+    let q = format!("/api/calibrations/{id}/recording?rate=48000&start_hub_us={first_us}");
+    let (status, done) = post_bytes(h.http, &q, &pcm).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "failed", "{done}");
+    let message = done["message"].as_str().unwrap();
+    assert!(
+        message.contains("`tv` went away") && message.contains("previous delays are back"),
+        "{message}"
+    );
+    assert_eq!(delay_of(&h, "den").await, 2.5, "the den's delay is back");
+    assert_eq!(delay_of(&h, "kitchen").await, 2.5);
+    until("the den told its new delay, then its old one", || {
+        let delays: Vec<f64> = lounge[0]
+            .0
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Delay { ms } => Some(*ms),
+                _ => None,
+            })
+            .collect();
+        delays.len() >= 2
+            && (delays[delays.len() - 2] - 77.5).abs() < 0.05
+            && delays[delays.len() - 1] == 2.5
+    })
+    .await;
+    // The history keeps what was measured, and that nothing was applied.
+    let (_, body) = http(h.http, "GET", "/api/nodes/den/calibrations", None).await;
+    let history: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history[0]["run"], id.as_str());
+    assert!(history[0]["measured_ms"].as_f64().is_some(), "{history}");
+    assert!(history[0].get("applied_delay_ms").is_none(), "{history}");
+
+    // The patio's run went on untouched by all this; cancelled, its delays stay.
+    let patio_id = patio_run["id"].as_str().unwrap();
+    let (_, body) = http(h.http, "GET", &format!("/api/calibrations/{patio_id}"), None).await;
+    assert!(body.contains("\"state\":\"playing\""), "{body}");
+    let (status, body) =
+        http(h.http, "DELETE", &format!("/api/calibrations/{patio_id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    for id in ["deck", "shed"] {
+        assert_eq!(delay_of(&h, id).await, 2.5, "{id}");
+    }
+    assert!(
+        patio.iter().all(|(s, _)| !s
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| matches!(c, Command::Delay { ms } if *ms != 2.5))),
+        "no patio speaker was told a delay but the one it was given"
+    );
+    drop((lounge, patio));
+    h.stop();
+}
