@@ -5,7 +5,7 @@
 //! | `tutti/hub/status` | yes | `online`, or `offline` (the hub's last will) |
 //! | `tutti/config` | yes | `{"zones": [...], "nodes": [ids]}` |
 //! | `tutti/<node>/state` | yes | the node as `GET /api/nodes/{id}` shows it |
-//! | `tutti/<node>/drift` | yes | `{"offset_us", "skew_ppm", "latency_ms", "online"}` |
+//! | `tutti/<node>/drift` | yes | `{"offset_us", "skew_ppm", "latency_ms", "online", "acoustic"}`: its clock against the source's, and `acoustic`, what the room's microphone last heard of it (`{"drift_ms", "measured_ms", "delay_ms", "kind", "at"}` from its latest calibration record, `null` before one) |
 //! | `tutti/<node>/delay` | yes | its per-device delay, ms (a plain number) |
 //! | `tutti/<node>/command` | no | publish a settings change `{"volume": 40, "mute": false, "delay_ms": 12, "zone": "kitchen", "name": ...}` or an action `{"kind": "resync"}` / `{"kind": "identify"}` |
 //! | `tutti/<node>/delay/set` | no | publish a delay, ms (a plain number) |
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tutti_proto::control::{Command, Event, NodeView, Zone};
+use tutti_proto::control::{CalibrationState, Command, Event, NodeView, Zone};
 
 use crate::registry::{RegistryError, SettingsPatch};
 use crate::{ControlError, Hub, HubError, ha};
@@ -313,7 +313,7 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                         publish_discovery(&hub, &client, &mut discovery).await;
                     }
                     Ok(Event::NodeOnline { node }) => {
-                        publish_node(&client, &node, Parts::ALL).await;
+                        publish_node(&hub, &client, &node, Parts::ALL).await;
                         publish_config(&hub, &client).await;
                         publish_discovery(&hub, &client, &mut discovery).await;
                     }
@@ -338,9 +338,17 @@ pub fn bridge(hub: Hub, broker: BrokerAddr) -> Vec<tokio::task::JoinHandle<()>> 
                         });
                         let _ = client.publish(topic, STATE_QOS, true, body.to_string()).await;
                     }
-                    // Who is paired, the guests and calibration runs are not published on MQTT
-                    // (the API lists them; a calibration's delays arrive as settings).
-                    Ok(Event::Paired { .. } | Event::Guests { .. } | Event::Calibration { .. }) => {}
+                    // A finished calibration: what the microphone heard of each speaker.
+                    Ok(Event::Calibration { run }) => {
+                        if !matches!(run.state, CalibrationState::Playing | CalibrationState::Estimating) {
+                            for s in &run.speakers {
+                                publish_id(&hub, &client, &s.id, Parts { state: false, drift: true, delay: false }).await;
+                            }
+                        }
+                    }
+                    // Who is paired and the guests are not published on MQTT (the API lists
+                    // them).
+                    Ok(Event::Paired { .. } | Event::Guests { .. }) => {}
                     // Fell behind: the whole picture again.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         publish_all(&hub, &client).await;
@@ -476,7 +484,7 @@ async fn publish_discovery(hub: &Hub, client: &AsyncClient, sent: &mut BTreeMap<
 async fn publish_all(hub: &Hub, client: &AsyncClient) {
     let nodes = hub.nodes();
     for n in &nodes {
-        publish_node(client, n, Parts::ALL).await;
+        publish_node(hub, client, n, Parts::ALL).await;
     }
     publish_config(hub, client).await;
 }
@@ -504,22 +512,33 @@ impl Parts {
 
 async fn publish_id(hub: &Hub, client: &AsyncClient, id: &str, parts: Parts) {
     if let Ok(view) = hub.with(|r| (r.node(id, Instant::now()), vec![], false)) {
-        publish_node(client, &view, parts).await;
+        publish_node(hub, client, &view, parts).await;
     }
 }
 
-async fn publish_node(client: &AsyncClient, n: &NodeView, parts: Parts) {
+async fn publish_node(hub: &Hub, client: &AsyncClient, n: &NodeView, parts: Parts) {
     let t = topic_id(&n.info.id);
     if parts.state {
         let state = serde_json::to_string(n).unwrap_or_default();
         let _ = client.publish(format!("tutti/{t}/state"), STATE_QOS, true, state).await;
     }
     if parts.drift {
+        let latest = hub
+            .with(|r| (r.calibration_history(&n.info.id), vec![], false))
+            .ok()
+            .and_then(|h| h.last().cloned());
         let drift = json!({
             "online": n.online,
             "offset_us": n.state.offset_us,
             "skew_ppm": n.state.skew_ppm,
             "latency_ms": n.state.latency_ms,
+            "acoustic": latest.map(|c| json!({
+                "drift_ms": c.acoustic_drift_ms,
+                "measured_ms": c.measured_ms,
+                "delay_ms": c.applied_delay_ms.unwrap_or(c.previous_delay_ms),
+                "kind": c.kind,
+                "at": c.at,
+            })),
         })
         .to_string();
         let _ = client.publish(format!("tutti/{t}/drift"), STATE_QOS, true, drift).await;

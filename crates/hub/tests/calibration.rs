@@ -122,8 +122,36 @@ fn recording(run: &Value, hidden: &[f64], noise: f32, dating_error_s: f64) -> (V
     (pcm, from_us + dating_error_s * 1e6)
 }
 
+/// A hub with its own MQTT broker.
 async fn start_hub() -> RunningHub {
-    common::start(HubConfig { key: Some(key()), ..common::config() }).await
+    let mqtt = tutti_hub::MqttSetup::Embedded {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        credentials: tutti_hub::mqtt_credentials(&key()),
+    };
+    common::start(HubConfig { key: Some(key()), mqtt: Some(mqtt), ..common::config() }).await
+}
+
+/// The retained message on `topic` of the hub's broker once `pred` holds for it (10 s at
+/// most), as a client subscribed to it sees it.
+async fn retained_until(h: &RunningHub, topic: &str, pred: impl Fn(&str) -> bool) -> String {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let broker = h.mqtt.clone().expect("the hub has a broker");
+    let (user, password) = tutti_hub::mqtt_credentials(&key());
+    let mut o = MqttOptions::new("calibration-test", broker.host.clone(), broker.port);
+    o.set_credentials(user, password);
+    let (c, mut ev) = AsyncClient::new(o, 10);
+    c.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while let Ok(e) = tokio::time::timeout_at(deadline, ev.poll()).await {
+        if let Ok(Event::Incoming(Packet::Publish(p))) = e {
+            last = String::from_utf8_lossy(&p.payload).into_owned();
+            if pred(&last) {
+                return last;
+            }
+        }
+    }
+    panic!("{topic}: not as expected within 10 s; last: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +313,17 @@ async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     assert_eq!(history[0]["previous_delay_ms"], 2.5);
     assert!((history[0]["applied_delay_ms"].as_f64().unwrap() - expected[0]).abs() < 0.05);
     assert_eq!(http(h.http, "GET", "/api/nodes/attic/calibrations", None).await.0, 404);
+    // And so does its drift on MQTT: what the microphone heard of it, beside its clock.
+    let drift =
+        retained_until(&h, "tutti/den/drift", |b| b.contains(r#""kind":"calibration""#)).await;
+    let drift: Value = serde_json::from_str(&drift).unwrap();
+    let acoustic = &drift["acoustic"];
+    assert!((acoustic["delay_ms"].as_f64().unwrap() - expected[0]).abs() < 0.05, "{drift}");
+    assert!(
+        acoustic["measured_ms"].as_f64().is_some() && acoustic["at"].as_u64().is_some(),
+        "{drift}"
+    );
+    assert!(drift["skew_ppm"].is_null() && drift["online"] == true, "{drift}");
     // Its status, in words the node says (the hub composes them).
     let (status, body) =
         http(h.http, "POST", "/api/nodes/den/command", Some(r#"{"kind":"say_status"}"#)).await;
