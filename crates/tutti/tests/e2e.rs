@@ -2008,25 +2008,33 @@ fn the_dashboard_drives_real_players_as_a_person_would() {
     let _ = feeder.join();
     drop(hub.0.kill());
     // The left player played the stream, then at the volume the slider set (gain is the
-    // square of the fraction), then nothing (muted), chimed (identify), played at the room's
-    // 70 % (room unmuted), then nothing again (room muted) and chimed (the room's identify);
-    // the right one played on untouched.
+    // square of the fraction), then nothing (muted), chimed (identify), played its test tone,
+    // played at the room's 70 % (room unmuted), then nothing again (room muted) and chimed
+    // (the room's identify); the right one played on untouched.
     let volume = figures["volume"].as_f64().expect("the page reports the volume");
     let quiet = (8000.0 * (volume / 100.0).powi(2)).round() as i16;
     let room = (8000.0f64 * 0.7 * 0.7).round() as i16;
     let mut left_samples = read_wav(&wl);
-    // The stream is a constant 8000: only a chime goes below zero.
-    let mut chimes: Vec<(usize, usize)> = Vec::new();
+    // The stream is a constant 8000: only a chime or the test tone goes below zero.
+    let mut cues: Vec<(usize, usize)> = Vec::new();
     for (i, _) in left_samples.iter().enumerate().filter(|(_, s)| **s < 0) {
-        match chimes.last_mut() {
+        match cues.last_mut() {
             Some((_, end)) if i - *end < 2 * 4_800 => *end = i,
-            _ => chimes.push((i, i)),
+            _ => cues.push((i, i)),
         }
     }
-    assert_eq!(chimes.len(), 2, "two chimes (the card's identify, the room's): {chimes:?}");
-    for &(from, to) in &chimes {
+    assert_eq!(cues.len(), 3, "the card's identify, its test tone, the room's identify: {cues:?}");
+    for (k, &(from, to)) in cues.iter().enumerate() {
+        let frames = (to - from) / 2;
+        if k == 1 {
+            // 2 s of 1 kHz: a negative half-wave every millisecond from end to end.
+            assert!((94_000..98_000).contains(&frames), "the test tone lasts 2 s: {frames} frames");
+            let negative = left_samples[from..to].iter().step_by(2).filter(|s| **s < 0).count();
+            assert!(negative > frames * 2 / 5, "a tone throughout: {negative} of {frames}");
+        } else {
+            assert!(frames < 48_000, "a chime is short: {frames} frames");
+        }
         let (from, to) = (from.saturating_sub(2 * 2_400), (to + 2 * 2_400).min(left_samples.len()));
-        assert!((to - from) / 2 < 48_000, "a chime is short: {} frames", (to - from) / 2);
         left_samples[from..to].fill(0);
     }
     let runs = |samples: &[i16]| {

@@ -176,6 +176,9 @@ try {
   step('identify from its card: the player chimes over its mute (the test finds the chime in its output)');
   await left.locator('button.identify').click();
   await page.waitForTimeout(1000);
+  step('test tone from its card: the player plays 2 s of 1 kHz over its mute (the test finds it in its output)');
+  await left.locator('button.test-tone').click();
+  await page.waitForTimeout(2600);
 
   step('pairing: the page shows a one-time link and its QR code; a new node pairs with it');
   await page.click('#tab-pairing');
