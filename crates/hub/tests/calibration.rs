@@ -154,35 +154,40 @@ async fn retained_until(h: &RunningHub, topic: &str, pred: impl Fn(&str) -> bool
     panic!("{topic}: not as expected within 10 s; last: {last}");
 }
 
+/// Joins `id` to the hub as a player that can calibrate (or not).
+fn join(
+    h: &RunningHub,
+    start: Instant,
+    id: &str,
+    calibrates: bool,
+) -> (Speaker, tutti_node::hub::HubLink) {
+    let s = Speaker { start, commands: Arc::default(), settings: Arc::default() };
+    let link = tutti_node::hub::HubLink::spawn(
+        h.link,
+        info(id, calibrates),
+        key(),
+        Duration::from_millis(100),
+        s.clone(),
+    )
+    .unwrap();
+    (s, link)
+}
+
+/// The delay the hub holds for `id`, ms.
+async fn delay_of(h: &RunningHub, id: &str) -> f64 {
+    let (_, body) = http(h.http, "GET", &format!("/api/nodes/{id}"), None).await;
+    let node: Value = serde_json::from_str(&body).unwrap();
+    node["settings"]["delay_ms"].as_f64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     let h = start_hub().await;
     let start = Instant::now();
-    let speakers: Vec<(Speaker, tutti_node::hub::HubLink)> = ["den", "kitchen", "tv"]
-        .iter()
-        .map(|id| {
-            let s = Speaker { start, commands: Arc::default(), settings: Arc::default() };
-            let link = tutti_node::hub::HubLink::spawn(
-                h.link,
-                info(id, true),
-                key(),
-                Duration::from_millis(100),
-                s.clone(),
-            )
-            .unwrap();
-            (s, link)
-        })
-        .collect();
+    let speakers: Vec<_> =
+        ["den", "kitchen", "tv"].iter().map(|id| join(&h, start, id, true)).collect();
     // A player that cannot calibrate is left out of the sequence.
-    let old = Speaker { start, commands: Arc::default(), settings: Arc::default() };
-    let _old_link = tutti_node::hub::HubLink::spawn(
-        h.link,
-        info("old", false),
-        key(),
-        Duration::from_millis(100),
-        old.clone(),
-    )
-    .unwrap();
+    let (old, _old_link) = join(&h, start, "old", false);
     until("every node's welcome", || {
         speakers.iter().all(|(s, _)| !s.settings.lock().unwrap().is_empty())
             && !old.settings.lock().unwrap().is_empty()
@@ -408,34 +413,13 @@ async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     h.stop();
 }
 
-/// Joins `id` to the hub as a player that can calibrate (or not).
-fn join(h: &RunningHub, start: Instant, id: &str) -> (Speaker, tutti_node::hub::HubLink) {
-    let s = Speaker { start, commands: Arc::default(), settings: Arc::default() };
-    let link = tutti_node::hub::HubLink::spawn(
-        h.link,
-        info(id, true),
-        key(),
-        Duration::from_millis(100),
-        s.clone(),
-    )
-    .unwrap();
-    (s, link)
-}
-
-/// The delay the hub holds for `id`, ms.
-async fn delay_of(h: &RunningHub, id: &str) -> f64 {
-    let (_, body) = http(h.http, "GET", &format!("/api/nodes/{id}"), None).await;
-    let node: Value = serde_json::from_str(&body).unwrap();
-    node["settings"]["delay_ms"].as_f64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speaker_gone_before_its_delay_is_set_puts_the_others_back_and_other_rooms_play_on() {
     let h = start_hub().await;
     let start = Instant::now();
     let mut lounge: Vec<_> =
-        ["den", "kitchen", "tv"].iter().map(|id| join(&h, start, id)).collect();
-    let patio: Vec<_> = ["deck", "shed"].iter().map(|id| join(&h, start, id)).collect();
+        ["den", "kitchen", "tv"].iter().map(|id| join(&h, start, id, true)).collect();
+    let patio: Vec<_> = ["deck", "shed"].iter().map(|id| join(&h, start, id, true)).collect();
     until("every node's welcome", || {
         lounge.iter().chain(&patio).all(|(s, _)| !s.settings.lock().unwrap().is_empty())
     })
