@@ -502,17 +502,39 @@ fn calibration_through_pulseaudio_aligns_three_hidden_latencies() {
     let spread = |a: &[f64]| {
         a.iter().copied().fold(f64::MIN, f64::max) - a.iter().copied().fold(f64::MAX, f64::min)
     };
-    let first = calibrate(&[]);
+    // A run that could not hear every speaker says so ("the rounds disagree: try again": a
+    // machine hiccup during one round): a person calibrates again, and so does this test,
+    // once. A run that heard them all must be right the first time.
+    let heard = |run: &serde_json::Value| {
+        run["speakers"].as_array().unwrap().iter().all(|s| s["arrival_ms"].is_f64())
+    };
+    let again = |extra: &[&str], run: serde_json::Value| {
+        if heard(&run) {
+            return run;
+        }
+        eprintln!("not every speaker heard ({}): calibrating again, once", run["message"]);
+        std::thread::sleep(Duration::from_secs(2));
+        calibrate(extra)
+    };
+    let first = again(&[], calibrate(&[]));
     assert_eq!(first["state"], "applied", "{first}");
     let before = arrivals(&first);
+    // Each arrival less the delay it was measured with (none, unless a first try set some).
+    let own: Vec<f64> = before
+        .iter()
+        .zip(first["speakers"].as_array().unwrap())
+        .map(|(a, s)| a - s["previous_delay_ms"].as_f64().unwrap())
+        .collect();
     // The speakers are listed by name: speaker0, speaker1, speaker2 (d0, d1, d2).
-    for (a, h) in before.iter().zip(hidden_ms) {
-        let found = a - before[0];
+    for (a, h) in own.iter().zip(hidden_ms) {
+        let found = a - own[0];
         let truth = h - hidden_ms[0];
         assert!((found - truth).abs() < 0.5, "arrivals {before:?} against hidden {hidden_ms:?}");
     }
-    // Measured again, changing nothing: they arrive together now.
-    let second = calibrate(&["--measure-only"]);
+    // Measured again, changing nothing, once the players moved to their new delays (a jump,
+    // then a few seconds of settling): they arrive together now.
+    std::thread::sleep(Duration::from_secs(2));
+    let second = again(&["--measure-only"], calibrate(&["--measure-only"]));
     assert_eq!(second["state"], "measured", "{second}");
     let after = arrivals(&second);
     eprintln!(
