@@ -115,7 +115,7 @@ impl PlaybackStream {
 
     /// With timing updates on, asks for the next one at the next chance (after an uncork).
     pub fn timing_update_now(&self) {
-        self.0.handle.timing_now(self.0.info.channel);
+        self.0.handle.playback_timing_now(self.0.info.channel);
     }
 
     /// Corks the playback stream (temporarily pausing playback).

@@ -71,38 +71,113 @@ impl<T> AutoTiming<T> {
         }
     }
 
-    /// When a request is due (now or past: at once), unless one is on its way.
-    fn due(&self) -> Option<Instant> {
+    /// When a request is due (`now` if at once), unless one is on its way.
+    fn due(&self, now: Instant) -> Option<Instant> {
         if self.pending.load(atomic::Ordering::Relaxed) {
             return None;
         }
-        Some(self.next.unwrap_or_else(Instant::now))
+        Some(self.next.unwrap_or(now))
+    }
+}
+
+/// A kind of stream whose timing the reactor asks for by itself.
+trait Timed: Sized + 'static {
+    /// The timing reply.
+    type Reply: protocol::CommandReply + Send + 'static;
+
+    /// The reactor's streams of this kind, and its reply handlers.
+    fn split(
+        state: &mut ReactorState,
+    ) -> (&mut BTreeMap<u32, Self>, &mut BTreeMap<u32, ReplyHandler>);
+
+    /// Its automatic timing, if set.
+    fn slot(&mut self) -> &mut Option<AutoTiming<Self::Reply>>;
+
+    /// Whether it still takes timing requests (a draining playback stream does not).
+    fn asks(&self) -> bool {
+        true
+    }
+
+    /// The timing request for stream `channel`.
+    fn request(channel: u32) -> protocol::Command;
+
+    /// Stream `channel`'s automatic timing in `state`.
+    fn timing_of(state: &mut ReactorState, channel: u32) -> Option<&mut AutoTiming<Self::Reply>> {
+        Self::split(state)
+            .0
+            .get_mut(&channel)
+            .and_then(|s| s.slot().as_mut())
+    }
+}
+
+impl Timed for PlaybackStreamState {
+    type Reply = protocol::PlaybackLatency;
+
+    fn split(
+        state: &mut ReactorState,
+    ) -> (&mut BTreeMap<u32, Self>, &mut BTreeMap<u32, ReplyHandler>) {
+        (&mut state.playback_streams, &mut state.handlers)
+    }
+
+    fn slot(&mut self) -> &mut Option<AutoTiming<Self::Reply>> {
+        &mut self.timing
+    }
+
+    fn asks(&self) -> bool {
+        !self.done
+    }
+
+    fn request(channel: u32) -> protocol::Command {
+        protocol::Command::GetPlaybackLatency(protocol::LatencyParams {
+            channel,
+            now: SystemTime::now(),
+        })
+    }
+}
+
+impl Timed for RecordStreamState {
+    type Reply = protocol::RecordLatency;
+
+    fn split(
+        state: &mut ReactorState,
+    ) -> (&mut BTreeMap<u32, Self>, &mut BTreeMap<u32, ReplyHandler>) {
+        (&mut state.record_streams, &mut state.handlers)
+    }
+
+    fn slot(&mut self) -> &mut Option<AutoTiming<Self::Reply>> {
+        &mut self.timing
+    }
+
+    fn request(channel: u32) -> protocol::Command {
+        protocol::Command::GetRecordLatency(protocol::LatencyParams {
+            channel,
+            now: SystemTime::now(),
+        })
     }
 }
 
 impl<T: protocol::CommandReply + Send + 'static> AutoTiming<T> {
-    /// If a request is due and nothing else waits to be written, encodes the request `cmd`
-    /// makes of a sequence number into `buf` and installs the handler that gives its reply to
-    /// `on_reply`, which it finds again in the reactor's state with `find`; the next request
-    /// is then due `every` × `dither` (0.5–1.5) later.
-    #[allow(clippy::too_many_arguments)]
-    fn ask(
+    /// If a request is due and nothing else waits to be written, encodes stream `channel`'s
+    /// timing request (of kind `S`) into `buf` and installs the handler that gives its reply
+    /// to `on_reply`; the next request is then due `every` × `dither` (0.5–1.5) later.
+    fn ask<S: Timed<Reply = T>>(
         &mut self,
+        channel: u32,
         buf: &mut Vec<u8>,
         handlers: &mut BTreeMap<u32, ReplyHandler>,
-        next_seq: &AtomicU32,
-        cmd: impl FnOnce() -> protocol::Command,
+        seq: &AtomicU32,
         protocol_version: u16,
         dither: f64,
-        find: impl FnOnce(&mut ReactorState) -> Option<&mut AutoTiming<T>> + Send + 'static,
     ) {
         let now = Instant::now();
         // A command message is encoded from the buffer's start.
-        let waiting = self.pending.load(atomic::Ordering::Relaxed);
-        if waiting || self.next.is_some_and(|next| next > now) || !buf.is_empty() {
+        if self.due(now).is_none_or(|due| due > now) || !buf.is_empty() {
             return;
         }
-        let (seq, cmd) = (next_seq.fetch_add(1, atomic::Ordering::Relaxed), cmd());
+        let (seq, cmd) = (
+            seq.fetch_add(1, atomic::Ordering::Relaxed),
+            S::request(channel),
+        );
         log::debug!("CLIENT [{seq}]: {cmd:?}");
         if protocol::encode_command_message(&mut *buf, seq, &cmd, protocol_version).is_err() {
             buf.clear();
@@ -119,7 +194,7 @@ impl<T: protocol::CommandReply + Send + 'static> AutoTiming<T> {
                 let Ok(reply) = read_tagstruct::<T>(buf, protocol_version) else {
                     return;
                 };
-                if let Some(t) = find(state) {
+                if let Some(t) = S::timing_of(state, channel) {
                     (t.on_reply)(now, reply);
                 }
             }),
@@ -324,6 +399,24 @@ impl ReactorHandle {
         rx.await.map_err(|_| ClientError::Disconnected)
     }
 
+    /// Has the reactor ask for stream `channel`'s timing (a stream of kind `S`) about every
+    /// `every` (and at once), calling `on_reply` with each reply.
+    fn set_timing<S: Timed>(
+        &self,
+        channel: u32,
+        every: Duration,
+        on_reply: TimingCallback<S::Reply>,
+    ) -> Result<(), ClientError> {
+        let state = self.state.upgrade().ok_or(ClientError::Disconnected)?;
+        let mut state = state.lock().unwrap();
+        let stream = S::split(&mut state)
+            .0
+            .get_mut(&channel)
+            .ok_or(ClientError::Disconnected)?;
+        *stream.slot() = Some(AutoTiming::new(every, on_reply));
+        Ok(())
+    }
+
     /// Has the reactor ask for a playback stream's timing about every `every` (and at once),
     /// calling `on_reply` with each reply.
     pub(super) fn set_playback_timing(
@@ -332,14 +425,7 @@ impl ReactorHandle {
         every: Duration,
         on_reply: TimingCallback<protocol::PlaybackLatency>,
     ) -> Result<(), ClientError> {
-        let state = self.state.upgrade().ok_or(ClientError::Disconnected)?;
-        let mut state = state.lock().unwrap();
-        let stream = state
-            .playback_streams
-            .get_mut(&channel)
-            .ok_or(ClientError::Disconnected)?;
-        stream.timing = Some(AutoTiming::new(every, on_reply));
-        Ok(())
+        self.set_timing::<PlaybackStreamState>(channel, every, on_reply)
     }
 
     /// Has the reactor ask for a record stream's timing about every `every` (and at once),
@@ -350,37 +436,29 @@ impl ReactorHandle {
         every: Duration,
         on_reply: TimingCallback<protocol::RecordLatency>,
     ) -> Result<(), ClientError> {
-        let state = self.state.upgrade().ok_or(ClientError::Disconnected)?;
-        let mut state = state.lock().unwrap();
-        let stream = state
-            .record_streams
-            .get_mut(&channel)
-            .ok_or(ClientError::Disconnected)?;
-        stream.timing = Some(AutoTiming::new(every, on_reply));
-        Ok(())
+        self.set_timing::<RecordStreamState>(channel, every, on_reply)
     }
 
-    /// Asks for a stream's timing at the next chance (after a cork or an uncork).
-    pub(super) fn timing_now(&self, channel: u32) {
-        if let Some(state) = self.state.upgrade() {
-            let mut state = state.lock().unwrap();
-            if let Some(t) = state
-                .playback_streams
-                .get_mut(&channel)
-                .and_then(|s| s.timing.as_mut())
-            {
-                t.next = None;
-            }
-            if let Some(t) = state
-                .record_streams
-                .get_mut(&channel)
-                .and_then(|s| s.timing.as_mut())
-            {
-                t.next = None;
-            }
+    /// Asks for stream `channel`'s timing (a stream of kind `S`) at the next chance (after a
+    /// cork or an uncork).
+    fn timing_now<S: Timed>(&self, channel: u32) {
+        if let Some(state) = self.state.upgrade()
+            && let Some(t) = S::timing_of(&mut state.lock().unwrap(), channel)
+        {
+            t.next = None;
         }
         // The reactor sleeps without a timeout until something happens: wake it to ask.
         let _ = self.waker.0.wake();
+    }
+
+    /// Asks for a playback stream's timing at the next chance.
+    pub(super) fn playback_timing_now(&self, channel: u32) {
+        self.timing_now::<PlaybackStreamState>(channel);
+    }
+
+    /// Asks for a record stream's timing at the next chance.
+    pub(super) fn record_timing_now(&self, channel: u32) {
+        self.timing_now::<RecordStreamState>(channel);
     }
 
     fn write_command(&self, seq: u32, cmd: protocol::Command) -> Result<(), ClientError> {
@@ -532,83 +610,47 @@ impl Reactor {
         if !self.write_buf.is_empty() {
             return None;
         }
-        let state = self.state.lock().unwrap();
-        let playback = state
-            .playback_streams
-            .values()
-            .filter(|s| !s.done)
-            .filter_map(|s| s.timing.as_ref()?.due());
-        let record = state
-            .record_streams
-            .values()
-            .filter_map(|s| s.timing.as_ref()?.due());
-        playback.chain(record).min()
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let playback = earliest::<PlaybackStreamState>(&mut state, now);
+        let record = earliest::<RecordStreamState>(&mut state, now);
+        playback.into_iter().chain(record).min()
     }
 
     /// Sends the timing requests that are due.
     fn ask_timing(&mut self) -> Result<(), ClientError> {
-        let pv = self.protocol_version;
-        let mut state = self.state.lock().unwrap();
-        let ReactorState {
-            playback_streams,
-            record_streams,
-            handlers,
-        } = &mut *state;
-        for (&channel, stream) in playback_streams.iter_mut() {
-            let Some(t) = stream.timing.as_mut().filter(|_| !stream.done) else {
-                continue;
-            };
-            t.ask(
-                &mut self.write_buf,
-                handlers,
-                &self.next_seq,
-                || {
-                    protocol::Command::GetPlaybackLatency(protocol::LatencyParams {
-                        channel,
-                        now: SystemTime::now(),
-                    })
-                },
-                pv,
-                next_dither(&mut self.dither),
-                move |state| {
-                    state
-                        .playback_streams
-                        .get_mut(&channel)
-                        .and_then(|s| s.timing.as_mut())
-                },
-            );
-            if !drain_buf(&mut self.write_buf, &mut self.socket)? {
-                return Ok(());
-            }
-        }
-        for (&channel, stream) in record_streams.iter_mut() {
-            let Some(t) = stream.timing.as_mut() else {
-                continue;
-            };
-            t.ask(
-                &mut self.write_buf,
-                handlers,
-                &self.next_seq,
-                || {
-                    protocol::Command::GetRecordLatency(protocol::LatencyParams {
-                        channel,
-                        now: SystemTime::now(),
-                    })
-                },
-                pv,
-                next_dither(&mut self.dither),
-                move |state| {
-                    state
-                        .record_streams
-                        .get_mut(&channel)
-                        .and_then(|s| s.timing.as_mut())
-                },
-            );
-            if !drain_buf(&mut self.write_buf, &mut self.socket)? {
-                return Ok(());
-            }
+        let state = self.state.clone();
+        let mut state = state.lock().unwrap();
+        if self.ask_timing_of::<PlaybackStreamState>(&mut state)? {
+            self.ask_timing_of::<RecordStreamState>(&mut state)?;
         }
         Ok(())
+    }
+
+    /// Sends the timing requests of streams of kind `S` that are due; `false` if the socket
+    /// took no more.
+    fn ask_timing_of<S: Timed>(&mut self, state: &mut ReactorState) -> Result<bool, ClientError> {
+        let (streams, handlers) = S::split(state);
+        for (&channel, stream) in streams.iter_mut() {
+            if !stream.asks() {
+                continue;
+            }
+            let Some(t) = stream.slot().as_mut() else {
+                continue;
+            };
+            t.ask::<S>(
+                channel,
+                &mut self.write_buf,
+                handlers,
+                &self.next_seq,
+                self.protocol_version,
+                next_dither(&mut self.dither),
+            );
+            if !drain_buf(&mut self.write_buf, &mut self.socket)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn recv(&mut self) -> Result<(), ClientError> {
@@ -823,6 +865,16 @@ impl Reactor {
 
         Ok(())
     }
+}
+
+/// When the earliest timing request of the streams of kind `S` is due (`now` if at once).
+fn earliest<S: Timed>(state: &mut ReactorState, now: Instant) -> Option<Instant> {
+    S::split(state)
+        .0
+        .values_mut()
+        .filter(|s| s.asks())
+        .filter_map(|s| s.slot().as_ref()?.due(now))
+        .min()
 }
 
 /// A factor in 0.5..1.5 from a xorshift64 state (never zero), advancing it.

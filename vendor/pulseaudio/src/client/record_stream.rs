@@ -114,7 +114,7 @@ impl RecordStream {
 
     /// With timing updates on, asks for the next one at the next chance (after an uncork).
     pub fn timing_update_now(&self) {
-        self.0.handle.timing_now(self.0.info.channel);
+        self.0.handle.record_timing_now(self.0.info.channel);
     }
 
     /// Resolves when the stream is gone: deleted, or the connection to the server lost.
