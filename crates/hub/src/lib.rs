@@ -342,10 +342,8 @@ impl Hub {
         };
         let action = match action {
             Command::SayStatus => {
-                let history = self.with(|r| (r.calibration_history(id), vec![], false));
-                Command::Say {
-                    text: spoken_status(&view, history.ok().and_then(|h| h.last().cloned())),
-                }
+                let latest = self.with(|r| (r.latest_calibration(id), vec![], false));
+                Command::Say { text: spoken_status(&view, latest) }
             }
             other => other,
         };

@@ -523,10 +523,7 @@ async fn publish_node(hub: &Hub, client: &AsyncClient, n: &NodeView, parts: Part
         let _ = client.publish(format!("tutti/{t}/state"), STATE_QOS, true, state).await;
     }
     if parts.drift {
-        let latest = hub
-            .with(|r| (r.calibration_history(&n.info.id), vec![], false))
-            .ok()
-            .and_then(|h| h.last().cloned());
+        let latest = hub.with(|r| (r.latest_calibration(&n.info.id), vec![], false));
         let drift = json!({
             "online": n.online,
             "offset_us": n.state.offset_us,

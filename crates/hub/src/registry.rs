@@ -468,6 +468,11 @@ impl Registry {
             .unwrap_or_default())
     }
 
+    /// A node's latest calibration record, if any.
+    pub fn latest_calibration(&self, id: &str) -> Option<CalibrationRecord> {
+        self.persisted.calibrations.get(id).and_then(|h| h.back().cloned())
+    }
+
     /// A command for every player of a zone. Volume and mute change their settings and are
     /// scheduled on one stream frame [`ZONE_LEAD`] ahead, so they land on the same sample on
     /// every player; resync and identify go to each at once. Returns the commands per node
