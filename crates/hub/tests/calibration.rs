@@ -173,6 +173,13 @@ fn join(
     (s, link)
 }
 
+/// Puts `id` in `zone` with a delay of 2.5 ms.
+async fn place(h: &RunningHub, id: &str, zone: &str) {
+    let patch = format!(r#"{{"zone":"{zone}","delay_ms":2.5}}"#);
+    let (status, body) = http(h.http, "PATCH", &format!("/api/nodes/{id}"), Some(&patch)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The delay the hub holds for `id`, ms.
 async fn delay_of(h: &RunningHub, id: &str) -> f64 {
     let (_, body) = http(h.http, "GET", &format!("/api/nodes/{id}"), None).await;
@@ -203,14 +210,7 @@ async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("too_few_speakers") && body.contains("at least two"), "{body}");
     for id in ["den", "kitchen", "tv", "old"] {
-        let (status, body) = http(
-            h.http,
-            "PATCH",
-            &format!("/api/nodes/{id}"),
-            Some(r#"{"zone":"lounge","delay_ms":2.5}"#),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        place(&h, id, "lounge").await;
     }
     // Their reports carry the stream's position: then it starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -428,10 +428,7 @@ async fn a_speaker_gone_before_its_delay_is_set_puts_the_others_back_and_other_r
         let body = r#"{"source":"127.0.0.1:7400","latency_ms":100}"#;
         assert_eq!(http(h.http, "PUT", &format!("/api/zones/{zone}"), Some(body)).await.0, 200);
         for id in ids {
-            let patch = format!(r#"{{"zone":"{zone}","delay_ms":2.5}}"#);
-            let (status, body) =
-                http(h.http, "PATCH", &format!("/api/nodes/{id}"), Some(&patch)).await;
-            assert_eq!(status, 200, "{body}");
+            place(&h, id, zone).await;
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
