@@ -30,6 +30,14 @@ struct Speaker {
     settings: Arc<Mutex<Vec<Settings>>>,
 }
 
+impl Speaker {
+    /// The calibration parts it was told to play.
+    fn parts(&self) -> Vec<Command> {
+        let commands = self.commands.lock().unwrap();
+        commands.iter().filter(|c| matches!(c, Command::Calibrate { .. })).cloned().collect()
+    }
+}
+
 impl tutti_node::hub::HubHandler for Speaker {
     fn state(&mut self) -> NodeState {
         NodeState {
@@ -234,15 +242,7 @@ async fn a_recording_of_three_hidden_latencies_sets_delays_that_align_them() {
     let now_frame = (start.elapsed().as_secs_f64() * RATE) as u64;
     assert!(at > now_frame + 48_000 && at < now_frame + 96_000, "at {at}, now {now_frame}");
     for (i, (s, _)) in speakers.iter().enumerate() {
-        let parts: Vec<_> = s
-            .commands
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| matches!(c, Command::Calibrate { .. }))
-            .cloned()
-            .collect();
-        assert_eq!(parts, [Command::Calibrate { speakers: 3, speaker: i as u32, at }]);
+        assert_eq!(s.parts(), [Command::Calibrate { speakers: 3, speaker: i as u32, at }]);
     }
     assert!(
         !old.commands.lock().unwrap().iter().any(|c| matches!(c, Command::Calibrate { .. })),
@@ -451,14 +451,7 @@ async fn a_speaker_gone_before_its_delay_is_set_puts_the_others_back_and_other_r
     // ...and each room's speakers hear of their own room's sequence only.
     for (room, speakers, n) in [("lounge", &lounge, 3), ("patio", &patio, 2)] {
         for (s, _) in speakers.iter() {
-            let parts: Vec<_> = s
-                .commands
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| matches!(c, Command::Calibrate { .. }))
-                .cloned()
-                .collect();
+            let parts = s.parts();
             assert!(
                 parts.len() == 1
                     && matches!(parts[0], Command::Calibrate { speakers, .. } if speakers == n),
