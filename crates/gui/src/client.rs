@@ -520,6 +520,7 @@ mod tests {
             key_lifetime: Duration::from_secs(86_400),
             mqtt: None,
             mdns: false,
+            snapcast: None,
         };
         (tutti_hub::start(config).await.expect("hub starts"), admin)
     }

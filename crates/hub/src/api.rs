@@ -287,6 +287,7 @@ pub fn router(hub: Hub) -> Router {
             post(calibration_recording).layer(axum::extract::DefaultBodyLimit::max(MAX_RECORDING)),
         )
         .route("/api/nodes/{id}/calibrations", get(calibration_history))
+        .route("/jsonrpc", get(crate::snapcast::websocket).post(crate::snapcast::post))
         .route(
             "/api/zones/{name}/watch",
             get(watch_view)

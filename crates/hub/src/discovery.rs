@@ -1,7 +1,8 @@
 //! The hub on mDNS / DNS-SD: it advertises its node link (`_tutti._tcp.local.`, TXT
 //! `role=hub`, `http`, `https` with `fp`, `mqtt`) so nodes join and the desktop app finds it
 //! without configuration, and lists the nodes that
-//! advertise themselves (`_tutti._udp.local.`), linked or not (`GET /api/discovered`).
+//! advertise themselves (`_tutti._udp.local.`), linked or not (`GET /api/discovered`). With
+//! Snapcast's control API on (`--snapcast`), it also advertises `_snapcast-jsonrpc._tcp`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,9 @@ pub enum DiscoveryError {
     #[error("mDNS: {0}")]
     Thread(#[from] std::io::Error),
 }
+
+/// The DNS-SD service of Snapcast's JSON-RPC control API.
+pub const SNAPCAST_SERVICE: &str = "_snapcast-jsonrpc._tcp.local.";
 
 /// A node heard on mDNS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +62,7 @@ impl HubDiscovery {
         http_port: u16,
         https: Option<(u16, &str)>,
         mqtt_port: Option<u16>,
+        snapcast_port: Option<u16>,
         heard: Heard,
     ) -> Result<Self, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
@@ -89,6 +94,20 @@ impl HubDiscovery {
         .map_err(DiscoveryError::Mdns)?
         .enable_addr_auto();
         daemon.register(info).map_err(DiscoveryError::Mdns)?;
+        // Snapcast's apps look for its control API by this service type.
+        if let Some(port) = snapcast_port {
+            let info = ServiceInfo::new(
+                SNAPCAST_SERVICE,
+                &instance,
+                &format!("{host}.local."),
+                "",
+                port,
+                &[("via", "tutti")][..],
+            )
+            .map_err(DiscoveryError::Mdns)?
+            .enable_addr_auto();
+            daemon.register(info).map_err(DiscoveryError::Mdns)?;
+        }
         let rx = daemon.browse(MDNS_NODE_SERVICE).map_err(DiscoveryError::Mdns)?;
         let h = heard;
         std::thread::Builder::new().name("tutti-hub-mdns".into()).spawn(move || {

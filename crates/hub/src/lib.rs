@@ -28,6 +28,8 @@
 //! - [`calibrate`]: acoustic calibration: the sequence played, the recording estimated, the
 //!   delays set, each node's history.
 //! - [`watch`]: the passive drift watch: a microphone's snippets against the zone's program.
+//! - [`snapcast`]: Snapcast's JSON-RPC control API (TCP, `/jsonrpc`), mapped onto zones,
+//!   players and sources, for the apps that speak it.
 
 #![forbid(unsafe_code)]
 // The OpenAPI document is one `json!` literal.
@@ -48,6 +50,7 @@ pub mod registry;
 pub mod secrets;
 mod server;
 pub mod sing;
+pub mod snapcast;
 pub mod store;
 pub mod tls;
 mod vault;

@@ -34,6 +34,8 @@ pub struct HubConfig {
     pub mqtt: Option<MqttSetup>,
     /// Advertise the hub and listen for nodes on mDNS.
     pub mdns: bool,
+    /// Snapcast's JSON-RPC control API on a TCP address of its own (`None`: off).
+    pub snapcast: Option<crate::snapcast::SnapcastSetup>,
 }
 
 /// Where the hub's MQTT tree lives.
@@ -70,6 +72,8 @@ pub struct RunningHub {
     pub link: SocketAddr,
     /// The MQTT broker the hub publishes to.
     pub mqtt: Option<mqtt::BrokerAddr>,
+    /// Where Snapcast's JSON-RPC control API listens.
+    pub snapcast: Option<SocketAddr>,
     discovery: Option<discovery::HubDiscovery>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -165,6 +169,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(spawn_in(&span, link::serve(hub.clone(), link_listener)));
+    let snapcast = match config.snapcast {
+        None => None,
+        Some(setup) => {
+            let listener = bind(setup.listen).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| HubError::Bind { addr: setup.listen, message: e.to_string() })?;
+            tasks.push(spawn_in(&span, crate::snapcast::serve(hub.clone(), listener, setup)));
+            Some(local)
+        }
+    };
     // A rotation cut short by a restart (the send key may be one a revoked node holds), or a
     // revocation whose rotation was never saved: rotate afresh; its last step retires every
     // older key.
@@ -217,6 +232,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             http.port(),
             https,
             mqtt_port,
+            snapcast.map(|a| a.port()),
             hub.heard.clone(),
         ) {
             Ok(d) => {
@@ -232,7 +248,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     } else {
         None
     };
-    Ok(RunningHub { hub, http, https, link, mqtt: broker, discovery, tasks })
+    Ok(RunningHub { hub, http, https, link, mqtt: broker, snapcast, discovery, tasks })
 }
 
 /// This machine's address on its default route (no packet is sent: a UDP `connect` only

@@ -332,6 +332,16 @@ struct ServeArgs {
     /// No MQTT at all.
     #[arg(long)]
     no_mqtt: bool,
+    /// Answer Snapcast's JSON-RPC control API on this TCP address (Snapcast's is
+    /// 0.0.0.0:1705), so Home Assistant's Snapcast integration, Snapweb, Snapdroid and Music
+    /// Assistant steer zones, players and sources. Off unless given. Snapcast apps have no
+    /// token: only loopback and --snapcast-allow peers are admitted.
+    #[arg(long)]
+    snapcast: Option<SocketAddr>,
+    /// Admit Snapcast apps from these networks too (CIDR, comma-separated or repeated, e.g.
+    /// 192.168.1.0/24): they may change volumes, rooms and streams, as the admin token may.
+    #[arg(long, value_delimiter = ',', requires = "snapcast")]
+    snapcast_allow: Vec<String>,
     /// Stop after this many seconds.
     #[arg(long)]
     seconds: Option<f64>,

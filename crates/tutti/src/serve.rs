@@ -19,6 +19,27 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             a.http
         );
     }
+    let snapcast = match a.snapcast {
+        None => None,
+        Some(listen) => {
+            let allow = a
+                .snapcast_allow
+                .iter()
+                .map(|n| {
+                    let n = n.trim();
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            anyhow!(
+                                "--snapcast-allow {n}: a network (192.168.1.0/24) or an address \
+                                 (192.168.1.20)"
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(tutti_hub::snapcast::SnapcastSetup { listen, allow })
+        }
+    };
     if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
         bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
     }
@@ -109,6 +130,7 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             key_lifetime: Duration::from_secs_f64(a.key_hours * 3600.0),
             mqtt,
             mdns: a.net.mdns(),
+            snapcast,
         })
         .await?;
         let tokens = match &secrets_file {
@@ -126,6 +148,16 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             hub.http,
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
+        if let Some(addr) = hub.snapcast {
+            println!(
+                "hub: Snapcast control API on {addr} (JSON-RPC; admits loopback{})",
+                if a.snapcast_allow.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {}", a.snapcast_allow.join(", "))
+                }
+            );
+        }
         if let Some((addr, fingerprint)) = &hub.https {
             // What a browser shows for the hub's own certificate: check it once, then trust it.
             let shown = if addr.ip().is_unspecified() {

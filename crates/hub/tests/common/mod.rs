@@ -30,6 +30,7 @@ pub(crate) fn config() -> HubConfig {
         key_lifetime: Duration::from_secs(86_400),
         mqtt: None,
         mdns: false,
+        snapcast: None,
     }
 }
 
