@@ -1212,10 +1212,15 @@ fn until(
 
 /// A source on loopback `port` whose every sample is 8000 (stdin, fed by the thread returned,
 /// which ends when the source does), on the passphrase network or, with `pairing`, as that
-/// paired node.
-fn constant_source(port: u16, pairing: Option<&Path>) -> (Proc, std::thread::JoinHandle<()>) {
+/// paired node; `extra` arguments after the rest.
+fn constant_source(
+    port: u16,
+    pairing: Option<&Path>,
+    extra: &[&str],
+) -> (Proc, std::thread::JoinHandle<()>) {
     let mut c = Command::new(BIN);
     c.args(["stream", "--stdin", "--port", &port.to_string(), "--bind", "127.0.0.1", "-q"])
+        .args(extra)
         .env("TUTTI_MDNS", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -1246,7 +1251,7 @@ fn a_zone_volume_change_lands_on_the_same_sample_on_every_player() {
     let mut b = hub_player(src, pb, &wb, link_port, "8");
     // A constant input: every sample 8000 until the volume changes, exactly (the WAV path is
     // bit-exact), so the first changed sample of each output is where the change landed.
-    let (source, feeder) = constant_source(src, None);
+    let (source, feeder) = constant_source(src, None, &[]);
     let nodes = until(http_port, "/api/nodes", Duration::from_secs(5), |v| {
         v.as_array()
             .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["state"]["position"].is_u64()))
@@ -1946,7 +1951,7 @@ fn the_dashboard_drives_real_players_as_a_person_would() {
         (pairing("source"), pairing("left"), pairing("right"));
     // A constant input (every sample 8000): what each player wrote says which volume it
     // played at, exactly (the WAV path is bit-exact).
-    let (source, feeder) = constant_source(src, Some(&src_pairing));
+    let (source, feeder) = constant_source(src, Some(&src_pairing), &[]);
     let (wl, wr) = (dir.join("left.wav"), dir.join("right.wav"));
     let mut pl = paired_player(src, left, &wl, &left_pairing, "75");
     let mut pr = paired_player(src, right, &wr, &right_pairing, "75");
@@ -2693,5 +2698,155 @@ fn setup_pi_pairs_a_root_tree_with_a_real_hub_and_enables_its_player() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     drop(hub);
     let _ = std::fs::remove_file(&deb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `python3 tests/snapcast/app.py` in a virtual environment beside it holding the `snapcast`
+/// library (`pip install -r requirements.txt`, once); panics naming what is missing
+/// (`scripts/test.sh` installs Debian's python3-venv).
+fn snapcast_app() -> Command {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapcast");
+    let venv = dir.join(".venv");
+    if !venv.join("bin/python3").exists() {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .expect("the Snapcast test needs Debian's python3 (apt-get install python3-venv)");
+        assert!(out.status.success(), "python3 -m venv: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    if !venv.join("lib").read_dir().is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.path().join("site-packages/snapcast").exists()))
+    }) {
+        let out = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(dir.join("requirements.txt"))
+            .output()
+            .expect("pip");
+        assert!(out.status.success(), "pip install: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut c = Command::new(venv.join("bin/python3"));
+    c.arg(dir.join("app.py"));
+    c
+}
+
+/// Runs of equal samples (both channels the same) of at least `min` frames: (value, first
+/// frame, frames).
+fn steady_runs(samples: &[i16], min: usize) -> Vec<(i16, usize, usize)> {
+    let mut runs = Vec::new();
+    let frames: Vec<(i16, i16)> = samples.chunks_exact(2).map(|f| (f[0], f[1])).collect();
+    let mut start = 0;
+    for i in 1..=frames.len() {
+        if i == frames.len() || frames[i] != frames[start] || frames[i].0 != frames[i].1 {
+            if frames[start].0 == frames[start].1 && i - start >= min {
+                runs.push((frames[start].0, start, i - start));
+            }
+            start = i;
+        }
+    }
+    runs
+}
+
+#[test]
+fn the_snapcast_library_steers_real_players_through_the_hub() {
+    let _serial = serial();
+    let dir = tmp("snapcast");
+    let p = port_base(30);
+    let (src, http_port, link_port, mqtt, pa, pb, rpc) =
+        (p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6);
+    let hub = tutti(&[
+        "serve",
+        "--no-https",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--mqtt",
+        &format!("127.0.0.1:{mqtt}"),
+        "--snapcast",
+        &format!("127.0.0.1:{rpc}"),
+        "--no-state",
+        "--seconds",
+        "40",
+    ]);
+    let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
+    let mut a = hub_player(src, pa, &wa, link_port, "18");
+    let mut b = hub_player(src, pb, &wb, link_port, "18");
+    let (source, feeder) =
+        constant_source(src, None, &["--hub", &format!("127.0.0.1:{link_port}")]);
+    until(http_port, "/api/nodes", Duration::from_secs(10), |v| {
+        v.as_array().is_some_and(|n| {
+            n.len() == 3 && n.iter().all(|n| n["online"] == true && n["state"]["streaming"] == true)
+        })
+    });
+    let out = snapcast_app()
+        .args(["127.0.0.1", &rpc.to_string(), &format!("http://127.0.0.1:{http_port}"), ADMIN])
+        .output()
+        .expect("the Snapcast app runs");
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("snapcast library transcript:\n{transcript}");
+    assert!(out.status.success(), "app.py: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = transcript.lines().map(json).collect();
+    let said = |what: &str| {
+        lines
+            .iter()
+            .find(|l| l["what"] == what)
+            .unwrap_or_else(|| panic!("no `{what}` in the transcript"))
+            .clone()
+    };
+    assert_eq!(said("connected")["version"], "0.28.0");
+    let listed = said("listed");
+    assert_eq!(listed["clients"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed["streams"].to_string().contains("playing"), "the source plays: {listed}");
+    let joined = said("joined");
+    assert_eq!(joined["clients"].as_array().unwrap().len(), 2, "{joined}");
+    let notified = said("notified");
+    assert_eq!(notified["volume"], 30, "{notified}");
+    // The library's final view: one group, muted, playing the source; a at 50, b at 30 with
+    // latency 20.
+    let last = lines.iter().rev().find(|l| l["what"] == "listed").unwrap();
+    let groups = last["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{last}");
+    assert_eq!(groups[0][3], true, "the group is muted: {last}");
+    let clients = last["clients"].as_array().unwrap();
+    assert_eq!((&clients[0][2], &clients[1][2]), (&json("50"), &json("30")), "{last}");
+    assert_eq!(clients[1][4], 20, "{last}");
+    // The hub has it all: a zone, both players in it, b's delay −20 ms.
+    let nodes = json(&http(http_port, "GET", "/api/nodes", "").1);
+    let zone = joined["group"].as_str().unwrap().to_owned();
+    let players: Vec<&serde_json::Value> =
+        nodes.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player").collect();
+    assert!(players.iter().all(|n| n["settings"]["zone"] == zone.as_str()), "{nodes}");
+    assert!(players.iter().any(|n| n["settings"]["delay_ms"] == -20.0), "{nodes}");
+    let (ok, log_a) = wait(&mut a, Duration::from_secs(25));
+    assert!(ok, "player A: {log_a}");
+    let (ok, log_b) = wait(&mut b, Duration::from_secs(25));
+    assert!(ok, "player B: {log_b}");
+    drop(source);
+    let _ = feeder.join();
+    drop(hub);
+    // What the players played: full, then (a only) half volume — a quarter of the amplitude
+    // —, then silence from the group's mute.
+    let (ra, rb) = (steady_runs(&read_wav(&wa), 24_000), steady_runs(&read_wav(&wb), 24_000));
+    eprintln!("player a's steady levels (value, frame, frames): {ra:?}\nplayer b's: {rb:?}");
+    let order = |runs: &[(i16, usize, usize)], levels: &[i16]| {
+        let mut i = 0;
+        for &(v, _, _) in runs {
+            if i < levels.len() && v == levels[i] {
+                i += 1;
+            }
+        }
+        i == levels.len()
+    };
+    // a: 8000 → 2000 → 0; b: 8000 → 0, never a quarter.
+    let (ida, idb) = {
+        let mut ids: Vec<&str> =
+            players.iter().map(|n| n["info"]["id"].as_str().unwrap()).collect();
+        ids.sort();
+        (ids[0].to_owned(), ids[1].to_owned())
+    };
+    let (a_runs, b_runs) = if ida.ends_with(&pa.to_string()) { (&ra, &rb) } else { (&rb, &ra) };
+    assert!(order(a_runs, &[8000, 2000, 0]), "{ida}: {a_runs:?}");
+    assert!(order(b_runs, &[8000, 0]) && !b_runs.iter().any(|r| r.0 == 2000), "{idb}: {b_runs:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
