@@ -762,6 +762,10 @@ pub fn openapi_document() -> serde_json::Value {
         "info": { "title": "Tutti hub", "version": env!("CARGO_PKG_VERSION") },
         "security": [{ "bearer": [] }, { "query": [] }],
         "paths": {
+            "/jsonrpc": {
+                "get": { "summary": "Snapcast's JSON-RPC control API on a WebSocket: requests answered, changes made elsewhere notified (crate::snapcast)", "responses": { "101": { "description": "upgraded" } } },
+                "post": { "summary": "One Snapcast JSON-RPC request or batch (Server.GetStatus, Client.SetVolume, Group.SetStream, ...), answered", "responses": { "200": { "description": "the JSON-RPC response" }, "204": { "description": "notifications only: nothing to answer" } } }
+            },
             "/api/health": { "get": { "summary": "Every node's last hour of reports, a minute each (ago_min, offset_min_us, offset_max_us, jitter_max_ms, concealed, underruns, reports), by id", "responses": { "200": { "description": "health" } } } },
             "/api/hub": { "get": { "summary": "The hub: network name, version, HTTPS certificate fingerprint, MQTT broker, whether keys are rotating and the sending key's age, mDNS discovery (off, on with the nodes heard, or failed and why), and the access of the token asking (admin or read)", "responses": { "200": { "description": "the hub" } } } },
             "/api/pairing": {
