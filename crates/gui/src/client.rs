@@ -521,6 +521,7 @@ mod tests {
             mqtt: None,
             mdns: false,
             snapcast: None,
+            snapcast_stream: None,
         };
         (tutti_hub::start(config).await.expect("hub starts"), admin)
     }

@@ -24,6 +24,8 @@ pub enum DiscoveryError {
 
 /// The DNS-SD service of Snapcast's JSON-RPC control API.
 pub const SNAPCAST_SERVICE: &str = "_snapcast-jsonrpc._tcp.local.";
+/// The DNS-SD service of Snapcast's stream (what snapclients look for).
+pub const SNAPCAST_STREAM_SERVICE: &str = "_snapcast._tcp.local.";
 
 /// A node heard on mDNS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +65,7 @@ impl HubDiscovery {
         https: Option<(u16, &str)>,
         mqtt_port: Option<u16>,
         snapcast_port: Option<u16>,
+        snapcast_stream_port: Option<u16>,
         heard: Heard,
     ) -> Result<Self, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
@@ -94,10 +97,14 @@ impl HubDiscovery {
         .map_err(DiscoveryError::Mdns)?
         .enable_addr_auto();
         daemon.register(info).map_err(DiscoveryError::Mdns)?;
-        // Snapcast's apps look for its control API by this service type.
-        if let Some(port) = snapcast_port {
+        // Snapcast's apps look for its control API by this service type, snapclients for
+        // its stream by the other.
+        for (service, port) in
+            [(SNAPCAST_SERVICE, snapcast_port), (SNAPCAST_STREAM_SERVICE, snapcast_stream_port)]
+        {
+            let Some(port) = port else { continue };
             let info = ServiceInfo::new(
-                SNAPCAST_SERVICE,
+                service,
                 &instance,
                 &format!("{host}.local."),
                 "",

@@ -30,6 +30,7 @@
 //! - [`watch`]: the passive drift watch: a microphone's snippets against the zone's program.
 //! - [`snapcast`]: Snapcast's JSON-RPC control API (TCP, `/jsonrpc`), mapped onto zones,
 //!   players and sources, for the apps that speak it.
+//! - [`snapstream`]: Snapcast's stream protocol: snapclients play rooms as players of the hub.
 
 #![forbid(unsafe_code)]
 // The OpenAPI document is one `json!` literal.
@@ -51,6 +52,7 @@ pub mod secrets;
 mod server;
 pub mod sing;
 pub mod snapcast;
+pub mod snapstream;
 pub mod store;
 pub mod tls;
 mod vault;

@@ -36,6 +36,8 @@ pub struct HubConfig {
     pub mdns: bool,
     /// Snapcast's JSON-RPC control API on a TCP address of its own (`None`: off).
     pub snapcast: Option<crate::snapcast::SnapcastSetup>,
+    /// Snapcast's stream protocol for snapclients on a TCP address of its own (`None`: off).
+    pub snapcast_stream: Option<crate::snapcast::SnapcastSetup>,
 }
 
 /// Where the hub's MQTT tree lives.
@@ -74,6 +76,8 @@ pub struct RunningHub {
     pub mqtt: Option<mqtt::BrokerAddr>,
     /// Where Snapcast's JSON-RPC control API listens.
     pub snapcast: Option<SocketAddr>,
+    /// Where snapclients connect.
+    pub snapcast_stream: Option<SocketAddr>,
     discovery: Option<discovery::HubDiscovery>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -180,6 +184,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             Some(local)
         }
     };
+    let snapcast_stream = match config.snapcast_stream {
+        None => None,
+        Some(setup) => {
+            let listener = bind(setup.listen).await?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| HubError::Bind { addr: setup.listen, message: e.to_string() })?;
+            tasks.push(spawn_in(&span, crate::snapstream::serve(hub.clone(), listener, setup)));
+            Some(local)
+        }
+    };
     // A rotation cut short by a restart (the send key may be one a revoked node holds), or a
     // revocation whose rotation was never saved: rotate afresh; its last step retires every
     // older key.
@@ -233,6 +248,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             https,
             mqtt_port,
             snapcast.map(|a| a.port()),
+            snapcast_stream.map(|a| a.port()),
             hub.heard.clone(),
         ) {
             Ok(d) => {
@@ -248,7 +264,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     } else {
         None
     };
-    Ok(RunningHub { hub, http, https, link, mqtt: broker, snapcast, discovery, tasks })
+    Ok(RunningHub {
+        hub,
+        http,
+        https,
+        link,
+        mqtt: broker,
+        snapcast,
+        snapcast_stream,
+        discovery,
+        tasks,
+    })
 }
 
 /// This machine's address on its default route (no packet is sent: a UDP `connect` only

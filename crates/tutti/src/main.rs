@@ -338,9 +338,16 @@ struct ServeArgs {
     /// token: only loopback and --snapcast-allow peers are admitted.
     #[arg(long)]
     snapcast: Option<SocketAddr>,
-    /// Admit Snapcast apps from these networks too (CIDR, comma-separated or repeated, e.g.
-    /// 192.168.1.0/24): they may change volumes, rooms and streams, as the admin token may.
-    #[arg(long, value_delimiter = ',', requires = "snapcast")]
+    /// Serve Snapcast's stream protocol on this TCP address (Snapcast's is 0.0.0.0:1704): a
+    /// snapclient that connects becomes a player of the hub (put it in a room, set its volume
+    /// and delay as any player's) and plays its room in sync with the room's players. Off
+    /// unless given; audio goes in clear, to loopback and --snapcast-allow peers only.
+    #[arg(long)]
+    snapcast_stream: Option<SocketAddr>,
+    /// Admit Snapcast apps and snapclients from these networks too (CIDR, comma-separated or
+    /// repeated, e.g. 192.168.1.0/24): apps may change volumes, rooms and streams, as the
+    /// admin token may; snapclients hear their rooms.
+    #[arg(long, value_delimiter = ',')]
     snapcast_allow: Vec<String>,
     /// Stop after this many seconds.
     #[arg(long)]

@@ -19,27 +19,26 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             a.http
         );
     }
-    let snapcast = match a.snapcast {
-        None => None,
-        Some(listen) => {
-            let allow = a
-                .snapcast_allow
-                .iter()
-                .map(|n| {
-                    let n = n.trim();
-                    n.parse::<ipnet::IpNet>()
-                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            anyhow!(
-                                "--snapcast-allow {n}: a network (192.168.1.0/24) or an address \
-                                 (192.168.1.20)"
-                            )
-                        })
+    let allow = a
+        .snapcast_allow
+        .iter()
+        .map(|n| {
+            let n = n.trim();
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow!(
+                        "--snapcast-allow {n}: a network (192.168.1.0/24) or an address \
+                         (192.168.1.20)"
+                    )
                 })
-                .collect::<Result<Vec<_>>>()?;
-            Some(tutti_hub::snapcast::SnapcastSetup { listen, allow })
-        }
-    };
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !allow.is_empty() && a.snapcast.is_none() && a.snapcast_stream.is_none() {
+        bail!("--snapcast-allow admits to --snapcast or --snapcast-stream: give one of them");
+    }
+    let setup = |listen| tutti_hub::snapcast::SnapcastSetup { listen, allow: allow.clone() };
+    let (snapcast, snapcast_stream) = (a.snapcast.map(setup), a.snapcast_stream.map(setup));
     if !(0.01..=24.0 * 365.0).contains(&a.key_hours) {
         bail!("--key-hours {}: use 0.01 to 8760 hours", a.key_hours);
     }
@@ -131,6 +130,7 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             mqtt,
             mdns: a.net.mdns(),
             snapcast,
+            snapcast_stream,
         })
         .await?;
         let tokens = match &secrets_file {
@@ -148,14 +148,18 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             hub.http,
             state_file.map_or(String::new(), |p| format!("; settings in {}", p.display()))
         );
+        let admits = if a.snapcast_allow.is_empty() {
+            "loopback".to_owned()
+        } else {
+            format!("loopback and {}", a.snapcast_allow.join(", "))
+        };
         if let Some(addr) = hub.snapcast {
+            println!("hub: Snapcast control API on {addr} (JSON-RPC; admits {admits})");
+        }
+        if let Some(addr) = hub.snapcast_stream {
             println!(
-                "hub: Snapcast control API on {addr} (JSON-RPC; admits loopback{})",
-                if a.snapcast_allow.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {}", a.snapcast_allow.join(", "))
-                }
+                "hub: snapclients play rooms from {addr} (snapclient -h HOST -p {}; admits {admits})",
+                addr.port()
             );
         }
         if let Some((addr, fingerprint)) = &hub.https {

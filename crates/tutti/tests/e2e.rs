@@ -2850,3 +2850,102 @@ fn the_snapcast_library_steers_real_players_through_the_hub() {
     assert!(order(b_runs, &[8000, 0]) && !b_runs.iter().any(|r| r.0 == 2000), "{idb}: {b_runs:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_snapclient_plays_a_room_as_one_more_player_of_the_hub() {
+    let _serial = serial();
+    let dir = tmp("snapclient");
+    let p = port_base(31);
+    let (src, http_port, link_port, mqtt, pa, stream) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
+    let _hub = tutti(&[
+        "serve",
+        "--no-https",
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+        "--link",
+        &format!("127.0.0.1:{link_port}"),
+        "--mqtt",
+        &format!("127.0.0.1:{mqtt}"),
+        "--snapcast-stream",
+        &format!("127.0.0.1:{stream}"),
+        "--no-state",
+        "--seconds",
+        "40",
+    ]);
+    let (source, feeder) =
+        constant_source(src, None, &["--hub", &format!("127.0.0.1:{link_port}")]);
+    let wav = dir.join("native.wav");
+    let mut native = hub_player(src, pa, &wav, link_port, "16");
+    let raw = dir.join("snapclient.raw");
+    let snapclient = Command::new("snapclient")
+        .args(["-h", "127.0.0.1", "-p", &stream.to_string(), "--hostID", "e2e-pi"])
+        .arg("--player")
+        .arg(format!("file:filename={}", raw.display()))
+        .args(["--logsink", "stderr", "--logfilter", "*:notice"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the snapclient test needs Debian's snapclient (apt-get install snapclient)");
+    let mut snapclient = Proc(snapclient);
+    // The snapclient is a player of the hub: listed, put in a room with the native player.
+    let nodes = until(http_port, "/api/nodes", Duration::from_secs(10), |v| {
+        v.as_array().is_some_and(|n| {
+            n.len() == 3
+                && n.iter().any(|n| n["info"]["id"] == "snapclient-e2e-pi" && n["online"] == true)
+        })
+    });
+    let snap = nodes.as_array().unwrap().iter().find(|n| n["info"]["id"] == "snapclient-e2e-pi");
+    assert_eq!(snap.unwrap()["info"]["device"], "snapclient", "{nodes}");
+    let (status, reply) = http(
+        http_port,
+        "PUT",
+        "/api/zones/hall",
+        &format!("{{\"source\":\"127.0.0.1:{src}\",\"latency_ms\":150}}"),
+    );
+    assert_eq!(status, 200, "{reply}");
+    for n in nodes.as_array().unwrap().iter().filter(|n| n["info"]["role"] == "player") {
+        let id = n["info"]["id"].as_str().unwrap();
+        let (status, reply) =
+            http(http_port, "PATCH", &format!("/api/nodes/{id}"), "{\"zone\":\"hall\"}");
+        assert_eq!(status, 200, "{reply}");
+    }
+    // It plays: reported streaming; then a volume, then a mute, from the API.
+    until(http_port, "/api/nodes/snapclient-e2e-pi", Duration::from_secs(10), |n| {
+        n["state"]["streaming"] == true
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, reply) =
+        http(http_port, "PATCH", "/api/nodes/snapclient-e2e-pi", "{\"volume\":50}");
+    assert_eq!(status, 200, "{reply}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, reply) =
+        http(http_port, "PATCH", "/api/nodes/snapclient-e2e-pi", "{\"mute\":true}");
+    assert_eq!(status, 200, "{reply}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, log) = wait(&mut native, Duration::from_secs(20));
+    assert!(ok, "the native player: {log}");
+    drop(source);
+    let _ = feeder.join();
+    let _ = snapclient.0.kill();
+    let mut out = String::new();
+    if let Some(mut e) = snapclient.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut out);
+    }
+    // The snapclient's output: the room's samples at full volume, then lower, then silence.
+    let bytes = std::fs::read(&raw).expect("the snapclient wrote its output");
+    let samples: Vec<i16> =
+        bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let runs = steady_runs(&samples, 24_000);
+    eprintln!("snapclient's steady levels (value, frame, frames): {runs:?}\n{out}");
+    let full = runs.iter().position(|r| r.0 == 8000).expect("the room's samples, unchanged");
+    let lower = runs[full..]
+        .iter()
+        .position(|r| r.0 > 0 && r.0 < 8000)
+        .map(|i| i + full)
+        .expect("a lower level after the volume change");
+    assert!(runs[lower..].iter().any(|r| r.0 == 0), "silence after the mute: {runs:?}");
+    // The native player beside it played the room all along.
+    let native_runs = steady_runs(&read_wav(&wav), 24_000);
+    assert!(native_runs.iter().any(|r| r.0 == 8000 && r.2 > 48_000 * 4), "{native_runs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

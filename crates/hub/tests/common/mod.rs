@@ -31,6 +31,7 @@ pub(crate) fn config() -> HubConfig {
         mqtt: None,
         mdns: false,
         snapcast: None,
+        snapcast_stream: None,
     }
 }
 
