@@ -27,6 +27,15 @@ pub const SNAPCAST_SERVICE: &str = "_snapcast-jsonrpc._tcp.local.";
 /// The DNS-SD service of Snapcast's stream (what snapclients look for).
 pub const SNAPCAST_STREAM_SERVICE: &str = "_snapcast._tcp.local.";
 
+/// The ports of Snapcast's control API and stream, when the hub serves them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapcastPorts {
+    /// JSON-RPC control (`_snapcast-jsonrpc._tcp`).
+    pub control: Option<u16>,
+    /// The stream snapclients play (`_snapcast._tcp`).
+    pub stream: Option<u16>,
+}
+
 /// A node heard on mDNS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Discovered {
@@ -64,8 +73,7 @@ impl HubDiscovery {
         http_port: u16,
         https: Option<(u16, &str)>,
         mqtt_port: Option<u16>,
-        snapcast_port: Option<u16>,
-        snapcast_stream_port: Option<u16>,
+        snapcast: SnapcastPorts,
         heard: Heard,
     ) -> Result<Self, DiscoveryError> {
         let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
@@ -100,7 +108,7 @@ impl HubDiscovery {
         // Snapcast's apps look for its control API by this service type, snapclients for
         // its stream by the other.
         for (service, port) in
-            [(SNAPCAST_SERVICE, snapcast_port), (SNAPCAST_STREAM_SERVICE, snapcast_stream_port)]
+            [(SNAPCAST_SERVICE, snapcast.control), (SNAPCAST_STREAM_SERVICE, snapcast.stream)]
         {
             let Some(port) = port else { continue };
             let info = ServiceInfo::new(

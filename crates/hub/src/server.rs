@@ -247,8 +247,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             http.port(),
             https,
             mqtt_port,
-            snapcast.map(|a| a.port()),
-            snapcast_stream.map(|a| a.port()),
+            discovery::SnapcastPorts {
+                control: snapcast.map(|a| a.port()),
+                stream: snapcast_stream.map(|a| a.port()),
+            },
             hub.heard.clone(),
         ) {
             Ok(d) => {

@@ -541,7 +541,7 @@ mod tests {
         assert_eq!((h.host.as_str(), h.version.as_str()), ("pi-kitchen", "Snapclient 0.26.0"));
         assert!(Hello::parse(&json!({ "HostName": "x" })).is_none(), "no ID, no node");
         let long = Hello::parse(&json!({ "ID": "é/".repeat(100) })).unwrap();
-        assert!(long.id.len() <= 11 + 64 && long.id.chars().all(|c| c.is_ascii()), "{}", long.id);
+        assert!(long.id.len() <= 11 + 64 && long.id.is_ascii(), "{}", long.id);
     }
 
     #[test]
