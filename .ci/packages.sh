@@ -11,6 +11,7 @@
 #   bc                           arithmetic in scripts/measure.sh
 #   mosquitto, mosquitto-clients an external MQTT broker for the hub's tests, and the README's
 #                                mosquitto_sub / mosquitto_pub examples
+#   snapclient                   Snapcast's client, playing a room from the hub's --snapcast-stream (e2e)
 #   python3-venv                 the Snapcast test runs the `snapcast` Python library (what Home
 #                                Assistant runs) from PyPI in a venv (crates/tutti/tests/snapcast)
 #   chromium                     the dashboard's tests drive the page in it (playwright-core)
@@ -21,7 +22,7 @@
 #   xvfb, x11-utils, imagemagick, xdotool
 #                                its test: a display of its own, the window found by title,
 #                                photographed, and a button clicked
-TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins cmt espeak-ng sox libsox-fmt-all bc mosquitto mosquitto-clients python3-venv chromium
+TUTTI_PACKAGES=(libasound2-dev pkg-config cmake pulseaudio pulseaudio-utils libasound2-plugins cmt espeak-ng sox libsox-fmt-all bc mosquitto mosquitto-clients snapclient python3-venv chromium
     libwebkit2gtk-4.1-dev libgtk-3-dev libxdo-dev libssl-dev libayatana-appindicator3-dev xvfb x11-utils imagemagick xdotool)
 
 ensure_packages() {

@@ -26,6 +26,9 @@
 #               arrivals' spread at the microphone (each player's latency plus its hidden one)
 #               before, after the calibration, and after the drift watch's correction; when the
 #               watch declared the change (use --seconds 170 or more)
+#   snapmix-L   the tutti-L source and a hub serving Snapcast's stream (--snapcast-stream):
+#               players p1..p(N-1) native, pN Debian's `snapclient --player pulse` playing the
+#               room as a player of the hub (buffer_time a fifth of L, as in snap-B)
 #   snap-B      snapserver (pipe source fed by `parec -d src.monitor`, buffer B ms, PCM) and N
 #               `snapclient --player pulse` on p1..pN
 # Options: --seconds S (120; measured after --settle 10), --players N (3), --stop-at T (stop
@@ -217,16 +220,17 @@ run_phase() {
         sleep 2
         paplay -d src "$DIR/signal.wav" & pids+=($!)
         ;;
-    web|calib)
+    web|calib|snapmix)
         in_ns "$TUTTI" serve --http 127.0.0.1:7480 --https 127.0.0.1:0 --link 127.0.0.1:7481 --no-mqtt \
-            --no-state > "$DIR/$name.hub.log" 2>&1 &
+            --snapcast-stream 127.0.0.1:1704 --no-state > "$DIR/$name.hub.log" 2>&1 &
         pids+=($!); local hub_pid=$!
         in_ns "$TUTTI" stream --device src.monitor --latency-ms "$arg" --bind 127.0.0.1 --port 7400 \
             > "$DIR/$name.source.log" 2>&1 &
         pids+=($!); roles+=("source"); rpids+=($!)
-        # web: the last sink is the browser's; calib: every player joins the hub.
+        # web: the last sink is the browser's, snapmix: a snapclient's; calib: every player
+        # joins the hub.
         local native=$PLAYERS joins=()
-        [ "$kind" = web ] && native=$((PLAYERS - 1))
+        [ "$kind" = web ] || [ "$kind" = snapmix ] && native=$((PLAYERS - 1))
         [ "$kind" = calib ] && joins=(--hub 127.0.0.1:7481)
         for i in $(seq "$native"); do
             in_ns "$TUTTI" play 127.0.0.1:7400 --device "p$i" --name "p$i" --port $((7400 + i)) "${joins[@]}" \
@@ -252,6 +256,20 @@ run_phase() {
                 sleep 0.1
             done
             if [ -n "$si" ]; then pactl move-sink-input "$si" "p$PLAYERS"; else echo "  Chromium's sound was not found"; fi
+        elif [ "$kind" = snapmix ]; then
+            "${api[@]}" -X PUT -H 'Content-Type: application/json' -d "{\"source\":\"127.0.0.1:7400\",\"latency_ms\":$arg}" \
+                http://127.0.0.1:7480/api/zones/lab >/dev/null
+            # The snapclient's PulseAudio buffer as in the snap phases: a fifth of the latency.
+            local bt=$((arg / 5)); [ "$bt" -lt 10 ] && bt=10; [ "$bt" -gt 100 ] && bt=100
+            in_ns snapclient -h 127.0.0.1 -p 1704 --hostID "lab$PLAYERS" --player "pulse:buffer_time=$bt" -s "p$PLAYERS" \
+                --logsink stderr --logfilter '*:info' > "$DIR/$name.p$PLAYERS.log" 2>&1 &
+            pids+=($!); roles+=("p$PLAYERS"); rpids+=($!)
+            for _ in $(seq 100); do
+                "${api[@]}" "http://127.0.0.1:7480/api/nodes/snapclient-lab$PLAYERS" >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            "${api[@]}" -X PATCH -H 'Content-Type: application/json' -d '{"zone":"lab"}' \
+                "http://127.0.0.1:7480/api/nodes/snapclient-lab$PLAYERS" >/dev/null
         else
             "${api[@]}" -X PUT -H 'Content-Type: application/json' -d "{\"source\":\"127.0.0.1:7400\",\"latency_ms\":$arg}" \
                 http://127.0.0.1:7480/api/zones/lab >/dev/null

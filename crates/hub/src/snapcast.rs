@@ -11,7 +11,7 @@
 //! slow device) is minus Tutti's per-device delay (how much later a player plays); a group's
 //! mute mutes every player of its zone (Tutti has no separate zone mute).
 //!
-//! Three ways in, one [`Session`]: newline-delimited JSON over TCP (`tutti serve --snapcast
+//! Three ways in, one session loop: newline-delimited JSON over TCP (`tutti serve --snapcast
 //! ADDR`, Snapcast's port 1705; every message ends in `\r\n`), one `POST /jsonrpc` and a
 //! WebSocket at `/jsonrpc` on the hub's API. A Snapcast app has no token: the TCP listener is
 //! off unless asked, and admits only peers in its allow-list (loopback unless

@@ -37,6 +37,8 @@ pub const BASE: usize = 26;
 pub const MAX_MESSAGE: u32 = 16 * 1024;
 /// How long a snapclient has to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
+/// How long a snapclient may say nothing (it asks the time every second) before it is dropped.
+const SILENT_FOR: Duration = Duration::from_secs(10);
 /// How often a snapclient's state is reported to the registry (it is lost without).
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
@@ -353,10 +355,12 @@ async fn session(
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         let mut next_id = 1u16;
         let mut sent_chunks = 0u64;
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 m = incoming.recv() => {
                     let Some((base, payload)) = m else { return Ok(()) };
+                    heard = Instant::now();
                     match base.kind {
                         kind::TIME => {
                             // The client's clock to the hub's, and the hub's instant now.
@@ -455,6 +459,9 @@ async fn session(
                     starting = Some(start(&settings));
                 }
                 _ = report.tick() => {
+                    if heard.elapsed() > SILENT_FOR {
+                        return Err(std::io::Error::other(format!("silent for {SILENT_FOR:?}")));
+                    }
                     let state = NodeState {
                         streaming: playing.is_some() && sent_chunks > 0,
                         stream: playing.as_ref().map(|p| p.zone.clone()),

@@ -540,14 +540,22 @@ fn render_plan(
     };
     let budget = latency.saturating_sub(usize::from(info.format.frames_per_packet) + ms(2) + batch);
     let block = if budget < ms(40) { 64 } else { 128 };
-    // A tap's listeners (browsers) play what it hands over on their own devices, after a trip
-    // over the network: it hands it over as early as it can, keeping just enough budget for
-    // 10 ms buffers.
-    let tap_lead = match output {
-        OutputKind::Tap(_) => budget.saturating_sub(3 * ms(10) + 2 * block + ms(1)),
+    // A tap's listeners (browsers, snapclients) play what it hands over on their own devices,
+    // after a trip over the network: it hands it over as early as it can, keeping just enough
+    // budget for 10 ms buffers, and 20 ms for the way its packets come. A tap is paced by the
+    // clock: it takes exactly what it plans (a device's own latency is mostly less than two
+    // of its buffers, which leaves a player slack), and a capture source's packets reach it a
+    // capture fragment and a packet after their first frame was heard. With no slack, the
+    // relay of a monitor source at 250 ms stalled on 50 packets a second on the instrument.
+    let slack = match output {
+        OutputKind::Tap(_) => ms(20).min(budget / 4),
         _ => 0,
     };
-    let budget = budget - tap_lead;
+    let tap_lead = match output {
+        OutputKind::Tap(_) => budget.saturating_sub(3 * ms(10) + 2 * block + ms(1) + slack),
+        _ => 0,
+    };
+    let budget = budget - tap_lead - slack;
     let fit = (budget.saturating_sub(2 * block + ms(1)) / 3) / 32 * 32;
     // A device asks for its two buffers at once when it starts: the engine's lead must hold
     // them (lead ≥ 2 buffers on top of the device's own 2), or it starts with an underrun.
