@@ -562,6 +562,7 @@ mod tests {
         assert_eq!(&p[..7], b"\x03\0\0\0pcm");
         assert_eq!(u32::from_le_bytes(p[7..11].try_into().unwrap()), 44);
         assert_eq!(&p[11..15], b"RIFF");
-        assert_eq!(u32::from_le_bytes(p[35..39].try_into().unwrap()), 192_000, "byte rate");
+        assert_eq!(u32::from_le_bytes(p[35..39].try_into().unwrap()), 48_000, "rate");
+        assert_eq!(u32::from_le_bytes(p[39..43].try_into().unwrap()), 192_000, "byte rate");
     }
 }
