@@ -112,6 +112,9 @@ pub enum NodeError {
     /// Opus cannot frame packets of this size.
     #[error("Opus frames are 2.5, 5, 10 or 20 ms at 48 kHz, not {0} frames")]
     OpusFrames(usize),
+    /// An RTP copy asked of a stream that is not 16-bit PCM.
+    #[error("--rtp sends L16 (16-bit PCM): use --codec pcm16 with it")]
+    RtpCodec,
     /// A thread could not be started.
     #[error("a thread could not be started: {0}")]
     Thread(#[source] std::io::Error),

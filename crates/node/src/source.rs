@@ -384,16 +384,83 @@ pub fn run_source(
         .name("tutti-encode".into())
         .spawn(move || encode_loop(feed, codec, encoder.as_mut(), fpp, channels, tx, &s1, &p1))
         .map_err(NodeError::Thread)?;
+    let rtp = match cfg.rtp {
+        Some(to) if encoding.codec == Codec::Pcm16 => Some(RtpOut::new(to, &cfg, local_addr)?),
+        Some(_) => return Err(NodeError::RtpCodec),
+        None => None,
+    };
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
         .name("tutti-source".into())
         .spawn(move || {
             // Packets must leave on schedule: prefer this thread (best effort).
             clock::prefer_current_thread(-5);
-            network_loop(session, &keys, socket, (rx, wake_rx), captured, &s2, &p2)
+            network_loop(session, &keys, socket, (rx, wake_rx), captured, rtp, &s2, &p2)
         })
         .map_err(NodeError::Thread)?;
     Ok(RunningSource { progress, local_addr, metadata, stop, threads: vec![enc, net] })
+}
+
+/// A standard RTP copy of a PCM16 stream (L16, big-endian) and its SAP announcement, every
+/// 5 s (PulseAudio drops a session not announced for 20 s).
+struct RtpOut {
+    socket: UdpSocket,
+    to: SocketAddr,
+    sender: tutti_proto::rtp::L16Sender,
+    packet: Vec<u8>,
+    announce: Vec<u8>,
+    withdraw: Vec<u8>,
+    announced: Option<LocalTime>,
+}
+
+impl RtpOut {
+    fn new(to: SocketAddr, cfg: &SourceConfig, local: SocketAddr) -> Result<Self, NodeError> {
+        let socket = bind(SocketAddr::new(local.ip(), 0), None)?;
+        if to.ip().is_multicast() {
+            multicast_sender(&socket)?;
+        }
+        let random: [u8; 16] = tutti_os::try_random()?;
+        let word = |i: usize| u32::from_le_bytes(random[i..i + 4].try_into().expect("4 bytes"));
+        let (ssrc, seq, ts) = (word(0), word(4) as u16, word(8));
+        let origin = match socket.local_addr().map(|a| a.ip()) {
+            Ok(std::net::IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
+            _ => std::net::Ipv4Addr::LOCALHOST,
+        };
+        let name = if cfg.name.is_empty() { "Tutti".to_owned() } else { cfg.name.clone() };
+        let sdp = tutti_proto::rtp::sdp(
+            &name,
+            origin.into(),
+            to,
+            cfg.format.sample_rate,
+            cfg.format.channels,
+            ssrc,
+        );
+        let hash = (ssrc >> 16) as u16 ^ ssrc as u16;
+        Ok(RtpOut {
+            socket,
+            to,
+            sender: tutti_proto::rtp::L16Sender::new(ssrc, seq, ts, cfg.format.channels.into()),
+            packet: Vec::with_capacity(MAX_DATAGRAM),
+            announce: tutti_proto::rtp::sap(origin, hash, &sdp, false),
+            withdraw: tutti_proto::rtp::sap(origin, hash, &sdp, true),
+            announced: None,
+        })
+    }
+
+    /// Sends one packet's PCM (and the announcement when it is due).
+    fn send(&mut self, pcm_le: &[u8], now: LocalTime) {
+        if self.announced.is_none_or(|t| now - t >= Nanos::from_secs(5)) {
+            self.announced = Some(now);
+            let _ = self.socket.send_to(&self.announce, tutti_proto::rtp::SAP_ADDRESS);
+        }
+        self.sender.packet(pcm_le, &mut self.packet);
+        let _ = self.socket.send_to(&self.packet, self.to);
+    }
+
+    /// Says the session is over.
+    fn withdraw(self) {
+        let _ = self.socket.send_to(&self.withdraw, tutti_proto::rtp::SAP_ADDRESS);
+    }
 }
 
 /// What the encoder reads.
@@ -599,6 +666,7 @@ fn network_loop(
     socket: UdpSocket,
     (rx, wake): (Receiver<Frame>, UnixDatagram),
     captured_input: bool,
+    mut rtp: Option<RtpOut>,
     stop: &AtomicBool,
     progress: &SourceProgress,
 ) {
@@ -625,6 +693,9 @@ fn network_loop(
             };
             match next {
                 Ok(Frame::Audio { captured, payload }) => {
+                    if let Some(r) = rtp.as_mut() {
+                        r.send(&payload, now);
+                    }
                     let r = match captured {
                         Some(t) if captured_input => session.push_captured(now, t, &payload),
                         _ if captured_input => session.push_captured(now, now, &payload),
@@ -647,6 +718,9 @@ fn network_loop(
             .is_some_and(|t| now - t > Nanos::from_millis(500) || stop.load(Ordering::Relaxed));
         if done {
             session.close();
+            if let Some(r) = rtp.take() {
+                r.withdraw();
+            }
         }
         while let Some(t) = session.poll_transmit(clock::now(), &mut out) {
             match t.destination {

@@ -41,6 +41,7 @@ pub mod pairing;
 pub mod playback;
 pub mod player;
 pub mod playout;
+pub mod rtp;
 pub mod source;
 pub mod time;
 pub mod wire;

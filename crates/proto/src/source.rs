@@ -62,6 +62,9 @@ pub struct SourceConfig {
     pub receivers: Vec<SocketAddr>,
     /// Multicast group to send every packet to.
     pub multicast: Option<SocketAddr>,
+    /// Where a standard RTP copy of the stream goes (L16, announced by SAP: see
+    /// [`rtp`](crate::rtp)); the node sends it, a PCM16 stream only.
+    pub rtp: Option<SocketAddr>,
     /// A unicast receiver silent this long is dropped.
     pub receiver_timeout: Nanos,
     /// The stream description is re-sent this often.
@@ -88,6 +91,7 @@ impl SourceConfig {
             max_receivers: 64,
             receivers: Vec::new(),
             multicast: None,
+            rtp: None,
             receiver_timeout: Nanos::from_secs(10),
             announce_interval: Nanos::from_secs(1),
             origin: u64::from(stream_id),

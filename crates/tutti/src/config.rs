@@ -63,6 +63,8 @@ pub(crate) struct StreamSection {
     pub(crate) to: Option<Vec<String>>,
     /// Multicast group.
     pub(crate) multicast: Option<String>,
+    /// A standard RTP copy (L16 with SAP) to this address.
+    pub(crate) rtp: Option<String>,
     /// Local port.
     pub(crate) port: Option<u16>,
     /// Codec.

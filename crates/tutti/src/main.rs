@@ -395,6 +395,12 @@ struct StreamArgs {
     /// A multicast group to send to (e.g. 239.255.77.1:7400).
     #[arg(long)]
     multicast: Option<String>,
+    /// Also send the stream as standard RTP (L16, 16-bit big-endian PCM, announced by SAP on
+    /// 224.0.0.56:9875) to this address, e.g. a group 239.255.77.77:5004: PulseAudio's
+    /// module-rtp-recv, ffmpeg and VLC play it (not in sync with Tutti's players). 16-bit PCM
+    /// streams only; with --dir, stream N goes to the port + 2N.
+    #[arg(long)]
+    rtp: Option<String>,
     /// Local UDP port (the first of several with --dir).
     #[arg(long)]
     port: Option<u16>,

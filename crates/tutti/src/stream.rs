@@ -104,6 +104,11 @@ impl StreamPlan {
                 g.ip()
             );
         }
+        base.rtp =
+            a.rtp.as_deref().or(s.rtp.as_deref()).map(|r| resolve(r, "--rtp")).transpose()?;
+        if base.rtp.is_some() && codec != Codec::Pcm16 {
+            bail!("--rtp sends L16 (16-bit PCM): leave --codec at pcm (or drop --rtp)");
+        }
         base.validate().map_err(|e| {
             let flag = match e.field {
                 "sample_rate" => "--rate",
@@ -218,6 +223,9 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         let mut c = base.clone();
         c.stream_id = i as u32 + 1;
         c.name = name.chars().take(64).collect();
+        if let Some(r) = &mut c.rtp {
+            r.set_port(r.port() + 2 * i as u16);
+        }
         let addr = SocketAddr::new(bind_ip, port + i as u16);
         let r = run_source(input, c, encoding, addr, m.keys.clone(), start)
             .with_context(|| format!("stream {name} on {addr}"))?;

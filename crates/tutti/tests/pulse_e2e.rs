@@ -45,13 +45,27 @@ fn skipped(ready: bool, needs: &str) -> bool {
 
 /// A private PulseAudio with these `modules` (lines of a `.pa` script).
 fn start_pulse_with(dir: &Path, modules: &str) -> Option<Proc> {
+    start_pulse_in(None, dir, modules)
+}
+
+/// A private PulseAudio with these `modules`, in the network namespace `ns` if given (its
+/// socket is a file: reachable from any namespace).
+fn start_pulse_in(ns: Option<&str>, dir: &Path, modules: &str) -> Option<Proc> {
     std::fs::create_dir_all(dir.join("run")).ok()?;
     let script = format!(
         ".fail\nload-module module-native-protocol-unix auth-anonymous=1 socket={}/native\n{modules}",
         dir.display()
     );
     std::fs::write(dir.join("lab.pa"), script).ok()?;
-    let child = Command::new("pulseaudio")
+    let mut command = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "pulseaudio"]);
+            c
+        }
+        None => Command::new("pulseaudio"),
+    };
+    let child = command
         .args(["-n", "-F"])
         .arg(dir.join("lab.pa"))
         .args(["--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no"])
@@ -669,4 +683,100 @@ fn program_wav(path: &Path, seconds: f64) {
         w.write_sample(v).unwrap();
     }
     w.finalize().unwrap();
+}
+
+/// A network namespace of the test's own (loopback up, multicast routed to it), deleted on drop.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(name: &str) -> Option<Namespace> {
+        let ip = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if !root {
+            return None;
+        }
+        let ns = format!("{name}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &ns]);
+        let ok = ip(&["netns", "add", &ns])
+            && ip(&["-n", &ns, "link", "set", "lo", "up", "multicast", "on"])
+            && ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "lo"]);
+        ok.then_some(Namespace(ns))
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn pulseaudio_plays_the_rtp_copy_it_found_by_sap() {
+    if skipped(have_pulseaudio(), "pulseaudio") {
+        return;
+    }
+    // Multicast (the RTP group, SAP's 224.0.0.56) stays inside a namespace of the test's own.
+    let Some(ns) = Namespace::new("tutti-rtp") else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root with iproute2");
+        eprintln!("skipped: needs root to make a network namespace");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tutti-rtp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let modules = "load-module module-null-sink sink_name=out rate=48000 channels=2\n\
+                   load-module module-rtp-recv sink=out sap_address=224.0.0.56 latency_msec=200\n";
+    let pulse = start_pulse_in(Some(&ns.0), &dir, modules).expect("PulseAudio starts");
+    let server = format!("unix:{}/native", dir.display());
+    let source = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, BIN, "stream", "--tone", "440", "--bind", "127.0.0.1"])
+            .args(["--port", "7400", "--rtp", "239.255.77.77:5004", "-q"])
+            .env("TUTTI_PASSPHRASE", "rtp test passphrase")
+            .env("TUTTI_MDNS", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // PulseAudio hears the announcement, opens the session and plays it into `out`.
+    let t = Instant::now();
+    let mut listed = String::new();
+    while t.elapsed() < Duration::from_secs(10) {
+        let out = Command::new("pactl")
+            .args(["list", "sink-inputs"])
+            .env("PULSE_SERVER", &server)
+            .output()
+            .unwrap();
+        listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed.contains("tone 440 Hz") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(listed.contains("tone 440 Hz"), "no RTP session in PulseAudio: {listed}");
+    std::thread::sleep(Duration::from_secs(1));
+    let rec = Command::new("timeout")
+        .args(["2", "parec", "-d", "out.monitor", "--raw", "--format=s16le", "--rate=48000"])
+        .arg("--channels=2")
+        .env("PULSE_SERVER", &server)
+        .output()
+        .unwrap();
+    let samples: Vec<i16> =
+        rec.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    drop(source);
+    drop(pulse);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(samples.len() > 48_000, "parec recorded {} samples", samples.len());
+    // The tone (amplitude 8192), unbroken: every 100 ms at full level, at 440 Hz (PulseAudio
+    // moves the rate a little while it fills its buffer: within 2 %).
+    let peaks: Vec<i16> = samples
+        .chunks(9_600)
+        .map(|c| c.iter().map(|s| s.saturating_abs()).max().unwrap_or(0))
+        .collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let rising = left.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+    let hz = rising as f64 * 48_000.0 / left.len() as f64;
+    eprintln!("RTP via PulseAudio's module-rtp-recv: {hz:.1} Hz, peaks per 100 ms {peaks:?}");
+    assert!(peaks.iter().all(|&p| (8_000..=8_300).contains(&p)), "unbroken, full level: {peaks:?}");
+    assert!((431.0..=449.0).contains(&hz), "440 Hz: {hz}");
 }
