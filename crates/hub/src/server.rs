@@ -173,28 +173,24 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         let _ = axum::serve(http_listener, router).await;
     }));
     tasks.push(spawn_in(&span, link::serve(hub.clone(), link_listener)));
-    let snapcast = match config.snapcast {
-        None => None,
-        Some(setup) => {
-            let listener = bind(setup.listen).await?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| HubError::Bind { addr: setup.listen, message: e.to_string() })?;
-            tasks.push(spawn_in(&span, crate::snapcast::serve(hub.clone(), listener, setup)));
-            Some(local)
-        }
+    // Snapcast's control API and stream, each on a listener of its own when asked.
+    let mut snapcast_listener = async |setup: Option<crate::snapcast::SnapcastSetup>,
+                                       stream: bool| {
+        let Some(setup) = setup else { return Ok(None) };
+        let listener = bind(setup.listen).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| HubError::Bind { addr: setup.listen, message: e.to_string() })?;
+        let h = hub.clone();
+        tasks.push(if stream {
+            spawn_in(&span, crate::snapstream::serve(h, listener, setup))
+        } else {
+            spawn_in(&span, crate::snapcast::serve(h, listener, setup))
+        });
+        Ok::<_, HubError>(Some(local))
     };
-    let snapcast_stream = match config.snapcast_stream {
-        None => None,
-        Some(setup) => {
-            let listener = bind(setup.listen).await?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| HubError::Bind { addr: setup.listen, message: e.to_string() })?;
-            tasks.push(spawn_in(&span, crate::snapstream::serve(hub.clone(), listener, setup)));
-            Some(local)
-        }
-    };
+    let snapcast = snapcast_listener(config.snapcast, false).await?;
+    let snapcast_stream = snapcast_listener(config.snapcast_stream, true).await?;
     // A rotation cut short by a restart (the send key may be one a revoked node holds), or a
     // revocation whose rotation was never saved: rotate afresh; its last step retires every
     // older key.

@@ -171,14 +171,20 @@ async fn snapcast_apps_list_and_steer_zones_players_and_sources() {
         .write_all(b"{\"id\":0,\"jsonrpc\":\"2.0\",\"method\":\"Server.GetRPCVersion\"}\r\n")
         .await
         .unwrap();
-    let mut raw = Vec::new();
+    // Notifications of the nodes joining may come first; every message ends in \r\n.
     let read = a.lines.get_mut();
-    tokio::time::timeout(Duration::from_secs(5), read.read_until(b'\n', &mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(raw.ends_with(b"\r\n"), "{:?}", String::from_utf8_lossy(&raw));
-    let v: Value = serde_json::from_slice(&raw).unwrap();
+    let v: Value = loop {
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), read.read_until(b'\n', &mut raw))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(raw.ends_with(b"\r\n"), "{:?}", String::from_utf8_lossy(&raw));
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        if v["id"] == 0 {
+            break v;
+        }
+    };
     assert_eq!(v["result"], json!({ "major": 2, "minor": 0, "patch": 0 }));
     // Both players and the source are listed: each player a group of its own until zoned.
     let mut server = Value::Null;
