@@ -39,6 +39,11 @@ pub const MAX_MESSAGE: u32 = 16 * 1024;
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
 /// How long a snapclient may say nothing (it asks the time every second) before it is dropped.
 const SILENT_FOR: Duration = Duration::from_secs(10);
+/// The least room latency a snapclient plays in reliably: at 100 ms the relay hands blocks
+/// ~40–60 ms ahead, less than a snapclient's PulseAudio buffer and start-up took on the
+/// instrument (it stayed silent in 2 runs of 3); at 250 ms it played within 0.16 ms of the
+/// native players. Below it the player says so (its `problem`, on the dashboard).
+const SNAPCLIENT_ROOM_MS: i64 = 150;
 /// How often a snapclient's state is reported to the registry (it is lost without).
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 
@@ -466,6 +471,14 @@ async fn session(
                         streaming: playing.is_some() && sent_chunks > 0,
                         stream: playing.as_ref().map(|p| p.zone.clone()),
                         latency_ms: playing.as_ref().map(|p| p.buffer_ms as f64),
+                        problem: playing.as_ref().filter(|p| p.buffer_ms < SNAPCLIENT_ROOM_MS).map(|p| {
+                            format!(
+                                "room {} has a latency of {} ms; a snapclient needs {SNAPCLIENT_ROOM_MS} ms or \
+                                 more (its own buffer and start-up come out of what the hub's relay leaves \
+                                 it): give the room a latency of {SNAPCLIENT_ROOM_MS} ms or more",
+                                p.zone, p.buffer_ms
+                            )
+                        }),
                         ..NodeState::default()
                     };
                     hub.with(|reg| ((), reg.report(&id, state, Instant::now()).into_iter().collect(), false));
