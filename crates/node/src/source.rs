@@ -378,17 +378,18 @@ pub fn run_source(
         }
         _ => None,
     };
+    // Refused before any thread starts.
+    let rtp = match cfg.rtp {
+        Some(to) if encoding.codec == Codec::Pcm16 => Some(RtpOut::new(to, &cfg, local_addr)?),
+        Some(_) => return Err(NodeError::RtpCodec),
+        None => None,
+    };
     let (p1, s1) = (progress.clone(), stop.clone());
     let codec = encoding.codec;
     let enc = std::thread::Builder::new()
         .name("tutti-encode".into())
         .spawn(move || encode_loop(feed, codec, encoder.as_mut(), fpp, channels, tx, &s1, &p1))
         .map_err(NodeError::Thread)?;
-    let rtp = match cfg.rtp {
-        Some(to) if encoding.codec == Codec::Pcm16 => Some(RtpOut::new(to, &cfg, local_addr)?),
-        Some(_) => return Err(NodeError::RtpCodec),
-        None => None,
-    };
     let (p2, s2) = (progress.clone(), stop.clone());
     let net = std::thread::Builder::new()
         .name("tutti-source".into())
