@@ -818,11 +818,7 @@ impl<W: AsyncWrite + Unpin + Send> Outbox for Lines<W> {
 /// Serves Snapcast's TCP control protocol on `listener` to the peers `setup` admits.
 pub(crate) async fn serve(hub: Hub, listener: tokio::net::TcpListener, setup: SnapcastSetup) {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, peer) = accept(&listener).await;
         let (read, mut write) = tcp.into_split();
         if !setup.admits(peer.ip()) {
             tracing::warn!(
@@ -854,6 +850,22 @@ pub(crate) async fn serve(hub: Hub, listener: tokio::net::TcpListener, setup: Sn
                 started.elapsed().as_secs_f64()
             );
         });
+    }
+}
+
+/// The next connection on a Snapcast listener (control or stream), without Nagle's delay; a
+/// failed accept (out of descriptors) is retried after 100 ms.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, peer);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 

@@ -254,11 +254,7 @@ async fn read_message(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(Base
 /// Serves Snapcast's stream protocol on `listener` to the peers `setup` admits.
 pub(crate) async fn serve(hub: Hub, listener: tokio::net::TcpListener, setup: SnapcastSetup) {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+        let (tcp, peer) = crate::snapcast::accept(&listener).await;
         let hub = hub.clone();
         let admitted = setup.admits(peer.ip());
         tokio::spawn(async move {

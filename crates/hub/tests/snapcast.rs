@@ -128,6 +128,26 @@ impl App {
     }
 }
 
+/// The next message on a `/jsonrpc` WebSocket that `wanted` (within 5 s each).
+async fn next_where(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if wanted(&v) {
+            return v;
+        }
+    }
+}
+
 fn group_of<'a>(server: &'a Value, client: &str) -> &'a Value {
     server["groups"]
         .as_array()
@@ -360,32 +380,12 @@ async fn snapcast_apps_list_and_steer_zones_players_and_sources() {
     let ask = json!({ "id": 5, "jsonrpc": "2.0", "method": "Client.SetVolume",
                       "params": { "id": "den", "volume": { "percent": 1 } } });
     ws.send(tokio_tungstenite::tungstenite::Message::Text(ask.to_string().into())).await.unwrap();
-    let reply = loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
-        if v["id"] == 5 {
-            break v;
-        }
-    };
+    let reply = next_where(&mut ws, |v| v["id"] == 5).await;
     assert!(reply["error"]["message"].as_str().unwrap().contains("read-only"), "{reply}");
     // The WebSocket is a session: a change from elsewhere is notified on it.
     let (status, _) = http(h.http, "PATCH", "/api/nodes/den", Some("{\"volume\":66}")).await;
     assert_eq!(status, 200);
-    let note = loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
-        if v["method"] == "Client.OnVolumeChanged" {
-            break v;
-        }
-    };
+    let note = next_where(&mut ws, |v| v["method"] == "Client.OnVolumeChanged").await;
     assert_eq!(note["params"]["volume"]["percent"], 66, "{note}");
     for l in links {
         l.stop();
