@@ -1155,20 +1155,20 @@ fn two_zones_play_two_streams_and_a_player_moves_between_them() {
 
 /// A hub on the given ports, in memory, for `seconds`.
 fn hub(http_port: u16, link_port: u16, mqtt: u16, seconds: &str) -> Proc {
-    tutti(&[
-        "serve",
-        "--https",
-        "127.0.0.1:0",
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--link",
-        &format!("127.0.0.1:{link_port}"),
-        "--mqtt",
-        &format!("127.0.0.1:{mqtt}"),
-        "--no-state",
-        "--seconds",
-        seconds,
-    ])
+    hub_with(http_port, link_port, mqtt, seconds, &[])
+}
+
+/// [`hub`] with `extra` arguments.
+fn hub_with(http_port: u16, link_port: u16, mqtt: u16, seconds: &str, extra: &[&str]) -> Proc {
+    let (http, link, mqtt) = (
+        format!("127.0.0.1:{http_port}"),
+        format!("127.0.0.1:{link_port}"),
+        format!("127.0.0.1:{mqtt}"),
+    );
+    let mut args = vec!["serve", "--https", "127.0.0.1:0", "--http", &http, "--link", &link];
+    args.extend(["--mqtt", &mqtt, "--no-state", "--seconds", seconds]);
+    args.extend(extra);
+    tutti(&args)
 }
 
 /// A WAV player of `source` joined to the hub at `link_port`.
@@ -2754,21 +2754,8 @@ fn the_snapcast_library_steers_real_players_through_the_hub() {
     let p = port_base(30);
     let (src, http_port, link_port, mqtt, pa, pb, rpc) =
         (p, p + 1, p + 2, p + 3, p + 4, p + 5, p + 6);
-    let hub = tutti(&[
-        "serve",
-        "--no-https",
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--link",
-        &format!("127.0.0.1:{link_port}"),
-        "--mqtt",
-        &format!("127.0.0.1:{mqtt}"),
-        "--snapcast",
-        &format!("127.0.0.1:{rpc}"),
-        "--no-state",
-        "--seconds",
-        "40",
-    ]);
+    let hub =
+        hub_with(http_port, link_port, mqtt, "40", &["--snapcast", &format!("127.0.0.1:{rpc}")]);
     let (wa, wb) = (dir.join("a.wav"), dir.join("b.wav"));
     let mut a = hub_player(src, pa, &wa, link_port, "18");
     let mut b = hub_player(src, pb, &wb, link_port, "18");
@@ -2857,21 +2844,13 @@ fn a_snapclient_plays_a_room_as_one_more_player_of_the_hub() {
     let dir = tmp("snapclient");
     let p = port_base(31);
     let (src, http_port, link_port, mqtt, pa, stream) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
-    let _hub = tutti(&[
-        "serve",
-        "--no-https",
-        "--http",
-        &format!("127.0.0.1:{http_port}"),
-        "--link",
-        &format!("127.0.0.1:{link_port}"),
-        "--mqtt",
-        &format!("127.0.0.1:{mqtt}"),
-        "--snapcast-stream",
-        &format!("127.0.0.1:{stream}"),
-        "--no-state",
-        "--seconds",
+    let _hub = hub_with(
+        http_port,
+        link_port,
+        mqtt,
         "40",
-    ]);
+        &["--snapcast-stream", &format!("127.0.0.1:{stream}")],
+    );
     let (source, feeder) =
         constant_source(src, None, &["--hub", &format!("127.0.0.1:{link_port}")]);
     let wav = dir.join("native.wav");
