@@ -1,6 +1,7 @@
 //! Sockets.
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use std::cell::RefCell;
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -128,24 +129,32 @@ pub fn wake(w: &UnixDatagram) {
     let _ = w.send(&[1]);
 }
 
+thread_local! {
+    /// Room for a datagram's receive timestamp, made once per thread: reading a datagram
+    /// allocates nothing (a player's network thread reads hundreds a second).
+    static CMSG: RefCell<Vec<u8>> = RefCell::new(nix::cmsg_space!(TimeSpec));
+}
+
 /// Receives one datagram if one is queued, without waiting.
 pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr, LocalTime)> {
-    let mut cmsg = nix::cmsg_space!(TimeSpec);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .ok()?;
-    let from = msg.address.as_ref().and_then(to_socket_addr)?;
-    let kernel = msg.cmsgs().ok().and_then(|mut c| {
-        c.find_map(|m| match m {
-            ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
-            _ => None,
-        })
-    });
+    let (bytes, from, kernel) = CMSG.with_borrow_mut(|cmsg| {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        let from = msg.address.as_ref().and_then(to_socket_addr)?;
+        let kernel = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                _ => None,
+            })
+        });
+        Some((msg.bytes, from, kernel))
+    })?;
     let (now, real) = clock_pair();
     // The kernel stamps with the real-time clock: its age, read on that clock, moves the
     // monotonic `now` back to the arrival. Ages outside 0..1 s (a clock step), or a reading
@@ -158,7 +167,7 @@ pub fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr
             (0..1_000_000_000).contains(&age).then(|| now - Nanos(age))
         })
         .unwrap_or(now);
-    Some((msg.bytes, from, at))
+    Some((bytes, from, at))
 }
 
 /// The monotonic and the real-time clock read at one instant: the real-time reading is
