@@ -434,4 +434,36 @@ mod tests {
         assert_eq!(form_token(b"nothing"), None);
         assert_eq!(form_token(&[0xff, 0xfe]), None);
     }
+
+    #[test]
+    fn a_read_only_page_changes_nothing_whatever_it_sends() {
+        // The page disables its controls for a read-only login; a page that sends anyway (an
+        // old tab, a hand-made message) is refused here, in the API's words, and the hub is
+        // as it was.
+        let hub =
+            Hub::new(None, None, crate::secrets::Secrets::generate("test"), None).expect("a hub");
+        let zone =
+            tutti_proto::control::Zone { name: "kitchen".into(), source: None, latency_ms: None };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let run = |access: Access, action: Action| {
+            let backend = HubBackend { hub: hub.clone(), access };
+            runtime.block_on(backend.perform(action))
+        };
+        let actions = [
+            Action::PutZone(zone.clone()),
+            Action::DeleteZone("kitchen".into()),
+            Action::Pair,
+            Action::Revoke("node-1".into()),
+        ];
+        for action in actions {
+            let what = format!("{action:?}");
+            let refused = run(Access::Read, action).expect_err(&what);
+            assert_eq!(refused.code, "read_only", "{what}");
+            assert_eq!(refused.message, READ_ONLY, "{what}");
+        }
+        assert!(hub.zones().is_empty(), "{:?}", hub.zones());
+        // The same message from an admin's page does change it.
+        run(Access::Admin, Action::PutZone(zone)).expect("an admin's zone");
+        assert_eq!(hub.zones().len(), 1);
+    }
 }
