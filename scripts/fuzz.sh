@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(decode player link pairing api)
+[ ${#targets[@]} -gt 0 ] || targets=(decode player link pairing api rtp)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: the nightly toolchain is missing: rustup toolchain install nightly" >&2

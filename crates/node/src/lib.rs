@@ -13,6 +13,7 @@
 //!   link's too) that takes a zone's route by itself, read by snapshots and typed notices.
 //! - [`mixer`]: the party host: many live microphones mixed into one output.
 //! - [`output`]: where players play (devices, WAV files, null).
+//! - [`rtp_in`]: standard RTP (L16) captured as a source's input.
 //! - [`security`]: keys from passphrases.
 //!
 //! Threads, not async: each session has one network thread blocking on its socket with a
@@ -27,6 +28,7 @@ pub mod net;
 pub mod output;
 pub mod player;
 pub mod role;
+pub mod rtp_in;
 pub mod security;
 pub mod source;
 

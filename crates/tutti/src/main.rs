@@ -389,6 +389,18 @@ struct StreamArgs {
     /// Capture from an input device (e.g. "out.monitor" to stream this computer's sound).
     #[arg(long, group = "input")]
     device: Option<String>,
+    /// Standard RTP in: listen for L16 (16-bit big-endian PCM) at this address, a multicast
+    /// group (e.g. 239.255.77.77:46000) or a local HOST:PORT, at --rate and --channels, as
+    /// PulseAudio's `module-rtp-send`, PipeWire's RTP sink, ffmpeg or VLC send it: one sender,
+    /// captured live (lost packets play as silence). Senders on this machine only, unless
+    /// --rtp-allow admits others.
+    #[arg(long, group = "input")]
+    rtp_in: Option<String>,
+    /// With --rtp-in: admit senders from these networks too (CIDR or address, comma-separated
+    /// or repeated, e.g. 192.168.1.20). Plain RTP carries no credentials: anyone who can send
+    /// from an admitted address can play into the stream.
+    #[arg(long, value_delimiter = ',', requires = "rtp_in")]
+    rtp_allow: Vec<String>,
     /// Unicast receivers (players can also join by themselves).
     #[arg(long, value_delimiter = ',')]
     to: Vec<String>,
@@ -546,6 +558,20 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Networks given to `flag` (CIDR, or an address for just it), each checked.
+fn networks(list: &[String], flag: &str) -> Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|n| {
+            let n = n.trim();
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow!("{flag} {n}: a network (192.168.1.0/24) or an address (192.168.1.20)")
+                })
+        })
+        .collect()
+}
+
 /// `a` with the config file's input (`[stream]` device, file or playlist) when no input flag
 /// was given; flags win.
 fn configured_input(mut a: StreamArgs, s: &config::StreamSection) -> Result<StreamArgs> {
@@ -555,7 +581,8 @@ fn configured_input(mut a: StreamArgs, s: &config::StreamSection) -> Result<Stre
         || a.tone.is_some()
         || a.stdin
         || a.stdin_live
-        || a.device.is_some();
+        || a.device.is_some()
+        || a.rtp_in.is_some();
     if flagged {
         return Ok(a);
     }

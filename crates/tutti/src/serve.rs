@@ -19,21 +19,7 @@ pub(crate) fn serve(a: ServeArgs, cfg: &config::Config) -> Result<()> {
             a.http
         );
     }
-    let allow = a
-        .snapcast_allow
-        .iter()
-        .map(|n| {
-            let n = n.trim();
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    anyhow!(
-                        "--snapcast-allow {n}: a network (192.168.1.0/24) or an address \
-                         (192.168.1.20)"
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let allow = networks(&a.snapcast_allow, "--snapcast-allow")?;
     if !allow.is_empty() && a.snapcast.is_none() && a.snapcast_stream.is_none() {
         bail!("--snapcast-allow admits to --snapcast or --snapcast-stream: give one of them");
     }

@@ -73,7 +73,8 @@ impl StreamPlan {
         let latency_ms =
             in_range("--latency-ms", a.latency_ms.or(s.latency_ms), 10.0, 5000.0, "ms")?;
         let bitrate = in_range("--bitrate", a.bitrate.or(s.bitrate), 6_000, 510_000, "bits/s")?;
-        let tight = (a.device.is_some() || a.stdin_live) && latency_ms.is_some_and(|l| l < 40.0);
+        let captured = a.device.is_some() || a.stdin_live || a.rtp_in.is_some();
+        let tight = captured && latency_ms.is_some_and(|l| l < 40.0);
         let frame_ms = a.frame_ms.or(s.frame_ms).unwrap_or(if a.live || tight { 2.5 } else { 5.0 });
         let fpp = frame_flag(frame_ms, codec, a.rate, a.channels)?;
         let mut base = SourceConfig::new(1, a.rate, a.channels);
@@ -191,6 +192,24 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             let raw = RawPcm::new(stdin, fmt, rate, ch)?;
             inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
         }
+    } else if let Some(addr) = &a.rtp_in {
+        let addr = resolve(addr, "--rtp-in")?;
+        let allow = networks(&a.rtp_allow, "--rtp-allow")?;
+        let admit = move |ip: std::net::IpAddr| {
+            ip.is_loopback() || allow.iter().any(|n: &ipnet::IpNet| n.contains(&ip))
+        };
+        let (cap, rtp) =
+            tutti_node::rtp_in::receive_rtp(addr, rate, usize::from(a.channels), admit, |n| {
+                eprintln!("tutti: {n}")
+            })
+            .with_context(|| format!("--rtp-in {addr}"))?;
+        eprintln!(
+            "tutti: listening for RTP (L16, {rate} Hz, {} ch) on {}",
+            a.channels, rtp.local_addr
+        );
+        // The RTP input lives as long as this process.
+        std::mem::forget(rtp);
+        inputs.push((format!("rtp {addr}"), Input::Captured(Box::new(cap))));
     } else if let Some(dev) = &a.device {
         let backend = tutti_audio::backend::cpal::CpalBackend::available()
             .into_iter()
@@ -206,7 +225,7 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         inputs.push((format!("device {dev}"), Input::Captured(Box::new(cap))));
     } else {
         bail!(
-            "nothing to stream: give --file, --playlist, --dir, --tone, --stdin or --device (or device, file or playlist in the config file's [stream])"
+            "nothing to stream: give --file, --playlist, --dir, --tone, --stdin, --device or --rtp-in (or device, file or playlist in the config file's [stream])"
         );
     }
 

@@ -780,3 +780,110 @@ fn pulseaudio_plays_the_rtp_copy_it_found_by_sap() {
     assert!(peaks.iter().all(|&p| (8_000..=8_300).contains(&p)), "unbroken, full level: {peaks:?}");
     assert!((431.0..=449.0).contains(&hz), "440 Hz: {hz}");
 }
+
+#[test]
+fn tutti_plays_what_pulseaudio_sends_over_rtp() {
+    if skipped(have_pulseaudio(), "pulseaudio") {
+        return;
+    }
+    // PulseAudio's module-rtp-send multicasts a 440 Hz sine (module-sine, playing into `src`)
+    // as L16; `tutti stream --rtp-in` captures it and a player writes it to a WAV. All inside a
+    // namespace of the test's own.
+    let Some(ns) = Namespace::new("tutti-rtp-in") else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root with iproute2");
+        eprintln!("skipped: needs root to make a network namespace");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tutti-rtp-in-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let modules = "load-module module-null-sink sink_name=src rate=48000 channels=2\n\
+                   load-module module-sine sink=src frequency=440\n\
+                   load-module module-rtp-send source=src.monitor source_ip=127.0.0.1 destination_ip=239.255.77.78 \
+                   port=46000 format=s16be rate=48000 channels=2\n";
+    let pulse = start_pulse_in(Some(&ns.0), &dir, modules).expect("PulseAudio starts");
+    // Its RTP flows a moment after it starts.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let tutti = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, BIN])
+            .args(args)
+            .env("TUTTI_PASSPHRASE", "rtp in test passphrase")
+            .env("TUTTI_MDNS", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut source = Proc(tutti(&[
+        "stream",
+        "--rtp-in",
+        "239.255.77.78:46000",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "7400",
+        "-q",
+    ]));
+    let wav = dir.join("played.wav");
+    let played =
+        tutti(&["play", "127.0.0.1:7400", "--wav", wav.to_str().unwrap(), "--seconds", "3"])
+            .wait_with_output()
+            .expect("the player runs");
+    assert!(played.status.success(), "{}", String::from_utf8_lossy(&played.stderr));
+    let _ = source.0.kill();
+    let said = {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(source.0.stderr.as_mut().unwrap(), &mut s);
+        s
+    };
+    drop(source);
+    drop(pulse);
+    let samples: Vec<i16> = hound::WavReader::open(&wav)
+        .map(|r| r.into_samples::<i16>().map(Result::unwrap).collect())
+        .unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(said.contains("RTP: playing"), "the source said: {said}");
+    assert!(samples.len() > 2 * 48_000 * 2, "{} samples played", samples.len());
+    // From a second after the first sound on (the capture's clock settles as silence turns
+    // to sound): the sine, unbroken (every 100 ms at its level, not a sample missing), at
+    // 440 Hz.
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let start = left.iter().position(|&s| s.saturating_abs() > 500).expect("sound");
+    let heard = &left[(start + 48_000).min(left.len())..left.len().saturating_sub(4_800)];
+    let peaks: Vec<i16> = heard
+        .chunks(4_800)
+        .map(|c| c.iter().map(|s| s.saturating_abs()).max().unwrap_or(0))
+        .collect();
+    let rising = heard.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+    let hz = rising as f64 * 48_000.0 / heard.len() as f64;
+    let silent_runs: Vec<(usize, usize)> = {
+        let mut runs = Vec::new();
+        let mut from = None;
+        for (i, &s) in heard.iter().enumerate() {
+            match (s == 0, from) {
+                (true, None) => from = Some(i),
+                (false, Some(f)) => {
+                    if i - f >= 8 {
+                        runs.push((f, i - f));
+                    }
+                    from = None;
+                }
+                _ => {}
+            }
+        }
+        runs
+    };
+    eprintln!(
+        "PulseAudio's module-rtp-send through Tutti: {hz:.1} Hz, peaks per 100 ms {peaks:?}, \
+         silent runs {silent_runs:?}"
+    );
+    assert!(peaks.len() >= 15, "{} s of sound", peaks.len() as f64 / 10.0);
+    let level = peaks[peaks.len() / 2];
+    assert!(level > 1_000, "a sine, not noise: {peaks:?}");
+    assert!(
+        peaks.iter().all(|&p| (p - level).abs() < level / 20),
+        "unbroken at one level: {peaks:?}"
+    );
+    assert!((437.0..=443.0).contains(&hz), "440 Hz: {hz}");
+    assert!(silent_runs.is_empty(), "gaps: {silent_runs:?}");
+}
