@@ -194,6 +194,11 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         }
     } else if let Some(addr) = &a.rtp_in {
         let addr = resolve(addr, "--rtp-in")?;
+        if addr.is_ipv6() && addr.ip().is_multicast() {
+            bail!(
+                "--rtp-in {addr}: IPv6 groups are not joined yet: use an IPv4 group or an address of this machine"
+            );
+        }
         let allow = networks(&a.rtp_allow, "--rtp-allow")?;
         let admit = move |ip: std::net::IpAddr| {
             ip.is_loopback() || allow.iter().any(|n: &ipnet::IpNet| n.contains(&ip))
