@@ -501,9 +501,16 @@ fn calibration_through_pulseaudio_aligns_three_hidden_latencies() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         eprintln!("tutti calibrate {extra:?} ({:.1} s):\n{text}", t.elapsed().as_secs_f64());
-        assert!(out.status.success(), "tutti calibrate failed: {text}");
         let (_, runs) = api(&http, "GET", "/api/calibrations", "");
-        runs.as_array().and_then(|r| r.last().cloned()).expect("a run")
+        let run = runs.as_array().and_then(|r| r.last().cloned()).expect("a run");
+        // A run refused because not every speaker was heard fails the command too: `again`
+        // (below) decides about it; any other failure is the test's.
+        let unheard = run["state"] == "refused"
+            && run["speakers"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| !s["arrival_ms"].is_f64()));
+        assert!(out.status.success() || unheard, "tutti calibrate failed: {text}");
+        run
     };
     let arrivals = |run: &serde_json::Value| -> Vec<f64> {
         run["speakers"]
