@@ -211,10 +211,7 @@ impl L16Receiver {
             end = end.checked_sub(usize::from(d[end - 1])).ok_or(RtpDrop::Malformed)?;
         }
         let samples = d.get(start..end).ok_or(RtpDrop::Malformed)?;
-        let frame_bytes = 2 * self.channels;
-        if samples.is_empty() || samples.len() % frame_bytes != 0 {
-            return Err(RtpDrop::Malformed);
-        }
+        // (Before the frames are counted: another codec's packet is named as such.)
         let l16 = match payload_type {
             10 => self.rate == 44_100 && self.channels == 2,
             11 => self.rate == 44_100 && self.channels == 1,
@@ -223,6 +220,10 @@ impl L16Receiver {
         };
         if !l16 {
             return Err(RtpDrop::PayloadType(payload_type));
+        }
+        let frame_bytes = 2 * self.channels;
+        if samples.is_empty() || samples.len() % frame_bytes != 0 {
+            return Err(RtpDrop::Malformed);
         }
         let frames = (samples.len() / frame_bytes) as u32;
         let silent = now_ns.saturating_sub(self.last_heard_ns) >= SOURCE_SILENT_NS;
@@ -345,9 +346,9 @@ mod tests {
         *padded.last_mut().unwrap() = 255;
         padded.truncate(200);
         assert_eq!(r.receive(0, &padded), Err(RtpDrop::Malformed), "padding past the start");
-        let mut pcmu = good.clone();
+        let mut pcmu = good[..12 + 161].to_vec();
         pcmu[1] = 0;
-        assert_eq!(r.receive(0, &pcmu), Err(RtpDrop::PayloadType(0)), "PCMU");
+        assert_eq!(r.receive(0, &pcmu), Err(RtpDrop::PayloadType(0)), "PCMU, 161 bytes");
         let mut l16_44 = good.clone();
         l16_44[1] = 10;
         assert_eq!(r.receive(0, &l16_44), Err(RtpDrop::PayloadType(10)), "44.1 kHz into 48 kHz");

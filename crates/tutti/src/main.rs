@@ -643,6 +643,21 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_that_belongs_to_another_input_is_named_with_the_fix() {
+        let cfg = toml::from_str::<config::Config>("").unwrap();
+        let err = |flags: &[&str]| match stream::StreamPlan::new(&stream_args(flags), &cfg) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&["--tone", "440", "--rtp-allow", "10.0.0.1"]);
+        assert!(e.contains("--rtp-allow") && e.contains("--rtp-in ADDR"), "{e}");
+        let e = err(&["--tone", "440", "--input-latency-ms", "5"]);
+        assert!(e.contains("--input-latency-ms") && e.contains("--stdin-live"), "{e}");
+        assert_eq!(err(&["--rtp-in", "239.255.77.78:46000", "--rtp-allow", "10.0.0.0/24"]), "");
+        assert_eq!(err(&["--stdin-live", "--input-latency-ms", "5"]), "");
+    }
+
+    #[test]
     fn the_packaged_config_files_load() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/etc/tutti");

@@ -128,6 +128,16 @@ impl StreamPlan {
             .ok()
             .filter(|c| *c != Codec::Opus)
             .ok_or_else(|| anyhow!("--format `{}`: use s16le, s24le or f32le", a.format))?;
+        if !a.rtp_allow.is_empty() && a.rtp_in.is_none() {
+            bail!(
+                "--rtp-allow admits senders to --rtp-in: give --rtp-in ADDR (or drop --rtp-allow)"
+            );
+        }
+        if a.input_latency_ms != 0.0 && !a.stdin_live {
+            bail!(
+                "--input-latency-ms is the latency of a --stdin-live producer: give --stdin-live (or drop it)"
+            );
+        }
         if a.stdin_live && (!a.input_latency_ms.is_finite() || a.input_latency_ms.abs() > 10_000.0)
         {
             bail!(
@@ -203,11 +213,17 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
         let admit = move |ip: std::net::IpAddr| {
             ip.is_loopback() || allow.iter().any(|n: &ipnet::IpNet| n.contains(&ip))
         };
-        let (cap, rtp) =
-            tutti_node::rtp_in::receive_rtp(addr, rate, usize::from(a.channels), admit, |n| {
-                eprintln!("tutti: {n}")
-            })
-            .with_context(|| format!("--rtp-in {addr}"))?;
+        let (cap, rtp) = tutti_node::rtp_in::receive_rtp(
+            addr,
+            rate,
+            usize::from(a.channels),
+            admit,
+            |n| match n {
+                tutti_node::rtp_in::RtpInNotice::Playing(_) => tracing::info!("{n}"),
+                _ => tracing::warn!("{n}"),
+            },
+        )
+        .with_context(|| format!("--rtp-in {addr}"))?;
         eprintln!(
             "tutti: listening for RTP (L16, {rate} Hz, {} ch) on {}",
             a.channels, rtp.local_addr
