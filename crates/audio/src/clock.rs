@@ -257,9 +257,7 @@ impl DeviceClock {
             self.residuals.extend(
                 points.map(|&(f, t)| (t - line.t1).0 as f64 - line.b * (f as f64 - line.f1 as f64)),
             );
-            let mid = self.residuals.len() / 2;
-            (!self.residuals.is_empty())
-                .then(|| *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1)
+            median(&mut self.residuals)
         };
         // (No readings before the newest ones, after a long gap: nothing to compare.)
         let (Some(recent), Some(before)) =
@@ -299,8 +297,7 @@ impl DeviceClock {
         let recent = self.points.iter().rev().take_while(|&&(_, t)| t1 - t <= window);
         self.residuals.extend(recent.map(|&(f, t)| (t - t1).0 as f64 - b * (f as f64 - f1 as f64)));
         let (lo, hi) = trimmed_range(&mut self.residuals);
-        let mid = self.residuals.len() / 2;
-        let a = *self.residuals.select_nth_unstable_by(mid, f64::total_cmp).1;
+        let a = median(&mut self.residuals).expect("the newest point is in the window");
         Line { f1, t1, a, b, half_band: (hi - lo) / 2.0, rate_sd: sd }
     }
 
@@ -351,6 +348,12 @@ impl DeviceClock {
             sd: (prior * var_sd / (prior + var_sd)).sqrt() / self.nominal_ns,
         }
     }
+}
+
+/// The median of `v` (reordered; the upper one of an even count), if it has any.
+fn median(v: &mut [f64]) -> Option<f64> {
+    let mid = v.len() / 2;
+    (!v.is_empty()).then(|| *v.select_nth_unstable_by(mid, f64::total_cmp).1)
 }
 
 /// The [`TRIM`] and `1 − TRIM` quantiles of `v` (reordered), leaving out at least one
