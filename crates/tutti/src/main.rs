@@ -653,6 +653,10 @@ mod tests {
         assert!(e.contains("--rtp-allow") && e.contains("--rtp-in ADDR"), "{e}");
         let e = err(&["--tone", "440", "--input-latency-ms", "5"]);
         assert!(e.contains("--input-latency-ms") && e.contains("--stdin-live"), "{e}");
+        let e = err(&["--rtp-in", "[ff02::1]:5004"]);
+        assert!(e.contains("IPv6 groups"), "{e}");
+        let e = err(&["--rtp-in", "239.255.77.78:46000", "--rtp-allow", "10.0.0.300"]);
+        assert!(e.contains("--rtp-allow 10.0.0.300: a network"), "{e}");
         assert_eq!(err(&["--rtp-in", "239.255.77.78:46000", "--rtp-allow", "10.0.0.0/24"]), "");
         assert_eq!(err(&["--stdin-live", "--input-latency-ms", "5"]), "");
     }

@@ -57,6 +57,8 @@ pub(crate) struct StreamPlan {
     pub(crate) bind_ip: std::net::IpAddr,
     /// Raw input's sample format (`--stdin`, `--stdin-live`).
     pub(crate) raw_format: Codec,
+    /// `--rtp-in`'s address and the senders it admits besides loopback (`--rtp-allow`).
+    pub(crate) rtp_in: Option<(SocketAddr, Vec<ipnet::IpNet>)>,
 }
 
 impl StreamPlan {
@@ -133,6 +135,18 @@ impl StreamPlan {
                 "--rtp-allow admits senders to --rtp-in: give --rtp-in ADDR (or drop --rtp-allow)"
             );
         }
+        let rtp_in = match &a.rtp_in {
+            Some(addr) => {
+                let addr = resolve(addr, "--rtp-in")?;
+                if addr.is_ipv6() && addr.ip().is_multicast() {
+                    bail!(
+                        "--rtp-in {addr}: IPv6 groups are not joined yet: use an IPv4 group or an address of this machine"
+                    );
+                }
+                Some((addr, networks(&a.rtp_allow, "--rtp-allow")?))
+            }
+            None => None,
+        };
         if a.input_latency_ms != 0.0 && !a.stdin_live {
             bail!(
                 "--input-latency-ms is the latency of a --stdin-live producer: give --stdin-live (or drop it)"
@@ -145,13 +159,14 @@ impl StreamPlan {
                 a.input_latency_ms
             );
         }
-        Ok(StreamPlan { base, encoding, port, bind_ip, raw_format })
+        Ok(StreamPlan { base, encoding, port, bind_ip, raw_format, rtp_in })
     }
 }
 
 pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
     // Flags and the config file first: a mistake is said before anything starts.
-    let StreamPlan { base, encoding, port, bind_ip, raw_format: fmt } = StreamPlan::new(&a, cfg)?;
+    let StreamPlan { base, encoding, port, bind_ip, raw_format: fmt, rtp_in } =
+        StreamPlan::new(&a, cfg)?;
     let m = member(&a.net, cfg)?;
     let _span =
         tracing::info_span!("source", node = %node_id(&format!("{}-source-{port}", m.prefix)))
@@ -202,14 +217,7 @@ pub(crate) fn stream(a: StreamArgs, cfg: &config::Config) -> Result<()> {
             let raw = RawPcm::new(stdin, fmt, rate, ch)?;
             inputs.push(("stdin".into(), Input::Paced { source: Box::new(raw) }));
         }
-    } else if let Some(addr) = &a.rtp_in {
-        let addr = resolve(addr, "--rtp-in")?;
-        if addr.is_ipv6() && addr.ip().is_multicast() {
-            bail!(
-                "--rtp-in {addr}: IPv6 groups are not joined yet: use an IPv4 group or an address of this machine"
-            );
-        }
-        let allow = networks(&a.rtp_allow, "--rtp-allow")?;
+    } else if let Some((addr, allow)) = rtp_in {
         let admit = move |ip: std::net::IpAddr| {
             ip.is_loopback() || allow.iter().any(|n: &ipnet::IpNet| n.contains(&ip))
         };
